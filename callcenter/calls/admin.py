@@ -1,0 +1,135 @@
+"""Django admin for supervisors: find calls by phone number or call id, read
+transcripts, see callers' profiles and model versions."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.text import Truncator
+
+from .models import Agent, Call, Customer, ModelVersion, Segment, VoiceProfile
+
+admin.site.site_header = "Call center"
+admin.site.site_title = "Call center admin"
+admin.site.index_title = "Calls, transcripts and voice profiles"
+
+
+def _short(text: str, length: int = 80) -> str:
+    return Truncator(text).chars(length)
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "user", "created"]
+    search_fields = ["display_name", "user__username", "user__email"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["phone", "name", "external_id", "call_count", "created"]
+    search_fields = ["phone", "name", "external_id"]
+    list_filter = ["created"]
+    date_hierarchy = "created"
+    readonly_fields = ["created", "updated"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
+        return super().get_queryset(request).annotate(call_count=Count("calls"))
+
+    @admin.display(description="calls", ordering="call_count")
+    def call_count(self, customer: Customer) -> int:
+        return customer.call_count
+
+
+class SegmentInline(admin.TabularInline):
+    model = Segment
+    fields = ["index", "start_ms", "end_ms", "status", "text", "confidence", "verified_text", "verified_at"]
+    readonly_fields = fields
+    ordering = ["index"]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = ["id", "started_at", "status", "direction", "protocol", "customer", "agent", "external_id", "duration"]
+    list_filter = ["status", "direction", "protocol", "started_at"]
+    search_fields = ["external_id", "customer__phone", "customer__name"]
+    list_select_related = ["customer", "agent__user"]
+    date_hierarchy = "started_at"
+    autocomplete_fields = ["customer", "agent"]
+    inlines = [SegmentInline]
+
+    @admin.display(description="duration (s)")
+    def duration(self, call: Call) -> str:
+        return "" if call.duration_s is None else f"{call.duration_s:.0f}"
+
+
+class VerifiedFilter(admin.SimpleListFilter):
+    title = "verified"
+    parameter_name = "verified"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "verified"), ("no", "not verified")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> QuerySet[Segment]:
+        if self.value() == "yes":
+            return queryset.filter(verified_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(verified_at__isnull=True)
+        return queryset
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "call", "index", "status", "short_text", "confidence", "is_verified", "created"]
+    list_filter = ["status", VerifiedFilter, "call__protocol", "created"]
+    search_fields = ["text", "verified_text", "call__external_id", "call__customer__phone"]
+    list_select_related = ["call"]
+    raw_id_fields = ["call"]
+    readonly_fields = ["created", "updated", "verified_by", "verified_at"]
+
+    @admin.display(description="text")
+    def short_text(self, segment: Segment) -> str:
+        return _short(segment.best_text)
+
+    @admin.display(description="verified", boolean=True, ordering="verified_at")
+    def is_verified(self, segment: Segment) -> bool:
+        return segment.is_verified
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_active", "promoted_at", "short_sha256", "checkpoint", "created"]
+    list_filter = ["is_active", "created"]
+    search_fields = ["name", "sha256"]
+    readonly_fields = ["created"]
+
+    @admin.display(description="SHA-256")
+    def short_sha256(self, version: ModelVersion) -> str:
+        return version.sha256[:12]
+
+
+@admin.register(VoiceProfile)
+class VoiceProfileAdmin(admin.ModelAdmin):
+    list_display = ["customer", "model_version", "version", "state_size", "created"]
+    list_filter = ["model_version", "created"]
+    search_fields = ["customer__phone", "customer__name", "customer__external_id"]
+    list_select_related = ["customer", "model_version"]
+    autocomplete_fields = ["customer"]
+    readonly_fields = ["version", "state_size", "metrics", "created"]
+    exclude = ["state"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Profiles are made by adaptation, never typed in.
+        return False
+
+    @admin.display(description="state (bytes)")
+    def state_size(self, profile: VoiceProfile) -> int:
+        return len(profile.state or b"")

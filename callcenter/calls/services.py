@@ -1,0 +1,354 @@
+"""Writes of the calls app. Every function takes keyword-only arguments,
+validates them, and raises ``callcenter.errors`` exceptions, never a bare
+``IntegrityError``: the caller learns what went wrong in words and a code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from callcenter.errors import (
+    Conflict,
+    DuplicateCall,
+    DuplicateCustomer,
+    DuplicateSegment,
+    InvalidInput,
+    InvalidPhoneNumber,
+    InvalidState,
+    NotFound,
+)
+
+from .models import E164_REGEX, SHA256_REGEX, Agent, Call, Customer, ModelVersion, Segment, VoiceProfile
+
+_PHONE_SEPARATORS = re.compile(r"[\s\-().]")
+_E164 = re.compile(E164_REGEX)
+_SHA256 = re.compile(SHA256_REGEX)
+
+
+# --- Customers -------------------------------------------------------------
+
+
+def phone_normalize(*, phone: str) -> str:
+    """Return ``phone`` in E.164 form. Spaces, dashes, dots and parentheses are
+    dropped and a leading international ``00`` becomes ``+``; no country code
+    is guessed."""
+    value = _PHONE_SEPARATORS.sub("", phone.strip())
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    if not _E164.fullmatch(value):
+        raise InvalidPhoneNumber(
+            f"{phone!r} is not a phone number in E.164 form (+, country code, number; e.g. +4915112345678)",
+            phone=phone,
+        )
+    return value
+
+
+def _external_id_clean(external_id: str | None) -> str | None:
+    if external_id is None:
+        return None
+    value = external_id.strip()
+    if len(value) > 128:
+        raise InvalidInput("external id is longer than 128 characters", external_id=external_id)
+    return value or None
+
+
+def customer_create(
+    *, phone: str, name: str = "", notes: str = "", external_id: str | None = None
+) -> Customer:
+    """Create a customer; ``DuplicateCustomer`` if the phone number or the
+    external id belongs to another customer already."""
+    phone = phone_normalize(phone=phone)
+    external_id = _external_id_clean(external_id)
+    try:
+        with transaction.atomic():
+            return Customer.objects.create(phone=phone, name=name.strip(), notes=notes, external_id=external_id)
+    except IntegrityError:
+        if Customer.objects.filter(phone=phone).exists():
+            raise DuplicateCustomer(f"a customer with phone number {phone} already exists", phone=phone) from None
+        if external_id and Customer.objects.filter(external_id=external_id).exists():
+            raise DuplicateCustomer(
+                f"a customer with external id {external_id!r} already exists", external_id=external_id
+            ) from None
+        raise
+
+
+def customer_get_or_create(
+    *, phone: str, name: str = "", external_id: str | None = None
+) -> tuple[Customer, bool]:
+    """The customer a call belongs to: found by external id first (the
+    telephony side's own customer id), then by phone number, else created.
+    Returns ``(customer, created)``. Safe against a concurrent create."""
+    phone = phone_normalize(phone=phone)
+    external_id = _external_id_clean(external_id)
+    for attempt in range(2):
+        if external_id:
+            customer = Customer.objects.filter(external_id=external_id).first()
+            if customer is not None:
+                return customer, False
+        customer = Customer.objects.filter(phone=phone).first()
+        if customer is not None:
+            if external_id and customer.external_id is None:
+                customer.external_id = external_id
+                customer.save(update_fields=["external_id", "updated"])
+            return customer, False
+        try:
+            return customer_create(phone=phone, name=name, external_id=external_id), True
+        except DuplicateCustomer:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- Calls -----------------------------------------------------------------
+
+
+def _choice(value: str, choices: type, what: str) -> str:
+    if value not in choices.values:
+        raise InvalidInput(f"{what} must be one of {', '.join(choices.values)}, got {value!r}", **{what: value})
+    return value
+
+
+def call_start(
+    *,
+    protocol: str,
+    external_id: str = "",
+    direction: str = Call.Direction.INBOUND,
+    customer_id: int | None = None,
+    agent_id: int | None = None,
+    started_at: dt.datetime | None = None,
+) -> Call:
+    """Record a call that has just started (status ``live``)."""
+    _choice(protocol, Call.Protocol, "protocol")
+    _choice(direction, Call.Direction, "direction")
+    external_id = (external_id or "").strip()
+    if customer_id is not None and not Customer.objects.filter(pk=customer_id).exists():
+        raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
+    if agent_id is not None and not Agent.objects.filter(pk=agent_id).exists():
+        raise NotFound(f"agent #{agent_id} does not exist", agent_id=agent_id)
+    try:
+        with transaction.atomic():
+            return Call.objects.create(
+                protocol=protocol,
+                external_id=external_id,
+                direction=direction,
+                customer_id=customer_id,
+                agent_id=agent_id,
+                started_at=started_at or timezone.now(),
+            )
+    except IntegrityError:
+        if external_id and Call.objects.filter(protocol=protocol, external_id=external_id).exists():
+            raise DuplicateCall(
+                f"a {protocol} call with external id {external_id!r} already exists",
+                protocol=protocol,
+                external_id=external_id,
+            ) from None
+        raise
+
+
+def call_end(
+    *,
+    call_id: int,
+    status: str = Call.Status.ENDED,
+    failure_reason: str = "",
+    ended_at: dt.datetime | None = None,
+) -> Call:
+    """Close a live call as ``ended`` or ``failed``. Ending it again with the
+    same status changes nothing (idempotent); with another status it is an
+    ``InvalidState``."""
+    if status not in (Call.Status.ENDED, Call.Status.FAILED):
+        raise InvalidInput(f"a call ends as 'ended' or 'failed', not {status!r}", status=status)
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id).first()
+        if call is None:
+            raise NotFound(f"call #{call_id} does not exist", call_id=call_id)
+        if call.status == status:
+            return call
+        if call.status != Call.Status.LIVE:
+            raise InvalidState(
+                f"call #{call_id} is already {call.status}, cannot mark it {status}", call_id=call_id
+            )
+        call.status = status
+        call.failure_reason = failure_reason
+        call.ended_at = max(ended_at or timezone.now(), call.started_at)
+        call.save(update_fields=["status", "failure_reason", "ended_at"])
+        return call
+
+
+# --- Segments --------------------------------------------------------------
+
+
+def segment_create(
+    *,
+    call_id: int,
+    index: int,
+    start_ms: int,
+    end_ms: int,
+    sample_rate: int,
+    audio: bytes = b"",
+    audio_extension: str = "wav",
+) -> Segment:
+    """Store one endpointed segment (status ``pending``) and its audio file."""
+    if index < 0:
+        raise InvalidInput(f"segment index must be >= 0, got {index}", index=index)
+    if not 0 <= start_ms <= end_ms:
+        raise InvalidInput(
+            f"segment times must satisfy 0 <= start_ms <= end_ms, got {start_ms}..{end_ms}",
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
+    if sample_rate <= 0:
+        raise InvalidInput(f"sample rate must be positive, got {sample_rate}", sample_rate=sample_rate)
+    if not re.fullmatch(r"[a-z0-9]{1,8}", audio_extension):
+        raise InvalidInput(f"bad audio file extension {audio_extension!r}", audio_extension=audio_extension)
+    if not Call.objects.filter(pk=call_id).exists():
+        raise NotFound(f"call #{call_id} does not exist", call_id=call_id)
+    try:
+        with transaction.atomic():
+            segment = Segment.objects.create(
+                call_id=call_id, index=index, start_ms=start_ms, end_ms=end_ms, sample_rate=sample_rate
+            )
+    except IntegrityError:
+        if Segment.objects.filter(call_id=call_id, index=index).exists():
+            raise DuplicateSegment(
+                f"call #{call_id} already has segment {index}", call_id=call_id, index=index
+            ) from None
+        raise
+    if audio:
+        segment.audio.save(f"call{call_id}-seg{index}.{audio_extension}", ContentFile(audio), save=True)
+    return segment
+
+
+def _segment_locked(segment_id: int) -> Segment:
+    segment = Segment.objects.select_for_update().filter(pk=segment_id).first()
+    if segment is None:
+        raise NotFound(f"segment #{segment_id} does not exist", segment_id=segment_id)
+    return segment
+
+
+def _words_clean(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+    cleaned = []
+    for position, word in enumerate(words):
+        try:
+            item = {
+                "w": str(word["w"]),
+                "start": float(word["start"]),
+                "end": float(word["end"]),
+                "conf": float(word["conf"]),
+            }
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInput(
+                f"word {position} needs w, start, end and conf, got {word!r}", position=position
+            ) from None
+        if not (0 <= item["start"] <= item["end"] and 0 <= item["conf"] <= 1):
+            raise InvalidInput(f"word {position} has bad times or confidence: {item!r}", position=position)
+        cleaned.append(item)
+    return cleaned
+
+
+def segment_store_result(
+    *, segment_id: int, text: str, words: Sequence[Mapping[str, object]], confidence: float | None
+) -> Segment:
+    """Store the recognizer's result; status becomes ``recognized``. Storing
+    again overwrites (a task that runs twice stores one result)."""
+    if confidence is not None and not 0 <= confidence <= 1:
+        raise InvalidInput(f"confidence must be within 0..1, got {confidence}", confidence=confidence)
+    cleaned = _words_clean(words)
+    with transaction.atomic():
+        segment = _segment_locked(segment_id)
+        segment.text = text.strip()
+        segment.words = cleaned
+        segment.confidence = confidence
+        segment.status = Segment.Status.RECOGNIZED
+        segment.failure_reason = ""
+        segment.save(update_fields=["text", "words", "confidence", "status", "failure_reason", "updated"])
+        return segment
+
+
+def segment_mark_failed(*, segment_id: int, reason: str) -> Segment:
+    """Record that recognition gave up on a segment, and why."""
+    with transaction.atomic():
+        segment = _segment_locked(segment_id)
+        segment.status = Segment.Status.FAILED
+        segment.failure_reason = reason
+        segment.save(update_fields=["status", "failure_reason", "updated"])
+        return segment
+
+
+def segment_verify(*, segment_id: int, text: str, user: AbstractBaseUser) -> Segment:
+    """A reviewer's transcript of the segment (may equal the recognized text)."""
+    with transaction.atomic():
+        segment = _segment_locked(segment_id)
+        segment.verified_text = text.strip()
+        segment.verified_by = user
+        segment.verified_at = timezone.now()
+        segment.save(update_fields=["verified_text", "verified_by", "verified_at", "updated"])
+        return segment
+
+
+# --- Model versions and voice profiles -------------------------------------
+
+
+def model_version_register(
+    *, name: str, checkpoint: str, sha256: str, metrics: Mapping[str, object] | None = None
+) -> ModelVersion:
+    """Record a new (inactive) model version."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("a model version needs a name")
+    sha256 = sha256.strip().lower()
+    if not _SHA256.fullmatch(sha256):
+        raise InvalidInput(f"sha256 must be 64 hex digits, got {sha256!r}", sha256=sha256)
+    try:
+        with transaction.atomic():
+            return ModelVersion.objects.create(
+                name=name, checkpoint=checkpoint, sha256=sha256, metrics=dict(metrics or {})
+            )
+    except IntegrityError:
+        if ModelVersion.objects.filter(name=name).exists():
+            raise Conflict(f"model version {name!r} already exists", name=name) from None
+        raise
+
+
+def model_version_promote(*, model_version_id: int) -> ModelVersion:
+    """Make this version the active one (and no other)."""
+    with transaction.atomic():
+        target = ModelVersion.objects.select_for_update().filter(pk=model_version_id).first()
+        if target is None:
+            raise NotFound(f"model version #{model_version_id} does not exist", model_version_id=model_version_id)
+        if target.is_active:
+            return target
+        ModelVersion.objects.select_for_update().filter(is_active=True).update(is_active=False)
+        target.is_active = True
+        target.promoted_at = timezone.now()
+        target.save(update_fields=["is_active", "promoted_at"])
+        return target
+
+
+def voice_profile_create(
+    *, customer_id: int, model_version_id: int, state: bytes, metrics: Mapping[str, object] | None = None
+) -> VoiceProfile:
+    """Store the next version of a caller's adaptation state for a model."""
+    with transaction.atomic():
+        # Serializes version numbering per customer.
+        if not Customer.objects.select_for_update().filter(pk=customer_id).exists():
+            raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
+        if not ModelVersion.objects.filter(pk=model_version_id).exists():
+            raise NotFound(f"model version #{model_version_id} does not exist", model_version_id=model_version_id)
+        latest = VoiceProfile.objects.filter(customer_id=customer_id, model_version_id=model_version_id).aggregate(
+            latest=Max("version")
+        )["latest"]
+        return VoiceProfile.objects.create(
+            customer_id=customer_id,
+            model_version_id=model_version_id,
+            version=(latest or 0) + 1,
+            state=bytes(state),
+            metrics=dict(metrics or {}),
+        )

@@ -1,0 +1,36 @@
+"""The Celery application: ``celery -A callcenter worker``.
+
+Broker and result backend come from the settings (``REDIS_URL``); the
+delivery policy is fixed here because the tasks are written for it: a task is
+acknowledged only after it ran (a worker killed mid-task gives it back to
+the queue), so tasks must be idempotent, and each worker process reserves one
+task at a time because recognition tasks are long and uneven.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from callcenter.entry import use_project_settings
+
+use_project_settings()
+
+app = Celery("callcenter")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_expires=24 * 3600,
+    broker_connection_retry_on_startup=True,
+    task_track_started=True,
+    # Default limits; long tasks (training) set their own.
+    task_soft_time_limit=300,
+    task_time_limit=360,
+    # Every domain module of the top-level `tasks` package is imported by
+    # tasks/__init__.py, so importing the package registers all tasks.
+    imports=("tasks",),
+)

@@ -1,0 +1,59 @@
+"""The backend's one exception hierarchy.
+
+Every error raised on purpose by services, selectors and tasks is a
+``CallCenterError`` with a stable machine-readable ``code``. Each interface
+(HTTP, websocket, Celery task, admin) translates it to its own form in one
+place; the message is for people, the code is for programs.
+"""
+
+from __future__ import annotations
+
+
+class CallCenterError(Exception):
+    """Base of all deliberate backend errors."""
+
+    code = "error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def as_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class ConfigurationError(CallCenterError):
+    code = "configuration"
+
+
+class InvalidInput(CallCenterError):
+    code = "invalid"
+
+
+class InvalidPhoneNumber(InvalidInput):
+    code = "invalid_phone"
+
+
+class NotFound(CallCenterError):
+    code = "not_found"
+
+
+class Conflict(CallCenterError):
+    code = "conflict"
+
+
+class DuplicateCustomer(Conflict):
+    code = "duplicate_customer"
+
+
+class DuplicateCall(Conflict):
+    code = "duplicate_call"
+
+
+class DuplicateSegment(Conflict):
+    code = "duplicate_segment"
+
+
+class InvalidState(CallCenterError):
+    code = "invalid_state"

@@ -1,0 +1,243 @@
+"""Django settings for the call-center backend.
+
+This module is the only place in the project that reads the environment.
+Every variable read here is listed in the README's configuration table
+(a test keeps the two in step). Without any variable set, the settings
+describe the one-machine default: a SQLite file and a private Redis on a
+unix socket, both under ``var/``, started by ``python -m callcenter.run``.
+
+A malformed value raises ``ImproperlyConfigured`` naming the variable, while
+the settings are imported: every process fails at start with one clear line
+(see ``callcenter.entry``), never later inside a request or a task.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
+
+
+def _env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# --- Files -----------------------------------------------------------------
+
+VAR_DIR = Path(_env_str("CALLCENTER_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+MEDIA_ROOT = str(VAR_DIR / "media")
+MEDIA_URL = "/media/"
+STATIC_ROOT = str(VAR_DIR / "static")
+STATIC_URL = "/static/"
+
+# --- Core ------------------------------------------------------------------
+
+_SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+# Without a secret key this is a developer's machine: DEBUG defaults on there,
+# and off as soon as a real key is configured.
+DEBUG = _env_bool("DJANGO_DEBUG", default=not _SECRET_KEY)
+if _SECRET_KEY:
+    SECRET_KEY = _SECRET_KEY
+elif DEBUG:
+    SECRET_KEY = "django-insecure-one-machine-development-key-do-not-use-in-production"
+else:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "callcenter.calls",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "callcenter.urls"
+ASGI_APPLICATION = "callcenter.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database --------------------------------------------------------------
+
+_DATABASE_SCHEMES = {"postgres", "postgresql", "pgsql", "sqlite"}
+
+
+def _database_from_url(url: str) -> dict:
+    scheme = urlsplit(url).scheme
+    if scheme not in _DATABASE_SCHEMES:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL has scheme {scheme!r}; expected postgres://USER:PASSWORD@HOST:PORT/NAME "
+            "or sqlite:///PATH"
+        )
+    try:
+        config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL could not be parsed: {exc}") from None
+    if not config.get("NAME"):
+        raise ImproperlyConfigured("DATABASE_URL names no database (expected .../NAME or sqlite:///PATH)")
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Web server and worker write concurrently: wait for the lock instead
+        # of failing, and take it at BEGIN so upgrades cannot deadlock.
+        config["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+        if config["NAME"] != ":memory:":
+            try:
+                Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ImproperlyConfigured(f"DATABASE_URL: cannot create the SQLite file's folder: {exc}") from None
+    return config
+
+
+DATABASE_URL = _env_str("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+DATABASES = {"default": _database_from_url(DATABASE_URL)}
+
+# --- Redis: Celery broker and result backend, Channels layer ---------------
+
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+REDIS_URL = _env_str("REDIS_URL", "")
+# Path of the private redis-server that `python -m callcenter.run` starts when
+# REDIS_URL is unset. None when an external Redis is configured.
+EMBEDDED_REDIS_SOCKET: str | None = None
+if REDIS_URL:
+    _redis_scheme = urlsplit(REDIS_URL).scheme
+    if _redis_scheme not in _REDIS_SCHEMES:
+        raise ImproperlyConfigured(
+            f"REDIS_URL has scheme {_redis_scheme!r}; expected redis://HOST:PORT/DB, rediss://... "
+            "or unix:///PATH/TO/redis.sock"
+        )
+else:
+    EMBEDDED_REDIS_SOCKET = str(VAR_DIR / "run" / "redis.sock")
+    REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
+
+# Celery spells a unix socket "redis+socket://"; Channels takes "unix://".
+if REDIS_URL.startswith("unix://"):
+    _celery_redis_url = "redis+socket://" + REDIS_URL.removeprefix("unix://")
+else:
+    _celery_redis_url = REDIS_URL
+
+CELERY_BROKER_URL = _celery_redis_url
+CELERY_RESULT_BACKEND = _celery_redis_url
+CELERY_WORKER_CONCURRENCY = _env_int("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    },
+}
+
+# --- Speech recognizer -----------------------------------------------------
+
+# Path of the recognizer checkpoint the worker loads; not opened here.
+ASR_CHECKPOINT = str(Path(_env_str("ASR_CHECKPOINT", str(BASE_DIR / "asr_core" / "checkpoints" / "base.pt"))))
+
+# --- Security (production) -------------------------------------------------
+
+# DJANGO_SECURE=1 behind TLS: HTTPS only, secure cookies, HSTS.
+SECURE = _env_bool("DJANGO_SECURE", default=False)
+SECURE_SSL_REDIRECT = SECURE
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_HSTS_SECONDS = _env_int("DJANGO_HSTS_SECONDS", 31_536_000 if SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=SECURE)
+SECURE_HSTS_PRELOAD = _env_bool("DJANGO_HSTS_PRELOAD", default=SECURE)
+if _env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", default=False):
+    # Only behind a proxy that sets this header itself.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+
+# --- Logging ---------------------------------------------------------------
+
+LOG_LEVEL = _env_str("DJANGO_LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"DJANGO_LOG_LEVEL={LOG_LEVEL!r} is not a logging level")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
