@@ -1,0 +1,81 @@
+"""Checkpoint files: config + vocabulary + weights + sha256, loaded with weights_only=True.
+
+Layout of the dict saved with `torch.save`:
+  format: "asr_core.streaming_ctc/1"
+  config: ModelConfig as a dict
+  vocab: list of tokens (index 0 = CTC blank)
+  state_dict: name -> tensor (float16 for weights, to keep the file small)
+  sha256: hash of the state_dict tensors (names, shapes, bytes), checked on load
+  meta: free-form JSON-able info (training command, data, metrics)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+
+from asr_core.errors import CheckpointError
+from asr_core.model import ModelConfig, StreamingCTC
+from asr_core.text import VOCAB
+
+FORMAT = "asr_core.streaming_ctc/1"
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "base.pt")
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: StreamingCTC, path: str, meta: dict | None = None, half: bool = True) -> str:
+    """Write atomically; returns the state sha256."""
+    state = {k: (v.half() if half and v.is_floating_point() and not k.startswith("feat_") else v).detach().cpu().clone()
+             for k, v in model.state_dict().items()}
+    digest = state_sha256(state)
+    payload = {"format": FORMAT, "config": model.cfg.to_dict(), "vocab": list(VOCAB),
+               "state_dict": state, "sha256": digest, "meta": meta or {}}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".part"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def load_checkpoint(path: str | None = None) -> tuple[StreamingCTC, dict]:
+    """Model in eval mode (float32) + the checkpoint's meta. Raises CheckpointError with a clear reason."""
+    path = path or DEFAULT_CHECKPOINT
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt/truncated/non-torch files
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an asr_core checkpoint (expected format {FORMAT!r})")
+    if list(payload.get("vocab", [])) != list(VOCAB):
+        raise CheckpointError(f"{path}: vocabulary does not match this version of asr_core")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or state_sha256(state) != payload.get("sha256"):
+        raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
+    try:
+        cfg = ModelConfig.from_dict(payload["config"])
+        model = StreamingCTC(cfg)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: checkpoint does not match the model code: {str(e).splitlines()[0]}") from None
+    return model.eval(), dict(payload.get("meta", {}), sha256=payload["sha256"])

@@ -1,0 +1,62 @@
+"""The manifest: TSV with header `speaker	split	audio	text`.
+
+`audio` is a WAV/FLAC path relative to the manifest's folder, any sample rate
+(resampled on load). Used by every tool here and by users with real recordings.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+SPLITS = ("train", "dev", "adapt", "test")
+HEADER = ("speaker", "split", "audio", "text")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Utterance:
+    speaker: str
+    split: str
+    audio: str   # absolute path
+    text: str
+
+
+def read_manifest(path: str, splits: tuple[str, ...] | None = None) -> list[Utterance]:
+    """Rows of the manifest (optionally only some splits), with absolute audio paths."""
+    if not os.path.isfile(path):
+        raise ManifestError(f"manifest not found: {path}")
+    root = os.path.dirname(os.path.abspath(path))
+    out: list[Utterance] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != HEADER:
+            raise ManifestError(f"{path}: expected header {'<TAB>'.join(HEADER)!r}, got {header!r}")
+        for lineno, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != 4:
+                raise ManifestError(f"{path}:{lineno}: expected 4 tab-separated fields, got {len(row)}")
+            speaker, split, audio, text = (c.strip() for c in row)
+            if split not in SPLITS:
+                raise ManifestError(f"{path}:{lineno}: split must be one of {SPLITS}, got {split!r}")
+            if not speaker or not audio:
+                raise ManifestError(f"{path}:{lineno}: empty speaker or audio path")
+            if splits is None or split in splits:
+                out.append(Utterance(speaker, split, os.path.join(root, audio), text))
+    return out
+
+
+def write_manifest(path: str, rows: list[tuple[str, str, str, str]]) -> None:
+    tmp = path + ".part"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write("\t".join(HEADER) + "\n")
+        for row in rows:
+            if any("\t" in c or "\n" in c for c in row):
+                raise ManifestError(f"tab or newline inside a manifest field: {row!r}")
+            f.write("\t".join(row) + "\n")
+    os.replace(tmp, path)
