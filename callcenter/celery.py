@@ -10,12 +10,27 @@ task at a time because recognition tasks are long and uneven.
 from __future__ import annotations
 
 from celery import Celery
+from django.core.exceptions import ImproperlyConfigured
 
-from callcenter.entry import use_project_settings
+from callcenter.entry import exit_on_configuration_error, use_project_settings
 
 use_project_settings()
 
 app = Celery("callcenter")
+
+
+@app.on_configure.connect
+def _settings_or_exit(sender: Celery, **kwargs: object) -> None:
+    """Evaluate the Django settings as the app configures itself, so that a
+    misconfigured variable stops the worker at start with one line."""
+    from django.conf import settings
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - imports the settings module
+    except ImproperlyConfigured as exc:
+        exit_on_configuration_error(exc)
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     task_acks_late=True,

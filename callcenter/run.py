@@ -1,0 +1,321 @@
+"""The main command: run the whole system on one machine.
+
+    python -m callcenter.run [--demo] [--host 127.0.0.1] [--port 8000] [--no-worker] ...
+
+Steps: apply migrations; start a private Redis on a unix socket under
+``var/run/`` unless ``REDIS_URL`` is set; start the web server (Daphne) and a
+Celery worker as child processes; wait until the web server answers, the
+worker answers a control ping and a ``system.ping`` task has made the round
+trip; print where the admin is; on Ctrl-C or SIGTERM stop every child.
+``--demo`` also creates a demo admin user when there is no superuser yet.
+
+``start()`` is the reusable part: a demo that streams a call builds on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from callcenter.entry import EXIT_CONFIGURATION, setup_django
+from callcenter.errors import ConfigurationError
+from callcenter.supervisor import ChildExited, StopRequested, Supervisor, install_stop_handlers
+
+# Longest path a unix socket may have (sun_path is 108 bytes, NUL included).
+_MAX_SOCKET_PATH = 107
+DEMO_ADMIN_USERNAME = "admin"
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web: bool = True
+    worker: bool = True
+    migrate: bool = True
+    demo: bool = False
+    ready_timeout: float = 90.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"port must be within 1..65535, got {self.port}")
+        if self.ready_timeout <= 0:
+            raise ConfigurationError(f"ready timeout must be positive, got {self.ready_timeout}")
+
+
+@dataclass(frozen=True)
+class Running:
+    """Where the started system answers."""
+
+    http_url: str
+    admin_url: str
+    health_ws_url: str
+    redis_url: str
+    worker_name: str | None
+    # (username, password or None) of the demo admin, with --demo.
+    admin_login: tuple[str, str | None] | None
+
+
+def _local_host(host: str) -> str:
+    """Where to reach a server bound to ``host`` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _redis_answers(socket_path: str) -> bool:
+    import redis
+
+    client = redis.Redis(unix_socket_path=socket_path, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _migrate(sup: Supervisor) -> None:
+    from django.core.management import call_command
+    from django.db import connections
+
+    call_command("migrate", interactive=False, verbosity=0)
+    connections.close_all()
+    sup.say("database is migrated")
+
+
+def demo_admin_ensure(*, var_dir: Path) -> tuple[str, str | None]:
+    """Create a superuser ``admin`` with a random password unless a superuser
+    exists. Returns the username and the password where it is known (kept in
+    ``var/demo-admin.txt``, readable only by its owner)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connections
+
+    credentials_file = var_dir / "demo-admin.txt"
+    users = get_user_model().objects
+    try:
+        if users.filter(is_superuser=True).exists():
+            if users.filter(username=DEMO_ADMIN_USERNAME, is_superuser=True).exists() and credentials_file.exists():
+                return DEMO_ADMIN_USERNAME, credentials_file.read_text().strip()
+            return users.filter(is_superuser=True).order_by("pk").first().get_username(), None
+        password = secrets.token_urlsafe(12)
+        users.create_superuser(DEMO_ADMIN_USERNAME, email="", password=password)
+    finally:
+        connections.close_all()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    credentials_file.touch(mode=0o600)
+    credentials_file.write_text(password + "\n")
+    return DEMO_ADMIN_USERNAME, password
+
+
+def _start_private_redis(sup: Supervisor, socket_path: str, *, timeout: float) -> None:
+    if len(socket_path.encode()) > _MAX_SOCKET_PATH:
+        raise ConfigurationError(
+            f"the private Redis socket path is longer than {_MAX_SOCKET_PATH} bytes: {socket_path}; "
+            "set CALLCENTER_VAR_DIR to a shorter folder or REDIS_URL to a running Redis"
+        )
+    if _redis_answers(socket_path):
+        sup.say(f"using the private Redis already running at {socket_path}")
+        return
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise ConfigurationError(
+            "redis-server is not installed: run scripts/bootstrap.sh (Debian package redis-server) "
+            "or set REDIS_URL to a running Redis"
+        )
+    run_dir = Path(socket_path).parent
+    run_dir.mkdir(parents=True, exist_ok=True)
+    Path(socket_path).unlink(missing_ok=True)
+    sup.start(
+        "redis",
+        [
+            redis_server,
+            "--port", "0",
+            "--unixsocket", socket_path,
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(run_dir),
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ],
+    )  # fmt: skip
+    sup.wait_until("the private Redis", lambda: _redis_answers(socket_path), timeout=timeout)
+
+
+def _worker_round_trip(sup: Supervisor, *, timeout: float) -> dict:
+    """Send ``system.ping`` through the queue and wait for its result."""
+    from tasks.system import ping
+
+    result = ping.delay()
+    try:
+        sup.wait_until("the system.ping round trip", result.ready, timeout=timeout)
+        return result.get(timeout=1)
+    finally:
+        result.forget()
+
+
+def start(sup: Supervisor, opts: Options) -> Running:
+    """Bring the system up under ``sup``; returns once everything answers."""
+    from django.conf import settings
+
+    from callcenter.celery import app as celery_app
+
+    probe_host = _local_host(opts.host)
+    http_url = f"http://{_url_host(probe_host)}:{opts.port}"
+    if opts.web and not _port_free(opts.host, opts.port):
+        raise ConfigurationError(f"port {opts.port} on {opts.host} is in use: choose another with --port")
+
+    if opts.migrate:
+        _migrate(sup)
+    admin_login = demo_admin_ensure(var_dir=settings.VAR_DIR) if opts.demo else None
+    if settings.EMBEDDED_REDIS_SOCKET:
+        _start_private_redis(sup, settings.EMBEDDED_REDIS_SOCKET, timeout=opts.ready_timeout)
+    else:
+        sup.say(f"using Redis at {_redact(settings.REDIS_URL)}")
+
+    env = _child_env()
+    worker_name = None
+    if opts.web:
+        sup.start(
+            "web",
+            [sys.executable, "-m", "daphne", "-b", opts.host, "-p", str(opts.port), "callcenter.asgi:application"],
+            env=env,
+        )
+    if opts.worker:
+        worker_name = f"callcenter-{os.getpid()}@{socket.gethostname()}"
+        sup.start(
+            "worker",
+            [
+                sys.executable, "-m", "celery", "-A", "callcenter", "worker",
+                "-l", "info", "-c", "1", "-n", worker_name, "--without-gossip", "--without-mingle",
+            ],
+            env=env,
+        )  # fmt: skip
+    if opts.web:
+        sup.wait_until("the web server", lambda: _http_ok(f"{http_url}/healthz"), timeout=opts.ready_timeout)
+        sup.say(f"web server answers at {http_url}/healthz")
+    if opts.worker:
+        sup.wait_until(
+            "the worker",
+            lambda: bool(celery_app.control.ping(destination=[worker_name], timeout=0.5)),
+            timeout=opts.ready_timeout,
+        )
+        answer = _worker_round_trip(sup, timeout=opts.ready_timeout)
+        sup.say(f"worker {answer['worker']} answered system.ping ({answer['customers']} customers in the database)")
+    return Running(
+        http_url=http_url,
+        admin_url=f"{http_url}/admin/",
+        health_ws_url=f"ws://{_url_host(probe_host)}:{opts.port}/ws/health/",
+        redis_url=settings.REDIS_URL,
+        worker_name=worker_name,
+        admin_login=admin_login,
+    )
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _banner(running: Running) -> str:
+    lines = ["", "=" * 64, "The call center is running."]
+    lines.append(f"  Admin:          {running.admin_url}")
+    if running.admin_login is None:
+        lines.append("  Log in as:      a superuser (create one with `python manage.py createsuperuser`)")
+    else:
+        username, password = running.admin_login
+        if password:
+            lines.append(f"  Log in as:      {username} / {password}")
+        else:
+            lines.append(f"  Log in as:      {username} (existing superuser; password not known here)")
+    lines.append(f"  Health:         {running.http_url}/healthz")
+    lines.append(f"  Pipeline check: {running.health_ws_url}")
+    lines += ["Press Ctrl-C to stop.", "=" * 64, ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m callcenter.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address the web server binds (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
+    parser.add_argument("--no-web", dest="web", action="store_false", help="do not start the web server")
+    parser.add_argument("--no-worker", dest="worker", action="store_false", help="do not start a Celery worker")
+    parser.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip `migrate`")
+    parser.add_argument("--demo", action="store_true", help="create a demo admin user if there is no superuser")
+    parser.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for each service")
+    args = parser.parse_args(argv)
+    return Options(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = parse_args(argv)
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    setup_django()
+    sup = Supervisor()
+    install_stop_handlers(sup)
+    started = time.monotonic()
+    try:
+        with sup:
+            running = start(sup, opts)
+            sup.say(f"ready in {time.monotonic() - started:.1f} s")
+            sup.say(_banner(running))
+            sup.watch()
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    except StopRequested:
+        pass
+    except (ChildExited, TimeoutError) as exc:
+        print(f"error: {exc}; everything was stopped", file=sys.stderr)
+        return 1
+    sup.say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Test-wide fixtures. The backend's tests run against the real PostgreSQL
+and Redis that `make test` points DATABASE_URL and REDIS_URL at."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.worker import celery_worker  # noqa: F401
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):  # noqa: F811 - wraps pytest-django's fixture
+    """pytest-django's test database, refused unless it is PostgreSQL."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.exit(
+            "the backend tests need the real PostgreSQL and Redis: run `make test`, "
+            "or set DATABASE_URL=postgres://... and REDIS_URL=redis://.../15",
+            returncode=2,
+        )
+    return django_db_setup
