@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 
 def _positive_int(s: str) -> int:
@@ -48,6 +49,44 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from asr_core.evaluate import evaluate
+    from asr_core.recognizer import Recognizer
+    t0 = time.perf_counter()
+    rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
+    load_s = time.perf_counter() - t0
+    result = evaluate(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
+    result["load_seconds"] = round(load_s, 3)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(f"WER {result['wer']:.2%}  CER {result['cer']:.2%}  RTF {result['rtf']:.4f} (1 thread, streaming)  "
+          f"params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
+          f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s  "
+          f"first partial {result['first_partial_ms_median']} ms")
+    return 0
+
+
+def cmd_transcribe(a: argparse.Namespace) -> int:
+    from asr_core.recognizer import Recognizer
+    rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
+    for path in a.files:
+        t = rec.transcribe(path, hotwords=a.hotword)
+        if a.json:
+            print(json.dumps(dict(t.as_dict(), file=path)))
+        else:
+            print(t.text if len(a.files) == 1 else f"{path}\t{t.text}")
+    return 0
+
+
+def cmd_build_lm(a: argparse.Namespace) -> int:
+    from asr_core.lm import build_lm
+    lex, arpa = build_lm(a.out, n_sentences=a.sentences, seed=a.seed)
+    print(lex)
+    print(arpa)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m asr_core", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +118,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from this checkpoint's weights")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="WER/CER per speaker, RTF on one thread, model size")
+    e.add_argument("--manifest", required=True)
+    e.add_argument("--split", choices=["train", "dev", "adapt", "test"], default="test")
+    e.add_argument("--checkpoint", help="default: the shipped checkpoint")
+    e.add_argument("--decoder", choices=["beam", "greedy"], default="beam")
+    e.add_argument("--threads", type=_positive_int, default=1)
+    e.add_argument("--limit", type=_non_negative_int, default=0, help="only the first N utterances")
+    e.add_argument("--json", help="write the results here")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("transcribe", help="transcribe audio files (WAV/FLAC, any rate, mono or stereo)")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--checkpoint")
+    r.add_argument("--decoder", choices=["beam", "greedy"], default="beam")
+    r.add_argument("--hotword", action="append", help="boost this word/phrase (repeatable)")
+    r.add_argument("--json", action="store_true", help="one JSON object per file with words and timings")
+    r.set_defaults(func=cmd_transcribe)
+
+    b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
+    b.add_argument("--out", default="asr_core/checkpoints/lm")
+    b.add_argument("--sentences", type=_positive_int, default=60000)
+    b.add_argument("--seed", type=int, default=99)
+    b.set_defaults(func=cmd_build_lm)
     return p
 
 

@@ -91,19 +91,27 @@ class BeamDecoder:
                 raise FileNotFoundError(f"decoder resource not found: {p}")
         self.frame_seconds = frame_seconds
         self._decoder = ctc_decoder(
-            lexicon=lexicon, tokens=list(VOCAB), lm=lm, nbest=1, beam_size=beam_size,
+            lexicon=lexicon, tokens=list(VOCAB), lm=lm, nbest=8, beam_size=beam_size,
             beam_size_token=None, beam_threshold=25.0, lm_weight=lm_weight, word_score=word_score,
             unk_score=unk_score, sil_score=0.0, log_add=False, blank_token=VOCAB[0], sil_token=SPACE,
             unk_word="<unk>")
 
-    def decode(self, logp: torch.Tensor, offset: float = 0.0) -> Transcript:
-        """logp: (T, vocab) -> transcript; falls back to greedy when the beam finds nothing."""
+    def decode(self, logp: torch.Tensor, offset: float = 0.0, hotwords: list[str] | None = None,
+               bonus: float = 4.0) -> Transcript:
+        """logp: (T, vocab) -> transcript; falls back to greedy when the beam finds nothing.
+
+        Hotwords (words or phrases) boost the n-best hypotheses that contain them by `bonus` each.
+        """
         if logp.shape[0] == 0:
             return Transcript("")
-        hyps = self._decoder(logp[None].float().contiguous().cpu())[0]
-        if not hyps or not hyps[0].words:
+        hyps = [h for h in self._decoder(logp[None].float().contiguous().cpu())[0] if h.words]
+        if not hyps:
             return greedy_decode(logp, self.frame_seconds, offset)
-        hyp = hyps[0]
+
+        def boosted(h) -> float:
+            text = " " + " ".join(h.words) + " "
+            return h.score + bonus * sum(text.count(f" {w} ") for w in hotwords or [])
+        hyp = max(hyps, key=boosted)
         probs = logp.exp().max(dim=-1).values
         toks, frames = hyp.tokens.tolist(), hyp.timesteps.tolist()
         keep = [(t, f) for t, f in zip(toks, frames) if t != 0]

@@ -151,10 +151,15 @@ class StreamingCTC(nn.Module):
         pad = (-feats.shape[1]) % s
         feats = F.pad(feats, (0, 0, 0, pad))
         b, t, m = feats.shape
-        x = self.proj(feats.reshape(b, t // s, s * m))      # (batch, T, d)
+        out_lens = torch.div(frames + s - 1, s, rounding_mode="floor")
+        if t == 0:
+            return feats.new_zeros(b, 0, self.cfg.vocab_size), out_lens
+        # positions past each utterance's end are zero, as the streaming flush pads them
+        mask = (torch.arange(t // s, device=feats.device)[None, :] < out_lens[:, None])[..., None]
+        x = self.proj(feats.reshape(b, t // s, s * m)) * mask      # (batch, T, d)
         for blk in self.blocks:
-            x = blk(F.pad(x, (0, 0, blk.left, blk.right)))
-        return F.log_softmax(self.head(self.out_norm(x)), dim=-1), torch.div(frames + s - 1, s, rounding_mode="floor")
+            x = blk(F.pad(x, (0, 0, blk.left, blk.right))) * mask
+        return F.log_softmax(self.head(self.out_norm(x)), dim=-1), out_lens
 
     def forward(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(batch, samples) audio, (batch,) sample counts -> log-probs (batch, T, vocab), (batch,) T."""

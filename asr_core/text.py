@@ -57,9 +57,19 @@ def digits_to_words(s: str) -> str:
     return " ".join(_ONES[int(c)] for c in s if c.isdigit())
 
 
+def year_to_words(y: int) -> str:
+    """1987 -> 'nineteen eighty seven', 2005 -> 'two thousand five', 2024 -> 'twenty twenty four'."""
+    if 2000 <= y < 2010 or y % 100 == 0 and y % 1000 == 0:
+        return number_to_words(y)
+    hi, lo = divmod(y, 100)
+    return number_to_words(hi) + " " + (number_to_words(lo) if lo >= 10 else "oh " + number_to_words(lo) if lo else "hundred")
+
+
 def _spell_number_token(tok: str) -> str:
-    # long digit strings are read digit by digit, short ones as numbers
-    if len(tok) > 4 or (len(tok) > 1 and tok.startswith("0")):
+    # years as years; other strings of 4+ digits (cards, accounts) digit by digit; short ones as numbers
+    if len(tok) == 4 and 1900 <= int(tok) < 2100:
+        return year_to_words(int(tok))
+    if len(tok) >= 4 or (len(tok) > 1 and tok.startswith("0")):
         return digits_to_words(tok)
     return number_to_words(int(tok))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from asr_core.text import digits_to_words, normalize, number_to_words, ordinal_to_words
+from asr_core.text import digits_to_words, normalize, number_to_words, ordinal_to_words, year_to_words
 
 FIRST = ["james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david",
          "elizabeth", "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas",
@@ -62,10 +62,7 @@ def _date(rng: random.Random) -> str:
 
 
 def _year(rng: random.Random) -> str:
-    y = rng.randint(1950, 2029)
-    if 2000 <= y < 2010:
-        return number_to_words(y)
-    return number_to_words(y // 100) + " " + (number_to_words(y % 100) if y % 100 >= 10 else f"oh {number_to_words(y % 100)}")
+    return year_to_words(rng.randint(1950, 2029))
 
 
 def _name(rng: random.Random) -> str:

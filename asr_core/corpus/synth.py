@@ -60,7 +60,7 @@ def _perturb_and_band(sp: Speaker, src: str, dst: str) -> None:
     cents = sp.pitch_cents - 1200.0 * math.log2(a)
     effects = ["speed", f"{a:.4f}", "tempo", "-s", f"{1.0 / a:.4f}", "pitch", f"{cents:.0f}",
                "rate", "-v", "16000", "sinc", f"{sp.band_low}-{sp.band_high}", "rate", "-v", str(SAMPLE_RATE)]
-    _run(["sox", "-q", src, "-c", "1", "-b", "16", dst, *effects])
+    _run(["sox", "-R", "-q", src, "-c", "1", "-b", "16", dst, *effects])
 
 
 def _codec_roundtrip(sp: Speaker, src: str, dst: str, tmp: str) -> None:
@@ -69,16 +69,16 @@ def _codec_roundtrip(sp: Speaker, src: str, dst: str, tmp: str) -> None:
         return
     if sp.codec == "ulaw":
         enc = os.path.join(tmp, "c.wav")
-        _run(["sox", "-q", src, "-e", "u-law", "-b", "8", enc])
+        _run(["sox", "-R", "-q", src, "-e", "u-law", "-b", "8", enc])
     elif sp.codec == "gsm":
         enc = os.path.join(tmp, "c.gsm")
-        _run(["sox", "-q", src, enc])
+        _run(["sox", "-R", "-q", src, enc])
     elif sp.codec == "amr":
         enc = os.path.join(tmp, "c.amr")
-        _run(["sox", "-q", src, "-C", str(sp.amr_mode), "-t", "amr-nb", enc])
+        _run(["sox", "-R", "-q", src, "-C", str(sp.amr_mode), "-t", "amr-nb", enc])
     else:
         raise SynthesisError(f"unknown codec {sp.codec!r}")
-    _run(["sox", "-q", enc, "-e", "signed-integer", "-b", "16", "-r", str(SAMPLE_RATE), dst])
+    _run(["sox", "-R", "-q", enc, "-e", "signed-integer", "-b", "16", "-r", str(SAMPLE_RATE), dst])
 
 
 def render(sp: Speaker, text: str, seed: int) -> np.ndarray:

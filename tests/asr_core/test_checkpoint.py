@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from asr_core.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.errors import CheckpointError
+from asr_core.model import ModelConfig, StreamingCTC
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    m = StreamingCTC(ModelConfig(d_model=16, n_blocks=2, right_context=(1, 0))).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(m, str(path), meta={"note": "x"})
+    return m, path
+
+
+def test_round_trip_keeps_outputs(saved):
+    m, path = saved
+    loaded, meta = load_checkpoint(str(path))
+    audio = torch.randn(3000) * 0.2
+    with torch.no_grad():
+        a, _ = m(audio[None], torch.tensor([3000]))
+        b, _ = loaded(audio[None], torch.tensor([3000]))
+    assert meta["note"] == "x" and len(meta["sha256"]) == 64
+    assert torch.allclose(a, b, atol=5e-2)  # weights stored in float16
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "nope.pt"))
+
+
+@pytest.mark.parametrize("mutilate", [
+    lambda b: b[: len(b) // 2],          # truncated
+    lambda b: b"\x00" * 100,            # garbage
+    lambda b: b"",                      # empty
+])
+def test_corrupt_checkpoint_files(saved, mutilate):
+    _, path = saved
+    path.write_bytes(mutilate(path.read_bytes()))
+    with pytest.raises(CheckpointError, match="corrupt|not a checkpoint"):
+        load_checkpoint(str(path))
+
+
+def test_tampered_weights_fail_the_sha256(saved):
+    _, path = saved
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["head.bias"] += 1
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(str(path))
+
+
+def test_mismatched_config(saved):
+    _, path = saved
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["d_model"] = 99
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="does not match the model code"):
+        load_checkpoint(str(path))
+
+
+def test_not_our_format(tmp_path):
+    p = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, p)
+    with pytest.raises(CheckpointError, match="not an asr_core checkpoint"):
+        load_checkpoint(str(p))

@@ -1,0 +1,71 @@
+"""The `python -m asr_core` CLI answers bad input with one clear line and exit status 2."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def run(*args, timeout=120):
+    p = subprocess.run([sys.executable, "-m", "asr_core", *args], capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def assert_clean_error(rc, err, pattern):
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert pattern in err
+
+
+def test_transcribe_missing_file():
+    rc, _, err = run("transcribe", "/no/such.wav", "--decoder", "greedy")
+    assert_clean_error(rc, err, "error: audio file not found: /no/such.wav")
+
+
+def test_transcribe_corrupt_and_truncated_audio(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt garbage")
+    rc, _, err = run("transcribe", str(bad), "--decoder", "greedy")
+    assert_clean_error(rc, err, "cannot decode audio")
+
+
+def test_transcribe_corrupt_checkpoint(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(8000, dtype=np.float32), 8000)
+    ck = tmp_path / "broken.pt"
+    ck.write_bytes(b"\x80\x02not a torch file")
+    rc, _, err = run("transcribe", str(wav), "--checkpoint", str(ck))
+    assert_clean_error(rc, err, "corrupt or not a checkpoint")
+
+
+def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000, dtype=np.float32), 8000)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.zeros((16000, 2), dtype=np.float32), 16000)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 8000)
+    rc, out, err = run("transcribe", str(silence), str(stereo), str(empty), "--decoder", "greedy")
+    assert rc == 0, err
+    lines = out.strip("\n").split("\n")
+    assert len(lines) == 3 and all(line.split("\t")[1] == "" for line in lines)
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["corpus", "--out", "x", "--workers", "0"], "expected a number >= 1"),
+    (["train", "--manifest", "m.tsv", "--out", "o", "--epochs", "many"], "expected a whole number"),
+    (["evaluate", "--manifest", "m.tsv", "--split", "nope"], "invalid choice"),
+])
+def test_bad_flags(args, pattern):
+    rc, _, err = run(*args)
+    assert_clean_error(rc, err, pattern)
+
+
+def test_evaluate_missing_and_malformed_manifest(tmp_path):
+    rc, _, err = run("evaluate", "--manifest", str(tmp_path / "none.tsv"), "--decoder", "greedy")
+    assert_clean_error(rc, err, "manifest not found")
+    m = tmp_path / "m.tsv"
+    m.write_text("spk\taudio\n")
+    rc, _, err = run("evaluate", "--manifest", str(m), "--decoder", "greedy")
+    assert_clean_error(rc, err, "expected header")

@@ -1,0 +1,30 @@
+import pytest
+
+from asr_core.manifest import ManifestError, read_manifest, write_manifest
+
+
+def test_round_trip_with_relative_paths(tmp_path):
+    p = tmp_path / "m.tsv"
+    write_manifest(str(p), [("s1", "train", "audio/a.wav", "hello there"), ("s2", "test", "b.flac", "yes")])
+    rows = read_manifest(str(p))
+    assert [r.speaker for r in rows] == ["s1", "s2"]
+    assert rows[0].audio == str(tmp_path / "audio" / "a.wav")
+    assert [r.text for r in read_manifest(str(p), ("test",))] == ["yes"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "expected header"),
+    ("speaker\tsplit\taudio\ttext\ns1\tbogus\ta.wav\thi\n", "split must be one of"),
+    ("speaker\tsplit\taudio\ttext\ns1\ttrain\ta.wav\n", "expected 4 tab-separated fields"),
+    ("speaker\tsplit\taudio\ttext\n\ttrain\ta.wav\thi\n", "empty speaker"),
+])
+def test_malformed_manifests(tmp_path, content, message):
+    p = tmp_path / "m.tsv"
+    p.write_text(content)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(str(p))
+
+
+def test_fields_with_tabs_are_refused(tmp_path):
+    with pytest.raises(ManifestError, match="tab or newline"):
+        write_manifest(str(tmp_path / "m.tsv"), [("s", "train", "a.wav", "bad\ttext")])
