@@ -1,0 +1,133 @@
+"""The main command, as on a fresh machine: no DATABASE_URL, no REDIS_URL."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _fresh_machine_env(var_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY"}}
+    env["CALLCENTER_VAR_DIR"] = str(var_dir)
+    return env
+
+
+class Output:
+    """Collects a process's output lines in the background."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            time.sleep(0.2)
+        pytest.fail(f"no line matched {pattern!r} in {timeout} s:\n" + "\n".join(self.lines))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _log_in(base_url: str, username: str, password: str) -> urllib.request.OpenerDirector:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{base_url}/admin/login/", timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"}
+    ).encode()
+    opener.open(f"{base_url}/admin/login/?next=/admin/", data=form, timeout=10)
+    return opener
+
+
+def test_demo_serves_the_admin_and_the_worker_then_stops_every_child(tmp_path):
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callcenter.run", "--demo", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=_fresh_machine_env(tmp_path / "var"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(process)
+    try:
+        output.wait_for(r"Press Ctrl-C to stop", timeout=90)
+        login = output.wait_for(r"Log in as:\s+(\S+) / (\S+)", timeout=1)
+        children = {m.group(1): int(m.group(2)) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", output.text())}
+        assert set(children) == {"redis", "web", "worker"}
+        assert f"Admin:          {base_url}/admin/" in output.text()
+
+        # The admin answers, and the demo login works on the model's pages.
+        with urllib.request.urlopen(f"{base_url}/admin/login/", timeout=10) as response:
+            assert response.status == 200 and "Call center" in response.read().decode()
+        opener = _log_in(base_url, login.group(1), login.group(2))
+        calls_page = opener.open(f"{base_url}/admin/calls/call/", timeout=10)
+        assert calls_page.url.endswith("/admin/calls/call/") and "Select call to change" in calls_page.read().decode()
+
+        # web -> Redis -> worker -> channel layer -> web -> websocket.
+        with connect(f"ws://127.0.0.1:{port}/ws/health/", open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10)) == {"type": "hello"}
+            assert json.loads(ws.recv(timeout=30))["type"] == "pong"
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, output.text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for name, pid in children.items():
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)  # the child and everything it started are gone
+    assert not (tmp_path / "var" / "run" / "redis.sock").exists()
+    assert (tmp_path / "var" / "db.sqlite3").exists()
+
+
+def test_a_taken_port_is_refused_with_a_clear_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "callcenter.run", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=_fresh_machine_env(tmp_path / "var"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use: choose another with --port"
