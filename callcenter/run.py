@@ -93,16 +93,28 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _redis_answers(socket_path: str) -> bool:
+def _redis_answers(url: str) -> bool:
     import redis
 
-    client = redis.Redis(unix_socket_path=socket_path, socket_timeout=1, socket_connect_timeout=1)
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
     finally:
         client.close()
+
+
+def _database_check() -> None:
+    from django.db import OperationalError, connection
+
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(f"cannot reach the database (DATABASE_URL): {reason}") from None
+    finally:
+        connection.close()
 
 
 def _child_env() -> dict[str, str]:
@@ -151,7 +163,7 @@ def _start_private_redis(sup: Supervisor, socket_path: str, *, timeout: float) -
             f"the private Redis socket path is longer than {_MAX_SOCKET_PATH} bytes: {socket_path}; "
             "set CALLCENTER_VAR_DIR to a shorter folder or REDIS_URL to a running Redis"
         )
-    if _redis_answers(socket_path):
+    if _redis_answers(f"unix://{socket_path}"):
         sup.say(f"using the private Redis already running at {socket_path}")
         return
     redis_server = shutil.which("redis-server")
@@ -177,7 +189,7 @@ def _start_private_redis(sup: Supervisor, socket_path: str, *, timeout: float) -
             "--loglevel", "warning",
         ],
     )  # fmt: skip
-    sup.wait_until("the private Redis", lambda: _redis_answers(socket_path), timeout=timeout)
+    sup.wait_until("the private Redis", lambda: _redis_answers(f"unix://{socket_path}"), timeout=timeout)
 
 
 def _worker_round_trip(sup: Supervisor, *, timeout: float) -> dict:
@@ -203,13 +215,17 @@ def start(sup: Supervisor, opts: Options) -> Running:
     if opts.web and not _port_free(opts.host, opts.port):
         raise ConfigurationError(f"port {opts.port} on {opts.host} is in use: choose another with --port")
 
+    _database_check()
+    if settings.EMBEDDED_REDIS_SOCKET:
+        _start_private_redis(sup, settings.EMBEDDED_REDIS_SOCKET, timeout=opts.ready_timeout)
+    elif _redis_answers(settings.REDIS_URL):
+        sup.say(f"using Redis at {_redact(settings.REDIS_URL)}")
+    else:
+        raise ConfigurationError(f"cannot reach Redis at {_redact(settings.REDIS_URL)} (REDIS_URL)")
+
     if opts.migrate:
         _migrate(sup)
     admin_login = demo_admin_ensure(var_dir=settings.VAR_DIR) if opts.demo else None
-    if settings.EMBEDDED_REDIS_SOCKET:
-        _start_private_redis(sup, settings.EMBEDDED_REDIS_SOCKET, timeout=opts.ready_timeout)
-    else:
-        sup.say(f"using Redis at {_redact(settings.REDIS_URL)}")
 
     env = _child_env()
     worker_name = None
