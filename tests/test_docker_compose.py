@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.fixtures.settings_env import settings_env_vars
 
@@ -18,6 +17,10 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        pytest.fail("PyYAML is not installed: requirements.txt must list PyYAML==6.0.3")
     return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
 
