@@ -147,8 +147,7 @@ def _database_from_url(url: str) -> dict:
     scheme = urlsplit(url).scheme
     if scheme not in _DATABASE_SCHEMES:
         raise ImproperlyConfigured(
-            f"DATABASE_URL has scheme {scheme!r}; expected postgres://USER:PASSWORD@HOST:PORT/NAME "
-            "or sqlite:///PATH"
+            f"DATABASE_URL has scheme {scheme!r}; expected postgres://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
         )
     try:
         config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)

@@ -69,7 +69,7 @@ class Supervisor:
         self._out_lock = threading.Lock()
         self._stop = threading.Event()
 
-    def __enter__(self) -> "Supervisor":
+    def __enter__(self) -> Supervisor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -58,7 +58,17 @@ class SegmentInline(admin.TabularInline):
 
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
-    list_display = ["id", "started_at", "status", "direction", "protocol", "customer", "agent", "external_id", "duration"]
+    list_display = [
+        "id",
+        "started_at",
+        "status",
+        "direction",
+        "protocol",
+        "customer",
+        "agent",
+        "external_id",
+        "duration",
+    ]
     list_filter = ["status", "direction", "protocol", "started_at"]
     search_fields = ["external_id", "customer__phone", "customer__name"]
     list_select_related = ["customer", "agent__user"]

@@ -60,9 +60,7 @@ def _external_id_clean(external_id: str | None) -> str | None:
     return value or None
 
 
-def customer_create(
-    *, phone: str, name: str = "", notes: str = "", external_id: str | None = None
-) -> Customer:
+def customer_create(*, phone: str, name: str = "", notes: str = "", external_id: str | None = None) -> Customer:
     """Create a customer; ``DuplicateCustomer`` if the phone number or the
     external id belongs to another customer already."""
     phone = phone_normalize(phone=phone)
@@ -80,9 +78,7 @@ def customer_create(
         raise
 
 
-def customer_get_or_create(
-    *, phone: str, name: str = "", external_id: str | None = None
-) -> tuple[Customer, bool]:
+def customer_get_or_create(*, phone: str, name: str = "", external_id: str | None = None) -> tuple[Customer, bool]:
     """The customer a call belongs to: found by external id first (the
     telephony side's own customer id), then by phone number, else created.
     Returns ``(customer, created)``. Safe against a concurrent create."""
@@ -172,9 +168,7 @@ def call_end(
         if call.status == status:
             return call
         if call.status != Call.Status.LIVE:
-            raise InvalidState(
-                f"call #{call_id} is already {call.status}, cannot mark it {status}", call_id=call_id
-            )
+            raise InvalidState(f"call #{call_id} is already {call.status}, cannot mark it {status}", call_id=call_id)
         call.status = status
         call.failure_reason = failure_reason
         call.ended_at = max(ended_at or timezone.now(), call.started_at)

@@ -96,9 +96,7 @@ def test_a_bad_value_is_refused_naming_the_variable(load_settings, env, message)
 
 
 def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        argv, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run(argv, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from callcenter.errors import DuplicateCustomer
 pytestmark = pytest.mark.django_db
 
 SHA = "ab" * 32
-T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.UTC)
 
 
 @contextmanager

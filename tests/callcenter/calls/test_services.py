@@ -54,7 +54,7 @@ def test_phone_normalize_refuses_what_is_not_e164(raw):
 )
 def test_phone_normalize_undoes_any_separators(number, separators, positions):
     spelled = number
-    for separator, position in zip(separators, positions):
+    for separator, position in zip(separators, positions, strict=False):
         spelled = spelled[:position] + separator + spelled[position:]
     assert services.phone_normalize(phone=spelled) == number
 
