@@ -7,6 +7,10 @@ Layout of the dict saved with `torch.save`:
   state_dict: name -> tensor (float16 for weights, to keep the file small)
   sha256: hash of the state_dict tensors (names, shapes, bytes), checked on load
   meta: free-form JSON-able info (training command, data, metrics)
+  adapt: optional, what meta-training learned for per-caller adaptation:
+         {"algo": str, "steps": int, "step_sizes": float | {name: tensor}}
+The sha256 covers the weights and the step sizes: it is the model version
+that caller profiles are made for.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from asr_core.text import VOCAB
 
 FORMAT = "asr_core.streaming_ctc/1"
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "base.pt")
+# the recognizer before meta-learning: the non-meta adaptation baselines start here
+BASE_CTC_CHECKPOINT = os.path.join(os.path.dirname(__file__), "checkpoints", "ctc_base.pt")
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -42,13 +48,28 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model: StreamingCTC, path: str, meta: dict | None = None, half: bool = True) -> str:
-    """Write atomically; returns the state sha256."""
+def _hashed(state: dict[str, torch.Tensor], adapt: dict | None) -> dict[str, torch.Tensor]:
+    out = dict(state)
+    sizes = (adapt or {}).get("step_sizes")
+    if isinstance(sizes, dict):
+        out.update({f"adapt.step_sizes.{k}": v for k, v in sizes.items()})
+    elif sizes is not None:
+        out["adapt.step_sizes"] = torch.tensor(float(sizes))
+    if adapt:
+        out[f"adapt.{adapt.get('algo')}.{adapt.get('steps')}"] = torch.zeros(0)
+    return out
+
+
+def save_checkpoint(model: StreamingCTC, path: str, meta: dict | None = None, half: bool = True,
+                    adapt: dict | None = None) -> str:
+    """Write atomically; returns the sha256 (the model version)."""
     state = {k: (v.half() if half and v.is_floating_point() and not k.startswith("feat_") else v).detach().cpu().clone()
              for k, v in model.state_dict().items()}
-    digest = state_sha256(state)
+    digest = state_sha256(_hashed(state, adapt))
     payload = {"format": FORMAT, "config": model.cfg.to_dict(), "vocab": list(VOCAB),
                "state_dict": state, "sha256": digest, "meta": meta or {}}
+    if adapt:
+        payload["adapt"] = adapt
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".part"
     torch.save(payload, tmp)
@@ -69,8 +90,10 @@ def load_checkpoint(path: str | None = None) -> tuple[StreamingCTC, dict]:
         raise CheckpointError(f"{path}: not an asr_core checkpoint (expected format {FORMAT!r})")
     if list(payload.get("vocab", [])) != list(VOCAB):
         raise CheckpointError(f"{path}: vocabulary does not match this version of asr_core")
-    state = payload.get("state_dict")
-    if not isinstance(state, dict) or state_sha256(state) != payload.get("sha256"):
+    state, adapt = payload.get("state_dict"), payload.get("adapt")
+    if not isinstance(state, dict) or (adapt is not None and not isinstance(adapt, dict)):
+        raise CheckpointError(f"{path}: not an asr_core checkpoint (no weights)")
+    if state_sha256(_hashed(state, adapt)) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
     try:
         cfg = ModelConfig.from_dict(payload["config"])
@@ -78,4 +101,21 @@ def load_checkpoint(path: str | None = None) -> tuple[StreamingCTC, dict]:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: checkpoint does not match the model code: {str(e).splitlines()[0]}") from None
-    return model.eval(), dict(payload.get("meta", {}), sha256=payload["sha256"])
+    meta = dict(payload.get("meta", {}), sha256=payload["sha256"])
+    if adapt is not None:
+        meta["adapt"] = _checked_adapt(path, model, adapt)
+    return model.eval(), meta
+
+
+def _checked_adapt(path: str, model: StreamingCTC, adapt: dict) -> dict:
+    own = dict(model.named_parameters())
+    sizes = adapt.get("step_sizes")
+    if isinstance(sizes, dict):
+        if set(sizes) != set(model.adaptive_parameter_names()) or any(
+                tuple(v.shape) != tuple(own[k].shape) or not torch.isfinite(v).all() for k, v in sizes.items()):
+            raise CheckpointError(f"{path}: adaptation step sizes do not match the model's adaptive group")
+    elif not isinstance(sizes, (int, float)) or not sizes > 0:
+        raise CheckpointError(f"{path}: adaptation step size must be a positive number")
+    if not isinstance(adapt.get("steps"), int) or adapt["steps"] < 0:
+        raise CheckpointError(f"{path}: adaptation steps must be a whole number >= 0")
+    return adapt

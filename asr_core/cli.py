@@ -57,6 +57,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     result = evaluate(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
     result["load_seconds"] = round(load_s, 3)
+    if a.adapt != "none":
+        result["adapt"] = _evaluate_adaptation(a, rec)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -64,6 +66,44 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
           f"params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
           f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s  "
           f"first partial {result['first_partial_ms_median']} ms")
+    return 0
+
+
+def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
+    import os
+    from asr_core.checkpoint import BASE_CTC_CHECKPOINT
+    from asr_core.evaluate import ADAPT_METHODS, evaluate_adaptation
+    from asr_core.recognizer import Recognizer
+    methods = {"supervised": ["none", "supervised"], "label-free": ["none", "label-free"],
+               "all": list(ADAPT_METHODS)}[a.adapt]
+    meta = {}
+    for algo in ("maml", "fomaml", "reptile", "metasgd"):
+        path = os.path.join(a.meta_dir, f"{algo}.pt")
+        if algo in methods and os.path.isfile(path):
+            meta[algo] = Recognizer.load(path, decoder=a.decoder)
+        elif algo in methods:
+            print(f"note: {path} not found, method {algo} skipped", file=sys.stderr)
+            methods.remove(algo)
+    base_path = a.base_checkpoint or BASE_CTC_CHECKPOINT
+    base = Recognizer.load(base_path, decoder=a.decoder) if os.path.isfile(base_path) else rec
+    out = evaluate_adaptation(rec, a.manifest, methods, meta, base, threads=a.threads, max_speakers=a.max_speakers)
+    none = out["none"]["wer"]
+    print(f"\n{'method':12s} {'WER':>8s} {'rel. to none':>13s} {'s/speaker':>10s}  worst speaker change")
+    for m, r in out.items():
+        worst = max((r["speakers"][s]["wer"] - out["none"]["speakers"][s]["wer"] for s in r["speakers"]), default=0.0)
+        rel = (none - r["wer"]) / none if none else 0.0
+        print(f"{m:12s} {r['wer']:8.2%} {rel:+13.1%} {r['seconds_per_speaker']:10.3f}  {worst:+.2%}")
+    return out
+
+
+def cmd_meta_train(a: argparse.Namespace) -> int:
+    from asr_core.meta_train import MetaTrainConfig, meta_train
+    cfg = MetaTrainConfig(manifest=a.manifest, checkpoint=a.checkpoint, out=a.out, algo=a.algo,
+                          inner_steps=a.inner_steps, inner_lr=a.inner_lr, support=a.support, query=a.query,
+                          meta_batch=a.meta_batch, outer_steps=a.outer_steps, outer_lr=a.outer_lr,
+                          learn_base=a.learn_base, eval_every=a.eval_every, threads=a.threads,
+                          max_speakers=a.max_speakers, seed=a.seed)
+    print(meta_train(cfg))
     return 0
 
 
@@ -127,7 +167,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=_positive_int, default=1)
     e.add_argument("--limit", type=_non_negative_int, default=0, help="only the first N utterances")
     e.add_argument("--json", help="write the results here")
+    e.add_argument("--adapt", choices=["none", "supervised", "label-free", "all"], default="none",
+                   help="also adapt per test speaker on its `adapt` utterances and compare methods")
+    e.add_argument("--meta-dir", default="data/meta", help="folder with maml.pt fomaml.pt reptile.pt metasgd.pt")
+    e.add_argument("--base-checkpoint", help="pre-meta-learning checkpoint for the finetune/lhuc baselines")
+    e.add_argument("--max-speakers", type=_non_negative_int, default=0)
     e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("meta-train", help="meta-learn the adaptive group's init (+ step sizes) over speakers")
+    m.add_argument("--manifest", required=True)
+    m.add_argument("--checkpoint", default=None, help="start from this checkpoint (default: the shipped one)")
+    m.add_argument("--out", required=True)
+    m.add_argument("--algo", choices=["maml", "fomaml", "reptile", "metasgd"], default="metasgd")
+    m.add_argument("--inner-steps", type=_positive_int, default=3)
+    m.add_argument("--inner-lr", type=float, default=0.5)
+    m.add_argument("--support", type=_positive_int, default=5)
+    m.add_argument("--query", type=_positive_int, default=5)
+    m.add_argument("--meta-batch", type=_positive_int, default=4)
+    m.add_argument("--outer-steps", type=_positive_int, default=300)
+    m.add_argument("--outer-lr", type=float, default=3e-3)
+    m.add_argument("--learn-base", action="store_true", help="also meta-learn the base weights (outer loop)")
+    m.add_argument("--eval-every", type=_positive_int, default=50)
+    m.add_argument("--threads", type=_non_negative_int, default=0)
+    m.add_argument("--max-speakers", type=_non_negative_int, default=0)
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_meta_train)
 
     r = sub.add_parser("transcribe", help="transcribe audio files (WAV/FLAC, any rate, mono or stereo)")
     r.add_argument("files", nargs="+")

@@ -92,3 +92,65 @@ def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int =
         "first_partial_ms_median": sorted(latencies)[len(latencies) // 2] if latencies else None,
         "speakers": {s: {"wer": round(e / max(n, 1), 4), "words": n} for s, (e, n) in sorted(per.items())},
     }
+
+
+ADAPT_METHODS = ("none", "finetune", "lhuc", "maml", "fomaml", "reptile", "metasgd", "label-free", "supervised")
+
+
+def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta: dict[str, Recognizer],
+                        base: Recognizer, threads: int = 1, max_speakers: int = 0, progress=sys.stderr) -> dict:
+    """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, per method.
+
+    rec: the shipped (meta-learned) recognizer; meta: algo -> recognizer with that algorithm's
+    meta-learned init and step sizes; base: the recognizer before meta-learning (for the
+    non-meta baselines finetune and lhuc). Same number of steps for every method.
+    """
+    from asr_core.adaptation import AdaptationConfig, adapt_caller, finetune, step_settings
+    from asr_core.meta import adapt, detached, initial_params, make_batch
+    torch.set_num_threads(threads)
+    rows = read_manifest(manifest, ("adapt", "test"))
+    speakers = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
+    steps, _ = step_settings(rec)
+    results = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in methods}
+    for si, spk in enumerate(speakers):
+        ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
+        te = [u for u in rows if u.speaker == spk and u.split == "test"]
+        ad_audio = [load_audio(u.audio, rec.sample_rate) for u in ad]
+        te_audio = [load_audio(u.audio, rec.sample_rate) for u in te]
+        for m in methods:
+            t0 = time.perf_counter()
+            r = rec
+            if m == "none":
+                params = initial_params(rec.model)
+            elif m == "finetune":
+                r = base
+                params = finetune(base, initial_params(base.model), ad_audio, [u.text for u in ad], steps)
+            elif m == "lhuc":
+                r = base
+                _, size = step_settings(base)
+                params = detached(adapt(base.model, initial_params(base.model),
+                                        make_batch(base.model, ad_audio, [u.text for u in ad]), steps, size))
+            elif m in meta:
+                r = meta[m]
+                s, sizes = step_settings(r)
+                params = detached(adapt(r.model, initial_params(r.model),
+                                        make_batch(r.model, ad_audio, [u.text for u in ad]), s, sizes))
+            elif m == "supervised":
+                params = adapt_caller(rec, ad_audio, [u.text for u in ad], cfg=AdaptationConfig("supervised")).params
+            elif m == "label-free":
+                params = adapt_caller(rec, ad_audio, None, cfg=AdaptationConfig("label-free")).params
+            else:
+                raise ValueError(f"no checkpoint for method {m!r}")
+            sec = time.perf_counter() - t0 if m != "none" else 0.0
+            e = n = 0
+            for u, a in zip(te, te_audio):
+                ue, un = word_errors(u.text, r.decode(r.log_probs(a, params)).text)
+                e, n = e + ue, n + un
+            res = results[m]
+            res["errors"], res["words"], res["seconds"] = res["errors"] + e, res["words"] + n, res["seconds"] + sec
+            res["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n}
+        print(f"adapt-eval: {si + 1}/{len(speakers)} speakers  " + "  ".join(
+            f"{m} {results[m]['errors'] / max(results[m]['words'], 1):.3f}" for m in methods), file=progress, flush=True)
+    return {m: {"wer": round(r["errors"] / max(r["words"], 1), 4),
+                "seconds_per_speaker": round(r["seconds"] / max(len(speakers), 1), 3),
+                "speakers": r["speakers"]} for m, r in results.items()}

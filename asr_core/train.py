@@ -182,7 +182,7 @@ def train(cfg: TrainConfig, log=sys.stderr) -> str:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            step, loss_sum, n_b = step + 1, loss_sum + float(loss), n_b + 1
+            step, loss_sum, n_b = step + 1, loss_sum + float(loss.detach()), n_b + 1
             if bi % 50 == 0:
                 el = time.time() - t_ep
                 print(f"epoch {epoch + 1}/{cfg.epochs} batch {bi}/{steps_per_epoch} loss {loss_sum / n_b:.3f} "

@@ -1,0 +1,172 @@
+"""`python -m asr_core meta-train`: meta-learn the adaptive group's starting point (and step sizes).
+
+Tasks are training speakers: support = `support` utterances, query = `query` other
+utterances of the same speaker. Starts from a trained checkpoint; resumable
+(`meta_state.pt`); keeps the checkpoint whose dev-speaker query loss after
+adaptation is lowest. The written checkpoint is the base checkpoint with the
+adaptive group replaced by the learned init, and an `adapt` section in its meta:
+{algo, steps, step_sizes (tensors for metasgd, else a number)}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import torch
+
+from asr_core.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.manifest import read_manifest
+from asr_core.meta import ALGORITHMS, Batch, MetaLearner, adapt, ctc_loss, detached, initial_params
+from asr_core.train import _features
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    manifest: str
+    checkpoint: str
+    out: str
+    algo: str = "metasgd"
+    inner_steps: int = 3
+    inner_lr: float = 0.5
+    support: int = 5
+    query: int = 5
+    meta_batch: int = 4
+    outer_steps: int = 300
+    outer_lr: float = 3e-3
+    learn_base: bool = False
+    base_lr: float = 1e-5
+    eval_every: int = 50
+    seed: int = 0
+    threads: int = 0
+    max_speakers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
+        for name in ("inner_steps", "support", "query", "meta_batch", "outer_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.inner_lr <= 0 or self.outer_lr <= 0:
+            raise ValueError("learning rates must be > 0")
+
+
+def _by_speaker(data, utts) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, (_f, _l, text) in enumerate(data):
+        groups[utts[i]].append(i)
+    return groups
+
+
+def _batch(data, idx: list[int]) -> Batch:
+    feats = [data[i][0].float() for i in idx]
+    return Batch(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), torch.tensor([f.shape[0] for f in feats]),
+                 torch.cat([data[i][1] for i in idx]), torch.tensor([data[i][1].numel() for i in idx]))
+
+
+def _load_split(model, manifest: str, split: str, max_speakers: int):
+    utts = read_manifest(manifest, (split,))
+    if max_speakers:
+        keep = sorted({u.speaker for u in utts})[:max_speakers]
+        utts = [u for u in utts if u.speaker in keep]
+    data, speakers = [], []
+    for u in utts:  # _features drops unusable utterances; keep speakers aligned
+        got = _features(model, [u], "cpu")
+        if got:
+            data.append(got[0])
+            speakers.append(u.speaker)
+    return data, speakers
+
+
+def dev_query_loss(model, learner: MetaLearner, tasks: list[tuple[Batch, Batch]], steps: int) -> float:
+    """Mean query loss on dev speakers after adapting on their support; +inf without dev speakers
+    (then every evaluation saves: the last checkpoint is kept)."""
+    if not tasks:
+        return float("inf")
+    sizes = learner.step_sizes()
+    sizes = {k: v.detach() for k, v in sizes.items()} if isinstance(sizes, dict) else sizes
+    total = 0.0
+    for support, query in tasks:
+        adapted = adapt(model, initial_params(model), support, steps, sizes)
+        with torch.no_grad():
+            total += float(ctc_loss(model, detached(adapted), query))
+    return total / max(1, len(tasks))
+
+
+def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    os.makedirs(cfg.out, exist_ok=True)
+    model, base_meta = load_checkpoint(cfg.checkpoint or None)
+    model.eval()  # no dropout: adaptation behaves as in serving
+    t0 = time.time()
+    data, spk = _load_split(model, cfg.manifest, "train", cfg.max_speakers)
+    dev_data, dev_spk = _load_split(model, cfg.manifest, "dev", 0)
+    groups = {s: ix for s, ix in _by_speaker(data, spk).items() if len(ix) >= cfg.support + cfg.query}
+    dev_groups = {s: ix for s, ix in _by_speaker(dev_data, dev_spk).items() if len(ix) >= 4}
+    if not groups:
+        raise ValueError(f"no training speaker has {cfg.support + cfg.query} utterances")
+    dev_tasks = [(_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:])) for ix in dev_groups.values()]
+    print(f"meta-train {cfg.algo}: {len(groups)} train speakers, {len(dev_tasks)} dev speakers, "
+          f"features in {time.time() - t0:.0f}s", file=log, flush=True)
+    learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base)
+    groups_opt = []
+    for g in learner.outer_parameters():
+        lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr
+        groups_opt.append({"params": g["params"], "lr": lr})
+    opt = torch.optim.Adam(groups_opt) if cfg.algo != "reptile" else torch.optim.SGD(groups_opt)
+    state_path, best_path = os.path.join(cfg.out, "meta_state.pt"), os.path.join(cfg.out, f"{cfg.algo}.pt")
+    step, best = 0, float("inf")
+    if os.path.exists(state_path):
+        st = torch.load(state_path, weights_only=True)
+        model.load_state_dict(st["model"])
+        learner.load_state_dict(st["learner"], strict=False)
+        opt.load_state_dict(st["opt"])
+        step, best = st["step"], st["best"]
+        print(f"resumed at outer step {step}", file=log, flush=True)
+    if step == 0:
+        best = dev_query_loss(model, learner, dev_tasks, cfg.inner_steps)
+        print(f"step 0: dev query loss after {cfg.inner_steps} steps {best:.4f}", file=log, flush=True)
+        _save(model, learner, cfg, best_path, base_meta, best, step)
+    speakers = sorted(groups)
+    t_start = time.time()
+    while step < cfg.outer_steps:
+        opt.zero_grad(set_to_none=True)
+        qsum = 0.0
+        for s in rng.sample(speakers, min(cfg.meta_batch, len(speakers))):
+            ix = rng.sample(groups[s], cfg.support + cfg.query)
+            qsum += float(learner.task_loss(_batch(data, ix[: cfg.support]), _batch(data, ix[cfg.support:]),
+                                            cfg.inner_steps, scale=1.0 / cfg.meta_batch))
+        opt.step()
+        step += 1
+        if step % 10 == 0:
+            el = time.time() - t_start
+            print(f"step {step}/{cfg.outer_steps} query loss {qsum / cfg.meta_batch:.4f} {el:.0f}s", file=log, flush=True)
+        if step % cfg.eval_every == 0 or step == cfg.outer_steps:
+            dev = dev_query_loss(model, learner, dev_tasks, cfg.inner_steps)
+            print(f"step {step}: dev query loss after adaptation {dev:.4f} (best {best:.4f})", file=log, flush=True)
+            if dev < best or dev == float("inf"):
+                best = dev
+                _save(model, learner, cfg, best_path, base_meta, best, step)
+            torch.save({"model": model.state_dict(), "learner": learner.state_dict(), "opt": opt.state_dict(),
+                        "step": step, "best": best}, state_path + ".part")
+            os.replace(state_path + ".part", state_path)
+    return best_path
+
+
+def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float, step: int) -> None:
+    sizes = learner.step_sizes()
+    meta = {k: v for k, v in base_meta.items() if k not in ("sha256", "path", "adapt")}
+    meta["base_sha256"] = base_meta.get("base_sha256", base_meta.get("sha256"))
+    meta["meta_train"] = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
+    adapt_section = {"algo": cfg.algo, "steps": cfg.inner_steps,
+                     "step_sizes": {k: v.detach().clone() for k, v in sizes.items()} if isinstance(sizes, dict) else float(sizes)}
+    save_checkpoint(model, path, meta=meta, adapt=adapt_section)
+    with open(os.path.join(cfg.out, f"{cfg.algo}.json"), "w") as f:
+        json.dump({"step": step, "dev_query_loss": dev_loss}, f)

@@ -1,0 +1,117 @@
+"""Meta-learning on a tiny model and a tiny synthetic task: real numbers, real assertions."""
+import pytest
+import torch
+
+from asr_core.meta import ALGORITHMS, Batch, MetaLearner, adapt, ctc_loss, detached, initial_params, make_batch
+from asr_core.model import ModelConfig, StreamingCTC
+from asr_core.profile import Profile, ProfileError
+
+
+def _tone_batch(model, freq, texts, seed):
+    g = torch.Generator().manual_seed(seed)
+    audios = []
+    for i, _ in enumerate(texts):
+        t = torch.arange(4000) / 8000
+        audios.append(0.3 * torch.sin(2 * torch.pi * (freq + 40 * i) * t) + 0.02 * torch.randn(4000, generator=g))
+    return make_batch(model, audios, texts)
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    model = StreamingCTC(ModelConfig(d_model=24, n_blocks=2, right_context=(1, 0), dropout=0.0))
+    support = _tone_batch(model, 500, ["yes", "no", "yes no"], 1)
+    query = _tone_batch(model, 520, ["no yes", "yes"], 2)
+    return model, support, query
+
+
+def test_adapt_reduces_the_support_loss_without_touching_the_model(tiny):
+    model, support, _ = tiny
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    p0 = initial_params(model)
+    loss0 = float(ctc_loss(model, p0, support).detach())
+    p3 = adapt(model, p0, support, steps=3, step_sizes=0.5)
+    assert float(ctc_loss(model, p3, support)) < loss0
+    assert all(torch.equal(before_state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_each_algorithm_reduces_the_query_loss_after_adaptation(tiny, algo):
+    model, support, query = tiny
+    learner = MetaLearner(model, algo, inner_lr=0.3)
+    opt = torch.optim.Adam([p for g in learner.outer_parameters() for p in g["params"]], lr=0.05)
+
+    def query_after_adaptation():
+        adapted = adapt(model, initial_params(model), support, 2, detached_sizes(learner))
+        return float(ctc_loss(model, detached(adapted), query))
+
+    before = query_after_adaptation()
+    for _ in range(15):
+        opt.zero_grad()
+        learner.task_loss(support, query, steps=2)
+        opt.step()
+    assert query_after_adaptation() < before
+
+
+def detached_sizes(learner):
+    s = learner.step_sizes()
+    return {k: v.detach() for k, v in s.items()} if isinstance(s, dict) else s
+
+
+def test_metasgd_learns_step_sizes_shaped_like_the_group(tiny):
+    model, support, query = tiny
+    learner = MetaLearner(model, "metasgd", inner_lr=0.3)
+    sizes = learner.step_sizes()
+    own = dict(model.named_parameters())
+    assert set(sizes) == set(model.adaptive_parameter_names())
+    assert all(sizes[k].shape == own[k].shape for k in sizes)
+
+
+def test_adapt_gives_the_same_result_in_training_and_serving(tiny):
+    model, support, _ = tiny
+    own = dict(model.named_parameters())
+    live = {k: own[k] for k in model.adaptive_parameter_names()}          # meta-training: attached to the init
+    served = adapt(model, initial_params(model), support, 2, 0.4)        # serving: detached copy
+    trained = adapt(model, live, support, 2, 0.4)
+    assert all(torch.allclose(served[k], trained[k].detach(), atol=1e-6) for k in served)
+
+
+def test_empty_batch_and_negative_steps_are_refused(tiny):
+    model, support, _ = tiny
+    with pytest.raises(ValueError, match="empty batch"):
+        adapt(model, initial_params(model), support.subset([]), 1, 0.1)
+    with pytest.raises(ValueError, match="steps must be"):
+        adapt(model, initial_params(model), support, -1, 0.1)
+
+
+def test_profile_round_trip_and_corrupt_profiles(tiny):
+    model, support, _ = tiny
+    params = detached(adapt(model, initial_params(model), support, 1, 0.1))
+    shapes = {k: tuple(v.shape) for k, v in params.items()}
+    data = Profile("abc123", params, version=3, metrics={"wer_before": 0.2, "nan": float("nan")}).to_bytes()
+    assert len(data) < 256 * 1024
+    back = Profile.from_bytes(data, model_version="abc123", shapes=shapes)
+    assert back.version == 3 and back.metrics["wer_before"] == 0.2
+    assert all(torch.equal(back.params[k], params[k]) for k in params)
+    with pytest.raises(ProfileError, match="corrupt"):
+        Profile.from_bytes(data[: len(data) // 2], model_version="abc123", shapes=shapes)
+    with pytest.raises(ProfileError, match="empty"):
+        Profile.from_bytes(b"", model_version="abc123", shapes=shapes)
+    with pytest.raises(ProfileError, match="not for the current model"):
+        Profile.from_bytes(data, model_version="other", shapes=shapes)
+    wrong = dict(shapes, **{next(iter(shapes)): (1, 2)})
+    with pytest.raises(ProfileError, match="wrong shape"):
+        Profile.from_bytes(data, model_version="abc123", shapes=wrong)
+    bad = dict(params)
+    bad[next(iter(bad))] = torch.full_like(bad[next(iter(bad))], float("inf"))
+    with pytest.raises(ProfileError, match="non-finite"):
+        Profile.from_bytes(Profile("abc123", bad).to_bytes(), model_version="abc123", shapes=shapes)
+
+
+def test_autograd_ctc_matches_torch_ctc(tiny):
+    import torch.nn.functional as F
+    from asr_core.meta import ctc_loss_autograd, log_probs
+    model, support, _ = tiny
+    logp, lens = log_probs(model, initial_params(model), support)
+    ref = F.ctc_loss(logp.transpose(0, 1), support.labels, lens, support.label_lens, zero_infinity=True)
+    assert torch.allclose(ctc_loss_autograd(logp, support.labels, lens, support.label_lens), ref, rtol=1e-4)
