@@ -1,0 +1,75 @@
+"""Per-caller adaptation with the shipped checkpoint on a synthesized caller never seen in training."""
+import random
+
+import pytest
+import torch
+
+from asr_core.adaptation import AdaptationConfig, adapt_caller
+from asr_core.corpus.sentences import sentences
+from asr_core.corpus.synth import render
+from asr_core.meta import initial_params
+from asr_core.profile import Profile
+from asr_core.recognizer import Recognizer
+
+
+@pytest.fixture(scope="module")
+def caller(unseen_speaker):
+    texts = sentences(random.Random(11), 6)
+    return [torch.from_numpy(render(unseen_speaker, t, seed=100 + i)) for i, t in enumerate(texts)], texts
+
+
+def test_supervised_adaptation_never_makes_held_out_utterances_worse(recognizer, caller):
+    audios, texts = caller
+    r = adapt_caller(recognizer, audios, texts, cfg=AdaptationConfig("supervised", holdout=2))
+    m = r.metrics
+    assert m["utterances"] == 4 and m["held_out"] == 2 and m["steps"] >= 1
+    assert r.accepted == (m["wer_after"] <= m["wer_before"])
+    if not r.accepted:
+        start = initial_params(recognizer.model)
+        assert all(torch.equal(r.params[k], start[k]) for k in start)
+
+
+def test_guard_rejects_a_harmful_update(recognizer, caller):
+    audios, texts = caller
+    harmful = Recognizer(recognizer.model, dict(recognizer.meta, adapt={"steps": 3, "step_sizes": 500.0}),
+                         recognizer.beam)
+    r = adapt_caller(harmful, audios, texts, cfg=AdaptationConfig("supervised", holdout=2))
+    assert not r.accepted and r.metrics["wer_after"] > r.metrics["wer_before"]
+    start = initial_params(recognizer.model)
+    assert all(torch.equal(r.params[k], start[k]) for k in start)
+
+
+def test_label_free_adaptation_runs_without_references(recognizer, caller):
+    audios, _ = caller
+    r = adapt_caller(recognizer, audios, None, cfg=AdaptationConfig("label-free", min_confidence=0.5))
+    assert r.metrics["mode"] == "label-free"
+    assert "conf_before" in r.metrics or r.metrics.get("reason")
+
+
+def test_profile_from_adaptation_is_small_and_loads_back(recognizer, caller):
+    audios, texts = caller
+    r = adapt_caller(recognizer, audios, texts)
+    data = Profile(recognizer.meta["sha256"], r.params, metrics=r.metrics).to_bytes()
+    assert len(data) <= 256 * 1024
+    shapes = {k: tuple(v.shape) for k, v in initial_params(recognizer.model).items()}
+    p = Profile.from_bytes(data, model_version=recognizer.meta["sha256"], shapes=shapes)
+    text = recognizer.transcribe(audios[0], 8000, params=p.params).text
+    assert isinstance(text, str)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "magic"}, "mode must be one of"),
+    ({"steps": -1}, "steps must be in"),
+    ({"min_confidence": 2.0}, "min_confidence"),
+])
+def test_bad_adaptation_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AdaptationConfig(**kwargs)
+
+
+def test_adapting_with_no_audio_or_missing_references_is_refused(recognizer, caller):
+    audios, _ = caller
+    with pytest.raises(ValueError, match="no audio"):
+        adapt_caller(recognizer, [], [])
+    with pytest.raises(ValueError, match="one reference text per utterance"):
+        adapt_caller(recognizer, audios, ["only one"])
