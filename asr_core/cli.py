@@ -55,7 +55,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
     load_s = time.perf_counter() - t0
-    result = evaluate(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
+    result = evaluate(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, chunk_ms=a.chunk_ms)
     result["load_seconds"] = round(load_s, 3)
     if a.adapt != "none":
         result["adapt"] = _evaluate_adaptation(a, rec)
@@ -64,7 +64,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             json.dump(result, f, indent=1)
     print(f"WER {result['wer']:.2%}  CER {result['cer']:.2%}  RTF {result['rtf']:.4f} (1 thread, streaming)  "
           f"params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
-          f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s  "
+          f"{result['words']} words, {len(result['speakers'])} speakers, {a.chunk_ms} ms chunks  load {load_s:.2f}s  "
           f"first partial {result['first_partial_ms_median']} ms")
     return 0
 
@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--decoder", choices=["beam", "greedy"], default="beam")
     e.add_argument("--threads", type=_positive_int, default=1)
     e.add_argument("--limit", type=_non_negative_int, default=0, help="only the first N utterances")
+    e.add_argument("--chunk-ms", type=_positive_int, default=200, help="streaming chunk size for the RTF")
     e.add_argument("--json", help="write the results here")
     e.add_argument("--adapt", choices=["none", "supervised", "label-free", "all"], default="none",
                    help="also adapt per test speaker on its `adapt` utterances and compare methods")

@@ -51,7 +51,7 @@ def first_partial_audio_ms(rec: Recognizer, audio: torch.Tensor, chunk_ms: int =
 
 
 def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int = 1, limit: int = 0,
-             progress=sys.stderr) -> dict:
+             chunk_ms: int = 200, progress=sys.stderr) -> dict:
     torch.set_num_threads(threads)
     utts = read_manifest(manifest, (split,))
     if limit:
@@ -64,7 +64,7 @@ def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int =
     latencies = []
     for i, u in enumerate(utts):
         audio = load_audio(u.audio, rec.sample_rate)
-        hyp, sec = stream_transcribe(rec, audio)
+        hyp, sec = stream_transcribe(rec, audio, chunk_ms)
         audio_s, proc_s = audio_s + audio.numel() / rec.sample_rate, proc_s + sec
         e, n = word_errors(u.text, hyp)
         ce, cnum = char_errors(u.text, hyp)
@@ -85,6 +85,7 @@ def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int =
         "params": sum(p.numel() for p in rec.model.parameters()),
         "checkpoint_bytes": os.path.getsize(ckpt) if ckpt and os.path.exists(ckpt) else None,
         "decoder": "beam+lm" if rec.beam is not None else "greedy",
+        "chunk_ms": chunk_ms,
         "split": split,
         "utterances": len(utts),
         "words": wn,
