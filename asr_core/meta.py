@@ -131,18 +131,20 @@ def initial_params(model: StreamingCTC) -> dict[str, Tensor]:
     return {k: own[k].detach().clone() for k in model.adaptive_parameter_names()}
 
 
-def adapt(model: StreamingCTC, params: dict[str, Tensor], batch: Batch, steps: int,
-          step_sizes: dict[str, Tensor] | float, *, loss: str = "ctc", create_graph: bool = False) -> dict[str, Tensor]:
+def adapt(model: nn.Module, params: dict[str, Tensor], batch: Batch, steps: int,
+          step_sizes: dict[str, Tensor] | float, *, loss="ctc", create_graph: bool = False) -> dict[str, Tensor]:
     """`steps` gradient steps on `batch` from `params`: p <- p - step_size * grad. Returns new params.
 
     Used unchanged by meta-training (params connected to the init, create_graph for MAML)
-    and by production adaptation (detached params).
+    and by production adaptation (detached params). `loss` is "ctc", "entropy", or any
+    callable (model, params, batch[, twice_differentiable=...]) -> scalar tensor, so other
+    models (e.g. a Whisper backbone) adapt through the same function.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if len(batch) == 0:
         raise ValueError("cannot adapt on an empty batch")
-    fn = LOSSES[loss]
+    fn = loss if callable(loss) else LOSSES[loss]
     params = {k: (v if v.requires_grad else v.detach().requires_grad_()) for k, v in params.items()}
     with torch.enable_grad():
         for _ in range(steps):
