@@ -57,3 +57,19 @@ class DuplicateSegment(Conflict):
 
 class InvalidState(CallCenterError):
     code = "invalid_state"
+
+
+class InvalidToken(CallCenterError):
+    """A media line token that is missing or matches no line."""
+
+    code = "invalid_token"
+
+
+class LineDisabled(CallCenterError):
+    code = "line_disabled"
+
+
+class RecognitionFailed(CallCenterError):
+    """Recognition of a segment gave up for a reason that retrying cannot fix."""
+
+    code = "recognition_failed"

@@ -1,6 +1,8 @@
 """Health checks of the running system.
 
 - ``GET /healthz``: the web process answers and its database does.
+- ``GET /metrics``: the web process's Prometheus metrics (media sockets,
+  segments, partials, protocol errors).
 - ``ws /ws/health/``: the whole pipeline. On connect the consumer enqueues
   ``system.ping`` with its own channel name; the worker answers through the
   channel layer, and the client receives ``{"type": "pong", ...}``. That is the
@@ -15,7 +17,7 @@ import logging
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
         logger.warning("health check: database unavailable: %s", exc)
         return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
 def _enqueue_ping(reply_channel: str) -> None:

@@ -1,10 +1,12 @@
-"""Websocket routes. The streaming app adds the media endpoints and the agent
-feed here."""
+"""Websocket routes: the pipeline health check, the media endpoints and the
+agents' feed."""
 
 from django.urls import path
 
 from callcenter.health import HealthConsumer
+from callcenter.streaming.routing import websocket_urlpatterns as streaming_urlpatterns
 
 websocket_urlpatterns = [
     path("ws/health/", HealthConsumer.as_asgi()),
+    *streaming_urlpatterns,
 ]

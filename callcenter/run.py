@@ -7,9 +7,15 @@ Steps: apply migrations; start a private Redis on a unix socket under
 Celery worker as child processes; wait until the web server answers, the
 worker answers a control ping and a ``system.ping`` task has made the round
 trip; print where the admin is; on Ctrl-C or SIGTERM stop every child.
-``--demo`` also creates a demo admin user when there is no superuser yet.
 
-``start()`` is the reusable part: a demo that streams a call builds on it.
+``--demo`` also creates a demo admin user when there is no superuser yet,
+then places a demo call (``callcenter.demo``): a synthetic caller, or the
+WAV file given with ``--wav``, streamed over the Twilio protocol at real-time
+pace, its partial and final transcripts printed as the agents' feed shows
+them, and the admin URL of the stored call. ``--demo-exit`` stops everything
+after the call instead of serving on.
+
+``start()`` is the reusable part.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class Options:
     worker: bool = True
     migrate: bool = True
     demo: bool = False
+    demo_exit: bool = False
+    wav: str | None = None
     ready_timeout: float = 90.0
 
     def __post_init__(self) -> None:
@@ -50,6 +58,10 @@ class Options:
             raise ConfigurationError(f"port must be within 1..65535, got {self.port}")
         if self.ready_timeout <= 0:
             raise ConfigurationError(f"ready timeout must be positive, got {self.ready_timeout}")
+        if self.wav is not None and not Path(self.wav).is_file():
+            raise ConfigurationError(f"--wav: no such file: {self.wav}")
+        if (self.demo or self.demo_exit) and not (self.web and self.worker):
+            raise ConfigurationError("the demo call needs the web server and the worker (drop --no-web/--no-worker)")
 
 
 @dataclass(frozen=True)
@@ -241,7 +253,8 @@ def start(sup: Supervisor, opts: Options) -> Running:
             "worker",
             [
                 sys.executable, "-m", "celery", "-A", "callcenter", "worker",
-                "-l", "info", "-c", "1", "-n", worker_name, "--without-gossip", "--without-mingle",
+                "-l", "info", "-c", str(settings.CELERY_WORKER_CONCURRENCY), "-n", worker_name,
+                "--without-gossip", "--without-mingle",
             ],
             env=env,
         )  # fmt: skip
@@ -299,10 +312,49 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--no-web", dest="web", action="store_false", help="do not start the web server")
     parser.add_argument("--no-worker", dest="worker", action="store_false", help="do not start a Celery worker")
     parser.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip `migrate`")
-    parser.add_argument("--demo", action="store_true", help="create a demo admin user if there is no superuser")
+    parser.add_argument(
+        "--demo", action="store_true", help="create a demo admin user if there is no superuser, then place a demo call"
+    )
+    parser.add_argument("--wav", metavar="FILE", help="the demo call streams this audio file (implies --demo)")
+    parser.add_argument("--demo-exit", action="store_true", help="stop after the demo call (implies --demo)")
     parser.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for each service")
     args = parser.parse_args(argv)
+    if args.wav or args.demo_exit:
+        args.demo = True
     return Options(**vars(args))
+
+
+def _demo_call(sup: Supervisor, running: Running, opts: Options) -> bool:
+    """Place the demo call; False if it could not be placed (the system keeps running)."""
+    from asr_core.audio import AudioError
+    from asr_core.corpus.synth import SynthesisError
+    from callcenter.demo import run_demo_call
+
+    def watchdog() -> None:
+        sup.check_alive()
+        if sup.stopping:
+            raise StopRequested()
+
+    try:
+        outcome = run_demo_call(
+            http_url=running.http_url, admin_url=running.admin_url, say=sup.say, watchdog=watchdog, wav=opts.wav
+        )
+    except (AudioError, SynthesisError, OSError) as exc:
+        sup.say(f"error: the demo call could not be placed: {exc}")
+        return False
+    lines = ["", "=" * 64]
+    if outcome.call_admin_url is None:
+        lines.append("The demo call did not reach the agents' feed; see the log above.")
+    else:
+        lines.append(f"The demo call is stored: {outcome.call_admin_url}")
+        if outcome.spoken:
+            lines.append(f"  Spoken:      {' | '.join(outcome.spoken)}")
+        lines.append(f"  Recognized:  {' | '.join(outcome.recognized)}")
+        if outcome.wer is not None:
+            lines.append(f"  Word error rate: {outcome.wer:.2f}")
+    lines += ["=" * 64, ""]
+    sup.say("\n".join(lines))
+    return outcome.call_admin_url is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
             running = start(sup, opts)
             sup.say(f"ready in {time.monotonic() - started:.1f} s")
             sup.say(_banner(running))
+            if opts.demo:
+                placed = _demo_call(sup, running, opts)
+                if opts.demo_exit:
+                    sup.say("stopping after the demo call (--demo-exit)")
+                    return 0 if placed else 1
             sup.watch()
     except ConfigurationError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -210,6 +210,36 @@ CHANNEL_LAYERS = {
 
 # Path of the recognizer checkpoint the worker loads; not opened here.
 ASR_CHECKPOINT = str(Path(_env_str("ASR_CHECKPOINT", str(BASE_DIR / "asr_core" / "checkpoints" / "base.pt"))))
+# Decoder of the final pass: "beam" (lexicon + language model) or "greedy".
+ASR_DECODER = _env_str("ASR_DECODER", "beam").lower()
+if ASR_DECODER not in {"beam", "greedy"}:
+    raise ImproperlyConfigured(f"ASR_DECODER={ASR_DECODER!r} must be 'beam' or 'greedy'")
+# Torch threads per process that runs the model (worker processes, the web
+# process's partials); 1 keeps processes from fighting over few cores.
+ASR_THREADS = _env_int("ASR_THREADS", 1, minimum=1)
+# Limit of one segment's recognition task (the hard limit is 5 s later).
+RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
+
+# --- Live calls: media sockets and endpointing -------------------------------
+
+# Silence (ms) that ends a segment, longest segment, shortest speech that
+# opens one, and the energy (dBFS) below which a frame is never speech.
+STREAM_SILENCE_MS = _env_int("STREAM_SILENCE_MS", 600, minimum=20)
+STREAM_MAX_SEGMENT_MS = _env_int("STREAM_MAX_SEGMENT_MS", 15_000, minimum=1000)
+STREAM_MIN_SPEECH_MS = _env_int("STREAM_MIN_SPEECH_MS", 200, minimum=20)
+STREAM_ENERGY_THRESHOLD_DB = _env_int("STREAM_ENERGY_THRESHOLD_DB", -45, minimum=-120)
+if STREAM_MIN_SPEECH_MS + 200 > STREAM_MAX_SEGMENT_MS:
+    raise ImproperlyConfigured("STREAM_MAX_SEGMENT_MS must exceed STREAM_MIN_SPEECH_MS by at least 200 ms")
+if STREAM_ENERGY_THRESHOLD_DB > 0:
+    raise ImproperlyConfigured(f"STREAM_ENERGY_THRESHOLD_DB={STREAM_ENERGY_THRESHOLD_DB} must be <= 0 (dBFS)")
+# Partial hypotheses: at most one per call per this many ms (0: none).
+STREAM_PARTIAL_INTERVAL_MS = _env_int("STREAM_PARTIAL_INTERVAL_MS", 500)
+# Largest websocket frame accepted on the media endpoints.
+STREAM_MAX_FRAME_BYTES = _env_int("STREAM_MAX_FRAME_BYTES", 65_536, minimum=1024)
+# Seconds a media socket may take to send Twilio's `start` or the PCM config.
+STREAM_START_TIMEOUT_S = _env_int("STREAM_START_TIMEOUT_S", 10, minimum=1)
+# Seconds a PCM socket waits at `eof` for the last results before closing.
+STREAM_EOF_WAIT_S = _env_int("STREAM_EOF_WAIT_S", 30, minimum=1)
 
 # --- Security (production) -------------------------------------------------
 

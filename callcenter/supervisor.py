@@ -119,6 +119,11 @@ class Supervisor:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (Ctrl-C, SIGTERM)."""
+        return self._stop.is_set()
+
     def wait_until(self, what: str, ready: Callable[[], bool], *, timeout: float, interval: float = 0.25) -> None:
         """Poll ``ready()`` until it is true; a child dying or a stop request
         ends the wait early."""

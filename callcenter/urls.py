@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.urls import path
 
-from callcenter.health import healthz
+from callcenter.health import healthz, metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -3,12 +3,15 @@ transcripts, see callers' profiles and model versions."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
-from .models import Agent, Call, Customer, ModelVersion, Segment, VoiceProfile
+from callcenter.errors import CallCenterError
+
+from . import services
+from .models import Agent, Call, Customer, Line, ModelVersion, Segment, VoiceProfile
 
 admin.site.site_header = "Call center"
 admin.site.site_title = "Call center admin"
@@ -43,9 +46,65 @@ class CustomerAdmin(admin.ModelAdmin):
         return customer.call_count
 
 
+@admin.register(Line)
+class LineAdmin(admin.ModelAdmin):
+    """Media lines. Adding one (or issuing a new token) shows its token once,
+    in the page's message; only its hash is kept."""
+
+    list_display = ["name", "enabled", "call_count", "created"]
+    list_filter = ["enabled"]
+    search_fields = ["name"]
+    fields = ["name", "enabled", "created"]
+    readonly_fields = ["created"]
+    actions = ["issue_new_token", "disable_lines", "enable_lines"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Line]:
+        return super().get_queryset(request).annotate(call_count=Count("calls"))
+
+    @admin.display(description="calls", ordering="call_count")
+    def call_count(self, line: Line) -> int:
+        return line.call_count
+
+    def save_model(self, request: HttpRequest, obj: Line, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        line, token = services.line_create(name=obj.name, enabled=obj.enabled)
+        obj.pk, obj.token_hash, obj.created = line.pk, line.token_hash, line.created
+        self._show_token(request, line, token)
+
+    @admin.action(description="Issue a new token (the old one stops working)")
+    def issue_new_token(self, request: HttpRequest, queryset: QuerySet[Line]) -> None:
+        for line in queryset:
+            try:
+                line, token = services.line_token_rotate(line_id=line.pk)
+            except CallCenterError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self._show_token(request, line, token)
+
+    @admin.action(description="Disable (refuse new calls)")
+    def disable_lines(self, request: HttpRequest, queryset: QuerySet[Line]) -> None:
+        self.message_user(request, f"{queryset.update(enabled=False)} line(s) disabled")
+
+    @admin.action(description="Enable")
+    def enable_lines(self, request: HttpRequest, queryset: QuerySet[Line]) -> None:
+        self.message_user(request, f"{queryset.update(enabled=True)} line(s) enabled")
+
+    def _show_token(self, request: HttpRequest, line: Line, token: str) -> None:
+        self.message_user(
+            request,
+            f"Token of line {line.name!r} (shown only now; copy it into the media URL "
+            f"/ws/media/twilio/<token> or /ws/media/pcm/<token>): {token}",
+            messages.WARNING,
+        )
+
+
 class SegmentInline(admin.TabularInline):
     model = Segment
-    fields = ["index", "start_ms", "end_ms", "status", "text", "confidence", "verified_text", "verified_at"]
+    fields = [
+        "index", "start_ms", "end_ms", "status", "text", "confidence", "failure_reason", "verified_text", "verified_at",
+    ]  # fmt: skip
     readonly_fields = fields
     ordering = ["index"]
     extra = 0
@@ -67,11 +126,12 @@ class CallAdmin(admin.ModelAdmin):
         "customer",
         "agent",
         "external_id",
+        "line",
         "duration",
     ]
-    list_filter = ["status", "direction", "protocol", "started_at"]
+    list_filter = ["status", "direction", "protocol", "line", "started_at"]
     search_fields = ["external_id", "customer__phone", "customer__name"]
-    list_select_related = ["customer", "agent__user"]
+    list_select_related = ["customer", "agent__user", "line"]
     date_hierarchy = "started_at"
     autocomplete_fields = ["customer", "agent"]
     inlines = [SegmentInline]
@@ -98,7 +158,7 @@ class VerifiedFilter(admin.SimpleListFilter):
 
 @admin.register(Segment)
 class SegmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "call", "index", "status", "short_text", "confidence", "is_verified", "created"]
+    list_display = ["id", "call", "index", "status", "short_text", "confidence", "is_verified", "failure", "created"]
     list_filter = ["status", VerifiedFilter, "call__protocol", "created"]
     search_fields = ["text", "verified_text", "call__external_id", "call__customer__phone"]
     list_select_related = ["call"]
@@ -108,6 +168,10 @@ class SegmentAdmin(admin.ModelAdmin):
     @admin.display(description="text")
     def short_text(self, segment: Segment) -> str:
         return _short(segment.best_text)
+
+    @admin.display(description="failure")
+    def failure(self, segment: Segment) -> str:
+        return _short(segment.failure_reason, 60)
 
     @admin.display(description="verified", boolean=True, ordering="verified_at")
     def is_verified(self, segment: Segment) -> bool:

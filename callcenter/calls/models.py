@@ -95,6 +95,29 @@ class Customer(models.Model):
         return f"{self.name} ({self.phone})" if self.name else self.phone
 
 
+class Line(models.Model):
+    """A media line (trunk): what a telephony integrator points at the media
+    endpoint. Its secret token is shown once at creation; only its SHA-256
+    is stored."""
+
+    name = models.CharField(max_length=100, unique=True)
+    token_hash = models.CharField(
+        "token SHA-256", max_length=64, unique=True, editable=False, help_text="Hex SHA-256 of the line's token."
+    )
+    enabled = models.BooleanField(default=True, help_text="A disabled line refuses new calls.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(token_hash__regex=SHA256_REGEX), name="line_token_hash_sha256_hex"),
+            models.CheckConstraint(condition=~Q(name=""), name="line_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name if self.enabled else f"{self.name} (disabled)"
+
+
 class Call(models.Model):
     """One telephone call, live or finished."""
 
@@ -108,6 +131,14 @@ class Call(models.Model):
     )
     agent = models.ForeignKey(
         Agent, on_delete=models.SET_NULL, related_name="calls", null=True, blank=True, db_index=False
+    )
+    line = models.ForeignKey(
+        Line,
+        on_delete=models.SET_NULL,
+        related_name="calls",
+        null=True,
+        blank=True,
+        help_text="Media line it came in on.",
     )
     direction = models.CharField(max_length=8, choices=CallDirection.choices, default=CallDirection.INBOUND)
     protocol = models.CharField(max_length=8, choices=CallProtocol.choices)

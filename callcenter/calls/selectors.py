@@ -69,3 +69,17 @@ def voice_profile_latest(*, customer_id: int, model_version_id: int) -> VoicePro
         .order_by("-version")
         .first()
     )
+
+
+def voice_profile_for_model(*, customer_id: int, model_sha256: str) -> VoiceProfile | None:
+    """The caller's latest profile made for the model with this SHA-256 (the
+    recognizer's version), or None."""
+    return (
+        VoiceProfile.objects.filter(customer_id=customer_id, model_version__sha256=model_sha256)
+        .order_by("-version", "-id")
+        .first()
+    )
+
+
+def segments_by_id(*, segment_ids: list[int]) -> list[Segment]:
+    return list(Segment.objects.filter(pk__in=segment_ids).order_by("call_id", "index"))

@@ -6,7 +6,10 @@ validates them, and raises ``callcenter.errors`` exceptions, never a bare
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -23,10 +26,14 @@ from callcenter.errors import (
     InvalidInput,
     InvalidPhoneNumber,
     InvalidState,
+    InvalidToken,
+    LineDisabled,
     NotFound,
 )
 
-from .models import E164_REGEX, SHA256_REGEX, Agent, Call, Customer, ModelVersion, Segment, VoiceProfile
+from .models import E164_REGEX, SHA256_REGEX, Agent, Call, Customer, Line, ModelVersion, Segment, VoiceProfile
+
+logger = logging.getLogger(__name__)
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _E164 = re.compile(E164_REGEX)
@@ -103,6 +110,81 @@ def customer_get_or_create(*, phone: str, name: str = "", external_id: str | Non
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def customer_for_caller(*, caller: str | None = None, customer_external_id: str | None = None) -> Customer | None:
+    """The customer a live call belongs to, from what the telephony side
+    passed: found or created from the caller's number (E.164), else found by
+    the customer id alone (a customer needs a phone number to be created).
+    A number that is not E.164 (``anonymous``, a SIP URI) or a malformed id
+    leaves the call without a customer rather than failing it."""
+    try:
+        external_id = _external_id_clean(customer_external_id)
+    except InvalidInput:
+        logger.warning("ignoring a malformed customer id from the stream: %r", customer_external_id)
+        external_id = None
+    phone = None
+    if caller:
+        try:
+            phone = phone_normalize(phone=caller)
+        except InvalidPhoneNumber:
+            logger.info("caller %r is not an E.164 number: the call is matched by customer id only", caller)
+    if phone:
+        return customer_get_or_create(phone=phone, external_id=external_id)[0]
+    if external_id:
+        return Customer.objects.filter(external_id=external_id).first()
+    return None
+
+
+# --- Media lines -------------------------------------------------------------
+
+
+def line_token_hash(*, token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def line_create(*, name: str, enabled: bool = True) -> tuple[Line, str]:
+    """Create a media line; returns it and its secret token, which is not
+    stored (only its SHA-256 is) and cannot be shown again."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("a line needs a name")
+    if len(name) > 100:
+        raise InvalidInput("a line name is at most 100 characters", name=name)
+    token = secrets.token_urlsafe(32)
+    try:
+        with transaction.atomic():
+            line = Line.objects.create(name=name, token_hash=line_token_hash(token=token), enabled=enabled)
+    except IntegrityError:
+        if Line.objects.filter(name=name).exists():
+            raise Conflict(f"a line named {name!r} already exists", name=name) from None
+        raise
+    return line, token
+
+
+def line_token_rotate(*, line_id: int) -> tuple[Line, str]:
+    """Give a line a new token (the old one stops working at once)."""
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        line = Line.objects.select_for_update().filter(pk=line_id).first()
+        if line is None:
+            raise NotFound(f"line #{line_id} does not exist", line_id=line_id)
+        line.token_hash = line_token_hash(token=token)
+        line.save(update_fields=["token_hash"])
+    return line, token
+
+
+def line_authenticate(*, token: str | None) -> Line:
+    """The enabled line this token belongs to; ``InvalidToken`` for a
+    missing or unknown token, ``LineDisabled`` for a disabled line."""
+    if not token or len(token) > 200:
+        raise InvalidToken("a valid line token is required in the media URL")
+    line = Line.objects.filter(token_hash=line_token_hash(token=token)).first()
+    if line is None:
+        raise InvalidToken("this line token is not valid")
+    if not line.enabled:
+        raise LineDisabled(f"line {line.name!r} is disabled", line=line.name)
+    return line
+
+
 # --- Calls -----------------------------------------------------------------
 
 
@@ -119,6 +201,7 @@ def call_start(
     direction: str = Call.Direction.INBOUND,
     customer_id: int | None = None,
     agent_id: int | None = None,
+    line_id: int | None = None,
     started_at: dt.datetime | None = None,
 ) -> Call:
     """Record a call that has just started (status ``live``)."""
@@ -129,6 +212,8 @@ def call_start(
         raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
     if agent_id is not None and not Agent.objects.filter(pk=agent_id).exists():
         raise NotFound(f"agent #{agent_id} does not exist", agent_id=agent_id)
+    if line_id is not None and not Line.objects.filter(pk=line_id).exists():
+        raise NotFound(f"line #{line_id} does not exist", line_id=line_id)
     try:
         with transaction.atomic():
             return Call.objects.create(
@@ -137,6 +222,7 @@ def call_start(
                 direction=direction,
                 customer_id=customer_id,
                 agent_id=agent_id,
+                line_id=line_id,
                 started_at=started_at or timezone.now(),
             )
     except IntegrityError:
@@ -218,6 +304,34 @@ def segment_create(
     if audio:
         segment.audio.save(f"call{call_id}-seg{index}.{audio_extension}", ContentFile(audio), save=True)
     return segment
+
+
+def segment_finish(*, segment_id: int, end_ms: int, audio: bytes, endpoint_at: float | None = None) -> Segment:
+    """Close a segment opened at speech onset: set its end, store its audio
+    (a WAV file, written once) and queue its recognition once the
+    transaction commits. ``endpoint_at`` (Unix time the endpoint was
+    detected) travels with the task so that latency can be measured."""
+    if not audio:
+        raise InvalidInput("a finished segment needs its audio", segment_id=segment_id)
+    with transaction.atomic():
+        segment = _segment_locked(segment_id)
+        if segment.audio:
+            raise InvalidState(f"segment #{segment_id} already has its audio", segment_id=segment_id)
+        if end_ms < segment.start_ms:
+            raise InvalidInput(
+                f"segment end {end_ms} ms is before its start {segment.start_ms} ms", segment_id=segment_id
+            )
+        segment.end_ms = end_ms
+        segment.audio.save(f"call{segment.call_id}-seg{segment.index}.wav", ContentFile(audio), save=False)
+        segment.save(update_fields=["end_ms", "audio", "updated"])
+        transaction.on_commit(lambda: _recognition_enqueue(segment_id=segment.pk, endpoint_at=endpoint_at))
+        return segment
+
+
+def _recognition_enqueue(*, segment_id: int, endpoint_at: float | None) -> None:
+    from tasks.recognition import recognize_segment
+
+    recognize_segment.delay(segment_id=segment_id, endpoint_at=endpoint_at)
 
 
 def _segment_locked(segment_id: int) -> Segment:

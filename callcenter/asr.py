@@ -1,0 +1,127 @@
+"""The backend's one bridge to asr_core.
+
+- ``recognizer(decoder=...)``: the recognizer of this process, loaded once
+  (the worker's final pass uses beam search + LM, the web process's partials
+  the greedy decoder), thread-safe.
+- ``profile_params(rec, profile)``: a caller's adapted parameters, parsed and
+  validated once per profile row (rows are immutable: a new adaptation is a
+  new version); a corrupt or stale profile is logged and counted, and the
+  base model is used.
+- ``transcribe(rec, audio, params)``: the final pass over one segment.
+- ``wav_bytes(audio, sample_rate)``: segment audio as the WAV file we store
+  (8 kHz PCM16 mono).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import soundfile as sf
+import torch
+from django.conf import settings
+
+from asr_core.audio import resample
+from asr_core.recognizer import Recognizer
+from callcenter import metrics
+
+logger = logging.getLogger(__name__)
+
+STORED_SAMPLE_RATE = 8000
+_PROFILE_CACHE_SIZE = 256
+
+_lock = threading.Lock()
+_recognizers: dict[str, Recognizer] = {}
+_shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+_profiles: OrderedDict[tuple[str, int], dict[str, torch.Tensor] | None] = OrderedDict()
+
+
+def recognizer(*, decoder: str = "beam") -> Recognizer:
+    """The process's recognizer for ``decoder`` ('beam' or 'greedy'), loaded
+    on first use. Call it from the thread that will run the model: the torch
+    thread count (``ASR_THREADS``) is set per calling thread (OpenMP), and
+    more threads than free cores make the model many times slower."""
+    if torch.get_num_threads() != settings.ASR_THREADS:
+        torch.set_num_threads(settings.ASR_THREADS)
+    with _lock:
+        rec = _recognizers.get(decoder)
+        if rec is None:
+            rec = Recognizer.load(settings.ASR_CHECKPOINT, decoder=decoder)
+            _recognizers[decoder] = rec
+            logger.info(
+                "loaded the recognizer %s (%s decoder, model %s)",
+                settings.ASR_CHECKPOINT,
+                decoder,
+                rec.meta["sha256"][:12],
+            )
+        return rec
+
+
+def model_version(rec: Recognizer) -> str:
+    return rec.meta["sha256"]
+
+
+def _adaptive_shapes(rec: Recognizer) -> dict[str, tuple[int, ...]]:
+    from asr_core.meta import initial_params
+
+    version = model_version(rec)
+    if version not in _shapes:
+        _shapes[version] = {k: tuple(v.shape) for k, v in initial_params(rec.model).items()}
+    return _shapes[version]
+
+
+def profile_params(rec: Recognizer, *, profile_id: int, state: bytes) -> dict[str, torch.Tensor] | None:
+    """Adapted parameters from a stored profile, or None (base model) when
+    the profile cannot be used."""
+    from asr_core.profile import Profile, ProfileError
+
+    key = (model_version(rec), profile_id)
+    with _lock:
+        if key in _profiles:
+            _profiles.move_to_end(key)
+            return _profiles[key]
+    try:
+        params = Profile.from_bytes(bytes(state), model_version=model_version(rec), shapes=_adaptive_shapes(rec)).params
+    except ProfileError as exc:
+        logger.warning("voice profile #%s cannot be used, recognizing with the base model: %s", profile_id, exc)
+        metrics.PROFILE_ERRORS.inc()
+        params = None
+    with _lock:
+        _profiles[key] = params
+        while len(_profiles) > _PROFILE_CACHE_SIZE:
+            _profiles.popitem(last=False)
+    return params
+
+
+def transcribe(rec: Recognizer, audio: torch.Tensor, *, params: dict[str, torch.Tensor] | None) -> dict:
+    """Recognize one segment (8 kHz float audio) -> ``{"text", "words", "conf"}``.
+
+    The beam decoder of asr_core can fail on a hypothesis whose timesteps run
+    past the last frame (IndexError in its word timing); that segment is
+    then decoded greedily rather than lost, with a log line and a metric."""
+    try:
+        return rec.transcribe(audio, rec.sample_rate, params=params).as_dict()
+    except IndexError as exc:
+        from asr_core.decoder import greedy_decode
+
+        logger.warning("beam search failed on a segment (%s): using the greedy decoder for it", exc)
+        metrics.DECODER_FALLBACKS.inc()
+        logp = rec.log_probs(rec.prepare(audio, rec.sample_rate), params)
+        return greedy_decode(logp, rec.model.cfg.frame_seconds).as_dict()
+
+
+def to_stored_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(samples,) float32 at ``sample_rate`` -> at 8 kHz."""
+    if sample_rate == STORED_SAMPLE_RATE:
+        return audio
+    return resample(torch.from_numpy(np.ascontiguousarray(audio)), sample_rate, STORED_SAMPLE_RATE).numpy()
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """(samples,) float32 in [-1, 1] -> a WAV file at 8 kHz, PCM16 mono."""
+    out = io.BytesIO()
+    sf.write(out, np.clip(to_stored_rate(audio, sample_rate), -1.0, 1.0), STORED_SAMPLE_RATE, "PCM_16", format="WAV")
+    return out.getvalue()

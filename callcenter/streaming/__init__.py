@@ -1,0 +1,2 @@
+"""Live calls over websockets: media protocols, endpointing, partial
+hypotheses, the agents' feed."""

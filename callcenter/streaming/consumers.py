@@ -1,0 +1,419 @@
+"""Websocket consumers: one per media protocol, and the agents' feed.
+
+Each media consumer authenticates the line token in its URL, parses frames
+with ``protocols`` (pure functions), hands decoded audio to a
+``CallSession`` and answers bad input with an error frame and a close code
+(README, "Close codes"). The sections of each class are in this order:
+lifecycle, incoming frames, channel-layer handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+
+from asr_core.audio import mulaw_decode, pcm16_decode
+from callcenter import metrics
+from callcenter.errors import DuplicateCall, InvalidToken, LineDisabled
+from callcenter.streaming import messages, protocols
+from callcenter.streaming.endpointer import SegmentEnded, SpeechStarted
+from callcenter.streaming.partials import engine as partial_engine
+from callcenter.streaming.protocols import ProtocolError
+from callcenter.streaming.session import CallSession, StreamSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _line_authenticate(token: str | None) -> tuple[int, str]:
+    from callcenter.calls import services
+
+    line = services.line_authenticate(token=token)
+    return line.pk, line.name
+
+
+def _segment_results(segment_ids: list[int]) -> list[dict]:
+    from callcenter.calls import selectors
+
+    return [
+        {"segment": s.pk, "status": s.status, "text": s.text, "words": s.words, "start_ms": s.start_ms}
+        for s in selectors.segments_by_id(segment_ids=segment_ids)
+    ]
+
+
+class MediaConsumer(AsyncWebsocketConsumer):
+    """What both media protocols share: the line token, the deadline for the
+    stream's first message, error answers, and hangup on close."""
+
+    protocol = ""
+
+    # --- lifecycle ---
+
+    async def connect(self) -> None:
+        self.settings = StreamSettings.from_settings()
+        self.session: CallSession | None = None
+        self.closing = False
+        self.line_id: int | None = None
+        self._start_deadline: asyncio.Task | None = None
+        # Accept first: a close code can only be sent on an open socket.
+        await self.accept()
+        token = self.scope["url_route"]["kwargs"].get("token") or None
+        try:
+            self.line_id, line_name = await database_sync_to_async(_line_authenticate)(token)
+        except InvalidToken as exc:
+            metrics.SOCKETS_REFUSED.labels("bad_token").inc()
+            await self._refuse(exc.code, exc.message, protocols.CLOSE_BAD_TOKEN)
+            return
+        except LineDisabled as exc:
+            metrics.SOCKETS_REFUSED.labels("line_disabled").inc()
+            await self._refuse(exc.code, exc.message, protocols.CLOSE_LINE_DISABLED)
+            return
+        logger.info("%s media socket opened on line %r", self.protocol, line_name)
+        self._start_deadline = asyncio.ensure_future(self._expire_start())
+
+    async def disconnect(self, code: int) -> None:
+        if self._start_deadline is not None:
+            self._start_deadline.cancel()
+        if self.session is not None and not self.session.ended:
+            # Abrupt: no stop/eof. Everything received so far is kept.
+            await self.session.hangup(reason=f"the socket closed without {self.end_event} (code {code})")
+        if self.session is not None and self.session.call_id is not None:
+            await self.channel_layer.group_discard(messages.call_group(self.session.call_id), self.channel_name)
+
+    async def _expire_start(self) -> None:
+        await asyncio.sleep(self.settings.start_timeout_s)
+        if self.session is None and not self.closing:
+            metrics.SOCKETS_REFUSED.labels("start_timeout").inc()
+            await self._refuse(
+                "start_timeout",
+                f"no {self.start_event} within {self.settings.start_timeout_s:g} s",
+                protocols.CLOSE_START_TIMEOUT,
+            )
+
+    async def _begin(
+        self, *, sample_rate: int, external_id: str, caller: str | None, customer_id: str | None
+    ) -> CallSession:
+        session = CallSession(
+            protocol=self.protocol,
+            line_id=self.line_id,
+            sample_rate=sample_rate,
+            stream_settings=self.settings,
+            partial_engine=partial_engine(),
+            on_partial=self.on_partial,
+        )
+        try:
+            call_id = await session.open(external_id=external_id, caller=caller, customer_external_id=customer_id)
+        except DuplicateCall as exc:
+            raise ProtocolError("duplicate_stream", exc.message, protocols.CLOSE_DUPLICATE_STREAM) from None
+        if self._start_deadline is not None:
+            self._start_deadline.cancel()
+        self.session = session
+        await self.channel_layer.group_add(messages.call_group(call_id), self.channel_name)
+        return session
+
+    # --- incoming frames ---
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            metrics.FRAMES_IGNORED.labels("closing").inc()
+            return
+        try:
+            await self.on_frame(text_data, bytes_data)
+        except ProtocolError as exc:
+            metrics.PROTOCOL_ERRORS.labels(exc.code).inc()
+            logger.info("%s media socket: %s (%s)", self.protocol, exc.message, exc.code)
+            await self._fail(exc.code, exc.message, exc.close_code, call_status="failed")
+        except Exception:
+            logger.exception("%s media socket: internal error", self.protocol)
+            await self._fail(
+                "internal_error", "internal server error", protocols.CLOSE_INTERNAL_ERROR, call_status="failed"
+            )
+
+    # --- answering ---
+
+    async def _refuse(self, code: str, message: str, close_code: int) -> None:
+        """Close before any call exists."""
+        self.closing = True
+        await self.send(self.error_frame(code, message))
+        await self.close(code=close_code)
+
+    async def _fail(self, code: str, message: str, close_code: int, *, call_status: str) -> None:
+        """Answer bad input or an internal error, close, and close the call
+        (keeping the segments it has)."""
+        self.closing = True
+        await self.send(self.error_frame(code, message))
+        await self.close(code=close_code)
+        if self.session is not None and not self.session.ended:
+            await self.session.hangup(status=call_status, reason=f"{code}: {message}")
+
+    # --- per protocol ---
+
+    start_event = "start"
+    end_event = "stop"
+
+    def error_frame(self, code: str, message: str) -> str:
+        raise NotImplementedError
+
+    async def on_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        raise NotImplementedError
+
+    async def on_partial(self, message: Mapping[str, object]) -> None:
+        """A partial hypothesis of this call (it also goes to the agents)."""
+
+    # --- channel-layer handlers ---
+
+    async def transcript_message(self, event: dict) -> None:
+        """Messages of this call's group; protocols that answer on the socket use finals."""
+
+
+class TwilioMediaConsumer(MediaConsumer):
+    """Twilio Media Streams: ``wss://host/ws/media/twilio/<line token>``.
+
+    Only the ``inbound`` track (the caller) is transcribed. With the custom
+    parameter ``marks=true`` (bidirectional streams), the consumer sends
+    ``clear`` when the caller starts speaking (barge-in) and a ``mark`` named
+    ``segment-<index>`` at each endpoint.
+    """
+
+    protocol = "twilio"
+
+    def error_frame(self, code: str, message: str) -> str:
+        return protocols.twilio_error(code=code, message=message)
+
+    async def on_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        if bytes_data is not None and len(bytes_data) > self.settings.max_frame_bytes:
+            raise ProtocolError(
+                "frame_too_large",
+                f"frame is larger than {self.settings.max_frame_bytes} bytes",
+                protocols.CLOSE_FRAME_TOO_LARGE,
+            )
+        event = protocols.twilio_parse(
+            text_data if text_data is not None else bytes_data, max_bytes=self.settings.max_frame_bytes
+        )
+        stopped = self.session is not None and self.session.ended
+        if stopped and not isinstance(event, protocols.TwilioMark):
+            raise ProtocolError("frame_after_stop", f"{type(event).__name__[6:].lower()} after stop")
+
+        if isinstance(event, protocols.TwilioConnected):
+            return
+        if isinstance(event, protocols.TwilioStart):
+            if self.session is not None:
+                raise ProtocolError("duplicate_start", "a stream has one start message")
+            self.stream_sid = event.stream_sid
+            self.send_marks = event.wants_marks
+            self.inbound = "inbound" in event.tracks
+            await self._begin(
+                sample_rate=protocols.TWILIO_SAMPLE_RATE,
+                external_id=event.stream_sid,
+                caller=event.caller,
+                customer_id=event.customer_id,
+            )
+            return
+        if self.session is None:
+            raise ProtocolError("start_expected", f"{type(event).__name__[6:].lower()} before start")
+        if isinstance(event, protocols.TwilioMedia):
+            if event.track != "inbound":
+                metrics.FRAMES_IGNORED.labels("outbound_track").inc()
+                return
+            await self._media(event.payload)
+        elif isinstance(event, protocols.TwilioDtmf):
+            await self.session.publish({"type": "dtmf", "call": self.session.call_id, "digit": event.digit})
+        elif isinstance(event, protocols.TwilioMark):
+            logger.debug("call #%s: mark %r played", self.session.call_id, event.name)
+        elif isinstance(event, protocols.TwilioStop):
+            await self.session.hangup()
+            # Twilio closes the socket after stop; close it ourselves if it does not.
+            asyncio.ensure_future(self._close_after_stop())
+
+    async def _media(self, payload: bytes) -> None:
+        events = await self.session.feed(mulaw_decode(payload).numpy())
+        if self.send_marks:
+            for event in events:
+                if isinstance(event, SpeechStarted):
+                    await self.send(protocols.twilio_clear(stream_sid=self.stream_sid))
+                else:
+                    await self.send(protocols.twilio_mark(stream_sid=self.stream_sid, name=f"segment-{event.serial}"))
+
+    async def _close_after_stop(self) -> None:
+        await asyncio.sleep(self.settings.stop_grace_s)
+        if not self.closing:
+            self.closing = True
+            await self.close(code=protocols.CLOSE_NORMAL)
+
+
+class PcmMediaConsumer(MediaConsumer):
+    """Plain PCM, vosk-server compatible: ``wss://host/ws/media/pcm/<line token>``.
+
+    Like vosk-server, it answers every audio frame with exactly one message
+    (the next final result not yet delivered, else the current partial) and
+    ``{"eof": 1}`` with one message: every result not yet delivered, joined,
+    once the worker has recognized the last segments; then it closes.
+    """
+
+    protocol = "pcm"
+    start_event = "config"
+    end_event = "eof"
+
+    async def connect(self) -> None:
+        self.config: protocols.PcmConfig | None = None
+        self.eof = False
+        self.partial_text = ""
+        self.pending: deque[dict] = deque()  # finals not yet sent, in order
+        self.done: dict[int, dict] = {}  # segment id -> its final
+        self.delivered: set[int] = set()
+        self._eof_deadline: asyncio.Task | None = None
+        await super().connect()
+
+    def error_frame(self, code: str, message: str) -> str:
+        return protocols.pcm_error(code=code, message=message)
+
+    async def on_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        if bytes_data is not None:
+            frame = protocols.pcm_check_audio(bytes_data, max_bytes=self.settings.max_frame_bytes)
+            if self.eof:
+                raise ProtocolError("frame_after_eof", "audio after eof")
+            if self.session is None:
+                raise ProtocolError("config_expected", "send the JSON config before audio")
+            events = await self.session.feed(pcm16_decode(frame).numpy())
+            if any(isinstance(e, SegmentEnded) for e in events):
+                self.partial_text = ""
+            await self.send(self._reply())
+            return
+        message = protocols.pcm_parse_text(text_data, max_bytes=self.settings.max_frame_bytes)
+        if self.eof:
+            raise ProtocolError("frame_after_eof", "message after eof")
+        if isinstance(message, protocols.PcmConfig):
+            if self.session is not None:
+                raise ProtocolError("duplicate_config", "the config is sent once, first")
+            self.config = message
+            await self._begin(
+                sample_rate=message.sample_rate, external_id="", caller=message.caller, customer_id=message.customer_id
+            )
+            return
+        if self.session is None:
+            raise ProtocolError("config_expected", "send the JSON config first")
+        await self._eof()
+
+    async def on_partial(self, message: Mapping[str, object]) -> None:
+        self.partial_text = str(message["text"])
+
+    def _reply(self) -> str:
+        if self.pending:
+            final = self.pending.popleft()
+            self.delivered.add(final["segment"])
+            return self._result([final])
+        return protocols.pcm_partial(text=self.partial_text)
+
+    def _result(self, finals: list[Mapping]) -> str:
+        words = [
+            {
+                **w,
+                "start": round(f["start_ms"] / 1000 + w["start"], 3),
+                "end": round(f["start_ms"] / 1000 + w["end"], 3),
+            }
+            for f in finals
+            for w in f["words"]
+        ]
+        text = " ".join(str(f["text"]) for f in finals if f["text"])
+        return protocols.pcm_result(text=text, words=words, with_words=self.config.words)
+
+    # --- eof: wait for the last finals, answer once, close ---
+
+    async def _eof(self) -> None:
+        self.eof = True
+        await self.session.hangup()
+        self._eof_deadline = asyncio.ensure_future(self._expire_eof())
+        await self._finish_eof_if_done()
+
+    async def _finish_eof_if_done(self) -> None:
+        if self.closing or not all(sid in self.done for sid in self.session.submitted):
+            return
+        await self._answer_eof()
+
+    async def _expire_eof(self) -> None:
+        await asyncio.sleep(self.settings.eof_wait_s)
+        if self.closing:
+            return
+        missing = [sid for sid in self.session.submitted if sid not in self.done]
+        logger.warning("call #%s: %d segment(s) not recognized %g s after eof", self.session.call_id, len(missing),
+                       self.settings.eof_wait_s)  # fmt: skip
+        # The database is the record: take what the worker stored meanwhile.
+        for row in await database_sync_to_async(_segment_results)(missing):
+            if row["status"] == "recognized":
+                self.done[row["segment"]] = row
+        await self._answer_eof()
+
+    async def _answer_eof(self) -> None:
+        self.closing = True
+        if self._eof_deadline is not None:
+            self._eof_deadline.cancel()
+        finals = [self.done[sid] for sid in self.session.submitted if sid in self.done and sid not in self.delivered]
+        await self.send(self._result(finals))
+        await self.close(code=protocols.CLOSE_NORMAL)
+
+    # --- channel-layer handlers ---
+
+    async def transcript_message(self, event: dict) -> None:
+        message = event["message"]
+        if message.get("type") != "final" or self.session is None or message.get("call") != self.session.call_id:
+            return
+        segment_id = message["segment"]
+        if segment_id in self.done:
+            return  # a re-run of the task: delivered once
+        final = message if message.get("status") == "recognized" else {**message, "text": "", "words": []}
+        self.done[segment_id] = final
+        if self.eof:
+            await self._finish_eof_if_done()
+        else:
+            self.pending.append(final)
+
+
+class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
+    """``ws://host/ws/agent/``: live call events and transcripts for staff.
+
+    Needs a logged-in staff session (the admin's cookie). Receives every
+    message of every call, or of one call with ``?call=<id>``.
+    """
+
+    # --- lifecycle ---
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.send_json({"type": "error", "code": "login_required", "message": "log in first"})
+            await self.close(code=protocols.CLOSE_UNAUTHENTICATED)
+            return
+        if not user.is_staff:
+            await self.send_json({"type": "error", "code": "forbidden", "message": "staff only"})
+            await self.close(code=protocols.CLOSE_FORBIDDEN)
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        call = query.get("call", [""])[0]
+        if call and not call.isdigit():
+            await self.send_json({"type": "error", "code": "invalid", "message": "call must be a call id"})
+            await self.close(code=protocols.CLOSE_PROTOCOL_ERROR)
+            return
+        self.groups_joined = [messages.call_group(int(call))] if call else [messages.AGENTS_GROUP]
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.send_json({"type": "hello", "user": user.get_username()})
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    # --- incoming frames: none expected ---
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
+        await self.send_json({"type": "error", "code": "unexpected_message", "message": "this feed is read-only"})
+
+    # --- channel-layer handlers ---
+
+    async def transcript_message(self, event: dict) -> None:
+        await self.send_json(event["message"])

@@ -1,0 +1,108 @@
+"""Result messages to agents, and the channel-layer groups that carry them.
+
+The message shapes are a stable interface (DESIGN.md)::
+
+    {"type": "partial", "call": 12, "segment": 34, "index": 0, "text": "i would like",
+     "words": [{"w": "i", "start": 0.31, "end": 0.4, "conf": 0.93}, ...], "audio_at": 1764220000.12}
+    {"type": "final", "call": 12, "segment": 34, "index": 0, "text": "i would like a refund",
+     "words": [...], "conf": 0.81, "status": "recognized", "start_ms": 1200, "end_ms": 3400,
+     "endpoint_at": 1764220001.5, "recognized_at": 1764220001.6}
+    {"type": "call", "call": 12, "status": "live"|"ended"|"failed", "customer": 7|null,
+     "caller": "+1555..."|null, "protocol": "twilio"|"pcm"}
+
+Word times are seconds from the start of the segment; ``start_ms``/``end_ms``
+place the segment in the call. A final with ``"status": "failed"`` has an
+empty text and an ``"error"``. The ``*_at`` fields are Unix times (server
+clock) for latency measurements.
+
+Every message goes to the call's group and to the agents' group; a channel
+layer event is ``{"type": "transcript.message", "message": <message>}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+AGENTS_GROUP = "agents"
+EVENT_TYPE = "transcript.message"
+
+
+def call_group(call_id: int) -> str:
+    return f"call.{call_id}"
+
+
+def groups_for_call(call_id: int) -> tuple[str, str]:
+    return call_group(call_id), AGENTS_GROUP
+
+
+def _words(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+    return [
+        {"w": w["w"], "start": round(float(w["start"]), 3), "end": round(float(w["end"]), 3),
+         "conf": round(float(w["conf"]), 3)}
+        for w in words
+    ]  # fmt: skip
+
+
+def partial_message(
+    *, call_id: int, segment_id: int, index: int, text: str, words: Sequence[Mapping[str, object]], audio_at: float
+) -> dict[str, object]:
+    return {
+        "type": "partial",
+        "call": call_id,
+        "segment": segment_id,
+        "index": index,
+        "text": text,
+        "words": _words(words),
+        "audio_at": round(audio_at, 4),
+    }
+
+
+def final_message(
+    *,
+    call_id: int,
+    segment_id: int,
+    index: int,
+    text: str,
+    words: Sequence[Mapping[str, object]],
+    confidence: float | None,
+    status: str,
+    start_ms: int,
+    end_ms: int,
+    endpoint_at: float | None = None,
+    recognized_at: float | None = None,
+    error: str | None = None,
+) -> dict[str, object]:
+    message: dict[str, object] = {
+        "type": "final",
+        "call": call_id,
+        "segment": segment_id,
+        "index": index,
+        "text": text,
+        "words": _words(words),
+        "conf": None if confidence is None else round(confidence, 4),
+        "status": status,
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "endpoint_at": endpoint_at,
+        "recognized_at": recognized_at,
+    }
+    if error is not None:
+        message["error"] = error
+    return message
+
+
+def call_message(
+    *, call_id: int, status: str, protocol: str, customer_id: int | None, caller: str | None
+) -> dict[str, object]:
+    return {
+        "type": "call",
+        "call": call_id,
+        "status": status,
+        "protocol": protocol,
+        "customer": customer_id,
+        "caller": caller,
+    }
+
+
+def layer_event(message: Mapping[str, object]) -> dict[str, object]:
+    return {"type": EVENT_TYPE, "message": dict(message)}

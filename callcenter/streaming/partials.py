@@ -1,0 +1,142 @@
+"""Partial hypotheses while the caller speaks, computed in the web process.
+
+The streaming model runs on **one** thread beside the event loop (never on
+it), shared by all calls of the process. Each call keeps its own explicit
+stream state (``RecognizerStream``) for the segment in progress and feeds it
+only the audio it has not seen, so a partial costs the new audio, not the
+whole segment.
+
+Back-pressure drops, it never queues: a call asks for a partial at most
+every ``interval`` seconds; the request is dropped when that call's previous
+partial is still being computed, or when ``max_in_flight`` partials of all
+calls are already queued or running. The audio is not lost: the next partial
+of that call feeds it. Finals do not depend on partials at all (they are
+recognized from the stored segment by the Celery worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from asr_core.decoder import Transcript
+from asr_core.recognizer import Recognizer, RecognizerStream
+from callcenter import metrics
+
+T = TypeVar("T")
+
+# Less new audio than this is not worth a partial.
+MIN_NEW_AUDIO_S = 0.1
+
+
+class PartialEngine:
+    """One thread running the streaming model for every call of the process."""
+
+    def __init__(self, *, loader: Callable[[], Recognizer], max_in_flight: int = 2) -> None:
+        self._loader = loader
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="partials")
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.max_in_flight = max_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def try_submit(self, fn: Callable[[Recognizer], T]) -> asyncio.Future[T] | None:
+        """Run ``fn(recognizer)`` on the partials thread; None (dropped) when
+        the engine is already full."""
+        with self._lock:
+            if self._in_flight >= self.max_in_flight:
+                return None
+            self._in_flight += 1
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
+        future.add_done_callback(self._release)
+        return future
+
+    def _run(self, fn: Callable[[Recognizer], T]) -> T:
+        return fn(self._loader())
+
+    def _release(self, _future: object) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+
+_engine: PartialEngine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> PartialEngine:
+    """The process's partial engine (greedy decoder, loaded on first use)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            from callcenter.asr import recognizer
+
+            _engine = PartialEngine(loader=lambda: recognizer(decoder="greedy"))
+        return _engine
+
+
+class CallPartials:
+    """The partial-hypothesis state of one call: which segment, how much of
+    its audio the model has seen, and the job in flight."""
+
+    def __init__(self, engine: PartialEngine, *, sample_rate: int, interval_s: float) -> None:
+        self.engine = engine
+        self.sample_rate = sample_rate
+        self.interval_s = interval_s
+        self.serial: int | None = None
+        self._box: list[RecognizerStream | None] = [None]
+        self._fed = 0
+        self._job: asyncio.Future | None = None
+        self._last = -math.inf
+
+    def reset(self, serial: int | None) -> None:
+        """A new segment (or none): a job still running for the old one is stale."""
+        self.serial = serial
+        self._box = [None]
+        self._fed = 0
+        self._last = -math.inf
+
+    def request(
+        self, *, segment_audio: Callable[[int], np.ndarray], now: float
+    ) -> asyncio.Future[tuple[Transcript, float]] | None:
+        """Start a partial for the segment in progress if one is due; returns
+        the job, or None if none was due or it was dropped."""
+        if self.serial is None or now - self._last < self.interval_s:
+            return None
+        if self._job is not None and not self._job.done():
+            # Behind: skip this one (the next request is an interval later).
+            self._last = now
+            metrics.PARTIALS.labels("dropped").inc()
+            return None
+        audio = segment_audio(self._fed)
+        if audio.size < MIN_NEW_AUDIO_S * self.sample_rate:
+            return None
+        box, sample_rate = self._box, self.sample_rate
+
+        def step(rec: Recognizer) -> tuple[Transcript, float]:
+            started = time.perf_counter()
+            if box[0] is None:
+                box[0] = rec.stream(sample_rate=sample_rate)
+            with torch.inference_mode():
+                transcript = box[0].accept(torch.from_numpy(np.ascontiguousarray(audio)))
+            return transcript, time.perf_counter() - started
+
+        job = self.engine.try_submit(step)
+        if job is None:
+            self._last = now
+            metrics.PARTIALS.labels("dropped").inc()
+            return None
+        self._fed += audio.size
+        self._last = now
+        self._job = job
+        return job

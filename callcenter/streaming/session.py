@@ -1,0 +1,298 @@
+"""One live call, whatever protocol brought its audio.
+
+``CallSession`` is what both media consumers share: it opens the call
+(finding or creating the customer), feeds decoded audio to the call's
+endpointer, opens a segment row at speech onset (so partials carry the
+segment's id), stores each segment's audio once at its endpoint and queues
+its recognition after commit, asks for partial hypotheses, publishes
+messages to the agents, and closes the call at hangup, flushing the segment
+in progress first.
+
+Everything blocking goes through ``database_sync_to_async``; the model runs
+on the partials thread or in the Celery worker, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from callcenter import metrics
+from callcenter.streaming import messages
+from callcenter.streaming.endpointer import Endpointer, EndpointerConfig, Event, SegmentEnded, SpeechStarted
+from callcenter.streaming.partials import CallPartials, PartialEngine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What the media sockets are configured with (from the Django settings)."""
+
+    silence_ms: int = 600
+    max_segment_ms: int = 15_000
+    min_speech_ms: int = 200
+    threshold_db: int = -45
+    partial_interval_ms: int = 500
+    max_frame_bytes: int = 65_536
+    start_timeout_s: float = 10.0
+    eof_wait_s: float = 30.0
+    stop_grace_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls) -> StreamSettings:
+        return cls(
+            silence_ms=settings.STREAM_SILENCE_MS,
+            max_segment_ms=settings.STREAM_MAX_SEGMENT_MS,
+            min_speech_ms=settings.STREAM_MIN_SPEECH_MS,
+            threshold_db=settings.STREAM_ENERGY_THRESHOLD_DB,
+            partial_interval_ms=settings.STREAM_PARTIAL_INTERVAL_MS,
+            max_frame_bytes=settings.STREAM_MAX_FRAME_BYTES,
+            start_timeout_s=settings.STREAM_START_TIMEOUT_S,
+            eof_wait_s=settings.STREAM_EOF_WAIT_S,
+        )
+
+    def endpointer_config(self, sample_rate: int) -> EndpointerConfig:
+        return EndpointerConfig(
+            sample_rate=sample_rate,
+            silence_ms=self.silence_ms,
+            max_segment_ms=self.max_segment_ms,
+            min_speech_ms=self.min_speech_ms,
+            tail_ms=min(200, self.silence_ms),
+            threshold_db=float(self.threshold_db),
+        )
+
+
+# --- database work, in the sync thread ------------------------------------
+
+
+def _call_open(
+    *, protocol: str, line_id: int, external_id: str, caller: str | None, customer_external_id: str | None
+) -> tuple[int, int | None]:
+    from callcenter.calls import services
+
+    customer = services.customer_for_caller(caller=caller, customer_external_id=customer_external_id)
+    call = services.call_start(
+        protocol=protocol,
+        external_id=external_id,
+        line_id=line_id,
+        customer_id=customer.pk if customer else None,
+    )
+    return call.pk, call.customer_id
+
+
+def _segment_open(*, call_id: int, index: int, start_ms: int) -> int:
+    from callcenter.asr import STORED_SAMPLE_RATE
+    from callcenter.calls import services
+
+    return services.segment_create(
+        call_id=call_id, index=index, start_ms=start_ms, end_ms=start_ms, sample_rate=STORED_SAMPLE_RATE
+    ).pk
+
+
+def _segment_finish(*, segment_id: int, event: SegmentEnded, sample_rate: int, endpoint_at: float) -> None:
+    from callcenter.asr import wav_bytes
+    from callcenter.calls import services
+
+    services.segment_finish(
+        segment_id=segment_id,
+        end_ms=event.end_ms,
+        audio=wav_bytes(event.audio, sample_rate),
+        endpoint_at=endpoint_at,
+    )
+
+
+def _call_end(*, call_id: int, status: str, reason: str) -> None:
+    from callcenter.calls import services
+
+    services.call_end(call_id=call_id, status=status, failure_reason=reason)
+
+
+# --- the session -----------------------------------------------------------
+
+
+class CallSession:
+    def __init__(
+        self,
+        *,
+        protocol: str,
+        line_id: int,
+        sample_rate: int,
+        stream_settings: StreamSettings,
+        partial_engine: PartialEngine | None,
+        on_partial: Callable[[Mapping[str, object]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.line_id = line_id
+        self.sample_rate = sample_rate
+        self.endpointer = Endpointer(stream_settings.endpointer_config(sample_rate))
+        self.call_id: int | None = None
+        self.customer_id: int | None = None
+        self.caller: str | None = None
+        self.ended = False
+        # serial -> id of the segment row opened at its onset
+        self._open_segments: dict[int, int] = {}
+        # ids of the segments queued for recognition, in order
+        self.submitted: list[int] = []
+        self._partials = (
+            CallPartials(partial_engine, sample_rate=sample_rate, interval_s=stream_settings.partial_interval_ms / 1000)
+            if partial_engine is not None and stream_settings.partial_interval_ms > 0
+            else None
+        )
+        self._on_partial = on_partial
+        self._last_partial_text = ""
+        self._tasks: set[asyncio.Task] = set()
+        self._layer = get_channel_layer()
+
+    # --- lifecycle ---
+
+    async def open(self, *, external_id: str = "", caller: str | None, customer_external_id: str | None) -> int:
+        """Record the call; raises ``DuplicateCall`` for a stream id seen before."""
+        self.call_id, self.customer_id = await database_sync_to_async(_call_open)(
+            protocol=self.protocol,
+            line_id=self.line_id,
+            external_id=external_id,
+            caller=caller,
+            customer_external_id=customer_external_id,
+        )
+        self.caller = caller
+        metrics.CALLS.labels(self.protocol).inc()
+        metrics.CALLS_LIVE.inc()
+        logger.info(
+            "call #%s opened (%s, caller %s, customer %s)", self.call_id, self.protocol, caller, self.customer_id
+        )
+        await self._publish_call_status("live")
+        return self.call_id
+
+    async def hangup(self, *, status: str = "ended", reason: str = "") -> None:
+        """End of the call (stop, eof, socket closed): flush the segment in
+        progress, then close the call. Safe to call twice."""
+        if self.call_id is None or self.ended:
+            return
+        self.ended = True
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await self._handle(self.endpointer.flush())
+        except Exception:
+            logger.exception("call #%s: could not store the last segment at hangup", self.call_id)
+            status, reason = "failed", reason or "the last segment could not be stored"
+        finally:
+            try:
+                await database_sync_to_async(_call_end)(call_id=self.call_id, status=status, reason=reason)
+            except Exception:
+                logger.exception("call #%s: could not be closed", self.call_id)
+            metrics.CALLS_LIVE.dec()
+            logger.info(
+                "call #%s %s (%d segments)%s",
+                self.call_id,
+                status,
+                len(self.submitted),
+                f": {reason}" if reason else "",
+            )
+            await self._publish_call_status(status)
+
+    # --- audio ---
+
+    async def feed(self, audio: np.ndarray) -> list[Event]:
+        """Decoded audio at the session's sample rate, in arrival order."""
+        events = self.endpointer.push(audio)
+        await self._handle(events)
+        self._request_partial()
+        return events
+
+    async def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                segment_id = await database_sync_to_async(_segment_open)(
+                    call_id=self.call_id, index=event.serial, start_ms=event.start_ms
+                )
+                self._open_segments[event.serial] = segment_id
+                if self._partials is not None:
+                    self._partials.reset(event.serial)
+                self._last_partial_text = ""
+            elif isinstance(event, SegmentEnded):
+                segment_id = self._open_segments.pop(event.serial)
+                if self._partials is not None:
+                    self._partials.reset(None)
+                await database_sync_to_async(_segment_finish)(
+                    segment_id=segment_id, event=event, sample_rate=self.sample_rate, endpoint_at=time.time()
+                )
+                self.submitted.append(segment_id)
+                metrics.SEGMENTS.labels(event.reason).inc()
+
+    # --- partials ---
+
+    def _request_partial(self) -> None:
+        if self._partials is None or self.ended or not self.endpointer.in_speech:
+            return
+        serial = self.endpointer.serial
+        job = self._partials.request(segment_audio=self.endpointer.segment_audio, now=time.monotonic())
+        if job is None:
+            return
+        task = asyncio.ensure_future(self._deliver_partial(job, serial, self._open_segments[serial], time.time()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_partial(self, job: asyncio.Future, serial: int, segment_id: int, audio_at: float) -> None:
+        try:
+            transcript, seconds = await job
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("call #%s: partial hypothesis failed", self.call_id)
+            metrics.PARTIALS.labels("error").inc()
+            return
+        metrics.PARTIAL_SECONDS.observe(seconds)
+        if self.ended or self._partials is None or self._partials.serial != serial:
+            metrics.PARTIALS.labels("stale").inc()
+            return
+        text = transcript.text.strip()
+        if not text or text == self._last_partial_text:
+            return
+        self._last_partial_text = text
+        message = messages.partial_message(
+            call_id=self.call_id,
+            segment_id=segment_id,
+            index=serial,
+            text=text,
+            words=transcript.as_dict()["words"],
+            audio_at=audio_at,
+        )
+        metrics.PARTIALS.labels("sent").inc()
+        if self._on_partial is not None:
+            await self._on_partial(message)
+        await self.publish(message)
+
+    # --- to the agents ---
+
+    async def publish(self, message: Mapping[str, object]) -> None:
+        """Send a message to the call's group and the agents' group; a
+        channel-layer failure is logged, the call goes on."""
+        if self.call_id is None:
+            return
+        event = messages.layer_event(message)
+        try:
+            for group in messages.groups_for_call(self.call_id):
+                await self._layer.group_send(group, event)
+        except Exception:
+            logger.exception("call #%s: could not publish a %s message", self.call_id, message.get("type"))
+
+    async def _publish_call_status(self, status: str) -> None:
+        await self.publish(
+            messages.call_message(
+                call_id=self.call_id,
+                status=status,
+                protocol=self.protocol,
+                customer_id=self.customer_id,
+                caller=self.caller,
+            )
+        )

@@ -1,0 +1,171 @@
+"""Recognition of endpointed segments (the final pass).
+
+``recognition.segment`` takes a segment id: it reads the segment's stored
+audio, recognizes it with the process's recognizer (loaded once per worker
+process) and the caller's voice profile where one exists for this model,
+stores text, words and confidences, and pushes a ``final`` message to the
+call's group and the agents' group.
+
+- Idempotent: a segment already recognized is not recognized again; its
+  stored result is pushed again (agents key results by segment id).
+- Transient errors (database or Redis unreachable) are retried with backoff;
+  anything else marks the segment ``failed`` with its reason (admin shows
+  it) and pushes a ``final`` with ``"status": "failed"``.
+- Time limit: ``RECOGNITION_TIME_LIMIT_S`` (soft; hard 5 s later).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis.exceptions
+from asgiref.sync import async_to_sync
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from callcenter import asr, metrics
+from callcenter.calls import selectors, services
+from callcenter.calls.models import Segment
+from callcenter.errors import NotFound, RecognitionFailed
+from callcenter.streaming import messages
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+MAX_RETRIES = 3
+
+
+@worker_process_init.connect
+def _load_model_in_the_background(**kwargs: object) -> None:
+    """Warm the model as each worker process starts, without holding up the
+    process's start (Celery gives it a few seconds); the first task waits
+    for the load if it comes first."""
+
+    def load() -> None:
+        try:
+            asr.recognizer(decoder=settings.ASR_DECODER)
+        except Exception:
+            logger.exception("could not load the recognizer; recognition tasks will fail until it loads")
+
+    threading.Thread(target=load, name="load-recognizer", daemon=True).start()
+
+
+@shared_task(
+    name="recognition.segment",
+    bind=True,
+    soft_time_limit=settings.RECOGNITION_TIME_LIMIT_S,
+    time_limit=settings.RECOGNITION_TIME_LIMIT_S + 5,
+    max_retries=MAX_RETRIES,
+)
+def recognize_segment(self, *, segment_id: int, endpoint_at: float | None = None) -> dict[str, object]:
+    """Recognize one segment; returns ``{"segment", "status", "text"}``."""
+    try:
+        return _recognize(segment_id=segment_id, endpoint_at=endpoint_at)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            metrics.RECOGNITIONS.labels("retry").inc()
+            logger.warning("segment #%s: transient error, retrying: %s", segment_id, exc)
+            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from None
+        return _fail(segment_id, endpoint_at, f"gave up after {MAX_RETRIES} retries: {type(exc).__name__}: {exc}")
+    except SoftTimeLimitExceeded:
+        return _fail(segment_id, endpoint_at, f"time limit of {settings.RECOGNITION_TIME_LIMIT_S} s exceeded")
+    except RecognitionFailed as exc:
+        return _fail(segment_id, endpoint_at, exc.message)
+    except NotFound:
+        metrics.RECOGNITIONS.labels("gone").inc()
+        logger.warning("segment #%s no longer exists: nothing to recognize", segment_id)
+        return {"segment": segment_id, "status": "gone", "text": ""}
+    except Exception as exc:
+        # A bug: recorded on the segment, then raised for the worker's log.
+        _fail(segment_id, endpoint_at, f"internal error: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, object]:
+    segment = selectors.segment_get(segment_id=segment_id)
+    if segment.status == Segment.Status.RECOGNIZED:
+        metrics.RECOGNITIONS.labels("already_done").inc()
+        _publish_final(segment, endpoint_at=endpoint_at)
+        return {"segment": segment_id, "status": segment.status, "text": segment.text}
+    audio = _segment_audio(segment)
+    try:
+        rec = asr.recognizer(decoder=settings.ASR_DECODER)
+    except ValueError as exc:  # asr_core's CheckpointError: missing or corrupt checkpoint
+        raise RecognitionFailed(f"the recognizer could not be loaded: {exc}") from None
+    params = _caller_params(rec, segment.call.customer_id)
+    transcript = asr.transcribe(rec, audio, params=params)
+    segment = services.segment_store_result(
+        segment_id=segment_id, text=transcript["text"], words=transcript["words"], confidence=transcript["conf"]
+    )
+    metrics.RECOGNITIONS.labels("recognized").inc()
+    _publish_final(segment, endpoint_at=endpoint_at)
+    return {"segment": segment_id, "status": segment.status, "text": segment.text}
+
+
+def _segment_audio(segment: Segment):
+    from asr_core.audio import AudioError, load_audio
+
+    if not segment.audio:
+        raise RecognitionFailed("the segment has no audio")
+    try:
+        with segment.audio.open("rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise RecognitionFailed(f"the audio file {segment.audio.name} is missing") from None
+    try:
+        return load_audio(data, asr.STORED_SAMPLE_RATE)
+    except AudioError as exc:
+        raise RecognitionFailed(f"the audio file cannot be decoded: {exc}") from None
+
+
+def _caller_params(rec, customer_id: int | None):
+    """The caller's adapted parameters for this model, or None (base model)."""
+    if customer_id is None:
+        return None
+    profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=asr.model_version(rec))
+    if profile is None:
+        return None
+    return asr.profile_params(rec, profile_id=profile.pk, state=profile.state)
+
+
+def _fail(segment_id: int, endpoint_at: float | None, reason: str) -> dict[str, object]:
+    metrics.RECOGNITIONS.labels("failed").inc()
+    logger.error("segment #%s: recognition failed: %s", segment_id, reason)
+    try:
+        segment = services.segment_mark_failed(segment_id=segment_id, reason=reason)
+        _publish_final(segment, endpoint_at=endpoint_at)
+    except NotFound:
+        pass
+    except TRANSIENT_ERRORS as exc:
+        logger.error("segment #%s: could not record the failure either: %s", segment_id, exc)
+    return {"segment": segment_id, "status": "failed", "text": "", "error": reason}
+
+
+def _publish_final(segment: Segment, *, endpoint_at: float | None) -> None:
+    message = messages.final_message(
+        call_id=segment.call_id,
+        segment_id=segment.pk,
+        index=segment.index,
+        text=segment.text,
+        words=segment.words,
+        confidence=segment.confidence,
+        status=segment.status,
+        start_ms=segment.start_ms,
+        end_ms=segment.end_ms,
+        endpoint_at=endpoint_at,
+        recognized_at=time.time(),
+        error=segment.failure_reason or None,
+    )
+    layer = get_channel_layer()
+
+    async def send() -> None:
+        for group in messages.groups_for_call(segment.call_id):
+            await layer.group_send(group, messages.layer_event(message))
+
+    async_to_sync(send)()
