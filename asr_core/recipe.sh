@@ -9,7 +9,7 @@ DATA=${DATA:-data/corpus}
 RUN=${RUN:-data/run}
 META=${META:-data/meta}
 DEVICE=${DEVICE:-cpu}
-EPOCHS=${EPOCHS:-10}
+EPOCHS=${EPOCHS:-6}
 STAGE=${1:-all}
 
 if [[ $STAGE == all || $STAGE == corpus ]]; then
