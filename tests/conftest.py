@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.worker import celery_worker  # noqa: F401
+from tests.fixtures.daphne import web_server  # noqa: F401
+from tests.fixtures.worker import celery_worker, shared_var_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,10 @@
 Pure and synchronous (numpy in, events out); one ``Endpointer`` per call.
 
 Audio is cut into fixed frames (20 ms). A frame is *voiced* when its energy
-is above ``max(threshold_db, noise_db + margin_db)``, where ``noise_db``
-follows the line's background level (fast down, slow up). Then:
+is above ``max(threshold_db, noise_db + margin_db)``, where ``noise_db`` is
+the line's background level: the quietest frame of the last
+``noise_window_ms`` (minimum statistics; speech has pauses between words,
+so the minimum stays at the line's noise while someone talks). Then:
 
 - **onset**: voiced frames adding up to ``min_speech_ms`` before a gap of
   ``min_speech_ms`` start a segment; ``pre_roll_ms`` of audio before the
@@ -40,6 +42,7 @@ class EndpointerConfig:
     tail_ms: int = 200
     threshold_db: float = -45.0
     margin_db: float = 10.0
+    noise_window_ms: int = 3000
 
     def __post_init__(self) -> None:
         if self.sample_rate not in (8000, 16000):
@@ -59,6 +62,8 @@ class EndpointerConfig:
             raise ValueError("pre_roll_ms and tail_ms must be >= 0")
         if self.tail_ms > self.silence_ms:
             raise ValueError(f"tail_ms ({self.tail_ms}) cannot exceed silence_ms ({self.silence_ms})")
+        if self.noise_window_ms < 10 * self.frame_ms:
+            raise ValueError(f"noise_window_ms must be at least {10 * self.frame_ms}, got {self.noise_window_ms}")
         if not -120.0 <= self.threshold_db <= 0.0:
             raise ValueError(f"threshold_db must be within -120..0 dBFS, got {self.threshold_db}")
 
@@ -94,11 +99,6 @@ class _State(Enum):
     SPEECH = "speech"
 
 
-_NOISE_START_DB = -70.0
-_NOISE_DOWN = 0.1  # noise level follows a quieter line quickly ...
-_NOISE_UP = 0.001  # ... and a louder one slowly (speech must not become "noise")
-
-
 def frame_energy_db(frame: np.ndarray) -> float:
     """Mean power of a frame in dB relative to full scale (a full-scale square wave is 0)."""
     power = float(np.mean(np.square(frame, dtype=np.float64))) if frame.size else 0.0
@@ -113,7 +113,9 @@ class Endpointer:
         self._rest = np.zeros(0, dtype=np.float32)
         self._frames_seen = 0  # frames processed so far (the clock)
         self._state = _State.IDLE
-        self._noise_db = _NOISE_START_DB
+        # (frame index, energy) with increasing energies: the window's minimum is first.
+        self._noise: deque[tuple[int, float]] = deque()
+        self._noise_frames = c.frames(c.noise_window_ms)
         self._pre_roll: deque[np.ndarray] = deque(maxlen=c.frames(c.pre_roll_ms))
         self._seg: list[np.ndarray] = []  # frames of the candidate or segment
         self._seg_start = 0  # frame index of self._seg[0]
@@ -176,8 +178,8 @@ class Endpointer:
         if self._state is _State.SPEECH:
             drop = max(0, self._gap - self.config.frames(self.config.tail_ms))
             frames = self._seg[: len(self._seg) - drop]
-            if not drop and self._rest.size:
-                frames.append(self._rest)  # the carry-over follows speech or tail: keep it
+            if not drop and self._rest.size and len(frames) < self._max_frames:
+                frames.append(self._rest)  # the carry-over (under a frame) follows speech or tail: keep it
             events.append(self._end(np.concatenate(frames), "flush"))
         self._state = _State.IDLE
         self._seg = []
@@ -186,18 +188,27 @@ class Endpointer:
 
     # --- the state machine, one frame at a time ---
 
-    def _voiced_frame(self, energy_db: float) -> bool:
+    @property
+    def noise_db(self) -> float:
+        """The line's background level: the quietest recent frame."""
+        return self._noise[0][1] if self._noise else self.config.threshold_db - self.config.margin_db
+
+    def _voiced_frame(self, index: int, energy_db: float) -> bool:
         c = self.config
-        voiced = energy_db > max(c.threshold_db, self._noise_db + c.margin_db)
-        rate = _NOISE_DOWN if energy_db < self._noise_db else _NOISE_UP
-        self._noise_db += rate * (energy_db - self._noise_db)
+        voiced = energy_db > max(c.threshold_db, self.noise_db + c.margin_db)
+        # Monotonic queue: O(1) amortized sliding minimum.
+        while self._noise and self._noise[-1][1] >= energy_db:
+            self._noise.pop()
+        self._noise.append((index, energy_db))
+        if self._noise[0][0] <= index - self._noise_frames:
+            self._noise.popleft()
         return voiced
 
     def _frame(self, frame: np.ndarray, events: list[Event]) -> None:
         c = self.config
         index = self._frames_seen
         self._frames_seen += 1
-        voiced = self._voiced_frame(frame_energy_db(frame))
+        voiced = self._voiced_frame(index, frame_energy_db(frame))
 
         if self._state is _State.IDLE:
             if voiced:

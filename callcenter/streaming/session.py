@@ -76,7 +76,8 @@ class StreamSettings:
 
 def _call_open(
     *, protocol: str, line_id: int, external_id: str, caller: str | None, customer_external_id: str | None
-) -> tuple[int, int | None]:
+) -> tuple[int, int | None, str | None]:
+    """(call id, customer id, the caller's number in E.164 where it is one)."""
     from callcenter.calls import services
 
     customer = services.customer_for_caller(caller=caller, customer_external_id=customer_external_id)
@@ -86,7 +87,7 @@ def _call_open(
         line_id=line_id,
         customer_id=customer.pk if customer else None,
     )
-    return call.pk, call.customer_id
+    return call.pk, call.customer_id, customer.phone if customer else caller
 
 
 def _segment_open(*, call_id: int, index: int, start_ms: int) -> int:
@@ -156,18 +157,17 @@ class CallSession:
 
     async def open(self, *, external_id: str = "", caller: str | None, customer_external_id: str | None) -> int:
         """Record the call; raises ``DuplicateCall`` for a stream id seen before."""
-        self.call_id, self.customer_id = await database_sync_to_async(_call_open)(
+        self.call_id, self.customer_id, self.caller = await database_sync_to_async(_call_open)(
             protocol=self.protocol,
             line_id=self.line_id,
             external_id=external_id,
             caller=caller,
             customer_external_id=customer_external_id,
         )
-        self.caller = caller
         metrics.CALLS.labels(self.protocol).inc()
         metrics.CALLS_LIVE.inc()
         logger.info(
-            "call #%s opened (%s, caller %s, customer %s)", self.call_id, self.protocol, caller, self.customer_id
+            "call #%s opened (%s, caller %s, customer %s)", self.call_id, self.protocol, self.caller, self.customer_id
         )
         await self._publish_call_status("live")
         return self.call_id
