@@ -177,6 +177,16 @@ def cmd_import_whisper(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_meta_train_whisper(a: argparse.Namespace) -> int:
+    from asr_core.whisper.meta_train import WhisperMetaConfig, meta_train_whisper
+    cfg = WhisperMetaConfig(manifest=a.manifest, out=a.out, backbone=a.backbone, inner_steps=a.inner_steps,
+                            inner_lr=a.inner_lr, support=a.support, query=a.query, meta_batch=a.meta_batch,
+                            outer_steps=a.outer_steps, outer_lr=a.outer_lr, trim_seconds=a.trim_seconds,
+                            max_speakers=a.max_speakers, seed=a.seed)
+    print(meta_train_whisper(cfg))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m asr_core", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -273,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=_non_negative_int, default=0)
     d.add_argument("--write", action="store_true", help="store the best values in the checkpoint's meta")
     d.set_defaults(func=cmd_tune_decoder)
+
+    mw = sub.add_parser("meta-train-whisper", help="first-order Meta-SGD of the Whisper LoRA group over speakers")
+    mw.add_argument("--manifest", required=True)
+    mw.add_argument("--out", required=True, help="checkpoint to write (the backbone + meta-learned adaptation)")
+    mw.add_argument("--backbone", default="whisper-tiny", help="backbone name or converted checkpoint path")
+    mw.add_argument("--inner-steps", type=_positive_int, default=2)
+    mw.add_argument("--inner-lr", type=float, default=0.2)
+    mw.add_argument("--support", type=_positive_int, default=5)
+    mw.add_argument("--query", type=_positive_int, default=5)
+    mw.add_argument("--meta-batch", type=_positive_int, default=2)
+    mw.add_argument("--outer-steps", type=_positive_int, default=20)
+    mw.add_argument("--outer-lr", type=float, default=3e-3)
+    mw.add_argument("--trim-seconds", type=float, default=1.0)
+    mw.add_argument("--max-speakers", type=_non_negative_int, default=0)
+    mw.add_argument("--seed", type=int, default=0)
+    mw.set_defaults(func=cmd_meta_train_whisper)
 
     b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
     b.add_argument("--out", default="asr_core/checkpoints/lm")

@@ -204,8 +204,15 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
         raise CheckpointError(f"cannot read {path}: corrupt or not a checkpoint ({type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an asr_core Whisper checkpoint (expected format {FORMAT!r})")
-    state = payload.get("state_dict")
-    if not isinstance(state, dict) or state_sha256(state) != payload.get("sha256"):
+    state, adapt = payload.get("state_dict"), payload.get("adapt")
+    hashed = dict(state) if isinstance(state, dict) else {}
+    if isinstance(adapt, dict):  # meta-learned LoRA init + step sizes (asr_core.whisper.meta_train)
+        from asr_core.whisper.meta_train import adapt_payload_tensors
+        try:
+            hashed.update(adapt_payload_tensors(adapt))
+        except (KeyError, AttributeError, TypeError):
+            raise CheckpointError(f"{path}: malformed adaptation settings") from None
+    if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
     cfg_d = dict(payload["config"])
     cfg_d.update({k: v for k, v in (("lora_rank", lora_rank), ("lora_layers", lora_layers)) if v is not None})
@@ -218,4 +225,10 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
     if [k for k in missing if ".lora_" not in k and k != "decoder.proj.weight"] or unexpected:
         raise CheckpointError(f"{path}: checkpoint does not match the model code")
     meta = dict(payload.get("meta", {}), sha256=payload["sha256"], path=path)
+    if isinstance(adapt, dict):
+        names = set(model.adaptive_parameter_names())
+        if set(adapt["init"]) != names or set(adapt["step_sizes"]) != names:
+            raise CheckpointError(f"{path}: adaptation settings do not match the model's LoRA group "
+                                  "(made for another lora_rank / lora_layers)")
+        meta["adapt"] = adapt
     return model.eval(), payload["tokenizer"], meta

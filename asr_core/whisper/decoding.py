@@ -8,6 +8,7 @@ and end-of-text, at most 224 new tokens, and the same no-speech rule (a segment 
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,18 +23,55 @@ FRAMES_PER_SECOND = 50      # encoder positions per second of audio
 
 @dataclass(frozen=True)
 class DecodeOptions:
+    """Decoding settings. The defaults guard against Whisper's repetition loops (a loop costs up to
+    224 decoder steps and adds dozens of inserted words); `parity()` is faster-whisper's behaviour
+    (temperature 0 only), used to verify the port token for token."""
     beam_size: int = 1
     patience: float = 1.0
     length_penalty: float = 1.0
     max_new_tokens: int = 224
     no_speech_threshold: float | None = 0.6
     log_prob_threshold: float | None = -1.0
+    max_tokens_per_second: float | None = 10.0      # cap new tokens at 8 + this * segment seconds
+    compression_ratio_threshold: float | None = 2.4   # above: retry with beam search, then cut the loop
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= 16:
             raise ValueError(f"beam_size must be in 1..16, got {self.beam_size}")
         if self.patience <= 0 or self.max_new_tokens < 1:
             raise ValueError("patience must be > 0 and max_new_tokens >= 1")
+        if self.max_tokens_per_second is not None and self.max_tokens_per_second <= 0:
+            raise ValueError(f"max_tokens_per_second must be > 0, got {self.max_tokens_per_second}")
+
+    @classmethod
+    def parity(cls, beam_size: int = 1) -> "DecodeOptions":
+        return cls(beam_size=beam_size, max_tokens_per_second=None, compression_ratio_threshold=None)
+
+    def token_budget(self, seconds: float) -> int:
+        if self.max_tokens_per_second is None:
+            return self.max_new_tokens
+        return min(self.max_new_tokens, 8 + int(self.max_tokens_per_second * seconds))
+
+
+def compression_ratio(text: str) -> float:
+    """len(text) / len(zlib(text)): repetition loops compress well (Whisper's hallucination test)."""
+    data = text.encode("utf-8")
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
+def cut_repetition(tokens: list[int], min_repeats: int = 3) -> list[int]:
+    """Drop a loop: the first point from which a unit of 1..10 tokens repeats min_repeats+ times
+    back to back keeps one copy of the unit and ends there."""
+    n = len(tokens)
+    for start in range(n):
+        for unit in range(1, 11):
+            reps = 1
+            while start + (reps + 1) * unit <= n and \
+                    tokens[start + reps * unit:start + (reps + 1) * unit] == tokens[start:start + unit]:
+                reps += 1
+            if reps >= min_repeats:
+                return tokens[:start + unit]
+    return tokens
 
 
 @dataclass
@@ -70,14 +108,15 @@ def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: in
 
 @torch.no_grad()
 def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
-           suppress: list[int], suppress_begin: list[int], opts: DecodeOptions) -> list[Hypothesis]:
+           suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
+           max_new: int | None = None) -> list[Hypothesis]:
     """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together)."""
     last, cache, nsp = _start(decoder, audio, prompt, no_speech)
     b = audio.shape[0]
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
     out: list[list[int]] = [[] for _ in range(b)]
     sums, done = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.bool)
-    for step in range(opts.max_new_tokens):
+    for step in range(max_new or opts.max_new_tokens):
         logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)        # (batch, vocab)
         nxt = logp.argmax(-1)
         sums += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0].double())
@@ -95,7 +134,8 @@ def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_
 
 @torch.no_grad()
 def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
-                suppress: list[int], suppress_begin: list[int], opts: DecodeOptions) -> Hypothesis:
+                suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
+                max_new: int | None = None) -> Hypothesis:
     """audio (1, S, d) -> best hypothesis by sum log-prob / length ** length_penalty."""
     if audio.shape[0] != 1:
         raise ValueError("beam search decodes one segment at a time")
@@ -105,7 +145,7 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
     seqs: list[list[int]] = [[]]
     scores = torch.zeros(1, dtype=torch.float64)
     finished: list[tuple[float, list[int], float]] = []      # (normalized score, tokens, sum logprob)
-    for step in range(opts.max_new_tokens):
+    for step in range(max_new or opts.max_new_tokens):
         logp = _masked_logprobs(last, sup, sup0 if step == 0 else None).double()   # (beams, vocab)
         total = (scores[:, None] + logp).flatten()
         top = total.topk(min(2 * k, total.numel()))

@@ -181,12 +181,14 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(d)
 
     def forward(self, mel: Tensor) -> Tensor:
-        """mel (batch, n_mels, 2 * n_audio_ctx) -> (batch, n_audio_ctx, d)."""
+        """mel (batch, n_mels, frames) -> (batch, frames // 2, d). Whisper was trained on 3000 frames
+        (30 s, zero-padded); fewer frames is the faster, approximate "trimmed context" mode."""
+        if mel.shape[-1] > 2 * self.positional_embedding.shape[0] or mel.shape[-1] % 2:
+            raise ValueError(f"expected an even number of mel frames <= {2 * self.positional_embedding.shape[0]}, "
+                             f"got {mel.shape[-1]}")
         x = F.gelu(self.conv1(mel))
-        x = F.gelu(self.conv2(x)).transpose(1, 2)         # (batch, n_audio_ctx, d)
-        if x.shape[1] != self.positional_embedding.shape[0]:
-            raise ValueError(f"expected {2 * self.positional_embedding.shape[0]} mel frames, got {mel.shape[-1]}")
-        x = x + self.positional_embedding
+        x = F.gelu(self.conv2(x)).transpose(1, 2)         # (batch, frames // 2, d)
+        x = x + self.positional_embedding[:x.shape[1]]
         for block in self.blocks:
             x = block(x)[0]
         return self.ln_post(x)

@@ -14,6 +14,7 @@ always differentiates through the float model (`rec.model`).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 from asr_core.audio import AudioError, load_audio, resample
 from asr_core.decoder import Transcript, Word
 from asr_core.whisper import convert
-from asr_core.whisper.decoding import DecodeOptions, Hypothesis, beam_search, greedy, token_timings
+from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
+                                       greedy, token_timings)
 from asr_core.whisper.features import log_mel, pad_or_trim
 from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, Whisper
 from asr_core.whisper.tokenizer import WhisperTokenizer
@@ -33,19 +35,25 @@ MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
 
 class WhisperRecognizer:
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, meta: dict | None = None,
-                 quantize: bool = False, options: DecodeOptions = DecodeOptions()):
+                 quantize: bool = False, options: DecodeOptions = DecodeOptions(), trim_seconds: float | None = None):
+        """trim_seconds: None runs the encoder on the full 30 s window (as Whisper was trained); a
+        number runs it on the segment plus that much padding only (faster, approximate)."""
+        if trim_seconds is not None and not 0.0 <= trim_seconds <= 30.0:
+            raise ValueError(f"trim_seconds must be in [0, 30] or None, got {trim_seconds}")
         self.model = model.eval()
-        self.tokenizer, self.meta, self.options = tokenizer, meta or {}, options
+        self.tokenizer, self.meta, self.options, self.trim_seconds = tokenizer, meta or {}, options, trim_seconds
         self.infer = quantize_linear(self.model) if quantize else self.model
         self.quantized = quantize
 
     @classmethod
     def load(cls, path: str | None = None, quantize: bool = False, beam_size: int = 1,
-             lora_rank: int | None = None, lora_layers: int | None = None) -> "WhisperRecognizer":
+             lora_rank: int | None = None, lora_layers: int | None = None, options: DecodeOptions | None = None,
+             trim_seconds: float | None = None) -> "WhisperRecognizer":
         """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base')."""
         path = BACKBONES.get(path or "whisper-tiny", path)
         model, tok_json, meta = convert.load(path, lora_rank, lora_layers)
-        return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize, DecodeOptions(beam_size=beam_size))
+        return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize,
+                   options or DecodeOptions(beam_size=beam_size), trim_seconds)
 
     @property
     def sample_rate(self) -> int:
@@ -116,26 +124,48 @@ class WhisperRecognizer:
         if not ok:
             return out
         feats = [self.features(xs[i]) for i in ok]
-        audio = self.encode(torch.stack([f for f, _ in feats]), params)
-        hyps = self._greedy(audio)
+        width = self._width(max(f for _, f in feats))
+        audio = self.encode(torch.stack([m[:, :width] for m, _ in feats]), params)
+        budget = self.options.token_budget(max(xs[i].numel() for i in ok) / SAMPLE_RATE)
+        hyps = self._decode(audio, 1, budget)
         for j, i in enumerate(ok):
-            out[i] = self._result(audio[j:j + 1], hyps[j], feats[j][1], word_timestamps, 0.0)
+            hyp = self._guard(audio[j:j + 1], hyps[j], budget)
+            out[i] = self._result(audio[j:j + 1], hyp, feats[j][1], word_timestamps, 0.0)
         return out
+
+    def _width(self, frames: int) -> int:
+        """Mel frames the encoder sees: 3000, or (trimmed) the content plus padding, even."""
+        if self.trim_seconds is None:
+            return N_FRAMES
+        return min(N_FRAMES, 2 * ((frames + int(self.trim_seconds * 100) + 1) // 2))
 
     def _transcribe_window(self, x: Tensor, params, beam_size: int | None, word_timestamps: bool,
                            offset: float) -> Transcript:
         mel, frames = self.features(x)
-        audio = self.encode(mel[None], params)
-        k = beam_size or self.options.beam_size
-        hyp = self._greedy(audio)[0] if k == 1 else beam_search(
-            self.infer.decoder, audio, self.tokenizer.prompt, self.tokenizer.eot, self.tokenizer.no_speech,
-            list(self.tokenizer.suppress), list(self.model.cfg.suppress_ids_begin), _with_beam(self.options, k))
+        audio = self.encode(mel[None, :, :self._width(frames)], params)
+        budget = self.options.token_budget(x.numel() / SAMPLE_RATE)
+        hyp = self._guard(audio, self._decode(audio, beam_size or self.options.beam_size, budget)[0], budget)
         return self._result(audio, hyp, frames, word_timestamps, offset)
 
-    def _greedy(self, audio: Tensor) -> list[Hypothesis]:
-        tok = self.tokenizer
-        return greedy(self.infer.decoder, audio, tok.prompt, tok.eot, tok.no_speech, list(tok.suppress),
-                      list(self.model.cfg.suppress_ids_begin), self.options)
+    def _decode(self, audio: Tensor, beam_size: int, budget: int) -> list[Hypothesis]:
+        tok, dec = self.tokenizer, self.infer.decoder
+        args = (tok.prompt, tok.eot, tok.no_speech, list(tok.suppress), list(self.model.cfg.suppress_ids_begin))
+        if beam_size == 1:
+            return greedy(dec, audio, *args, self.options, budget)
+        return [beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget)]
+
+    def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int) -> Hypothesis:
+        """A repetition loop (text compresses too well, or the token budget ran out): retry with beam
+        search; if that loops too, cut the loop."""
+        limit = self.options.compression_ratio_threshold
+        if limit is None:
+            return hyp
+        looping = lambda h: compression_ratio(self.tokenizer.decode(h.tokens)) > limit or len(h.tokens) >= budget  # noqa: E731
+        if not looping(hyp):
+            return hyp
+        retry = self._decode(audio, max(5, self.options.beam_size), budget)[0]
+        best = retry if not looping(retry) else hyp
+        return Hypothesis(cut_repetition(best.tokens), best.sum_logprob, best.no_speech_prob)
 
     def _result(self, audio: Tensor, hyp: Hypothesis, frames: int, word_timestamps: bool, offset: float) -> Transcript:
         if hyp.is_silence(self.options) or not hyp.tokens:
@@ -163,11 +193,6 @@ class WhisperRecognizer:
                 words.append(Word(w, offset + float(starts[a]), offset + float(starts[b]),
                                   float(probs[a:b].mean())))
         return words
-
-
-def _with_beam(opts: DecodeOptions, k: int) -> DecodeOptions:
-    from dataclasses import replace
-    return replace(opts, beam_size=k)
 
 
 def quantize_linear(model: Whisper) -> Whisper:

@@ -43,6 +43,14 @@ def rec(tiny_path):
 
 
 @pytest.fixture(scope="module")
+def parity(rec):
+    """The same model decoding exactly as faster-whisper does (no loop guards)."""
+    from asr_core.whisper.decoding import DecodeOptions
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    return WhisperRecognizer(rec.model, rec.tokenizer, rec.meta, options=DecodeOptions.parity())
+
+
+@pytest.fixture(scope="module")
 def faster(tiny_path):
     if not HAVE_FW:
         pytest.skip("faster-whisper==1.2.1 not installed")
@@ -86,12 +94,12 @@ def test_encoder_output_matches_ctranslate2(rec, faster, phone_utterances):
 
 
 @needs_reference
-def test_greedy_transcripts_identical_to_faster_whisper(rec, faster, phone_utterances):
+def test_greedy_transcripts_identical_to_faster_whisper(parity, faster, phone_utterances):
     for _, audio in phone_utterances:
         segs, _ = faster.transcribe(audio.numpy(), language="en", beam_size=1, without_timestamps=True,
                                     temperature=0.0, vad_filter=False, condition_on_previous_text=False)
         expected = " ".join(s.text.strip() for s in segs)
-        assert rec.transcribe(audio, 16000, word_timestamps=False).text == expected
+        assert parity.transcribe(audio, 16000, word_timestamps=False).text == expected
 
 
 @needs_wheel
@@ -154,3 +162,30 @@ def test_loading_a_corrupt_whisper_checkpoint_fails_clearly(tmp_path):
         load(str(bad))
     with pytest.raises(CheckpointError, match="not found"):
         load(str(tmp_path / "none.pt"))
+
+
+@needs_wheel
+def test_initial_lora_group_leaves_whisper_unchanged(rec, phone_utterances):
+    from asr_core.whisper.adapt import initial_whisper_params
+    params = initial_whisper_params(rec)
+    assert 10_000 <= sum(v.numel() for v in params.values()) <= 100_000
+    audio = phone_utterances[0][1]
+    assert rec.transcribe(audio, 16000, params=params).text == rec.transcribe(audio, 16000).text
+
+
+@needs_wheel
+def test_supervised_adaptation_through_meta_adapt_lowers_the_callers_loss(rec, phone_utterances):
+    from asr_core.meta import adapt
+    from asr_core.whisper.adapt import initial_whisper_params, make_whisper_batch, whisper_loss
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    fast = WhisperRecognizer(rec.model, rec.tokenizer, rec.meta, trim_seconds=1.0)
+    texts, audios = zip(*phone_utterances[:3])
+    batch = make_whisper_batch(fast, list(audios), list(texts), 16000)
+    start = initial_whisper_params(fast)
+    adapted = adapt(fast.model, start, batch, 2, 0.2, loss=whisper_loss)
+    with torch.no_grad():
+        assert whisper_loss(fast.model, adapted, batch) < 0.9 * whisper_loss(fast.model, start, batch)
+    assert set(adapted) == set(start) and all(not torch.equal(adapted[k], start[k]) for k in start if "_b" in k)
+    assert isinstance(fast.transcribe(audios[0], 16000, params={k: v.detach() for k, v in adapted.items()}).text, str)
+    with pytest.raises(ValueError, match="one text per utterance"):
+        make_whisper_batch(fast, list(audios), list(texts[:1]), 16000)
