@@ -66,3 +66,20 @@ def test_not_our_format(tmp_path):
     torch.save({"weights": torch.zeros(3)}, p)
     with pytest.raises(CheckpointError, match="not an asr_core checkpoint"):
         load_checkpoint(str(p))
+
+
+@pytest.mark.parametrize("sizes", [0.5, "tensors"])
+def test_adaptation_section_round_trips_and_is_covered_by_the_hash(saved, tmp_path, sizes):
+    m, _ = saved
+    if sizes == "tensors":
+        own = dict(m.named_parameters())
+        sizes = {k: torch.full_like(own[k], 0.3) for k in m.adaptive_parameter_names()}
+    path = tmp_path / "meta.pt"
+    save_checkpoint(m, str(path), adapt={"algo": "metasgd", "steps": 3, "step_sizes": sizes})
+    _, meta = load_checkpoint(str(path))
+    assert meta["adapt"]["steps"] == 3
+    payload = torch.load(path, weights_only=True)
+    payload["adapt"]["steps"] = 4
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(str(path))
