@@ -91,7 +91,7 @@ def meta_train_whisper(cfg: WhisperMetaConfig, progress=sys.stderr) -> str:
             adapted = adapt(rec.model, dict(init), sup, cfg.inner_steps, sizes, loss=whisper_loss)
             q = whisper_loss(rec.model, adapted, qry) / cfg.meta_batch
             q.backward()
-            after += float(q)
+            after += float(q.detach())
             with torch.no_grad():
                 before += float(whisper_loss(rec.model, {k: v.detach() for k, v in init.items()}, qry)) / cfg.meta_batch
         opt.step()

@@ -164,21 +164,26 @@ def test_loading_a_corrupt_whisper_checkpoint_fails_clearly(tmp_path):
         load(str(tmp_path / "none.pt"))
 
 
+@pytest.fixture(scope="module")
+def fast(rec):
+    """Trimmed encoder context: the quick mode the adaptation tests run in."""
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    return WhisperRecognizer(rec.model, rec.tokenizer, rec.meta, trim_seconds=1.0)
+
+
 @needs_wheel
-def test_initial_lora_group_leaves_whisper_unchanged(rec, phone_utterances):
+def test_initial_lora_group_leaves_whisper_unchanged(fast, phone_utterances):
     from asr_core.whisper.adapt import initial_whisper_params
-    params = initial_whisper_params(rec)
+    params = initial_whisper_params(fast)
     assert 10_000 <= sum(v.numel() for v in params.values()) <= 100_000
     audio = phone_utterances[0][1]
-    assert rec.transcribe(audio, 16000, params=params).text == rec.transcribe(audio, 16000).text
+    assert fast.transcribe(audio, 16000, params=params).text == fast.transcribe(audio, 16000).text
 
 
 @needs_wheel
-def test_supervised_adaptation_through_meta_adapt_lowers_the_callers_loss(rec, phone_utterances):
+def test_supervised_adaptation_through_meta_adapt_lowers_the_callers_loss(fast, phone_utterances):
     from asr_core.meta import adapt
     from asr_core.whisper.adapt import initial_whisper_params, make_whisper_batch, whisper_loss
-    from asr_core.whisper.recognizer import WhisperRecognizer
-    fast = WhisperRecognizer(rec.model, rec.tokenizer, rec.meta, trim_seconds=1.0)
     texts, audios = zip(*phone_utterances[:3])
     batch = make_whisper_batch(fast, list(audios), list(texts), 16000)
     start = initial_whisper_params(fast)
