@@ -2,7 +2,7 @@
 
 Tasks are training speakers: support = `support` utterances, query = `query` other
 utterances of the same speaker. Starts from a trained checkpoint; resumable
-(`meta_state.pt`); keeps the checkpoint whose dev-speaker query loss after
+(`meta_state_<algo>.pt`); keeps the checkpoint whose dev-speaker query loss after
 adaptation is lowest. The written checkpoint is the base checkpoint with the
 adaptive group replaced by the learned init, and an `adapt` section in its meta:
 {algo, steps, step_sizes (tensors for metasgd, else a number)}.
@@ -121,7 +121,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
         lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr
         groups_opt.append({"params": g["params"], "lr": lr})
     opt = torch.optim.Adam(groups_opt) if cfg.algo != "reptile" else torch.optim.SGD(groups_opt)
-    state_path, best_path = os.path.join(cfg.out, "meta_state.pt"), os.path.join(cfg.out, f"{cfg.algo}.pt")
+    state_path, best_path = os.path.join(cfg.out, f"meta_state_{cfg.algo}.pt"), os.path.join(cfg.out, f"{cfg.algo}.pt")
     step, best = 0, float("inf")
     if os.path.exists(state_path):
         st = torch.load(state_path, weights_only=True)
