@@ -123,7 +123,7 @@ def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
 def cmd_meta_train(a: argparse.Namespace) -> int:
     from asr_core.meta_train import MetaTrainConfig, meta_train
     cfg = MetaTrainConfig(manifest=a.manifest, checkpoint=a.checkpoint, out=a.out, algo=a.algo,
-                          inner_steps=a.inner_steps, inner_lr=a.inner_lr, support=a.support, query=a.query,
+                          inner_steps=a.inner_steps, inner_lr=a.inner_lr, lhuc_lr=a.lhuc_lr, support=a.support, query=a.query,
                           meta_batch=a.meta_batch, outer_steps=a.outer_steps, outer_lr=a.outer_lr,
                           learn_base=a.learn_base, eval_every=a.eval_every, threads=a.threads,
                           max_speakers=a.max_speakers, seed=a.seed)
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True)
     m.add_argument("--algo", choices=["maml", "fomaml", "reptile", "metasgd"], default="metasgd")
     m.add_argument("--inner-steps", type=_positive_int, default=3)
-    m.add_argument("--inner-lr", type=float, default=0.5)
+    m.add_argument("--inner-lr", type=float, default=1.0, help="inner step size (feature transform)")
+    m.add_argument("--lhuc-lr", type=float, default=50.0, help="inner step size of the LHUC scales")
     m.add_argument("--support", type=_positive_int, default=5)
     m.add_argument("--query", type=_positive_int, default=5)
     m.add_argument("--meta-batch", type=_positive_int, default=4)

@@ -14,6 +14,7 @@ Algorithms (speakers as tasks: support = adaptation utterances, query = others):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -163,28 +164,33 @@ def detached(params: dict[str, Tensor]) -> dict[str, Tensor]:
 class MetaLearner(nn.Module):
     """Holds what meta-learning learns beside the model: per-parameter log step sizes (Meta-SGD)."""
 
-    def __init__(self, model: StreamingCTC, algo: str, inner_lr: float, learn_base: bool = False):
+    def __init__(self, model: StreamingCTC, algo: str, inner_lr: float, learn_base: bool = False,
+                 lhuc_lr: float | None = None):
+        """inner_lr: step size of the inner loop (the initial value for metasgd); lhuc_lr: a separate
+        step size for the LHUC scales (their gradients are much smaller than the feature transform's)."""
         super().__init__()
         if algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {algo!r}")
-        if inner_lr <= 0:
-            raise ValueError(f"inner_lr must be > 0, got {inner_lr}")
+        if inner_lr <= 0 or (lhuc_lr is not None and lhuc_lr <= 0):
+            raise ValueError(f"inner step sizes must be > 0, got {inner_lr}, {lhuc_lr}")
         self.model, self.algo, self.inner_lr, self.learn_base = model, algo, inner_lr, learn_base
-        names = model.adaptive_parameter_names()
         own = dict(model.named_parameters())
-        self.log_lr = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(torch.full_like(own[k], float(torch.log(torch.tensor(inner_lr)))))
-                                        for k in names}) if algo == "metasgd" else None
+        init = {k: (lhuc_lr if lhuc_lr is not None and k.endswith(".lhuc") else inner_lr)
+                for k in model.adaptive_parameter_names()}
+        log_init = {k.replace(".", "__"): nn.Parameter(torch.full_like(own[k], math.log(v))) for k, v in init.items()}
+        self.log_lr = nn.ParameterDict(log_init)
+        self.log_lr.requires_grad_(algo == "metasgd")
 
-    def step_sizes(self) -> dict[str, Tensor] | float:
-        if self.log_lr is None:
-            return self.inner_lr
-        return {k.replace("__", "."): v.exp() for k, v in self.log_lr.items()}
+    def step_sizes(self) -> dict[str, Tensor]:
+        """Per-parameter step sizes: learned for metasgd, fixed otherwise."""
+        sizes = {k.replace("__", "."): v.exp() for k, v in self.log_lr.items()}
+        return sizes if self.algo == "metasgd" else {k: v.detach() for k, v in sizes.items()}
 
     def outer_parameters(self) -> list[dict]:
         own = dict(self.model.named_parameters())
         names = set(self.model.adaptive_parameter_names())
         groups = [{"params": [own[k] for k in sorted(names)], "name": "init"}]
-        if self.log_lr is not None:
+        if self.algo == "metasgd":
             groups.append({"params": list(self.log_lr.parameters()), "name": "step_sizes"})
         if self.learn_base and self.algo != "reptile":
             groups.append({"params": [p for k, p in own.items() if k not in names], "name": "base"})

@@ -32,7 +32,8 @@ class MetaTrainConfig:
     out: str
     algo: str = "metasgd"
     inner_steps: int = 3
-    inner_lr: float = 0.5
+    inner_lr: float = 1.0
+    lhuc_lr: float = 50.0
     support: int = 5
     query: int = 5
     meta_batch: int = 4
@@ -87,8 +88,7 @@ def dev_query_loss(model, learner: MetaLearner, tasks: list[tuple[Batch, Batch]]
     (then every evaluation saves: the last checkpoint is kept)."""
     if not tasks:
         return float("inf")
-    sizes = learner.step_sizes()
-    sizes = {k: v.detach() for k, v in sizes.items()} if isinstance(sizes, dict) else sizes
+    sizes = {k: v.detach() for k, v in learner.step_sizes().items()}
     total = 0.0
     for support, query in tasks:
         adapted = adapt(model, initial_params(model), support, steps, sizes)
@@ -115,7 +115,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     dev_tasks = [(_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:])) for ix in dev_groups.values()]
     print(f"meta-train {cfg.algo}: {len(groups)} train speakers, {len(dev_tasks)} dev speakers, "
           f"features in {time.time() - t0:.0f}s", file=log, flush=True)
-    learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base)
+    learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr)
     groups_opt = []
     for g in learner.outer_parameters():
         lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr
@@ -166,7 +166,7 @@ def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_met
     meta["base_sha256"] = base_meta.get("base_sha256", base_meta.get("sha256"))
     meta["meta_train"] = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
     adapt_section = {"algo": cfg.algo, "steps": cfg.inner_steps,
-                     "step_sizes": {k: v.detach().clone() for k, v in sizes.items()} if isinstance(sizes, dict) else float(sizes)}
+                     "step_sizes": {k: v.detach().clone() for k, v in sizes.items()}}
     save_checkpoint(model, path, meta=meta, adapt=adapt_section)
     with open(os.path.join(cfg.out, f"{cfg.algo}.json"), "w") as f:
         json.dump({"step": step, "dev_query_loss": dev_loss}, f)
