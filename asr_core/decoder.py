@@ -114,7 +114,8 @@ class BeamDecoder:
         hyp = max(hyps, key=boosted)
         probs = logp.exp().max(dim=-1).values
         toks, frames = hyp.tokens.tolist(), hyp.timesteps.tolist()
-        keep = [(t, f) for t, f in zip(toks, frames) if t != 0]
+        last = logp.shape[0] - 1  # flashlight may time the closing word boundary at T
+        keep = [(t, min(max(f, 0), last)) for t, f in zip(toks, frames) if t != 0]
         words = _words_from_path([t for t, _ in keep], [f for _, f in keep], probs, self.frame_seconds, offset)
         if [w.w for w in words] != list(hyp.words):  # align timings to the LM's words when they differ
             words = _align_words(list(hyp.words), words, offset, self.frame_seconds, logp.shape[0])
