@@ -82,10 +82,13 @@ async def stream_twilio(
     realtime: bool = True,
     stream_sid: str | None = None,
     send_stop: bool = True,
+    abort: bool = False,
     on_message: Callable[[dict], None] | None = None,
     extra_parameters: dict[str, str] | None = None,
 ) -> StreamRun:
-    """Stream 8 kHz float audio as Twilio Media Streams would."""
+    """Stream 8 kHz float audio as Twilio Media Streams would. ``abort``
+    drops the connection at the end without a close handshake (a network
+    failure)."""
     import torch
 
     from asr_core.audio import mulaw_encode
@@ -154,7 +157,10 @@ async def stream_twilio(
                 }))  # fmt: skip
         except websockets.ConnectionClosed:
             pass
-        finally:
+        if abort:
+            ws.transport.abort()
+            reading.cancel()
+        else:
             # Twilio closes its side after stop.
             await ws.close()
             try:

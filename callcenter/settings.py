@@ -202,7 +202,9 @@ CELERY_WORKER_CONCURRENCY = _env_int("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # An agent's feed gets every call's partials: room for a few seconds of
+        # them at 20 calls if its web process falls behind (over it, messages drop).
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
     },
 }
 

@@ -16,12 +16,12 @@ call's group and the agents' group.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 
 import redis.exceptions
-from asgiref.sync import async_to_sync
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
@@ -37,7 +37,14 @@ from callcenter.streaming import messages
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,  # publishing to the channel layer took too long
+)
+PUBLISH_TIMEOUT_S = 10
 MAX_RETRIES = 3
 
 
@@ -88,6 +95,7 @@ def recognize_segment(self, *, segment_id: int, endpoint_at: float | None = None
 
 
 def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, object]:
+    started_at = time.time()
     segment = selectors.segment_get(segment_id=segment_id)
     if segment.status == Segment.Status.RECOGNIZED:
         metrics.RECOGNITIONS.labels("already_done").inc()
@@ -104,7 +112,7 @@ def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, objec
         segment_id=segment_id, text=transcript["text"], words=transcript["words"], confidence=transcript["conf"]
     )
     metrics.RECOGNITIONS.labels("recognized").inc()
-    _publish_final(segment, endpoint_at=endpoint_at)
+    _publish_final(segment, endpoint_at=endpoint_at, started_at=started_at)
     return {"segment": segment_id, "status": segment.status, "text": segment.text}
 
 
@@ -147,7 +155,7 @@ def _fail(segment_id: int, endpoint_at: float | None, reason: str) -> dict[str, 
     return {"segment": segment_id, "status": "failed", "text": "", "error": reason}
 
 
-def _publish_final(segment: Segment, *, endpoint_at: float | None) -> None:
+def _publish_final(segment: Segment, *, endpoint_at: float | None, started_at: float | None = None) -> None:
     message = messages.final_message(
         call_id=segment.call_id,
         segment_id=segment.pk,
@@ -159,13 +167,40 @@ def _publish_final(segment: Segment, *, endpoint_at: float | None) -> None:
         start_ms=segment.start_ms,
         end_ms=segment.end_ms,
         endpoint_at=endpoint_at,
+        started_at=started_at,
         recognized_at=time.time(),
         error=segment.failure_reason or None,
     )
-    layer = get_channel_layer()
+    _publisher.send(messages.groups_for_call(segment.call_id), messages.layer_event(message))
 
-    async def send() -> None:
-        for group in messages.groups_for_call(segment.call_id):
-            await layer.group_send(group, messages.layer_event(message))
 
-    async_to_sync(send)()
+class _Publisher:
+    """Sends to channel-layer groups from the worker through one event loop
+    kept running in a thread of the worker process, so the layer's Redis
+    connections stay open between tasks (``async_to_sync`` would start a new
+    loop, and connect again, for every message)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="channel-layer", daemon=True)
+                self._thread.start()
+            return self._loop
+
+    def send(self, groups: tuple[str, ...], event: dict) -> None:
+        layer = get_channel_layer()
+
+        async def send_all() -> None:
+            for group in groups:
+                await layer.group_send(group, event)
+
+        asyncio.run_coroutine_threadsafe(send_all(), self._running_loop()).result(timeout=PUBLISH_TIMEOUT_S)
+
+
+_publisher = _Publisher()

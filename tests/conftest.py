@@ -21,3 +21,16 @@ def django_db_setup(django_db_setup):  # noqa: F811 - wraps pytest-django's fixt
             returncode=2,
         )
     return django_db_setup
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A new channel-layer object per test: channels_redis binds its receive
+    lock to the event loop that first used it, and each ``async_to_sync``
+    in a test runs its own loop (the Redis server and its data are real and
+    shared)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

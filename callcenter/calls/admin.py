@@ -164,10 +164,16 @@ class SegmentAdmin(admin.ModelAdmin):
     list_select_related = ["call"]
     raw_id_fields = ["call"]
     readonly_fields = ["created", "updated", "verified_by", "verified_at"]
+    actions = ["recognize_again"]
 
     @admin.display(description="text")
     def short_text(self, segment: Segment) -> str:
         return _short(segment.best_text)
+
+    @admin.action(description="Queue recognition again (failed or pending segments)")
+    def recognize_again(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
+        queued = services.segments_requeue(segment_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{queued} segment(s) queued for recognition")
 
     @admin.display(description="failure")
     def failure(self, segment: Segment) -> str:

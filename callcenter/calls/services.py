@@ -328,6 +328,23 @@ def segment_finish(*, segment_id: int, end_ms: int, audio: bytes, endpoint_at: f
         return segment
 
 
+def segments_requeue(*, segment_ids: Sequence[int]) -> int:
+    """Queue recognition again for those of the segments that have audio and
+    are not recognized (failed, or pending with a lost task). Returns how
+    many were queued."""
+    ids = list(
+        Segment.objects.filter(pk__in=segment_ids)
+        .exclude(status=Segment.Status.RECOGNIZED)
+        .exclude(audio="")
+        .values_list("pk", flat=True)
+    )
+    with transaction.atomic():
+        Segment.objects.filter(pk__in=ids).update(status=Segment.Status.PENDING, failure_reason="")
+        for segment_id in ids:
+            transaction.on_commit(lambda sid=segment_id: _recognition_enqueue(segment_id=sid, endpoint_at=None))
+    return len(ids)
+
+
 def _recognition_enqueue(*, segment_id: int, endpoint_at: float | None) -> None:
     from tasks.recognition import recognize_segment
 

@@ -18,10 +18,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
-from asr_core.audio import mulaw_decode, pcm16_decode
 from callcenter import metrics
 from callcenter.errors import DuplicateCall, InvalidToken, LineDisabled
 from callcenter.streaming import messages, protocols
+from callcenter.streaming.codecs import mulaw_to_float, pcm16_to_float
 from callcenter.streaming.endpointer import SegmentEnded, SpeechStarted
 from callcenter.streaming.partials import engine as partial_engine
 from callcenter.streaming.protocols import ProtocolError
@@ -117,6 +117,16 @@ class MediaConsumer(AsyncWebsocketConsumer):
         return session
 
     # --- incoming frames ---
+
+    async def dispatch(self, message: dict) -> None:
+        """Media frames skip Channels' per-message ``close_old_connections``
+        (a hop to the database thread, 50 times a second per call): every
+        database call here goes through ``database_sync_to_async``, which
+        does that itself."""
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
@@ -231,7 +241,7 @@ class TwilioMediaConsumer(MediaConsumer):
             asyncio.ensure_future(self._close_after_stop())
 
     async def _media(self, payload: bytes) -> None:
-        events = await self.session.feed(mulaw_decode(payload).numpy())
+        events = await self.session.feed(mulaw_to_float(payload))
         if self.send_marks:
             for event in events:
                 if isinstance(event, SpeechStarted):
@@ -279,7 +289,7 @@ class PcmMediaConsumer(MediaConsumer):
                 raise ProtocolError("frame_after_eof", "audio after eof")
             if self.session is None:
                 raise ProtocolError("config_expected", "send the JSON config before audio")
-            events = await self.session.feed(pcm16_decode(frame).numpy())
+            events = await self.session.feed(pcm16_to_float(frame))
             if any(isinstance(e, SegmentEnded) for e in events):
                 self.partial_text = ""
             await self.send(self._reply())

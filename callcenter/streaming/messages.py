@@ -6,14 +6,15 @@ The message shapes are a stable interface (DESIGN.md)::
      "words": [{"w": "i", "start": 0.31, "end": 0.4, "conf": 0.93}, ...], "audio_at": 1764220000.12}
     {"type": "final", "call": 12, "segment": 34, "index": 0, "text": "i would like a refund",
      "words": [...], "conf": 0.81, "status": "recognized", "start_ms": 1200, "end_ms": 3400,
-     "endpoint_at": 1764220001.5, "recognized_at": 1764220001.6}
+     "endpoint_at": 1764220001.5, "started_at": 1764220001.52, "recognized_at": 1764220001.6}
     {"type": "call", "call": 12, "status": "live"|"ended"|"failed", "customer": 7|null,
      "caller": "+1555..."|null, "protocol": "twilio"|"pcm"}
 
 Word times are seconds from the start of the segment; ``start_ms``/``end_ms``
 place the segment in the call. A final with ``"status": "failed"`` has an
 empty text and an ``"error"``. The ``*_at`` fields are Unix times (server
-clock) for latency measurements.
+clock) for latency measurements: the endpoint detected, the recognition
+task started, the result stored.
 
 Every message goes to the call's group and to the agents' group; a channel
 layer event is ``{"type": "transcript.message", "message": <message>}``.
@@ -69,6 +70,7 @@ def final_message(
     start_ms: int,
     end_ms: int,
     endpoint_at: float | None = None,
+    started_at: float | None = None,
     recognized_at: float | None = None,
     error: str | None = None,
 ) -> dict[str, object]:
@@ -84,6 +86,7 @@ def final_message(
         "start_ms": start_ms,
         "end_ms": end_ms,
         "endpoint_at": endpoint_at,
+        "started_at": started_at,
         "recognized_at": recognized_at,
     }
     if error is not None:

@@ -8,9 +8,11 @@ whole segment.
 
 Back-pressure drops, it never queues: a call asks for a partial at most
 every ``interval`` seconds; the request is dropped when that call's previous
-partial is still being computed, or when ``max_in_flight`` partials of all
-calls are already queued or running. The audio is not lost: the next partial
-of that call feeds it. Finals do not depend on partials at all (they are
+partial is still being computed, when ``max_in_flight`` partials of all
+calls are already queued or running, or when the thread was busy more than
+``max_busy`` of the last two seconds (partials never take more than that
+share of a core from the finals and the event loop). The audio is not lost:
+the next partial of that call feeds it. Finals do not depend on partials at all (they are
 recognized from the stored segment by the Celery worker).
 """
 
@@ -20,6 +22,7 @@ import asyncio
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -35,17 +38,20 @@ T = TypeVar("T")
 
 # Less new audio than this is not worth a partial.
 MIN_NEW_AUDIO_S = 0.1
+BUSY_WINDOW_S = 2.0
 
 
 class PartialEngine:
     """One thread running the streaming model for every call of the process."""
 
-    def __init__(self, *, loader: Callable[[], Recognizer], max_in_flight: int = 2) -> None:
+    def __init__(self, *, loader: Callable[[], Recognizer], max_in_flight: int = 2, max_busy: float = 0.5) -> None:
         self._loader = loader
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="partials")
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._runs: deque[tuple[float, float]] = deque()  # (started, ended) of recent jobs, monotonic
         self.max_in_flight = max_in_flight
+        self.max_busy = max_busy
 
     @property
     def in_flight(self) -> int:
@@ -55,15 +61,28 @@ class PartialEngine:
         """Run ``fn(recognizer)`` on the partials thread; None (dropped) when
         the engine is already full."""
         with self._lock:
-            if self._in_flight >= self.max_in_flight:
+            if self._in_flight >= self.max_in_flight or self._busy_fraction() >= self.max_busy:
                 return None
             self._in_flight += 1
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
         future.add_done_callback(self._release)
         return future
 
+    def _busy_fraction(self) -> float:
+        """Share of the last BUSY_WINDOW_S the thread spent on partials (lock held)."""
+        since = time.monotonic() - BUSY_WINDOW_S
+        while self._runs and self._runs[0][1] < since:
+            self._runs.popleft()
+        return sum(end - max(start, since) for start, end in self._runs) / BUSY_WINDOW_S
+
     def _run(self, fn: Callable[[Recognizer], T]) -> T:
-        return fn(self._loader())
+        rec = self._loader()  # loading the model (once) does not count as busy
+        started = time.monotonic()
+        try:
+            return fn(rec)
+        finally:
+            with self._lock:
+                self._runs.append((started, time.monotonic()))
 
     def _release(self, _future: object) -> None:
         with self._lock:

@@ -22,6 +22,8 @@ from websockets.sync.client import connect
 from tests.fixtures.processes import group_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# WER of the demo call's finals against its sentences (tightened when the trained checkpoint lands).
+MAX_WER = 0.5
 
 
 def _free_port() -> int:
@@ -104,6 +106,17 @@ def test_demo_serves_the_admin_and_the_worker_then_stops_every_child(tmp_path):
             assert json.loads(ws.recv(timeout=10)) == {"type": "hello"}
             assert json.loads(ws.recv(timeout=30))["type"] == "pong"
 
+        # The demo call: spoken sentences, partials and finals as the agents' feed shows them, then the stored call.
+        stored = output.wait_for(rf"The demo call is stored: ({re.escape(base_url)}/admin/calls/call/\d+/change/)", 120)
+        text = output.text()
+        assert re.search(r"agent \| call #\d+ from \+15550100001 is live", text)
+        assert re.search(r"agent \|   partial #0: \S", text) and re.search(r"agent \|   FINAL   #3: \S", text)
+        assert re.search(r"agent \| call #\d+ ended", text)
+        error_rate = float(output.wait_for(r"Word error rate: ([0-9.]+)", 1).group(1))
+        assert error_rate <= MAX_WER
+        call_page = opener.open(stored.group(1), timeout=10).read().decode()
+        assert "+15550100001" in call_page and "recognized" in call_page
+
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, output.text()
     finally:
@@ -114,6 +127,48 @@ def test_demo_serves_the_admin_and_the_worker_then_stops_every_child(tmp_path):
         assert group_gone(pid), f"{name} (pid {pid}) or a process it started is still running"
     assert not (tmp_path / "var" / "run" / "redis.sock").exists()
     assert (tmp_path / "var" / "db.sqlite3").exists()
+
+
+def test_demo_streams_a_users_wav_file_and_exits_after_the_call_with_demo_exit(tmp_path):
+    import soundfile as sf
+
+    from callcenter.demo import synthetic_call
+
+    call = synthetic_call(seed=5, sentences=2)
+    wav = tmp_path / "my call.wav"
+    sf.write(wav, call.audio, 8000, subtype="PCM_16")
+    port = _free_port()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "callcenter.run", "--wav", str(wav), "--demo-exit", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=_fresh_machine_env(tmp_path / "var"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"Demo call: streaming {wav}" in out
+    assert len(re.findall(r"agent \|   FINAL   #\d+: ", out)) == 2
+    assert f"The demo call is stored: http://127.0.0.1:{port}/admin/calls/call/1/change/" in out
+    assert "Word error rate" not in out, "a user's file has no reference transcript"
+    assert "stopping after the demo call (--demo-exit)" in out
+
+
+def test_a_missing_wav_file_is_refused_before_anything_starts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "callcenter.run", "--wav", str(tmp_path / "nope.wav")],
+        cwd=REPO_ROOT,
+        env=_fresh_machine_env(tmp_path / "var"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --wav: no such file: {tmp_path / 'nope.wav'}"
 
 
 def test_a_taken_port_is_refused_with_a_clear_message(tmp_path):

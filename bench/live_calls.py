@@ -1,0 +1,347 @@
+"""Live-call benchmark: N concurrent Twilio calls at real-time pace through
+the whole system (Daphne, Redis, Celery worker, database), as on this
+machine. Prints figures; it is not a test.
+
+    .venv/bin/python bench/live_calls.py                         # N = 1, 5, 10, 20; embedded defaults
+    .venv/bin/python bench/live_calls.py --calls 10 --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_bench
+
+It starts ``python -m callcenter.run`` in a fresh runtime folder (SQLite and
+a private Redis unless ``--database-url``/``REDIS_URL`` say otherwise),
+creates a line and a staff session, renders synthetic callers (asr_core's
+sentence generator and synthesizer, different seeds per call), then for
+each N streams N calls at once (start times spread over a second) while
+listening on the agents' feed. Per N it reports:
+
+- final latency: agent receives the final - the server detected the endpoint
+  (``endpoint_at`` in the message; same clock), p50/p95/p99 in ms;
+- partial latency: agent receives a partial - the server received the newest
+  audio in it (``audio_at``), p50/p95/p99;
+- segments: stored, recognized, failed, still pending 30 s after the calls
+  ended, and finals the agents never saw;
+- partials sent and dropped (the web process's /metrics);
+- CPU of the web server and the worker processes (% of one core) and of the
+  whole machine (other jobs included), peak RSS of the web server and the
+  worker, and the web server's extra memory per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# --- processes ---------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo += _children(p)
+    return pids
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total / 2**20
+
+
+def _machine_busy() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+class Sampler:
+    """Peak RSS of process trees, sampled every 0.2 s."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+        self.peak = dict.fromkeys(roots, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in self.roots.items():
+                self.peak[name] = max(self.peak[name], _rss_mb(_tree(pid)))
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- the system under test ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_system(env: dict[str, str], port: int, concurrency: int) -> tuple[subprocess.Popen, dict[str, int]]:
+    env = dict(env, CELERY_WORKER_CONCURRENCY=str(concurrency))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callcenter.run", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    pids: dict[str, int] = {}
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    for line in process.stdout:
+        lines.append(line)
+        if m := re.search(r"started (\w+) \(pid (\d+)\)", line):
+            pids[m.group(1)] = int(m.group(2))
+        if "Press Ctrl-C to stop" in line:
+            break
+        if time.monotonic() > deadline or process.poll() is not None:
+            sys.exit("the system did not start:\n" + "".join(lines[-40:]))
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # drain
+    return process, pids
+
+
+def _metric(http_url: str, name: str, labels: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{http_url}/metrics", timeout=10).read().decode()
+    m = re.search(rf"^{name}{{{labels}}} ([0-9.e+]+)$", text, flags=re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+# --- one round of N calls ----------------------------------------------------------
+
+
+@dataclass
+class Round:
+    calls: int
+    final_ms: list[float] = field(default_factory=list)
+    queue_ms: list[float] = field(default_factory=list)  # endpoint -> task started
+    task_ms: list[float] = field(default_factory=list)  # task started -> result stored
+    delivery_ms: list[float] = field(default_factory=list)  # result stored -> agent received
+    partial_ms: list[float] = field(default_factory=list)
+    finals_seen: set[int] = field(default_factory=set)
+    call_ids: set[int] = field(default_factory=set)
+    wall_s: float = 0.0
+
+
+async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller_base: int) -> Round:
+    import websockets
+
+    from callcenter.client import stream_twilio
+
+    result = Round(calls=len(audios))
+    async with websockets.connect(f"{ws_url}/ws/agent/", additional_headers=headers, max_size=2**22) as feed:
+        assert json.loads(await feed.recv())["type"] == "hello"
+        stop = asyncio.Event()
+
+        async def listen() -> None:
+            while not stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(feed.recv(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    continue
+                now = time.time()
+                m = json.loads(raw)
+                if m.get("type") == "call" and m.get("status") == "live":
+                    result.call_ids.add(m["call"])
+                elif m.get("type") == "final" and m.get("endpoint_at"):
+                    result.final_ms.append(1000 * (now - m["endpoint_at"]))
+                    if m.get("started_at"):
+                        result.queue_ms.append(1000 * (m["started_at"] - m["endpoint_at"]))
+                        result.task_ms.append(1000 * (m["recognized_at"] - m["started_at"]))
+                    result.delivery_ms.append(1000 * (now - m["recognized_at"]))
+                    result.finals_seen.add(m["segment"])
+                elif m.get("type") == "partial":
+                    result.partial_ms.append(1000 * (now - m["audio_at"]))
+
+        listener = asyncio.ensure_future(listen())
+
+        async def one(i: int, audio) -> None:
+            await asyncio.sleep(i / max(1, len(audios)))  # spread the starts over a second
+            await stream_twilio(f"{ws_url}/ws/media/twilio/{token}", audio, caller=f"+1555{caller_base + i:07d}")
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(i, a) for i, a in enumerate(audios)))
+        result.wall_s = time.monotonic() - started
+        # Let the last finals arrive.
+        await asyncio.sleep(5)
+        stop.set()
+        await listener
+    return result
+
+
+def pct(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]:.0f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", default="1,5,10,20", help="comma-separated N (default 1,5,10,20)")
+    ap.add_argument("--sentences", type=int, default=4, help="sentences per call (default 4)")
+    ap.add_argument("--database-url", help="default: DATABASE_URL, else SQLite in the runtime folder")
+    ap.add_argument("--worker-concurrency", type=int, default=1, help="Celery worker processes (default 1)")
+    ap.add_argument("--partial-interval-ms", type=int, default=None, help="STREAM_PARTIAL_INTERVAL_MS")
+    args = ap.parse_args()
+    counts = [int(n) for n in args.calls.split(",")]
+    load_before = os.getloadavg()[0]
+
+    var_dir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
+    env = dict(os.environ, CALLCENTER_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    if args.partial_interval_ms is not None:
+        env["STREAM_PARTIAL_INTERVAL_MS"] = str(args.partial_interval_ms)
+    os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
+
+    print(f"rendering {max(counts)} synthetic calls of {args.sentences} sentences ...", flush=True)
+    from callcenter.demo import synthetic_call
+
+    voices = ["en-us+m6", "en-us+f3", "en-us+m3", "en-us+f4", "en+m2"]
+    calls = [synthetic_call(seed=100 + i, sentences=args.sentences, voice=voices[i % len(voices)])
+             for i in range(max(counts))]  # fmt: skip
+    spoken_segments = args.sentences
+
+    port = _free_port()
+    process, pids = start_system(env, port, args.worker_concurrency)
+    http_url, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    try:
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+
+        from callcenter.calls import services
+        from callcenter.calls.models import Segment
+        from callcenter.demo import staff_session_cookie
+
+        token = services.line_create(name=f"bench-{os.getpid()}")[1]
+        if not get_user_model().objects.filter(is_superuser=True).exists():
+            get_user_model().objects.create_superuser("bench", password=None)
+        headers = {"Cookie": staff_session_cookie(), "Origin": http_url}
+        roots = {"web": pids["web"], "worker": pids["worker"]}
+        # Warm up (models load in the web process and the worker on first use), then the web's baseline memory.
+        asyncio.run(run_round(ws_url, token, headers, [calls[0].audio[: 8000 * 6]], caller_base=999_000))
+        web_idle_mb = _rss_mb(_tree(pids["web"]))
+
+        rows = []
+        for n in counts:
+            audios = [c.audio for c in calls[:n]]
+            dropped0 = _metric(http_url, "callcenter_partials_total", 'outcome="dropped"')
+            sent0 = _metric(http_url, "callcenter_partials_total", 'outcome="sent"')
+            cpu0 = {k: _cpu_seconds(_tree(p)) for k, p in roots.items()}
+            busy0, total0 = _machine_busy()
+            t0 = time.monotonic()
+            with Sampler(roots) as sampler:
+                rnd = asyncio.run(run_round(ws_url, token, headers, audios, caller_base=1000 * n))
+            wall = time.monotonic() - t0
+            cpu = {k: 100 * (_cpu_seconds(_tree(p)) - cpu0[k]) / wall for k, p in roots.items()}
+            busy1, total1 = _machine_busy()
+            machine = 100 * os.cpu_count() * (busy1 - busy0) / max(1, total1 - total0)
+            deadline = time.monotonic() + 30
+            while Segment.objects.filter(call_id__in=rnd.call_ids, status="pending").exists() and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.5)
+            segments = list(Segment.objects.filter(call_id__in=rnd.call_ids).values_list("pk", "status"))
+            stored = len(segments)
+            failed = sum(1 for _, s in segments if s == "failed")
+            pending = sum(1 for _, s in segments if s == "pending")
+            unseen = sum(1 for pk, _ in segments if pk not in rnd.finals_seen)
+            dropped = _metric(http_url, "callcenter_partials_total", 'outcome="dropped"') - dropped0
+            sent = _metric(http_url, "callcenter_partials_total", 'outcome="sent"') - sent0
+            rows.append({
+                "N": n, "segments": f"{stored}/{n * spoken_segments}", "failed": failed, "pending": pending,
+                "unseen": unseen,
+                "final p50/p95/p99 ms": f"{pct(rnd.final_ms, 50)}/{pct(rnd.final_ms, 95)}/{pct(rnd.final_ms, 99)}",
+                "final p95: queue/task/delivery ms":
+                    f"{pct(rnd.queue_ms, 95)}/{pct(rnd.task_ms, 95)}/{pct(rnd.delivery_ms, 95)}",
+                "partial p50/p95/p99 ms":
+                    f"{pct(rnd.partial_ms, 50)}/{pct(rnd.partial_ms, 95)}/{pct(rnd.partial_ms, 99)}",
+                "partials sent/dropped": f"{sent:.0f}/{dropped:.0f}",
+                "cpu web/worker/machine %": f"{cpu['web']:.0f}/{cpu['worker']:.0f}/{machine:.0f}",
+                "rss web/worker MB": f"{sampler.peak['web']:.0f}/{sampler.peak['worker']:.0f}",
+                "web MB/call": f"{max(0.0, sampler.peak['web'] - web_idle_mb) / n:.1f}",
+            })  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+            time.sleep(2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    print()
+    print(f"{max(counts)} calls max, {args.sentences} sentences each at real-time pace; worker concurrency "
+          f"{args.worker_concurrency}; database {env.get('DATABASE_URL', 'SQLite (embedded)')}; "
+          f"{os.cpu_count()} CPUs, load average before: {load_before:.1f}")  # fmt: skip
+    keys = list(rows[0])
+    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
+    print(" | ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(r[k]).ljust(w) for k, w in zip(keys, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

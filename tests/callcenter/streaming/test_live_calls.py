@@ -1,0 +1,152 @@
+"""Live calls end to end: a real Daphne, a real Celery worker, Redis and
+PostgreSQL; calls placed by the media client exactly as the peers would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import websockets
+from asgiref.sync import async_to_sync
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+
+from asr_core.audio import resample
+from asr_core.metrics import wer
+from callcenter.calls import services
+from callcenter.calls.models import Call, Segment
+from callcenter.client import stream_pcm, stream_twilio
+from callcenter.demo import SAMPLE_RATE, synthetic_call
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# WER of the stored finals against the spoken sentences (tightened when the trained checkpoint lands).
+MAX_WER = 0.5
+CALLER = "+15550107777"
+
+
+@pytest.fixture(scope="module")
+def call_audio():
+    return synthetic_call(seed=11, sentences=3)
+
+
+@pytest.fixture
+def token() -> str:
+    return services.line_create(name="e2e")[1]
+
+
+@pytest.fixture
+def agent_headers(django_user_model, web_server) -> dict[str, str]:
+    user = django_user_model.objects.create_user("agent-e2e", is_staff=True)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return {"Cookie": f"sessionid={session.session_key}", "Origin": web_server.http_url}
+
+
+def _wait_recognized(call: Call, timeout: float = 60) -> list[Segment]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        segments = list(Segment.objects.filter(call=call).order_by("index"))
+        if segments and all(s.status != "pending" for s in segments):
+            return segments
+        time.sleep(0.3)
+    pytest.fail(f"segments of call #{call.pk} still pending after {timeout} s")
+
+
+def test_a_twilio_call_is_transcribed_live_for_the_agents_and_stored(
+    web_server, celery_worker, token, agent_headers, call_audio
+):
+    async def scenario() -> list[dict]:
+        seen: list[dict] = []
+        async with websockets.connect(f"{web_server.ws_url}/ws/agent/", additional_headers=agent_headers) as feed:
+            assert json.loads(await feed.recv())["type"] == "hello"
+
+            async def read() -> None:
+                async for raw in feed:
+                    message = json.loads(raw)
+                    seen.append(message)
+                    finals = [m for m in seen if m["type"] == "final"]
+                    ended = [m for m in seen if m["type"] == "call" and m["status"] == "ended"]
+                    if len(finals) == len(call_audio.sentences) and ended:
+                        return
+
+            reader = asyncio.ensure_future(read())
+            run = await stream_twilio(
+                f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio, caller=CALLER, marks=True
+            )
+            assert run.close_code == 1000
+            await asyncio.wait_for(reader, timeout=60)
+        return seen
+
+    seen = async_to_sync(scenario)()
+
+    call = Call.objects.get()
+    assert (call.status, call.protocol, call.customer.phone) == ("ended", "twilio", CALLER)
+    assert abs(call.duration_s - call_audio.seconds) < 3
+    segments = _wait_recognized(call)
+    assert len(segments) == len(call_audio.sentences)
+    assert all(s.status == "recognized" and s.audio and s.words for s in segments)
+    assert wer(list(zip(call_audio.sentences, [s.text for s in segments], strict=True))) <= MAX_WER, [
+        s.text for s in segments
+    ]
+    # What the agents saw: the call going live, partials while each sentence was spoken, then its final.
+    assert seen[0] == {"type": "call", "call": call.pk, "status": "live", "protocol": "twilio",
+                       "customer": call.customer_id, "caller": CALLER}  # fmt: skip
+    partials = [m for m in seen if m["type"] == "partial"]
+    finals = [m for m in seen if m["type"] == "final"]
+    assert {m["segment"] for m in partials} <= {s.pk for s in segments} and len(partials) >= len(segments)
+    assert all(m["text"] and m["call"] == call.pk for m in partials)
+    assert [(m["segment"], m["index"], m["text"]) for m in finals] == [(s.pk, s.index, s.text) for s in segments]
+    for segment in segments:
+        first_final = next(i for i, m in enumerate(seen) if m["type"] == "final" and m["segment"] == segment.pk)
+        assert any(m["type"] == "partial" and m["segment"] == segment.pk for m in seen[:first_final])
+    assert {"type", "call", "segment", "text", "words", "conf"} <= set(finals[0])
+    assert seen[-1]["type"] in ("call", "final") and any(m["type"] == "call" and m["status"] == "ended" for m in seen)
+
+
+def test_an_abrupt_disconnect_keeps_every_segment_received(web_server, celery_worker, token, call_audio):
+    cut = len(call_audio.audio) - int(1.8 * SAMPLE_RATE)  # inside the last sentence, no stop
+
+    async def scenario() -> None:
+        run = await stream_twilio(
+            f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio[:cut], realtime=False, send_stop=False,
+            abort=True,
+        )  # fmt: skip
+        assert run.close_code is None or run.close_code == 1006
+
+    async_to_sync(scenario)()
+
+    deadline = time.monotonic() + 30
+    while not Call.objects.filter(status="ended").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    call = Call.objects.get()
+    assert call.status == "ended" and "without stop" in call.failure_reason
+    segments = _wait_recognized(call)
+    assert len(segments) == 3 and all(s.status == "recognized" and s.audio for s in segments)
+    assert segments[-1].end_ms <= cut * 1000 // SAMPLE_RATE + 20
+
+
+def test_a_vosk_style_pcm_client_gets_partials_and_results_on_its_socket(web_server, celery_worker, token, call_audio):
+    audio16 = resample(__import__("torch").from_numpy(call_audio.audio), SAMPLE_RATE, 16000).numpy()
+
+    run = async_to_sync(stream_pcm)(
+        f"{web_server.ws_url}/ws/media/pcm/{token}", audio16, sample_rate=16000, caller=CALLER, realtime=False
+    )
+
+    assert run.close_code == 1000
+    assert len(run.messages) == run.frames_sent + 1, "one answer per frame and one for eof"
+    results = [m for m in run.messages if "text" in m and m["text"]]
+    text = " ".join(m["text"] for m in results)
+    assert wer([(" ".join(call_audio.sentences), text)]) <= MAX_WER, text
+    words = [w for m in results for w in m["result"]]
+    assert [w["word"] for w in words] == text.split()
+    assert all(set(w) == {"word", "start", "end", "conf"} for w in words)
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words), "times are from the start of the stream"
+    assert words[-1]["end"] <= call_audio.seconds
+    segments = _wait_recognized(Call.objects.get())
+    assert " ".join(s.text for s in segments) == text
