@@ -74,6 +74,7 @@ def _spell_number_token(tok: str) -> str:
     return number_to_words(int(tok))
 
 
+_GROUPED_RE = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
 _ORD_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
 _MONEY_RE = re.compile(r"\$(\d+)(?:\.(\d\d))?")
 _PERCENT_RE = re.compile(r"(\d+)\s*%")
@@ -83,6 +84,9 @@ _DIGITS_RE = re.compile(r"\d+")
 def normalize(text: str) -> str:
     """Spoken-form, lower-case text with only [a-z' ] characters."""
     t = text.lower()
+    # comma-grouped numbers ("2,051", "$1,200.50") are cardinals, not digit strings
+    t = re.sub(r"\$(\d{1,3}(?:,\d{3})+)", lambda m: "$" + m.group(1).replace(",", ""), t)
+    t = _GROUPED_RE.sub(lambda m: " " + number_to_words(int(m.group(0).replace(",", ""))) + " ", t)
     t = _MONEY_RE.sub(lambda m: number_to_words(int(m.group(1))) + " dollars"
                       + (f" and {number_to_words(int(m.group(2)))} cents" if m.group(2) and int(m.group(2)) else ""), t)
     t = _PERCENT_RE.sub(lambda m: number_to_words(int(m.group(1))) + " percent", t)

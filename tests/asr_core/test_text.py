@@ -29,3 +29,8 @@ def test_normalize_output_uses_only_vocabulary_characters(s):
 def test_encode_decode_round_trip(s):
     assert decode_ids(encode(s)) == normalize(s)
     assert all(0 < i < len(VOCAB) for i in encode(s))
+
+
+def test_comma_grouped_numbers_are_cardinals():
+    assert normalize("I paid $2,051 today") == "i paid two thousand fifty one dollars today"
+    assert normalize("about 12,500 people") == "about twelve thousand five hundred people"
