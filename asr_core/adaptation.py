@@ -9,7 +9,8 @@ nothing else. Both run `meta.adapt()` with the checkpoint's meta-learned step
 sizes and steps. The guard adapts on all but `holdout` utterances and keeps the
 result only if the held-out ones do not get worse: by WER against the
 references (supervised), or by mean word confidence of the first pass's
-hypotheses (label-free, where no reference exists).
+hypotheses (label-free, where no reference exists). An accepted profile is then
+adapted once more on all the utterances.
 """
 from __future__ import annotations
 
@@ -102,6 +103,10 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
             metrics["conf_before"] = round(sum(t.confidence for t in before) / hold, 4)
             metrics["conf_after"] = round(sum(t.confidence for t in after) / hold, 4)
             accepted = metrics["conf_after"] >= metrics["conf_before"]
+    if accepted and hold:
+        # the guard decided on held-out utterances; the kept profile then learns from all of them
+        params = detached(adapt(rec.model, start, make_batch(rec.model, audios, texts), steps, sizes))
+        metrics["utterances"] = len(audios)
     metrics["accepted"] = accepted
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     return AdaptationResult(params if accepted else start, accepted, metrics)
