@@ -19,9 +19,10 @@ listening on the agents' feed. Per N it reports:
 - segments: stored, recognized, failed, still pending 30 s after the calls
   ended, and finals the agents never saw;
 - partials sent and dropped (the web process's /metrics);
-- CPU of the web server and the worker processes (% of one core) and of the
-  whole machine (other jobs included), peak RSS of the web server and the
-  worker, and the web server's extra memory per call.
+- CPU of the web server, the worker processes and this script's simulated
+  callers (% of one core) and of the whole machine (other jobs included),
+  peak RSS of the web server and the worker, and the web server's extra
+  memory per call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -289,11 +291,14 @@ def main() -> int:
             sent0 = _metric(http_url, "callcenter_partials_total", 'outcome="sent"')
             cpu0 = {k: _cpu_seconds(_tree(p)) for k, p in roots.items()}
             busy0, total0 = _machine_busy()
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.monotonic()
             with Sampler(roots) as sampler:
                 rnd = asyncio.run(run_round(ws_url, token, headers, audios, caller_base=1000 * n))
             wall = time.monotonic() - t0
             cpu = {k: 100 * (_cpu_seconds(_tree(p)) - cpu0[k]) / wall for k, p in roots.items()}
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
+            client = 100 * (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime) / wall
             busy1, total1 = _machine_busy()
             machine = 100 * os.cpu_count() * (busy1 - busy0) / max(1, total1 - total0)
             deadline = time.monotonic() + 30
@@ -317,7 +322,8 @@ def main() -> int:
                 "partial p50/p95/p99 ms":
                     f"{pct(rnd.partial_ms, 50)}/{pct(rnd.partial_ms, 95)}/{pct(rnd.partial_ms, 99)}",
                 "partials sent/dropped": f"{sent:.0f}/{dropped:.0f}",
-                "cpu web/worker/machine %": f"{cpu['web']:.0f}/{cpu['worker']:.0f}/{machine:.0f}",
+                "cpu web/worker/clients/machine %":
+                    f"{cpu['web']:.0f}/{cpu['worker']:.0f}/{client:.0f}/{machine:.0f}",
                 "rss web/worker MB": f"{sampler.peak['web']:.0f}/{sampler.peak['worker']:.0f}",
                 "web MB/call": f"{max(0.0, sampler.peak['web'] - web_idle_mb) / n:.1f}",
             })  # fmt: skip

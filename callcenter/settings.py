@@ -143,14 +143,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 _DATABASE_SCHEMES = {"postgres", "postgresql", "pgsql", "sqlite"}
 
 
-def _database_from_url(url: str) -> dict:
+def _database_from_url(url: str, *, conn_max_age: int) -> dict:
     scheme = urlsplit(url).scheme
     if scheme not in _DATABASE_SCHEMES:
         raise ImproperlyConfigured(
             f"DATABASE_URL has scheme {scheme!r}; expected postgres://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
         )
     try:
-        config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+        config = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL could not be parsed: {exc}") from None
     if not config.get("NAME"):
@@ -168,7 +168,10 @@ def _database_from_url(url: str) -> dict:
 
 
 DATABASE_URL = _env_str("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
-DATABASES = {"default": _database_from_url(DATABASE_URL)}
+# Seconds a process keeps its database connection between requests and tasks
+# (checked before reuse); 0 connects anew each time.
+DATABASE_CONN_MAX_AGE = _env_int("DATABASE_CONN_MAX_AGE", 60)
+DATABASES = {"default": _database_from_url(DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE)}
 
 # --- Redis: Celery broker and result backend, Channels layer ---------------
 

@@ -51,6 +51,8 @@ class MediaConsumer(AsyncWebsocketConsumer):
     stream's first message, error answers, and hangup on close."""
 
     protocol = ""
+    # Whether results go back on the media socket (then it joins the call's group).
+    answers_with_results = False
 
     # --- lifecycle ---
 
@@ -59,7 +61,7 @@ class MediaConsumer(AsyncWebsocketConsumer):
         self.session: CallSession | None = None
         self.closing = False
         self.line_id: int | None = None
-        self._start_deadline: asyncio.Task | None = None
+        self._timers: set[asyncio.Task] = set()
         # Accept first: a close code can only be sent on an open socket.
         await self.accept()
         token = self.scope["url_route"]["kwargs"].get("token") or None
@@ -74,16 +76,23 @@ class MediaConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc.code, exc.message, protocols.CLOSE_LINE_DISABLED)
             return
         logger.info("%s media socket opened on line %r", self.protocol, line_name)
-        self._start_deadline = asyncio.ensure_future(self._expire_start())
+        self._start_deadline = self.later(self._expire_start())
 
     async def disconnect(self, code: int) -> None:
-        if self._start_deadline is not None:
-            self._start_deadline.cancel()
+        for timer in self._timers:
+            timer.cancel()
         if self.session is not None and not self.session.ended:
             # Abrupt: no stop/eof. Everything received so far is kept.
             await self.session.hangup(reason=f"the socket closed without {self.end_event} (code {code})")
-        if self.session is not None and self.session.call_id is not None:
+        if self.answers_with_results and self.session is not None and self.session.call_id is not None:
             await self.channel_layer.group_discard(messages.call_group(self.session.call_id), self.channel_name)
+
+    def later(self, coroutine) -> asyncio.Task:
+        """Run a timer of this socket; cancelled when the socket closes."""
+        task = asyncio.ensure_future(coroutine)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+        return task
 
     async def _expire_start(self) -> None:
         await asyncio.sleep(self.settings.start_timeout_s)
@@ -110,10 +119,10 @@ class MediaConsumer(AsyncWebsocketConsumer):
             call_id = await session.open(external_id=external_id, caller=caller, customer_external_id=customer_id)
         except DuplicateCall as exc:
             raise ProtocolError("duplicate_stream", exc.message, protocols.CLOSE_DUPLICATE_STREAM) from None
-        if self._start_deadline is not None:
-            self._start_deadline.cancel()
+        self._start_deadline.cancel()
         self.session = session
-        await self.channel_layer.group_add(messages.call_group(call_id), self.channel_name)
+        if self.answers_with_results:
+            await self.channel_layer.group_add(messages.call_group(call_id), self.channel_name)
         return session
 
     # --- incoming frames ---
@@ -238,7 +247,7 @@ class TwilioMediaConsumer(MediaConsumer):
         elif isinstance(event, protocols.TwilioStop):
             await self.session.hangup()
             # Twilio closes the socket after stop; close it ourselves if it does not.
-            asyncio.ensure_future(self._close_after_stop())
+            self.later(self._close_after_stop())
 
     async def _media(self, payload: bytes) -> None:
         events = await self.session.feed(mulaw_to_float(payload))
@@ -266,6 +275,7 @@ class PcmMediaConsumer(MediaConsumer):
     """
 
     protocol = "pcm"
+    answers_with_results = True
     start_event = "config"
     end_event = "eof"
 
@@ -337,7 +347,7 @@ class PcmMediaConsumer(MediaConsumer):
     async def _eof(self) -> None:
         self.eof = True
         await self.session.hangup()
-        self._eof_deadline = asyncio.ensure_future(self._expire_eof())
+        self._eof_deadline = self.later(self._expire_eof())
         await self._finish_eof_if_done()
 
     async def _finish_eof_if_done(self) -> None:
@@ -360,7 +370,7 @@ class PcmMediaConsumer(MediaConsumer):
 
     async def _answer_eof(self) -> None:
         self.closing = True
-        if self._eof_deadline is not None:
+        if self._eof_deadline is not None and self._eof_deadline is not asyncio.current_task():
             self._eof_deadline.cancel()
         finals = [self.done[sid] for sid in self.session.submitted if sid in self.done and sid not in self.delivered]
         await self.send(self._result(finals))

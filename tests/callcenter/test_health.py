@@ -29,3 +29,12 @@ def test_health_websocket_gets_a_pong_from_the_worker(celery_worker):
             await communicator.disconnect()
 
     assert async_to_sync(talk)() == [{"type": "hello"}, {"type": "pong", "worker": celery_worker.nodename}]
+
+
+@pytest.mark.django_db
+def test_metrics_expose_the_live_call_counters(client):
+    response = client.get("/metrics")
+
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    body = response.content.decode()
+    assert "callcenter_calls_live" in body and "callcenter_partials_total" in body

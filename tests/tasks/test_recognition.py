@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 import torch
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
+from django.urls import reverse
 
 from asr_core.corpus.synth import render
 from asr_core.metrics import wer
@@ -160,3 +162,21 @@ def test_wav_bytes_store_8_khz_pcm16():
     data = asr.wav_bytes(audio, 16000)
 
     assert data[:4] == b"RIFF" and len(data) == 44 + 8000 * 2
+
+
+def test_a_failed_segment_is_queued_again_from_the_admin_and_recognized(celery_worker, sentence_wav, admin_client):
+    segment = _segment(audio=sentence_wav)
+    services.segment_mark_failed(segment_id=segment.pk, reason="worker lost")
+
+    response = admin_client.post(
+        reverse("admin:calls_segment_changelist"),
+        {"action": "recognize_again", "_selected_action": [segment.pk]},
+        follow=True,
+    )
+
+    assert "1 segment(s) queued for recognition" in response.content.decode()
+    deadline = time.monotonic() + TIMEOUT_S
+    while Segment.objects.get(pk=segment.pk).status != "recognized":
+        assert time.monotonic() < deadline, "the re-queued segment was not recognized"
+        time.sleep(0.2)
+    assert wer([(SENTENCE, Segment.objects.get(pk=segment.pk).text)]) <= MAX_WER
