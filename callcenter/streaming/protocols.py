@@ -33,6 +33,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from callcenter.errors import InvalidInput
+
 # --- Close codes (documented in the README) ---------------------------------
 
 CLOSE_NORMAL = 1000
@@ -53,14 +55,13 @@ MAX_PARAMETERS = 32
 MAX_PARAMETER_LENGTH = 256
 
 
-class ProtocolError(Exception):
+class ProtocolError(InvalidInput):
     """Bad input on a media socket: ``code`` for programs, ``message`` for
     people, ``close_code`` for the websocket."""
 
     def __init__(self, code: str, message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
         self.close_code = close_code
 
 

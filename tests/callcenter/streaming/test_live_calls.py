@@ -150,3 +150,35 @@ def test_a_vosk_style_pcm_client_gets_partials_and_results_on_its_socket(web_ser
     assert words[-1]["end"] <= call_audio.seconds
     segments = _wait_recognized(Call.objects.get())
     assert " ".join(s.text for s in segments) == text
+
+
+@pytest.mark.parametrize(
+    ("path", "frame", "close_code"),
+    [
+        ("/ws/media/twilio/not-a-token", None, 4401),
+        ("/ws/media/twilio/{token}", "{not json", 4400),
+        ("/ws/media/pcm/{token}", '{"config": {"sample_rate": 44100}}', 4415),
+        # Over Daphne's own 1 MiB limit the server drops the connection before the application sees the frame.
+        ("/ws/media/twilio/{token}", "x" * (2**20 + 10), 1006),
+    ],
+    ids=["bad-token", "invalid-json", "pcm-rate", "over-daphne-limit"],
+)
+def test_close_codes_reach_a_real_client_over_the_wire(web_server, token, path, frame, close_code):
+    async def scenario() -> tuple[int | None, list[str]]:
+        received = []
+        async with websockets.connect(web_server.ws_url + path.format(token=token), max_size=2**22) as ws:
+            if frame is not None:
+                await ws.send(frame)
+            try:
+                async for message in ws:
+                    received.append(message)
+            except websockets.ConnectionClosed:
+                pass
+        return ws.close_code, received
+
+    code, received = async_to_sync(scenario)()
+
+    assert code == close_code
+    if close_code != 1006:
+        assert len(received) == 1 and "code" in json.loads(received[0])
+    assert not Call.objects.exists()
