@@ -39,7 +39,7 @@ class EndpointerConfig:
     max_segment_ms: int = 15_000
     min_speech_ms: int = 200
     pre_roll_ms: int = 200
-    tail_ms: int = 200
+    tail_ms: int = 300
     threshold_db: float = -45.0
     margin_db: float = 10.0
     noise_window_ms: int = 3000

@@ -66,7 +66,7 @@ class StreamSettings:
             silence_ms=self.silence_ms,
             max_segment_ms=self.max_segment_ms,
             min_speech_ms=self.min_speech_ms,
-            tail_ms=min(200, self.silence_ms),
+            tail_ms=min(300, self.silence_ms),
             threshold_db=float(self.threshold_db),
         )
 

@@ -122,7 +122,7 @@ def test_a_twilio_call_is_stored_as_segments_with_audio_and_closed_at_stop(token
     assert (call.protocol, call.external_id, call.status, call.line.name) == ("twilio", STREAM_SID, "ended", "trunk-1")
     assert call.customer.phone == "+15551230000" and call.duration_s is not None
     segments = list(Segment.objects.filter(call=call))
-    assert [(s.index, s.start_ms, s.end_ms) for s in segments] == [(0, 300, 1700), (1, 2300, 4200)]
+    assert [(s.index, s.start_ms, s.end_ms) for s in segments] == [(0, 300, 1800), (1, 2300, 4300)]
     # Queued for recognition (a worker started by other tests may have done it already).
     assert all(s.status in ("pending", "recognized") for s in segments)
     for segment in segments:
@@ -149,7 +149,7 @@ def test_an_abrupt_disconnect_keeps_the_speech_received_so_far(token):
     call = Call.objects.get()
     assert call.status == "ended" and "without stop" in call.failure_reason
     segments = list(Segment.objects.filter(call=call))
-    assert [(s.start_ms, s.end_ms) for s in segments] == [(100, 1500), (1900, 2800)]
+    assert [(s.start_ms, s.end_ms) for s in segments] == [(100, 1600), (1900, 2800)]
     assert all(s.audio for s in segments)
 
 

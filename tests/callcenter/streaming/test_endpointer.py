@@ -45,7 +45,7 @@ def test_each_utterance_between_pauses_becomes_one_segment_with_pre_roll_and_tai
 
     found = segments(run(audio)[0])
 
-    assert [(s.start_ms, s.end_ms, s.reason) for s in found] == [(300, 1700, "silence"), (2300, 4200, "silence")]
+    assert [(s.start_ms, s.end_ms, s.reason) for s in found] == [(300, 1800, "silence"), (2300, 4300, "silence")]
     assert all(len(s.audio) == (s.end_ms - s.start_ms) * SR // 1000 for s in found)
 
 
@@ -65,7 +65,7 @@ def test_a_pause_shorter_than_the_silence_setting_does_not_split_a_segment():
 
     found = segments(run(audio)[0])
 
-    assert len(found) == 1 and found[0].end_ms - found[0].start_ms == 200 + 800 + 400 + 800 + 200
+    assert len(found) == 1 and found[0].end_ms - found[0].start_ms == 200 + 800 + 400 + 800 + 300
 
 
 def test_long_speech_is_cut_at_max_segment_length_and_goes_on_in_the_next_segment():
