@@ -153,7 +153,16 @@ def start_system(env: dict[str, str], port: int, concurrency: int) -> tuple[subp
             break
         if time.monotonic() > deadline or process.poll() is not None:
             sys.exit("the system did not start:\n" + "".join(lines[-40:]))
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # drain
+    log_path = Path(env["CALLCENTER_VAR_DIR"]) / "system.log"
+
+    def keep_log() -> None:
+        with open(log_path, "w") as log:
+            log.writelines(lines)
+            for line in process.stdout:
+                log.write(line)
+
+    threading.Thread(target=keep_log, daemon=True).start()
+    print(f"system log: {log_path}", flush=True)
     return process, pids
 
 

@@ -200,6 +200,9 @@ class TwilioMediaConsumer(MediaConsumer):
     """
 
     protocol = "twilio"
+    # Twilio gets no results on its socket: no channel-layer inbox for it
+    # (one less Redis reader per call); the session publishes to the agents.
+    channel_layer_alias = None
 
     def error_frame(self, code: str, message: str) -> str:
         return protocols.twilio_error(code=code, message=message)
