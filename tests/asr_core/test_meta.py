@@ -43,7 +43,7 @@ def test_each_algorithm_reduces_the_query_loss_after_adaptation(tiny, algo):
 
     def query_after_adaptation():
         adapted = adapt(model, initial_params(model), support, 2, detached_sizes(learner))
-        return float(ctc_loss(model, detached(adapted), query))
+        return float(ctc_loss(model, detached(adapted), query).detach())
 
     before = query_after_adaptation()
     for _ in range(15):
