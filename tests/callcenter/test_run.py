@@ -23,7 +23,7 @@ from tests.fixtures.processes import group_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # WER of the demo call's finals against its sentences (tightened when the trained checkpoint lands).
-MAX_WER = 0.5
+MAX_WER = 0.3  # the shipped checkpoint: ~15 % on unseen test callers, ~2 % on the demo voice
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ from tasks.recognition import recognize_segment
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # WER of one synthetic sentence recognized by the worker (tightened when the trained checkpoint lands).
-MAX_WER = 0.5
+MAX_WER = 0.3  # the shipped checkpoint: ~15 % on unseen test callers, ~2 % on the demo voice
 SENTENCE = "i would like to cancel my internet plan"
 TIMEOUT_S = 60
 

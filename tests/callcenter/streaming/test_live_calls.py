@@ -23,7 +23,7 @@ from callcenter.demo import SAMPLE_RATE, synthetic_call
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # WER of the stored finals against the spoken sentences (tightened when the trained checkpoint lands).
-MAX_WER = 0.5
+MAX_WER = 0.3  # the shipped checkpoint: ~15 % on unseen test callers, ~2 % on the demo voice
 CALLER = "+15550107777"
 
 
