@@ -15,11 +15,13 @@ adapted once more on all the utterances.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from asr_core.decoder import Transcript
 from asr_core.meta import adapt, detached, initial_params, make_batch
 from asr_core.metrics import wer
 from asr_core.recognizer import Recognizer
@@ -61,10 +63,6 @@ def step_settings(rec: Recognizer, steps: int | None = None) -> tuple[int, dict[
     return (a.get("steps", DEFAULT_STEPS) if steps is None else steps), sizes
 
 
-def _texts(rec: Recognizer, audios: list[Tensor], params: dict[str, Tensor]) -> list:
-    return [rec.decode(rec.log_probs(a, params)) for a in audios]
-
-
 def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None = None, *,
                  start: dict[str, Tensor] | None = None, cfg: AdaptationConfig = AdaptationConfig()) -> AdaptationResult:
     """Adapt the recognizer's speaker-adaptive group to one caller.
@@ -72,15 +70,30 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
     audios: (samples,) tensors at the recognizer's rate; texts: references (supervised) or None.
     start: the caller's current profile params, else the meta-learned init.
     """
+    steps, sizes = step_settings(rec, cfg.steps)
+    return guarded_adaptation(
+        audios, texts, start=detached(start) if start else initial_params(rec.model), cfg=cfg, steps=steps,
+        sample_rate=rec.sample_rate,
+        transcribe=lambda a, p: rec.decode(rec.log_probs(a, p)),
+        fit=lambda a, t, p: detached(adapt(rec.model, p, make_batch(rec.model, a, t), steps, sizes)))
+
+
+def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: dict[str, Tensor],
+                       cfg: AdaptationConfig, steps: int, sample_rate: int,
+                       transcribe: Callable[[Tensor, dict[str, Tensor]], Transcript],
+                       fit: Callable[[list[Tensor], list[str], dict[str, Tensor]], dict[str, Tensor]]) -> AdaptationResult:
+    """The procedure shared by every backbone: pseudo-label (label-free), adapt on all but `holdout`
+    utterances, keep the result only if the held-out ones do not get worse, then refit on all of them.
+
+    transcribe(audio, params) -> Transcript; fit(audios, texts, start_params) -> adapted params.
+    """
     t0 = time.perf_counter()
     if not audios:
         raise ValueError("no audio to adapt on")
     if cfg.mode == "supervised" and (texts is None or len(texts) != len(audios)):
         raise ValueError("supervised adaptation needs one reference text per utterance")
-    start = detached(start) if start else initial_params(rec.model)
-    steps, sizes = step_settings(rec, cfg.steps)
     if cfg.mode == "label-free":
-        first = _texts(rec, audios, start)
+        first = [transcribe(a, start) for a in audios]
         keep = [i for i, t in enumerate(first) if t.text and t.confidence >= cfg.min_confidence]
         audios, texts = [audios[i] for i in keep], [first[i].text for i in keep]
         if not audios:
@@ -89,12 +102,12 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
     hold = min(cfg.holdout, len(audios) - 1) if cfg.guard else 0
     train_a, train_t = audios[: len(audios) - hold], texts[: len(texts) - hold]
     held_a, held_t = audios[len(audios) - hold:], texts[len(texts) - hold:]
-    params = detached(adapt(rec.model, start, make_batch(rec.model, train_a, train_t), steps, sizes))
+    params = fit(train_a, train_t, start)
     metrics = {"mode": cfg.mode, "steps": steps, "utterances": len(train_a), "held_out": hold,
-               "audio_seconds": round(sum(a.numel() for a in train_a) / rec.sample_rate, 2)}
+               "audio_seconds": round(sum(a.numel() for a in train_a) / sample_rate, 2)}
     accepted = True
     if hold:
-        before, after = _texts(rec, held_a, start), _texts(rec, held_a, params)
+        before, after = [transcribe(a, start) for a in held_a], [transcribe(a, params) for a in held_a]
         if cfg.mode == "supervised":
             metrics["wer_before"] = round(wer(list(zip(held_t, [t.text for t in before]))), 4)
             metrics["wer_after"] = round(wer(list(zip(held_t, [t.text for t in after]))), 4)
@@ -105,7 +118,7 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
             accepted = metrics["conf_after"] >= metrics["conf_before"]
     if accepted and hold:
         # the guard decided on held-out utterances; the kept profile then learns from all of them
-        params = detached(adapt(rec.model, start, make_batch(rec.model, audios, texts), steps, sizes))
+        params = fit(audios, texts, start)
         metrics["utterances"] = len(audios)
     metrics["accepted"] = accepted
     metrics["seconds"] = round(time.perf_counter() - t0, 3)

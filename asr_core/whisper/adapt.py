@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_core.adaptation import AdaptationConfig, AdaptationResult
+from asr_core.adaptation import AdaptationConfig, AdaptationResult, guarded_adaptation
 from asr_core.meta import adapt, detached
-from asr_core.metrics import wer, word_errors
+from asr_core.metrics import word_errors
 from asr_core.whisper.model import Whisper
 from asr_core.whisper.recognizer import WhisperRecognizer
 
@@ -115,43 +115,15 @@ def step_settings(rec: WhisperRecognizer, steps: int | None = None) -> tuple[int
 def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
                          start: dict[str, Tensor] | None = None,
                          cfg: AdaptationConfig = AdaptationConfig()) -> AdaptationResult:
-    """Adapt the LoRA group to one caller; the guard keeps the result only if `holdout` utterances
-    kept out of adaptation do not get worse (WER vs references, or mean word confidence)."""
-    t0 = time.perf_counter()
-    if not audios:
-        raise ValueError("no audio to adapt on")
-    if cfg.mode == "supervised" and (texts is None or len(texts) != len(audios)):
-        raise ValueError("supervised adaptation needs one reference text per utterance")
-    start = detached(start) if start else initial_whisper_params(rec)
+    """Adapt the LoRA group to one caller with the shared guarded procedure
+    (`asr_core.adaptation.guarded_adaptation`)."""
     steps, sizes = step_settings(rec, cfg.steps)
-    if cfg.mode == "label-free":
-        first = [rec.transcribe(a, sample_rate, params=start) for a in audios]
-        keep = [i for i, t in enumerate(first) if t.text and t.confidence >= cfg.min_confidence]
-        audios, texts = [audios[i] for i in keep], [first[i].text for i in keep]
-        if not audios:
-            return AdaptationResult(start, False, {"mode": cfg.mode, "reason": "no confident pseudo-labels",
-                                                   "utterances": 0, "seconds": round(time.perf_counter() - t0, 3)})
-    hold = min(cfg.holdout, len(audios) - 1) if cfg.guard else 0
-    train_a, train_t = audios[: len(audios) - hold], texts[: len(texts) - hold]
-    held_a, held_t = audios[len(audios) - hold:], texts[len(texts) - hold:]
-    batch = make_whisper_batch(rec, train_a, train_t, sample_rate)
-    params = detached(adapt(rec.model, start, batch, steps, sizes, loss=whisper_loss))
-    metrics = {"mode": cfg.mode, "steps": steps, "utterances": len(train_a), "held_out": hold}
-    accepted = True
-    if hold:
-        before = [rec.transcribe(a, sample_rate, params=start) for a in held_a]
-        after = [rec.transcribe(a, sample_rate, params=params) for a in held_a]
-        if cfg.mode == "supervised":
-            metrics["wer_before"] = round(wer(list(zip(held_t, [t.text for t in before]))), 4)
-            metrics["wer_after"] = round(wer(list(zip(held_t, [t.text for t in after]))), 4)
-            accepted = metrics["wer_after"] <= metrics["wer_before"]
-        else:
-            metrics["conf_before"] = round(sum(t.confidence for t in before) / hold, 4)
-            metrics["conf_after"] = round(sum(t.confidence for t in after) / hold, 4)
-            accepted = metrics["conf_after"] >= metrics["conf_before"]
-    metrics["accepted"] = accepted
-    metrics["seconds"] = round(time.perf_counter() - t0, 3)
-    return AdaptationResult(params if accepted else start, accepted, metrics)
+    return guarded_adaptation(
+        audios, texts, start=detached(start) if start else initial_whisper_params(rec), cfg=cfg, steps=steps,
+        sample_rate=sample_rate,
+        transcribe=lambda a, p: rec.transcribe(a, sample_rate, params=p),
+        fit=lambda a, t, p: detached(adapt(rec.model, p, make_whisper_batch(rec, a, t, sample_rate), steps, sizes,
+                                           loss=whisper_loss)))
 
 
 def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str, threads: int = 1,
