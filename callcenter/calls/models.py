@@ -78,6 +78,10 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["-created", "-id"]
+        permissions = [
+            ("adapt_customer", "Can trigger adaptation of a caller's voice profile"),
+            ("forget_customer", "Can forget a caller (delete audio, transcripts and profiles)"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(phone__regex=E164_REGEX),
@@ -225,6 +229,10 @@ class Segment(models.Model):
 
     class Meta:
         ordering = ["call_id", "index"]
+        permissions = [
+            ("verify_segment", "Can verify (correct and confirm) segment transcripts"),
+            ("rerecognize_segment", "Can queue segments for recognition again"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["call", "index"],
@@ -246,6 +254,8 @@ class Segment(models.Model):
         indexes = [
             # The sweeper looks for segments stuck in "pending" for too long.
             models.Index(fields=["status", "created"], name="segment_status_created"),
+            # Meta-training counts verified audio since a date.
+            models.Index(fields=["verified_at"], name="segment_verified_at"),
         ]
 
     def __str__(self) -> str:
@@ -269,11 +279,23 @@ class ModelVersion(models.Model):
     sha256 = models.CharField("SHA-256", max_length=64, help_text="Hex digest of the checkpoint file.")
     metrics = models.JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=False)
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="children",
+        help_text="The version it was meta-trained from.",
+    )
     created = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
+        permissions = [
+            ("promote_modelversion", "Can promote or roll back model versions"),
+            ("train_modelversion", "Can start meta-training of a new model version"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["is_active"],
@@ -315,3 +337,103 @@ class VoiceProfile(models.Model):
 
     def __str__(self) -> str:
         return f"profile v{self.version} of customer #{self.customer_id} for model #{self.model_version_id}"
+
+
+class AdaptationStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    ACCEPTED = "accepted", "accepted (new profile version)"
+    REJECTED = "rejected", "rejected by the guard"
+    FAILED = "failed", "failed"
+
+
+class AdaptationTrigger(models.TextChoices):
+    CALL_ENDED = "call_ended", "call ended"
+    MANUAL = "manual", "requested in the admin"
+    PROMOTION = "promotion", "new model version"
+
+
+class AdaptationRun(models.Model):
+    """One adaptation of a caller's profile: why it ran, what it did, and the
+    profile version it made (when the guard accepted it)."""
+
+    Status = AdaptationStatus
+    Trigger = AdaptationTrigger
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="adaptation_runs", db_index=False)
+    call = models.ForeignKey(
+        Call, on_delete=models.SET_NULL, null=True, blank=True, related_name="adaptation_runs",
+        help_text="The call whose end triggered it.",
+    )  # fmt: skip
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="adaptation_runs"
+    )
+    trigger = models.CharField(max_length=12, choices=AdaptationTrigger.choices)
+    status = models.CharField(max_length=10, choices=AdaptationStatus.choices, default=AdaptationStatus.QUEUED)
+    mode = models.CharField(max_length=12, blank=True, help_text="supervised or label-free")
+    profile = models.ForeignKey(
+        VoiceProfile, on_delete=models.SET_NULL, null=True, blank=True, related_name="adaptation_runs",
+        help_text="The profile version it stored.",
+    )  # fmt: skip
+    metrics = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it failed or was rejected.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["call"],
+                condition=Q(trigger="call_ended"),
+                name="adaptationrun_once_per_call",
+                violation_error_message="This call's adaptation was already scheduled.",
+            ),
+            models.CheckConstraint(condition=Q(status__in=AdaptationStatus.values), name="adaptationrun_status_valid"),
+            models.CheckConstraint(
+                condition=Q(trigger__in=AdaptationTrigger.values), name="adaptationrun_trigger_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["customer", "created"], name="adaptationrun_customer_created")]
+
+    def __str__(self) -> str:
+        return f"adaptation #{self.pk} of customer #{self.customer_id} ({self.status})"
+
+
+class TrainingStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    PROMOTED = "promoted", "promoted"
+    REJECTED = "rejected", "not better: kept the current model"
+    SKIPPED = "skipped", "skipped: not enough new verified audio"
+    FAILED = "failed", "failed"
+
+
+class TrainingRun(models.Model):
+    """One periodic meta-training: the model it started from, the candidate
+    it made and how both did on held-out callers."""
+
+    Status = TrainingStatus
+
+    status = models.CharField(max_length=10, choices=TrainingStatus.choices, default=TrainingStatus.RUNNING)
+    base = models.ForeignKey(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="training_runs"
+    )
+    candidate = models.ForeignKey(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=TrainingStatus.values), name="trainingrun_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"meta-training #{self.pk} ({self.status})"

@@ -4,11 +4,13 @@ there."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Q, QuerySet, Sum
 
 from callcenter.errors import NotFound
 
-from .models import Call, Customer, ModelVersion, Segment, VoiceProfile
+from .models import AdaptationRun, Call, Customer, ModelVersion, Segment, TrainingRun, VoiceProfile
 
 
 def customer_get(*, customer_id: int) -> Customer:
@@ -83,3 +85,152 @@ def voice_profile_for_model(*, customer_id: int, model_sha256: str) -> VoiceProf
 
 def segments_by_id(*, segment_ids: list[int]) -> list[Segment]:
     return list(Segment.objects.filter(pk__in=segment_ids).order_by("call_id", "index"))
+
+
+# --- Returning customers: history, profiles, adaptation --------------------
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """What an agent or supervisor sees about a returning caller.
+
+    ``improvement`` is the relative change of the held-out error measure the
+    latest accepted adaptation reported (WER when supervised, else 1 - mean
+    confidence): -0.2 means 20 % fewer errors than before it; None without
+    an accepted adaptation.
+    """
+
+    customer: Customer
+    calls: int
+    calls_ended: int
+    last_call_at: object
+    segments: int
+    verified_segments: int
+    audio_seconds: float
+    has_profile: bool
+    profile_version: int | None
+    profile_model_version: str | None
+    adaptations: int
+    improvement: float | None
+    recent_calls: list[Call] = field(default_factory=list)
+    accuracy_history: list[dict] = field(default_factory=list)
+
+
+def adaptation_improvement(metrics: dict) -> float | None:
+    """Relative change of the held-out error the adaptation measured (negative = better)."""
+    if "wer_before" in metrics and "wer_after" in metrics:
+        before, after = float(metrics["wer_before"]), float(metrics["wer_after"])
+    elif "conf_before" in metrics and "conf_after" in metrics:
+        before, after = 1 - float(metrics["conf_before"]), 1 - float(metrics["conf_after"])
+    else:
+        return None
+    if before <= 0:
+        return 0.0 if after <= 0 else None
+    return round((after - before) / before, 4)
+
+
+def customer_history(*, customer_id: int, recent: int = 5) -> CustomerHistory:
+    """A caller's history for the agent page and the admin: calls, audio and
+    verified audio, whether a voice profile exists for the active model, and
+    how much adaptation improved recognition (``NotFound`` for an unknown id)."""
+    customer = customer_get(customer_id=customer_id)
+    calls = Call.objects.filter(customer_id=customer_id)
+    totals = calls.aggregate(n=Count("id"), ended=Count("id", filter=Q(status=Call.Status.ENDED)))
+    segments = Segment.objects.filter(call__customer_id=customer_id)
+    seg = segments.aggregate(
+        n=Count("id"),
+        verified=Count("id", filter=Q(verified_at__isnull=False)),
+        ms=Sum("end_ms"),
+        start=Sum("start_ms"),
+    )
+    active = model_version_active()
+    profile = (
+        voice_profile_latest(customer_id=customer_id, model_version_id=active.pk) if active is not None else None
+    )
+    history = customer_accuracy_history(customer_id=customer_id)
+    accepted = [h for h in history if h["status"] == AdaptationRun.Status.ACCEPTED and h["improvement"] is not None]
+    recent_calls = list(calls.order_by("-started_at")[:recent])
+    return CustomerHistory(
+        customer=customer,
+        calls=totals["n"],
+        calls_ended=totals["ended"],
+        last_call_at=recent_calls[0].started_at if recent_calls else None,
+        segments=seg["n"],
+        verified_segments=seg["verified"],
+        audio_seconds=round(((seg["ms"] or 0) - (seg["start"] or 0)) / 1000, 1),
+        has_profile=profile is not None,
+        profile_version=profile.version if profile else None,
+        profile_model_version=active.name if profile and active else None,
+        adaptations=len(history),
+        improvement=accepted[0]["improvement"] if accepted else None,
+        recent_calls=recent_calls,
+        accuracy_history=history,
+    )
+
+
+def customer_accuracy_history(*, customer_id: int, limit: int = 50) -> list[dict]:
+    """The caller's adaptations, newest first, with their held-out figures."""
+    runs = (
+        AdaptationRun.objects.filter(customer_id=customer_id)
+        .select_related("model_version", "profile", "call")
+        .order_by("-created", "-id")[:limit]
+    )
+    return [
+        {
+            "run": run.pk,
+            "created": run.created,
+            "trigger": run.trigger,
+            "status": run.status,
+            "mode": run.mode,
+            "model_version": run.model_version.name if run.model_version else None,
+            "profile_version": run.profile.version if run.profile else None,
+            "call": run.call_id,
+            "metrics": run.metrics,
+            "improvement": adaptation_improvement(run.metrics),
+            "reason": run.reason,
+        }
+        for run in runs
+    ]
+
+
+def customer_adaptation_segments(*, customer_id: int, limit: int) -> list[Segment]:
+    """The caller's segments that have audio, oldest first (at most the
+    ``limit`` most recent ones)."""
+    recent = (
+        Segment.objects.filter(call__customer_id=customer_id)
+        .exclude(audio="")
+        .order_by("-call__started_at", "-call_id", "-index")[:limit]
+    )
+    return sorted(recent, key=lambda s: (s.call.started_at, s.call_id, s.index))
+
+
+def voice_profiles_for_customer(*, customer_id: int) -> QuerySet[VoiceProfile]:
+    return VoiceProfile.objects.filter(customer_id=customer_id).select_related("model_version").order_by(
+        "-model_version__created", "-version"
+    )
+
+
+def adaptation_run_get(*, run_id: int) -> AdaptationRun:
+    run = AdaptationRun.objects.select_related("customer", "call").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"adaptation run #{run_id} does not exist", run_id=run_id)
+    return run
+
+
+def model_version_get(*, model_version_id: int) -> ModelVersion:
+    version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if version is None:
+        raise NotFound(f"model version #{model_version_id} does not exist", model_version_id=model_version_id)
+    return version
+
+
+def verified_segments_since(*, since) -> QuerySet[Segment]:
+    """Verified segments with audio (all of them when ``since`` is None)."""
+    qs = Segment.objects.filter(verified_at__isnull=False).exclude(audio="").exclude(verified_text="")
+    if since is not None:
+        qs = qs.filter(verified_at__gt=since)
+    return qs
+
+
+def training_run_latest() -> TrainingRun | None:
+    return TrainingRun.objects.order_by("-created", "-id").first()
