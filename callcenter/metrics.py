@@ -1,6 +1,10 @@
 """Prometheus metrics of this process (``GET /metrics`` serves the web
 process's). Counters for what the code deliberately drops or gives up on, so
-that nothing is swallowed silently."""
+that nothing is swallowed silently.
+
+Gauges that describe the whole system rather than one process (segments by
+status, queue depth, live calls in the database) are computed when
+``/metrics`` is scraped (``callcenter.health``), not kept here."""
 
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ CALLS = Counter("callcenter_calls_total", "Calls opened on the media endpoints",
 SOCKETS_REFUSED = Counter(
     "callcenter_media_sockets_refused_total", "Media sockets closed before a call was created", ["reason"]
 )
+STREAMS_REFUSED = Counter(
+    "callcenter_streams_refused_total",
+    "Media streams refused at capacity (close 1013): too many streams in this process or too deep a queue",
+    ["reason"],  # streams | queue_depth
+)
+STREAMS_CUT = Counter(
+    "callcenter_streams_cut_total",
+    "Live streams closed by a limit (duration, byte rate, idle)",
+    ["reason"],  # max_duration | rate_limited | idle_timeout
+)
 PROTOCOL_ERRORS = Counter("callcenter_protocol_errors_total", "Malformed frames on media sockets", ["code"])
 FRAMES_IGNORED = Counter(
     "callcenter_frames_ignored_total",
@@ -18,6 +32,10 @@ FRAMES_IGNORED = Counter(
     ["reason"],
 )
 SEGMENTS = Counter("callcenter_segments_total", "Segments endpointed and queued for recognition", ["reason"])
+ENQUEUE_FAILURES = Counter(
+    "callcenter_enqueue_failures_total",
+    "Recognition tasks that could not be queued (broker down); the segment stays pending for the sweeper",
+)
 PARTIALS = Counter("callcenter_partials_total", "Partial hypotheses", ["outcome"])  # sent | dropped | stale
 PARTIAL_SECONDS = Histogram(
     "callcenter_partial_seconds",
@@ -26,6 +44,26 @@ PARTIAL_SECONDS = Histogram(
 )
 PROFILE_ERRORS = Counter("callcenter_profile_errors_total", "Voice profiles that could not be used")
 RECOGNITIONS = Counter("callcenter_recognitions_total", "Recognition task outcomes", ["outcome"])
+RECOGNITION_SECONDS = Histogram(
+    "callcenter_recognition_seconds",
+    "Endpoint detected -> final stored (queue wait + recognition), per segment (worker process)",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60),
+)
 DECODER_FALLBACKS = Counter(
     "callcenter_decoder_fallbacks_total", "Segments decoded greedily because the beam search failed on them"
+)
+SWEEPS = Counter(
+    "callcenter_sweeps_total",
+    "What the maintenance sweeper did (worker process)",
+    ["action"],  # requeued | call_closed | segment_failed
+)
+LOGIN_THROTTLED = Counter("callcenter_login_throttled_total", "Login attempts refused by the rate limiter (429)")
+# Caller adaptation (tasks/adaptation.py increments these): runs by outcome
+# (accepted | rejected | failed) and the held-out WER change of each run
+# (new - old; negative is better).
+ADAPTATIONS = Counter("callcenter_adaptations_total", "Caller adaptation runs", ["outcome"])
+ADAPTATION_WER_DELTA = Histogram(
+    "callcenter_adaptation_wer_delta",
+    "Held-out WER of the adapted profile minus the WER before adaptation (negative: better)",
+    buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, 0, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
