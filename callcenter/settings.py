@@ -225,6 +225,30 @@ ASR_THREADS = _env_int("ASR_THREADS", 1, minimum=1)
 # Limit of one segment's recognition task (the hard limit is 5 s later).
 RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
 
+# --- Returning customers: adaptation, meta-training, privacy ----------------
+
+# Adapt the caller's voice profile when a call ends (a Celery task).
+ADAPTATION_AFTER_CALL = _env_bool("ADAPTATION_AFTER_CALL", default=True)
+# Most recent segments of a caller one adaptation uses, and its time limit.
+ADAPTATION_MAX_SEGMENTS = _env_int("ADAPTATION_MAX_SEGMENTS", 40, minimum=2)
+ADAPTATION_TIME_LIMIT_S = _env_int("ADAPTATION_TIME_LIMIT_S", 300, minimum=10)
+# Where meta-training writes the checkpoints of new model versions.
+MODEL_DIR = str(VAR_DIR / "models")
+# Periodic meta-training: how often beat asks (0: never), how much newly
+# verified audio (seconds) it needs, its outer steps and time limit.
+TRAINING_INTERVAL_S = _env_int("TRAINING_INTERVAL_S", 6 * 3600)
+TRAINING_MIN_NEW_VERIFIED_S = _env_int("TRAINING_MIN_NEW_VERIFIED_S", 600, minimum=1)
+TRAINING_OUTER_STEPS = _env_int("TRAINING_OUTER_STEPS", 100, minimum=1)
+TRAINING_TIME_LIMIT_S = _env_int("TRAINING_TIME_LIMIT_S", 3 * 3600, minimum=60)
+CELERY_BEAT_SCHEDULE = (
+    {"meta-train-customers": {"task": "training.meta_train", "schedule": float(TRAINING_INTERVAL_S)}}
+    if TRAINING_INTERVAL_S
+    else {}
+)
+# Redact payment card numbers (Luhn-valid, digits or spoken) from stored
+# transcripts and the agents' feed.
+PRIVACY_REDACT_CARD_NUMBERS = _env_bool("PRIVACY_REDACT_CARD_NUMBERS", default=True)
+
 # --- Live calls: media sockets and endpointing -------------------------------
 
 # Silence (ms) that ends a segment, longest segment, shortest speech that
