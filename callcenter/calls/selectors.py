@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from callcenter.errors import NotFound
 
-from .models import AdaptationRun, Call, Customer, ModelVersion, Segment, TrainingRun, VoiceProfile
+from .models import AdaptationRun, Agent, Call, Customer, ModelVersion, Segment, TrainingRun, VoiceProfile
 
 
 def customer_get(*, customer_id: int) -> Customer:
@@ -234,3 +234,17 @@ def verified_segments_since(*, since) -> QuerySet[Segment]:
 
 def training_run_latest() -> TrainingRun | None:
     return TrainingRun.objects.order_by("-created", "-id").first()
+
+
+# --- Agents ------------------------------------------------------------------
+
+
+def agent_for_user(*, user_id: int) -> Agent | None:
+    """The agent a logged-in user is, or None."""
+    return Agent.objects.select_related("user").filter(user_id=user_id).first()
+
+
+def agent_by_username(*, username: str) -> Agent | None:
+    """The agent whose user has this username (as telephony passes it in a
+    stream's parameters), or None."""
+    return Agent.objects.select_related("user").filter(user__username=username).first()

@@ -262,6 +262,27 @@ def call_end(
         return call
 
 
+def call_assign_agent(*, call_id: int, agent_id: int) -> Call:
+    """An agent takes a live call that nobody has taken yet. Taking a call
+    that is already the agent's changes nothing (idempotent); a call another
+    agent has, or one that is over, is refused."""
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id).first()
+        if call is None:
+            raise NotFound(f"call #{call_id} does not exist", call_id=call_id)
+        if not Agent.objects.filter(pk=agent_id).exists():
+            raise NotFound(f"agent #{agent_id} does not exist", agent_id=agent_id)
+        if call.agent_id == agent_id:
+            return call
+        if call.agent_id is not None:
+            raise Conflict(f"call #{call_id} is already taken by another agent", call_id=call_id)
+        if call.status != Call.Status.LIVE:
+            raise InvalidState(f"call #{call_id} is {call.status}: only a live call can be taken", call_id=call_id)
+        call.agent_id = agent_id
+        call.save(update_fields=["agent"])
+        return call
+
+
 # --- Segments --------------------------------------------------------------
 
 
