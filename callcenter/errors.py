@@ -59,6 +59,13 @@ class InvalidState(CallCenterError):
     code = "invalid_state"
 
 
+class Forbidden(CallCenterError):
+    """A logged-in user asked for something their role does not allow
+    (a call assigned to another agent, the agent page without being an agent)."""
+
+    code = "forbidden"
+
+
 class InvalidToken(CallCenterError):
     """A media line token that is missing or matches no line."""
 
