@@ -1,8 +1,12 @@
 """The backend's one bridge to asr_core.
 
-- ``recognizer(decoder=...)``: the recognizer of this process, loaded once
+- ``recognizer(decoder=..., checkpoint=..., sha256=...)``: the recognizer of
+  this process for a checkpoint (default ``ASR_CHECKPOINT``), loaded once
   (the worker's final pass uses beam search + LM, the web process's partials
-  the greedy decoder), thread-safe.
+  the greedy decoder), thread-safe. With ``sha256`` (a model version's),
+  a checkpoint whose weights are not that version raises
+  ``ModelVersionMismatch``. A few checkpoints are kept (active and previous
+  model versions).
 - ``profile_params(rec, profile)``: a caller's adapted parameters, parsed and
   validated once per profile row (rows are immutable: a new adaptation is a
   new version); a corrupt or stale profile is logged and counted, and the
@@ -33,31 +37,53 @@ logger = logging.getLogger(__name__)
 STORED_SAMPLE_RATE = 8000
 _PROFILE_CACHE_SIZE = 256
 
+_MODEL_CACHE_SIZE = 3
+
 _lock = threading.Lock()
-_recognizers: dict[str, Recognizer] = {}
+_recognizers: OrderedDict[tuple[str, str], Recognizer] = OrderedDict()
+
+
+class ModelVersionMismatch(ValueError):
+    """The checkpoint file holds other weights than the model version says."""
 _shapes: dict[str, dict[str, tuple[int, ...]]] = {}
 _profiles: OrderedDict[tuple[str, int], dict[str, torch.Tensor] | None] = OrderedDict()
 
 
-def recognizer(*, decoder: str = "beam") -> Recognizer:
-    """The process's recognizer for ``decoder`` ('beam' or 'greedy'), loaded
-    on first use. Call it from the thread that will run the model: the torch
-    thread count (``ASR_THREADS``) is set per calling thread (OpenMP), and
-    more threads than free cores make the model many times slower."""
+def recognizer(*, decoder: str = "beam", checkpoint: str | None = None, sha256: str | None = None) -> Recognizer:
+    """The process's recognizer for ``decoder`` ('beam' or 'greedy') and
+    ``checkpoint`` (default ``ASR_CHECKPOINT``), loaded on first use. Call it
+    from the thread that will run the model: the torch thread count
+    (``ASR_THREADS``) is set per calling thread (OpenMP), and more threads
+    than free cores make the model many times slower.
+
+    Raises asr_core's ``CheckpointError`` (a ``ValueError``) for a missing or
+    corrupt file and ``ModelVersionMismatch`` when ``sha256`` is given and
+    the file's weights are another version."""
     if torch.get_num_threads() != settings.ASR_THREADS:
         torch.set_num_threads(settings.ASR_THREADS)
+    path = str(checkpoint or settings.ASR_CHECKPOINT)
+    key = (path, decoder)
     with _lock:
-        rec = _recognizers.get(decoder)
+        rec = _recognizers.get(key)
         if rec is None:
-            rec = Recognizer.load(settings.ASR_CHECKPOINT, decoder=decoder)
-            _recognizers[decoder] = rec
-            logger.info(
-                "loaded the recognizer %s (%s decoder, model %s)",
-                settings.ASR_CHECKPOINT,
-                decoder,
-                rec.meta["sha256"][:12],
-            )
-        return rec
+            rec = Recognizer.load(path, decoder=decoder)
+            _recognizers[key] = rec
+            while len(_recognizers) > _MODEL_CACHE_SIZE:
+                _recognizers.popitem(last=False)
+            logger.info("loaded the recognizer %s (%s decoder, model %s)", path, decoder, rec.meta["sha256"][:12])
+        _recognizers.move_to_end(key)
+    if sha256 is not None and rec.meta["sha256"] != sha256:
+        raise ModelVersionMismatch(
+            f"checkpoint {path} holds model {rec.meta['sha256'][:12]}, not the expected {sha256[:12]}"
+        )
+    return rec
+
+
+def forget_checkpoint(*, checkpoint: str) -> None:
+    """Drop a checkpoint's loaded recognizers (its file changed or is gone)."""
+    with _lock:
+        for key in [k for k in _recognizers if k[0] == str(checkpoint)]:
+            del _recognizers[key]
 
 
 def model_version(rec: Recognizer) -> str:

@@ -80,3 +80,21 @@ class RecognitionFailed(CallCenterError):
     """Recognition of a segment gave up for a reason that retrying cannot fix."""
 
     code = "recognition_failed"
+
+
+class AdaptationFailed(CallCenterError):
+    """A caller's adaptation cannot run (no audio, no usable transcripts)."""
+
+    code = "adaptation_failed"
+
+
+class ModelVersionInvalid(CallCenterError):
+    """A model version's checkpoint is missing, corrupt or holds other weights."""
+
+    code = "model_version_invalid"
+
+
+class TrainingFailed(CallCenterError):
+    """Meta-training cannot run or could not finish (data, checkpoint)."""
+
+    code = "training_failed"

@@ -67,3 +67,11 @@ ADAPTATION_WER_DELTA = Histogram(
     "Held-out WER of the adapted profile minus the WER before adaptation (negative: better)",
     buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, 0, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
+ADAPTATION_SECONDS = Histogram(
+    "callcenter_adaptation_seconds", "Time of one caller adaptation", buckets=(0.5, 1, 2, 5, 10, 20, 60, 120, 300)
+)
+TRAININGS = Counter("callcenter_trainings_total", "Periodic meta-training outcomes", ["outcome"])
+MODEL_ERRORS = Counter(
+    "callcenter_model_errors_total", "Active model versions that could not be loaded (the shipped model served)"
+)
+REDACTIONS = Counter("callcenter_redactions_total", "Card numbers redacted from transcripts", ["where"])

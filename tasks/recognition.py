@@ -31,8 +31,9 @@ from django.db import InterfaceError, OperationalError
 
 from callcenter import asr, metrics
 from callcenter.calls import selectors, services
-from callcenter.calls.models import Segment
-from callcenter.errors import NotFound, RecognitionFailed
+from asr_core.recognizer import Recognizer
+from callcenter.calls.models import ModelVersion, Segment
+from callcenter.errors import ModelVersionInvalid, NotFound, RecognitionFailed
 from callcenter.streaming import messages
 
 logger = logging.getLogger(__name__)
@@ -103,10 +104,15 @@ def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, objec
         return {"segment": segment_id, "status": segment.status, "text": segment.text}
     audio = _segment_audio(segment)
     try:
-        rec = asr.recognizer(decoder=settings.ASR_DECODER)
-    except ValueError as exc:  # asr_core's CheckpointError: missing or corrupt checkpoint
-        raise RecognitionFailed(f"the recognizer could not be loaded: {exc}") from None
-    params = _caller_params(rec, segment.call.customer_id)
+        _version, rec = active_model(decoder=settings.ASR_DECODER)
+        params = _caller_params(rec, segment.call.customer_id)
+    except ModelVersionInvalid as exc:
+        # The shipped model keeps calls recognized; the admin shows the reason.
+        logger.error("segment #%s: %s; recognizing with the shipped model, without profiles", segment_id, exc.message)
+        try:
+            rec, params = asr.recognizer(decoder=settings.ASR_DECODER), None
+        except ValueError as exc2:  # asr_core's CheckpointError: missing or corrupt checkpoint
+            raise RecognitionFailed(f"the recognizer could not be loaded: {exc2}") from None
     transcript = asr.transcribe(rec, audio, params=params)
     segment = services.segment_store_result(
         segment_id=segment_id, text=transcript["text"], words=transcript["words"], confidence=transcript["conf"]
@@ -132,8 +138,33 @@ def _segment_audio(segment: Segment):
         raise RecognitionFailed(f"the audio file cannot be decoded: {exc}") from None
 
 
-def _caller_params(rec, customer_id: int | None):
-    """The caller's adapted parameters for this model, or None (base model)."""
+def active_model(*, decoder: str) -> tuple[ModelVersion, Recognizer]:
+    """The active model version and its recognizer (loaded once per worker
+    process). A fresh install has no version yet: the shipped checkpoint
+    (``ASR_CHECKPOINT``) becomes the first. ``ModelVersionInvalid`` when the
+    active version's checkpoint is missing, corrupt or other weights."""
+    version = selectors.model_version_active()
+    if version is None:
+        try:
+            rec = asr.recognizer(decoder=decoder)
+        except ValueError as exc:
+            raise RecognitionFailed(f"the recognizer could not be loaded: {exc}") from None
+        version = services.model_version_ensure_active(checkpoint=settings.ASR_CHECKPOINT, sha256=asr.model_version(rec))
+    try:
+        return version, asr.recognizer(decoder=decoder, checkpoint=version.checkpoint, sha256=version.sha256)
+    except ValueError as exc:  # CheckpointError, ModelVersionMismatch
+        metrics.MODEL_ERRORS.inc()
+        raise ModelVersionInvalid(
+            f"the active model version {version.name!r} cannot be loaded: {exc}", model_version_id=version.pk
+        ) from None
+
+
+def _caller_params(rec: Recognizer, customer_id: int | None):
+    """The caller's latest adapted parameters for the model that serves
+    (profiles are matched by the model's weights, its SHA-256), or None
+    (base model). Parsed profiles are cached per worker process keyed by
+    (model, profile row); a new adaptation is a new row, so the next segment
+    picks it up."""
     if customer_id is None:
         return None
     profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=asr.model_version(rec))

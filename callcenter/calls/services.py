@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
@@ -18,7 +19,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from callcenter import metrics, privacy
 from callcenter.errors import (
+    AdaptationFailed,
     Conflict,
     DuplicateCall,
     DuplicateCustomer,
@@ -26,12 +32,26 @@ from callcenter.errors import (
     InvalidInput,
     InvalidPhoneNumber,
     InvalidState,
+    Forbidden,
     InvalidToken,
     LineDisabled,
+    ModelVersionInvalid,
     NotFound,
 )
 
-from .models import E164_REGEX, SHA256_REGEX, Agent, Call, Customer, Line, ModelVersion, Segment, VoiceProfile
+from .models import (
+    E164_REGEX,
+    SHA256_REGEX,
+    AdaptationRun,
+    Agent,
+    Call,
+    Customer,
+    Line,
+    ModelVersion,
+    Segment,
+    TrainingRun,
+    VoiceProfile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +279,8 @@ def call_end(
         call.failure_reason = failure_reason
         call.ended_at = max(ended_at or timezone.now(), call.started_at)
         call.save(update_fields=["status", "failure_reason", "ended_at"])
+        if call.customer_id is not None and settings.ADAPTATION_AFTER_CALL:
+            adaptation_schedule_after_call(call=call)
         return call
 
 
@@ -407,9 +429,15 @@ def segment_store_result(
     if confidence is not None and not 0 <= confidence <= 1:
         raise InvalidInput(f"confidence must be within 0..1, got {confidence}", confidence=confidence)
     cleaned = _words_clean(words)
+    text = text.strip()
+    if settings.PRIVACY_REDACT_CARD_NUMBERS:
+        redacted = privacy.redact_text(text)
+        if redacted != text:
+            metrics.REDACTIONS.labels("transcript").inc()
+            text, cleaned = redacted, privacy.redact_words(cleaned)
     with transaction.atomic():
         segment = _segment_locked(segment_id)
-        segment.text = text.strip()
+        segment.text = text
         segment.words = cleaned
         segment.confidence = confidence
         segment.status = Segment.Status.RECOGNIZED
@@ -428,15 +456,68 @@ def segment_mark_failed(*, segment_id: int, reason: str) -> Segment:
         return segment
 
 
+def _require_permission(user: AbstractBaseUser | None, permission: str, what: str) -> None:
+    if user is None or not user.is_active or not user.has_perm(permission):
+        raise Forbidden(f"you need the permission {permission!r} to {what}", permission=permission)
+
+
 def segment_verify(*, segment_id: int, text: str, user: AbstractBaseUser) -> Segment:
-    """A reviewer's transcript of the segment (may equal the recognized text)."""
+    """A reviewer's transcript of the segment (may equal the recognized
+    text); records who verified it and when. Empty text is refused (a
+    segment without speech is deleted, not verified). Card numbers are
+    redacted as in recognized text."""
+    _require_permission(user, "calls.verify_segment", "verify transcripts")
+    text = " ".join((text or "").split())
+    if not text:
+        raise InvalidInput(
+            "a verified transcript cannot be empty: type what the caller said", segment_id=segment_id
+        )
+    if len(text) > 10_000:
+        raise InvalidInput("a verified transcript is at most 10000 characters", segment_id=segment_id)
+    if settings.PRIVACY_REDACT_CARD_NUMBERS:
+        text = privacy.redact_text(text)
     with transaction.atomic():
         segment = _segment_locked(segment_id)
-        segment.verified_text = text.strip()
+        segment.verified_text = text
         segment.verified_by = user
         segment.verified_at = timezone.now()
         segment.save(update_fields=["verified_text", "verified_by", "verified_at", "updated"])
         return segment
+
+
+def segments_verify_as_recognized(*, segment_ids: Sequence[int], user: AbstractBaseUser) -> tuple[int, int]:
+    """Bulk "mark verified": each segment's recognized text becomes its
+    verified transcript. Segments already verified are left as they are;
+    segments without recognized text are skipped (they need a typed
+    transcript). Returns ``(verified, skipped)``."""
+    _require_permission(user, "calls.verify_segment", "verify transcripts")
+    verified = skipped = 0
+    with transaction.atomic():
+        for segment in Segment.objects.select_for_update().filter(pk__in=list(segment_ids)).order_by("pk"):
+            if segment.is_verified:
+                continue
+            if not segment.text.strip():
+                skipped += 1
+                continue
+            segment.verified_text = segment.text.strip()
+            segment.verified_by = user
+            segment.verified_at = timezone.now()
+            segment.save(update_fields=["verified_text", "verified_by", "verified_at", "updated"])
+            verified += 1
+    return verified, skipped
+
+
+def segments_rerecognize(*, segment_ids: Sequence[int], user: AbstractBaseUser) -> int:
+    """Recognize segments again (recognized ones too, e.g. after the
+    caller's profile improved); verified transcripts are kept. Returns how
+    many were queued."""
+    _require_permission(user, "calls.rerecognize_segment", "recognize segments again")
+    ids = list(Segment.objects.filter(pk__in=list(segment_ids)).exclude(audio="").values_list("pk", flat=True))
+    with transaction.atomic():
+        Segment.objects.filter(pk__in=ids).update(status=Segment.Status.PENDING, failure_reason="")
+        for segment_id in ids:
+            transaction.on_commit(lambda sid=segment_id: _recognition_enqueue(segment_id=sid, endpoint_at=None))
+    return len(ids)
 
 
 # --- Model versions and voice profiles -------------------------------------
@@ -463,8 +544,43 @@ def model_version_register(
         raise
 
 
-def model_version_promote(*, model_version_id: int) -> ModelVersion:
-    """Make this version the active one (and no other)."""
+def model_version_check(*, model_version: ModelVersion) -> None:
+    """Raise ``ModelVersionInvalid`` unless the version's checkpoint file is
+    there, loads, and holds the weights its SHA-256 names."""
+    from asr_core.checkpoint import load_checkpoint
+    from asr_core.errors import CheckpointError
+
+    path = model_version.checkpoint
+    if not path or not Path(path).is_file():
+        raise ModelVersionInvalid(
+            f"model version {model_version.name!r}: its checkpoint file {path!r} is missing; nothing was changed",
+            model_version_id=model_version.pk,
+        )
+    try:
+        _model, meta = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ModelVersionInvalid(
+            f"model version {model_version.name!r}: {exc}; nothing was changed", model_version_id=model_version.pk
+        ) from None
+    if meta["sha256"] != model_version.sha256:
+        raise ModelVersionInvalid(
+            f"model version {model_version.name!r}: the sha256 of {path} is {meta['sha256'][:12]}…, "
+            f"not the recorded {model_version.sha256[:12]}…; nothing was changed",
+            model_version_id=model_version.pk,
+        )
+
+
+def model_version_promote(
+    *, model_version_id: int, check: bool = False, user: AbstractBaseUser | None = None
+) -> ModelVersion:
+    """Make this version the active one (and no other). With ``check`` (the
+    admin, meta-training) its checkpoint is verified first
+    (``ModelVersionInvalid``: nothing changes); with ``user`` that user needs
+    the ``calls.promote_modelversion`` permission."""
+    if user is not None:
+        _require_permission(user, "calls.promote_modelversion", "promote or roll back model versions")
+    if check:
+        model_version_check(model_version=_model_version_get(model_version_id))
     with transaction.atomic():
         target = ModelVersion.objects.select_for_update().filter(pk=model_version_id).first()
         if target is None:
@@ -498,3 +614,324 @@ def voice_profile_create(
             state=bytes(state),
             metrics=dict(metrics or {}),
         )
+
+
+def _model_version_get(model_version_id: int) -> ModelVersion:
+    version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if version is None:
+        raise NotFound(f"model version #{model_version_id} does not exist", model_version_id=model_version_id)
+    return version
+
+
+def model_version_rollback(*, user: AbstractBaseUser | None = None) -> ModelVersion:
+    """Serve the previously promoted version again (the active one's
+    parent, else the one promoted before it); its checkpoint is verified
+    first. Returns the version now active."""
+    if user is not None:
+        _require_permission(user, "calls.promote_modelversion", "promote or roll back model versions")
+    active = ModelVersion.objects.filter(is_active=True).first()
+    if active is None:
+        raise InvalidState("no model version is active: there is nothing to roll back")
+    previous = active.parent
+    if previous is None:
+        previous = (
+            ModelVersion.objects.filter(promoted_at__isnull=False, promoted_at__lt=active.promoted_at)
+            .exclude(pk=active.pk)
+            .order_by("-promoted_at")
+            .first()
+        )
+    if previous is None:
+        raise InvalidState(f"model version {active.name!r} has no earlier version to roll back to")
+    return model_version_promote(model_version_id=previous.pk, check=True)
+
+
+def model_version_ensure_active(*, checkpoint: str, sha256: str) -> ModelVersion:
+    """The active model version; where none is active yet (a fresh
+    install), the shipped checkpoint (``checkpoint``, whose weights are
+    ``sha256``) is recorded as version ``shipped-<sha>`` and promoted."""
+    active = ModelVersion.objects.filter(is_active=True).first()
+    if active is not None:
+        return active
+    name = f"shipped-{sha256[:12]}"
+    version = ModelVersion.objects.filter(name=name).first()
+    if version is None:
+        try:
+            version = model_version_register(
+                name=name, checkpoint=str(checkpoint), sha256=sha256, metrics={"source": "shipped checkpoint"}
+            )
+        except Conflict:  # registered concurrently
+            version = ModelVersion.objects.get(name=name)
+    try:
+        return model_version_promote(model_version_id=version.pk)
+    except IntegrityError:  # another process promoted one meanwhile
+        return ModelVersion.objects.get(is_active=True)
+
+
+# --- Caller adaptation ------------------------------------------------------
+
+
+def _adaptation_enqueue(*, run_id: int) -> None:
+    from tasks.adaptation import adapt_customer
+
+    adapt_customer.delay(run_id=run_id)
+
+
+def adaptation_schedule_after_call(*, call: Call) -> AdaptationRun | None:
+    """Queue the adaptation of the call's customer once the transaction
+    commits; once per call (a second hangup schedules nothing)."""
+    if call.customer_id is None:
+        return None
+    with transaction.atomic():
+        run, created = AdaptationRun.objects.get_or_create(
+            call=call,
+            trigger=AdaptationRun.Trigger.CALL_ENDED,
+            defaults={"customer_id": call.customer_id},
+        )
+        if created:
+            transaction.on_commit(lambda: _adaptation_enqueue(run_id=run.pk))
+    return run
+
+
+def adaptation_request(
+    *, customer_id: int, user: AbstractBaseUser | None = None, trigger: str = AdaptationRun.Trigger.MANUAL
+) -> AdaptationRun:
+    """Queue an adaptation of a caller (the admin's "re-adapt", a model
+    promotion). A caller without stored audio is refused
+    (``AdaptationFailed``), nothing is queued."""
+    if user is not None:
+        _require_permission(user, "calls.adapt_customer", "adapt callers' voice profiles")
+    _choice(trigger, AdaptationRun.Trigger, "trigger")
+    if trigger == AdaptationRun.Trigger.CALL_ENDED:
+        raise InvalidInput("adaptations after a call are scheduled when the call ends")
+    if not Customer.objects.filter(pk=customer_id).exists():
+        raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
+    if not Segment.objects.filter(call__customer_id=customer_id).exclude(audio="").exists():
+        raise AdaptationFailed(
+            f"customer #{customer_id} has no stored audio: there is nothing to adapt on", customer_id=customer_id
+        )
+    with transaction.atomic():
+        run = AdaptationRun.objects.create(customer_id=customer_id, trigger=trigger, requested_by=user)
+        transaction.on_commit(lambda: _adaptation_enqueue(run_id=run.pk))
+    return run
+
+
+def adaptation_run_start(*, run_id: int) -> AdaptationRun | None:
+    """Mark a run as running; None when it already finished (a task that
+    runs twice adapts once)."""
+    with transaction.atomic():
+        run = AdaptationRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise NotFound(f"adaptation run #{run_id} does not exist", run_id=run_id)
+        if run.status not in (AdaptationRun.Status.QUEUED, AdaptationRun.Status.RUNNING):
+            return None
+        run.status = AdaptationRun.Status.RUNNING
+        run.save(update_fields=["status"])
+        return run
+
+
+def adaptation_run_fail(*, run_id: int, reason: str, metrics_: Mapping[str, object] | None = None) -> AdaptationRun:
+    """Record why an adaptation did not run; the caller's profiles are untouched."""
+    with transaction.atomic():
+        run = AdaptationRun.objects.select_for_update().get(pk=run_id)
+        run.status = AdaptationRun.Status.FAILED
+        run.reason = reason
+        run.metrics = dict(metrics_ or run.metrics or {})
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "reason", "metrics", "finished_at"])
+        return run
+
+
+def adaptation_run_finish(
+    *,
+    run_id: int,
+    model_version_id: int,
+    mode: str,
+    accepted: bool,
+    metrics: Mapping[str, object],
+    state: bytes | None,
+    expected_version: int | None,
+    reason: str = "",
+) -> AdaptationRun:
+    """Store an adaptation's outcome, and its profile when the guard
+    accepted it, as the next version for the model.
+
+    Compare-and-set: ``expected_version`` is the profile version the
+    adaptation started from (None: from the meta-learned init). If another
+    adaptation stored a version meanwhile, ``Conflict`` is raised and
+    nothing is stored: the caller adapts again from the newer version."""
+    if accepted and not state:
+        raise InvalidInput("an accepted adaptation needs the profile's state", run_id=run_id)
+    with transaction.atomic():
+        # Serializes profile versions per customer.
+        run = AdaptationRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise NotFound(f"adaptation run #{run_id} does not exist", run_id=run_id)
+        Customer.objects.select_for_update().filter(pk=run.customer_id).first()
+        profile = None
+        if accepted:
+            latest = VoiceProfile.objects.filter(
+                customer_id=run.customer_id, model_version_id=model_version_id
+            ).aggregate(latest=Max("version"))["latest"]
+            if latest != expected_version:
+                raise Conflict(
+                    f"customer #{run.customer_id}'s profile moved from v{expected_version} to v{latest} "
+                    "during the adaptation",
+                    customer_id=run.customer_id,
+                )
+            profile = VoiceProfile.objects.create(
+                customer_id=run.customer_id,
+                model_version_id=model_version_id,
+                version=(latest or 0) + 1,
+                state=bytes(state or b""),
+                metrics={**dict(metrics), "run": run.pk, "mode": mode},
+            )
+        run.status = AdaptationRun.Status.ACCEPTED if accepted else AdaptationRun.Status.REJECTED
+        run.model_version_id = model_version_id
+        run.mode = mode
+        run.metrics = dict(metrics)
+        run.profile = profile
+        run.reason = reason
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "model_version", "mode", "metrics", "profile", "reason", "finished_at"])
+        return run
+
+
+# --- Privacy ----------------------------------------------------------------
+
+
+def customer_forget(*, customer_id: int, user: AbstractBaseUser | None = None) -> dict[str, int]:
+    """Forget a caller: delete their calls' audio files, transcripts
+    (segments), calls, voice profiles, adaptation runs and the customer
+    row. The files are deleted once the deletion of the rows commits.
+    Refused while the caller is on a live call. Returns what was deleted."""
+    if user is not None:
+        _require_permission(user, "calls.forget_customer", "forget callers")
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+        if customer is None:
+            raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
+        if Call.objects.filter(customer_id=customer_id, status=Call.Status.LIVE).exists():
+            raise InvalidState(
+                f"customer #{customer_id} is on a live call: forget them after it ends", customer_id=customer_id
+            )
+        segments = Segment.objects.filter(call__customer_id=customer_id)
+        files = [name for name in segments.exclude(audio="").values_list("audio", flat=True)]
+        counts = {
+            "segments": segments.count(),
+            "audio_files": len(files),
+            "profiles": VoiceProfile.objects.filter(customer_id=customer_id).count(),
+            "calls": Call.objects.filter(customer_id=customer_id).count(),
+        }
+        AdaptationRun.objects.filter(customer_id=customer_id).delete()
+        VoiceProfile.objects.filter(customer_id=customer_id).delete()
+        segments.delete()
+        Call.objects.filter(customer_id=customer_id).delete()
+        customer.delete()
+        transaction.on_commit(lambda: _delete_files(files))
+    logger.info("customer #%s forgotten: %s", customer_id, counts)
+    return counts
+
+
+def _delete_files(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("could not delete the audio file %s of a forgotten caller", name)
+
+
+# --- Periodic meta-training -------------------------------------------------
+
+
+def training_run_start(*, base_id: int | None) -> TrainingRun:
+    return TrainingRun.objects.create(base_id=base_id, status=TrainingRun.Status.RUNNING)
+
+
+def training_run_finish(
+    *,
+    run_id: int,
+    status: str,
+    metrics: Mapping[str, object] | None = None,
+    reason: str = "",
+    candidate_id: int | None = None,
+) -> TrainingRun:
+    _choice(status, TrainingRun.Status, "status")
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        run.status = status
+        run.metrics = dict(metrics or {})
+        run.reason = reason
+        run.candidate_id = candidate_id
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "metrics", "reason", "candidate", "finished_at"])
+        return run
+
+
+def model_version_create_promoted(
+    *, name: str, checkpoint: str, sha256: str, parent_id: int | None, metrics: Mapping[str, object]
+) -> ModelVersion:
+    """Record a meta-trained version that beat its parent, verify its
+    checkpoint, promote it, and queue re-adaptation of every caller with
+    audio for it (in the background)."""
+    version = model_version_register(name=name, checkpoint=checkpoint, sha256=sha256, metrics=metrics)
+    if parent_id is not None:
+        ModelVersion.objects.filter(pk=version.pk).update(parent_id=parent_id)
+    version = model_version_promote(model_version_id=version.pk, check=True)
+    customers = (
+        Segment.objects.exclude(audio="").filter(call__customer__isnull=False)
+        .values_list("call__customer_id", flat=True).distinct()
+    )  # fmt: skip
+    for customer_id in sorted(set(customers)):
+        adaptation_request(customer_id=customer_id, trigger=AdaptationRun.Trigger.PROMOTION)
+    return version
+
+
+# --- Maintenance (the sweeper, requeue_segments) ----------------------------
+
+
+def segments_requeue_stuck(*, older_than_s: int, limit: int = 1000) -> list[int]:
+    """Queue recognition again for segments that have their audio but are
+    still ``pending`` ``older_than_s`` seconds after their last change: their
+    task was lost (the broker restarted empty, a worker was killed). Their
+    ``updated`` time is renewed, so a segment is queued again at most once
+    per that period; a task that runs twice stores one result. Returns the
+    ids queued."""
+    if older_than_s < 0:
+        raise InvalidInput(f"older_than_s must be >= 0, got {older_than_s}", older_than_s=older_than_s)
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Segment.objects.select_for_update(skip_locked=True)
+            .filter(status=Segment.Status.PENDING, updated__lt=now - dt.timedelta(seconds=older_than_s))
+            .exclude(audio="")
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        Segment.objects.filter(pk__in=ids).update(updated=now)
+        for segment_id in ids:
+            transaction.on_commit(lambda sid=segment_id: _recognition_enqueue(segment_id=sid, endpoint_at=None))
+    return ids
+
+
+def call_close_orphaned(*, call_id: int, reason: str) -> Call:
+    """Close a live call that no web process holds any more (its process
+    stopped) as ``failed`` with ``reason``. Its segments with audio are kept
+    (and recognized); those whose audio never reached storage are marked
+    ``failed``. ``InvalidState`` when the call was closed meanwhile."""
+    with transaction.atomic():
+        call = call_end(call_id=call_id, status=Call.Status.FAILED, failure_reason=reason)
+        if call.failure_reason != reason:
+            raise InvalidState(f"call #{call_id} was already closed", call_id=call_id)
+        segments_fail_without_audio(call_ids=[call_id], reason=f"no audio stored: {reason}")
+        return call
+
+
+def segments_fail_without_audio(*, call_ids: Sequence[int], reason: str) -> int:
+    """Mark ``failed`` the segments of these calls (which must not be live)
+    that were opened at speech onset but never got their audio (the call
+    ended before it could be stored). Returns how many."""
+    return (
+        Segment.objects.filter(call_id__in=list(call_ids), status=Segment.Status.PENDING, audio="")
+        .exclude(call__status=Call.Status.LIVE)
+        .update(status=Segment.Status.FAILED, failure_reason=reason[:500], updated=timezone.now())
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
@@ -184,6 +185,7 @@ def test_segment_result_failure_and_verification(live_call, django_user_model):
         services.segment_store_result(segment_id=segment.pk, text="x", words=[{"w": "x"}], confidence=None)
 
     reviewer = django_user_model.objects.create_user("qa")
+    reviewer.user_permissions.add(Permission.objects.get(codename="verify_segment"))
     verified = services.segment_verify(segment_id=segment.pk, text="hello there", user=reviewer)
     assert verified.best_text == "hello there" and verified.verified_by == reviewer
 

@@ -1,0 +1,183 @@
+"""Caller adaptation (``adaptation.customer``): after a call ends, or when a
+supervisor or a model promotion asks, adapt the caller's voice profile.
+
+One run (an ``AdaptationRun`` row, made when the call ended) is one task:
+
+- the caller's most recent segments with audio (``ADAPTATION_MAX_SEGMENTS``);
+  supervised on the verified transcripts where there are any, otherwise
+  label-free (the recognizer's own confident hypotheses);
+- from the caller's latest profile for the active model version, else the
+  meta-learned initialization;
+- asr_core's guarded adaptation: a new profile version is stored only when
+  the held-out segments do not get worse; the metrics (held-out WER or
+  confidence before/after, steps, seconds, mode) go with it;
+- compare-and-set on the profile version: if another adaptation of the same
+  caller stored a version meanwhile, the task adapts again from that one;
+- idempotent: a run that already finished is not run again.
+
+Errors: no audio, or the model version cannot be loaded -> the run is
+``failed`` with the reason, profiles untouched. Transient database/Redis
+errors are retried. Time limit ``ADAPTATION_TIME_LIMIT_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from callcenter import asr, metrics, privacy
+from callcenter.calls import selectors, services
+from callcenter.calls.models import Segment
+from callcenter.errors import AdaptationFailed, Conflict, ModelVersionInvalid, NotFound, RecognitionFailed
+from tasks.recognition import TRANSIENT_ERRORS, active_model
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 3
+
+
+@shared_task(
+    name="adaptation.customer",
+    bind=True,
+    soft_time_limit=settings.ADAPTATION_TIME_LIMIT_S,
+    time_limit=settings.ADAPTATION_TIME_LIMIT_S + 10,
+    max_retries=MAX_RETRIES,
+)
+def adapt_customer(self, *, run_id: int) -> dict[str, object]:
+    """Run one adaptation; returns ``{"run", "status", ...}``."""
+    try:
+        return _adapt(run_id=run_id)
+    except Conflict as exc:
+        # Another adaptation of this caller stored a version first: adapt again from it.
+        if self.request.retries < self.max_retries:
+            logger.info("adaptation run #%s: %s; adapting again", run_id, exc.message)
+            raise self.retry(exc=exc, countdown=0) from None
+        return _fail(run_id, f"gave up: {exc.message}")
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            logger.warning("adaptation run #%s: transient error, retrying: %s", run_id, exc)
+            raise self.retry(exc=exc, countdown=min(2**self.request.retries, 10)) from None
+        return _fail(run_id, f"gave up after {MAX_RETRIES} retries: {type(exc).__name__}: {exc}")
+    except SoftTimeLimitExceeded:
+        return _fail(run_id, f"time limit of {settings.ADAPTATION_TIME_LIMIT_S} s exceeded")
+    except (AdaptationFailed, ModelVersionInvalid, RecognitionFailed) as exc:
+        return _fail(run_id, exc.message)
+    except NotFound:
+        logger.warning("adaptation run #%s no longer exists (the caller was forgotten?)", run_id)
+        return {"run": run_id, "status": "gone"}
+    except Exception as exc:
+        _fail(run_id, f"internal error: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _adapt(*, run_id: int) -> dict[str, object]:
+    from asr_core.adaptation import AdaptationConfig, adapt_caller
+    from asr_core.profile import Profile
+
+    started = time.perf_counter()
+    run = services.adaptation_run_start(run_id=run_id)
+    if run is None:
+        done = selectors.adaptation_run_get(run_id=run_id)
+        return {"run": run_id, "status": done.status, "already_done": True}
+    version, rec = active_model(decoder=settings.ASR_DECODER)
+    segments = selectors.customer_adaptation_segments(
+        customer_id=run.customer_id, limit=settings.ADAPTATION_MAX_SEGMENTS
+    )
+    if not segments:
+        raise AdaptationFailed(f"customer #{run.customer_id} has no stored audio: there is nothing to adapt on")
+    verified = [s for s in segments if s.is_verified and s.verified_text and not privacy.is_redacted(s.verified_text)]
+    mode = "supervised" if verified else "label-free"
+    chosen = verified or segments
+    audios, texts = _load(chosen, rec)
+    if not audios:
+        raise AdaptationFailed(f"none of customer #{run.customer_id}'s {len(chosen)} audio files could be read")
+    current = selectors.voice_profile_latest(customer_id=run.customer_id, model_version_id=version.pk)
+    start = None
+    if current is not None:
+        start = asr.profile_params(rec, profile_id=current.pk, state=current.state)
+        if start is None:
+            logger.warning(
+                "adaptation run #%s: the current profile v%s is unusable; adapting from the meta-learned init",
+                run_id,
+                current.version,
+            )
+    cfg = AdaptationConfig(mode=mode, holdout=1 if len(audios) < 6 else 2)
+    result = adapt_caller(rec, audios, texts if mode == "supervised" else None, start=start, cfg=cfg)
+    figures = dict(result.metrics)
+    figures.update(
+        {
+            "mode": mode,
+            "segments": len(audios),
+            "started_from": f"v{current.version}" if current is not None and start is not None else "init",
+            "model_version": version.name,
+            "task_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+    state = None
+    if result.accepted:
+        profile = Profile(
+            model_version=asr.model_version(rec),
+            params=result.params,
+            version=(current.version if current else 0) + 1,
+            metrics=figures,
+        )
+        state = profile.to_bytes()
+    run = services.adaptation_run_finish(
+        run_id=run_id,
+        model_version_id=version.pk,
+        mode=mode,
+        accepted=result.accepted,
+        metrics=figures,
+        state=state,
+        expected_version=current.version if current is not None else None,
+        reason="" if result.accepted else figures.get("reason", "the adapted profile was worse on held-out audio"),
+    )
+    outcome = "accepted" if result.accepted else "rejected"
+    metrics.ADAPTATIONS.labels(outcome).inc()
+    metrics.ADAPTATION_SECONDS.observe(figures["task_seconds"])
+    if "wer_before" in figures and "wer_after" in figures:
+        metrics.ADAPTATION_WER_DELTA.observe(figures["wer_after"] - figures["wer_before"])
+    logger.info("adaptation run #%s of customer #%s: %s %s", run_id, run.customer_id, outcome, figures)
+    return {
+        "run": run_id,
+        "status": run.status,
+        "profile_version": run.profile.version if run.profile else None,
+        "metrics": figures,
+    }
+
+
+def _load(segments: list[Segment], rec) -> tuple[list, list[str]]:
+    """Audio tensors at the model's rate and reference texts of the segments
+    whose audio file is readable (a missing file is logged and skipped)."""
+    from asr_core.audio import AudioError, load_audio
+    from asr_core.text import normalize
+
+    audios, texts = [], []
+    for segment in segments:
+        try:
+            with segment.audio.open("rb") as f:
+                data = f.read()
+            audio = load_audio(data, rec.sample_rate)
+        except (FileNotFoundError, AudioError) as exc:
+            logger.warning("segment #%s: audio unusable for adaptation: %s", segment.pk, exc)
+            continue
+        text = normalize(segment.verified_text) if segment.is_verified else ""
+        if audio.numel() < rec.sample_rate // 4 or (segment.is_verified and not text):
+            continue
+        audios.append(audio)
+        texts.append(text)
+    return audios, texts
+
+
+def _fail(run_id: int, reason: str) -> dict[str, object]:
+    metrics.ADAPTATIONS.labels("failed").inc()
+    logger.error("adaptation run #%s failed: %s", run_id, reason)
+    try:
+        services.adaptation_run_fail(run_id=run_id, reason=reason)
+    except Exception as exc:  # the run row itself is gone or the database is down
+        logger.error("adaptation run #%s: could not record the failure: %s", run_id, exc)
+    return {"run": run_id, "status": "failed", "error": reason}
