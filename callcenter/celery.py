@@ -9,7 +9,7 @@ task at a time because recognition tasks are long and uneven.
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 from django.core.exceptions import ImproperlyConfigured
 
 from callcenter.entry import exit_on_configuration_error, use_project_settings
@@ -29,6 +29,34 @@ def _settings_or_exit(sender: Celery, **kwargs: object) -> None:
         settings.INSTALLED_APPS  # noqa: B018 - imports the settings module
     except ImproperlyConfigured as exc:
         exit_on_configuration_error(exc)
+
+
+@signals.setup_logging.connect
+def _django_logging(**kwargs: object) -> None:
+    """Workers and beat log as the web server does (``settings.LOGGING``:
+    the call on every line, secrets redacted), not in Celery's own format."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+@signals.task_prerun.connect
+def _bind_log_context(task: object = None, kwargs: dict | None = None, **extra: object) -> None:
+    """A task about a call or a segment (``call_id=``/``segment_id=``) logs
+    with it on every line."""
+    from callcenter import logs
+
+    kwargs = kwargs or {}
+    logs.bind(call=kwargs.get("call_id"), segment=kwargs.get("segment_id"))
+
+
+@signals.task_postrun.connect
+def _clear_log_context(**extra: object) -> None:
+    from callcenter import logs
+
+    logs.bind()
 
 
 app.config_from_object("django.conf:settings", namespace="CELERY")

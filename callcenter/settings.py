@@ -99,6 +99,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "callcenter.ratelimit.LoginRateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -270,6 +271,33 @@ STREAM_START_TIMEOUT_S = _env_int("STREAM_START_TIMEOUT_S", 10, minimum=1)
 # Seconds a PCM socket waits at `eof` for the last results before closing.
 STREAM_EOF_WAIT_S = _env_int("STREAM_EOF_WAIT_S", 30, minimum=1)
 
+# --- Load limits of the media sockets (per web process) ---------------------
+
+# Concurrent media streams one web process takes; more are refused (4503).
+STREAM_MAX_STREAMS = _env_int("STREAM_MAX_STREAMS", 50, minimum=1)
+# Recognition tasks waiting in the queue above which new streams are refused
+# (4503); 0 turns the check off.
+STREAM_MAX_QUEUE_DEPTH = _env_int("STREAM_MAX_QUEUE_DEPTH", 500)
+# Longest call (seconds); the call is then closed, keeping its segments (4408).
+STREAM_MAX_CALL_S = _env_int("STREAM_MAX_CALL_S", 4 * 3600, minimum=10)
+# Bytes per second one media socket may send, averaged over a 2 s burst
+# allowance (4429 above it). Real-time audio is 16-35 kB/s.
+STREAM_MAX_BYTES_PER_S = _env_int("STREAM_MAX_BYTES_PER_S", 2_000_000, minimum=16_000)
+# Seconds without any frame after which a live media socket is closed (4408).
+STREAM_IDLE_TIMEOUT_S = _env_int("STREAM_IDLE_TIMEOUT_S", 60, minimum=1)
+# Each web process renews a liveness key per live call in Redis this often;
+# the sweeper closes live calls whose key has expired (3 periods).
+STREAM_HEARTBEAT_S = _env_int("STREAM_HEARTBEAT_S", 10, minimum=1)
+
+# --- Maintenance (Celery beat) -----------------------------------------------
+
+# How often the sweeper runs (0: never): it re-queues segments pending longer
+# than SEGMENT_STUCK_AFTER_S and closes calls left live by a stopped web process.
+SEGMENT_SWEEP_INTERVAL_S = _env_int("SEGMENT_SWEEP_INTERVAL_S", 60)
+SEGMENT_STUCK_AFTER_S = _env_int("SEGMENT_STUCK_AFTER_S", 120, minimum=1)
+if SEGMENT_SWEEP_INTERVAL_S:
+    CELERY_BEAT_SCHEDULE["segments-sweep"] = {"task": "maintenance.sweep", "schedule": float(SEGMENT_SWEEP_INTERVAL_S)}
+
 # --- Security (production) -------------------------------------------------
 
 # DJANGO_SECURE=1 behind TLS: HTTPS only, secure cookies, HSTS.
@@ -285,6 +313,11 @@ if _env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", default=False):
     # Only behind a proxy that sets this header itself.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
+# Login attempts (POSTs to LOGIN_RATE_LIMIT_PATHS) per client address and per
+# username within LOGIN_RATE_WINDOW_S; more are answered 429. 0 turns it off.
+LOGIN_RATE_LIMIT = _env_int("LOGIN_RATE_LIMIT", 10)
+LOGIN_RATE_WINDOW_S = _env_int("LOGIN_RATE_WINDOW_S", 300, minimum=1)
+LOGIN_RATE_LIMIT_PATHS = ["/admin/login/", "/accounts/login/", "/login/"]
 
 # --- Logging ---------------------------------------------------------------
 
@@ -292,10 +325,24 @@ LOG_LEVEL = _env_str("DJANGO_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"DJANGO_LOG_LEVEL={LOG_LEVEL!r} is not a logging level")
 
+# "plain" (one line: time, level, logger, pid, call, segment, message) or
+# "json" (one object per line). Either way every line names its call
+# (call=- when none) and secrets are redacted (callcenter/logs.py).
+LOG_FORMAT = _env_str("DJANGO_LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT={LOG_FORMAT!r} must be 'plain' or 'json'")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "callcenter.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [pid=%(process)d call=%(call)s segment=%(segment)s] "
+            "%(message)s"
+        },
+        "json": {"()": "callcenter.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

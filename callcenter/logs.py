@@ -1,0 +1,81 @@
+"""Structured logs: every line carries the call it concerns, and no secret.
+
+- ``bind(call=..., segment=...)`` sets the call (and segment) of the code
+  running now, in a context variable: a media consumer binds its call when
+  the call opens, a recognition task binds its segment's call. Everything
+  logged from there on, in that task or in the threads
+  ``database_sync_to_async`` runs it on, carries ``call=<id>``; lines that
+  concern no call carry ``call=-``.
+- ``ContextFilter`` (on the handler) adds ``call``, ``segment`` and the
+  process id to each record, and redacts secrets: the line token of a media
+  URL (``/ws/media/twilio/<token>``), and ``password``/``token``/``secret``
+  values in ``key=value`` or JSON form.
+- ``DJANGO_LOG_FORMAT=json`` writes one JSON object per line
+  (``JsonFormatter``), for log shippers; the default is one plain line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+from datetime import UTC, datetime
+
+_call: contextvars.ContextVar[int | None] = contextvars.ContextVar("log_call", default=None)
+_segment: contextvars.ContextVar[int | None] = contextvars.ContextVar("log_segment", default=None)
+
+_SECRETS = [
+    # The last path segment of a media URL is the line token.
+    (re.compile(r"(ws/media/(?:twilio|pcm)/)[^/\s'\"?#]+"), r"\1<redacted>"),
+    # password=..., "password": "...", token: ..., secret ...
+    (
+        re.compile(r"""(?i)((?:password|passwd|token|secret|api[_-]?key)["']?\s*[:=]\s*["']?)[^\s"'&,;}]+"""),
+        r"\1<redacted>",
+    ),
+]
+
+
+def bind(*, call: int | None = None, segment: int | None = None) -> None:
+    """Tag what this task logs from now on with the call (and segment)."""
+    _call.set(call)
+    _segment.set(segment)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        call = getattr(record, "call", None) or _call.get()
+        segment = getattr(record, "segment", None) or _segment.get()
+        record.call = "-" if call is None else call
+        record.segment = "-" if segment is None else segment
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.process,
+            "call": getattr(record, "call", "-"),
+            "segment": getattr(record, "segment", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)

@@ -1,0 +1,158 @@
+"""Load limits of the media sockets, per web process.
+
+- **Admission** (at connect, after the line token): at most
+  ``STREAM_MAX_STREAMS`` media streams in this process, and none while more
+  than ``STREAM_MAX_QUEUE_DEPTH`` recognition tasks wait in the queue; a
+  stream refused here is closed with 4503 (the websocket form of HTTP 503,
+  as sherpa-onnx answers at capacity) before anything is stored. Streams
+  already admitted are not affected.
+- **Per stream**: ``STREAM_MAX_BYTES_PER_S`` (a token bucket with two
+  seconds of burst; 4429), ``STREAM_IDLE_TIMEOUT_S`` without a frame and
+  ``STREAM_MAX_CALL_S`` of call (4408). A call closed by a limit keeps every
+  segment it has.
+
+Everything here is plain Python apart from the queue-depth probe, which asks
+Redis (off the event loop) at most once a second per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from callcenter.streaming.protocols import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 4408  # also the start timeout's code
+CLOSE_RATE_LIMITED = 4429
+CLOSE_BUSY = 4503
+
+BURST_S = 2.0
+QUEUE_DEPTH_CACHE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_streams: int = 50
+    max_queue_depth: int = 500  # 0: not checked
+    max_call_s: float = 4 * 3600
+    max_bytes_per_s: int = 2_000_000
+    idle_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_streams < 1:
+            raise ValueError(f"max_streams must be at least 1, got {self.max_streams}")
+        if self.max_queue_depth < 0:
+            raise ValueError(f"max_queue_depth must be >= 0, got {self.max_queue_depth}")
+        if self.max_call_s <= 0 or self.idle_timeout_s <= 0 or self.max_bytes_per_s <= 0:
+            raise ValueError("max_call_s, idle_timeout_s and max_bytes_per_s must be positive")
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(
+            max_streams=settings.STREAM_MAX_STREAMS,
+            max_queue_depth=settings.STREAM_MAX_QUEUE_DEPTH,
+            max_call_s=settings.STREAM_MAX_CALL_S,
+            max_bytes_per_s=settings.STREAM_MAX_BYTES_PER_S,
+            idle_timeout_s=settings.STREAM_IDLE_TIMEOUT_S,
+        )
+
+
+class StreamSlots:
+    """How many media streams this process holds; taken at admission,
+    given back when the socket closes."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+    def acquire(self, limit: int) -> bool:
+        if self.active >= limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        if self.active <= 0:
+            raise RuntimeError("a stream slot was released twice")
+        self.active -= 1
+
+
+SLOTS = StreamSlots()
+
+
+class ByteBudget:
+    """Token bucket: ``rate`` bytes a second, ``BURST_S`` seconds of it
+    available at once."""
+
+    def __init__(self, rate: int, *, now: float, burst_s: float = BURST_S) -> None:
+        self.rate = float(rate)
+        self.capacity = self.rate * burst_s
+        self.tokens = self.capacity
+        self.at = now
+
+    def spend(self, size: int, *, now: float) -> bool:
+        """Take ``size`` bytes; False (and nothing taken) when over budget."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if size > self.tokens:
+            return False
+        self.tokens -= size
+        return True
+
+
+class QueueDepth:
+    """Recognition tasks waiting in the broker, asked of Redis at most once
+    a second; None when Redis cannot be asked (then nothing is refused: the
+    segments are stored either way and the sweeper queues them later)."""
+
+    def __init__(self) -> None:
+        self._value: int | None = None
+        self._at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> int | None:
+        async with self._lock:
+            if time.monotonic() - self._at >= QUEUE_DEPTH_CACHE_S:
+                from callcenter import redisconn
+
+                try:
+                    self._value = await asyncio.get_running_loop().run_in_executor(None, redisconn.queue_depth)
+                except Exception as exc:  # noqa: BLE001 - any Redis failure: unknown depth
+                    logger.warning("queue depth unknown (Redis: %s); streams are admitted", exc)
+                    self._value = None
+                self._at = time.monotonic()
+            return self._value
+
+
+QUEUE = QueueDepth()
+
+
+async def admit(limits: Limits) -> None:
+    """Take a stream slot or raise ``ProtocolError`` (4503); the caller
+    gives the slot back with ``SLOTS.release()`` when the socket closes."""
+    from callcenter import metrics
+
+    if limits.max_queue_depth:
+        depth = await QUEUE.current()
+        if depth is not None and depth > limits.max_queue_depth:
+            metrics.STREAMS_REFUSED.labels("queue_depth").inc()
+            raise ProtocolError(
+                "queue_full", f"{depth} segments wait for recognition (limit {limits.max_queue_depth}); try again later",
+                CLOSE_BUSY,
+            )  # fmt: skip
+    if not SLOTS.acquire(limits.max_streams):
+        metrics.STREAMS_REFUSED.labels("streams").inc()
+        raise ProtocolError(
+            "server_busy", f"this server has {limits.max_streams} streams already; try again later", CLOSE_BUSY
+        )
+
+
+def rate_exceeded(limits: Limits) -> ProtocolError:
+    return ProtocolError(
+        "rate_limited", f"more than {limits.max_bytes_per_s} bytes per second on this stream", CLOSE_RATE_LIMITED
+    )

@@ -1,0 +1,109 @@
+"""Maintenance: the sweeper (Celery beat) and the worker heartbeat.
+
+``maintenance.sweep`` runs every ``SEGMENT_SWEEP_INTERVAL_S`` (beat) and
+repairs what a fault left behind, so that no received audio goes
+unrecognized:
+
+- segments with audio still ``pending`` ``SEGMENT_STUCK_AFTER_S`` after
+  their last change are queued again (their task was lost: Redis restarted
+  empty, a worker was killed before its late ack could redeliver it);
+- live calls that no web process holds any more (their liveness key in Redis
+  expired: the process was killed) are closed as ``failed``, keeping their
+  segments; skipped for a while after Redis itself restarted, until every
+  web process has renewed its keys;
+- segments that never got their audio, of calls that are closed, are marked
+  ``failed`` with the reason.
+
+Each worker process also announces, every ``WORKER_HEARTBEAT_S``, that its
+recognizer is loaded (a Redis key that expires); ``/readyz`` reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from celery import shared_task
+from celery.signals import worker_process_init
+from django.conf import settings
+
+from callcenter import asr, metrics, redisconn
+from callcenter.calls import selectors, services
+from callcenter.errors import InvalidState
+from callcenter.streaming.liveness import TTL_PERIODS
+
+logger = logging.getLogger(__name__)
+
+WORKER_HEARTBEAT_S = 10
+WORKER_HEARTBEAT_TTL_S = 3 * WORKER_HEARTBEAT_S
+
+
+@shared_task(name="maintenance.sweep", soft_time_limit=120, time_limit=150)
+def sweep() -> dict[str, list[int]]:
+    """One pass of the sweeper; returns what it did, by id."""
+    closed = _close_orphaned_calls()
+    requeued = services.segments_requeue_stuck(older_than_s=settings.SEGMENT_STUCK_AFTER_S)
+    abandoned = selectors.calls_closed_with_segments_without_audio(seconds_ago=settings.SEGMENT_STUCK_AFTER_S)
+    failed = services.segments_fail_without_audio(
+        call_ids=abandoned, reason="the call ended before this segment's audio was stored"
+    )
+    metrics.SWEEPS.labels("call_closed").inc(len(closed))
+    metrics.SWEEPS.labels("requeued").inc(len(requeued))
+    metrics.SWEEPS.labels("segment_failed").inc(failed)
+    if closed or requeued or failed:
+        logger.warning(
+            "sweeper: closed %d orphaned call(s) %s, queued %d stuck segment(s) %s, failed %d segment(s) without audio",
+            len(closed), closed, len(requeued), requeued[:50], failed,
+        )  # fmt: skip
+    return {"calls_closed": closed, "segments_requeued": requeued, "segments_failed": [failed]}
+
+
+def _close_orphaned_calls() -> list[int]:
+    heartbeat = settings.STREAM_HEARTBEAT_S
+    expired_after = heartbeat * TTL_PERIODS
+    uptime = redisconn.uptime_s()
+    if uptime < expired_after + heartbeat:
+        logger.info("sweeper: Redis restarted %d s ago; live calls are checked once web processes renewed them", uptime)
+        return []
+    candidates = selectors.calls_live_started_before(seconds_ago=expired_after + heartbeat)
+    alive = redisconn.calls_alive(call_ids=candidates)
+    closed = []
+    for call_id in candidates:
+        if call_id in alive:
+            continue
+        try:
+            services.call_close_orphaned(
+                call_id=call_id, reason=f"its web process stopped (no heartbeat for {expired_after} s)"
+            )
+        except InvalidState:
+            continue  # closed by its process meanwhile
+        closed.append(call_id)
+    return closed
+
+
+# --- worker heartbeat ---------------------------------------------------------
+
+
+def _heartbeat_forever(name: str) -> None:
+    failing = False
+    while True:
+        try:
+            rec = asr.recognizer(decoder=settings.ASR_DECODER)  # waits for the load; cached after
+            redisconn.worker_heartbeat(hostname=name, model=asr.model_version(rec), ttl_s=WORKER_HEARTBEAT_TTL_S)
+            if failing:
+                logger.info("worker heartbeat renewed again")
+            failing = False
+        except Exception as exc:  # noqa: BLE001 - Redis down or model missing: not ready, try again
+            if not failing:
+                logger.warning("worker heartbeat failed: %s", exc)
+            failing = True
+        time.sleep(WORKER_HEARTBEAT_S)
+
+
+@worker_process_init.connect
+def _start_heartbeat(**kwargs: object) -> None:
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    threading.Thread(target=_heartbeat_forever, args=(name,), name="worker-heartbeat", daemon=True).start()
