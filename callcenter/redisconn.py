@@ -20,16 +20,17 @@ TIMEOUT_S = 1.0
 PRIORITY_SEPARATOR = "\x06\x16"  # kombu's: queue "celery" at priority 3 is "celery\x06\x163"
 
 _lock = threading.Lock()
-_client: tuple[int, redis.Redis] | None = None
+_client: tuple[tuple[int, str], redis.Redis] | None = None
 
 
 def client() -> redis.Redis:
     """This process's client (a new one after a fork)."""
     global _client
+    key = (os.getpid(), settings.REDIS_URL)
     with _lock:
-        if _client is None or _client[0] != os.getpid():
+        if _client is None or _client[0] != key:
             _client = (
-                os.getpid(),
+                key,
                 redis.Redis.from_url(
                     settings.REDIS_URL, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, decode_responses=True
                 ),

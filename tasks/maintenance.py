@@ -27,7 +27,7 @@ import threading
 import time
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, worker_process_init
 from django.conf import settings
 
 from callcenter import asr, metrics, redisconn
@@ -107,3 +107,23 @@ def _heartbeat_forever(name: str) -> None:
 def _start_heartbeat(**kwargs: object) -> None:
     name = f"{socket.gethostname()}:{os.getpid()}"
     threading.Thread(target=_heartbeat_forever, args=(name,), name="worker-heartbeat", daemon=True).start()
+
+
+# --- recognition outcomes and latency, for every web process's /metrics -------------
+
+
+@task_postrun.connect
+def _record_recognition(sender: object = None, kwargs: dict | None = None, retval: object = None, **extra: object) -> None:
+    if getattr(sender, "name", None) != "recognition.segment":
+        return
+    from callcenter import clustermetrics
+
+    outcome = retval.get("status", "unknown") if isinstance(retval, dict) else "error"
+    endpoint_at = (kwargs or {}).get("endpoint_at")
+    latency = time.time() - endpoint_at if isinstance(endpoint_at, (int, float)) and outcome == "recognized" else None
+    if latency is not None:
+        metrics.RECOGNITION_SECONDS.observe(latency)
+    try:
+        clustermetrics.recognition_record(outcome=str(outcome), latency_s=latency)
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a task
+        logger.warning("could not record the recognition metrics: %s", exc)
