@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "callcenter.calls",
+    "callcenter.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -110,6 +111,11 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "callcenter.urls"
 ASGI_APPLICATION = "callcenter.asgi.application"
+
+# Agents and supervisors log in on the agent page (callcenter.dashboard).
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:agent"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 TEMPLATES = [
     {

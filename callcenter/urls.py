@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
 
 from callcenter.health import healthz, metrics_view, readyz
 
@@ -8,4 +9,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("", include("callcenter.calls.urls")),
+    path("", include("callcenter.dashboard.urls")),
+    path("", RedirectView.as_view(pattern_name="dashboard:agent", permanent=False)),
 ]

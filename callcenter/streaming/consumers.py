@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
 from urllib.parse import parse_qs
@@ -19,8 +20,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 from callcenter import metrics
-from callcenter.errors import DuplicateCall, InvalidToken, LineDisabled
-from callcenter.streaming import messages, protocols
+from callcenter.errors import DuplicateCall, Forbidden, InvalidToken, LineDisabled, NotFound
+from callcenter.streaming import limits, messages, protocols
 from callcenter.streaming.codecs import mulaw_to_float, pcm16_to_float
 from callcenter.streaming.endpointer import SegmentEnded, SpeechStarted
 from callcenter.streaming.partials import engine as partial_engine
@@ -62,6 +63,8 @@ class MediaConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.line_id: int | None = None
         self._timers: set[asyncio.Task] = set()
+        self.limits = limits.Limits.from_settings()
+        self._slot_held = False
         # Accept first: a close code can only be sent on an open socket.
         await self.accept()
         token = self.scope["url_route"]["kwargs"].get("token") or None
@@ -75,12 +78,25 @@ class MediaConsumer(AsyncWebsocketConsumer):
             metrics.SOCKETS_REFUSED.labels("line_disabled").inc()
             await self._refuse(exc.code, exc.message, protocols.CLOSE_LINE_DISABLED)
             return
+        try:
+            await limits.admit(self.limits)
+        except ProtocolError as exc:
+            logger.warning("%s media socket refused on line %r: %s", self.protocol, line_name, exc.message)
+            await self._refuse(exc.code, exc.message, exc.close_code)
+            return
+        self._slot_held = True
+        self._budget = limits.ByteBudget(self.limits.max_bytes_per_s, now=time.monotonic())
+        self._last_frame_at = time.monotonic()
         logger.info("%s media socket opened on line %r", self.protocol, line_name)
         self._start_deadline = self.later(self._expire_start())
+        self.later(self._expire_idle())
 
     async def disconnect(self, code: int) -> None:
         for timer in self._timers:
             timer.cancel()
+        if self._slot_held:
+            self._slot_held = False
+            limits.SLOTS.release()
         if self.session is not None and not self.session.ended:
             # Abrupt: no stop/eof. Everything received so far is kept.
             await self.session.hangup(reason=f"the socket closed without {self.end_event} (code {code})")
@@ -104,8 +120,39 @@ class MediaConsumer(AsyncWebsocketConsumer):
                 protocols.CLOSE_START_TIMEOUT,
             )
 
+    async def _expire_idle(self) -> None:
+        """Close a socket that sent nothing for ``idle_timeout_s`` (the call,
+        if any, ends keeping its segments)."""
+        while not self.closing:
+            if self.session is not None and self.session.ended:
+                return  # after stop/eof: the stop grace or the eof wait closes the socket
+            idle_for = time.monotonic() - self._last_frame_at
+            if idle_for >= self.limits.idle_timeout_s:
+                metrics.STREAMS_CUT.labels("idle_timeout").inc()
+                await self._fail(
+                    "idle_timeout", f"no frame for {self.limits.idle_timeout_s:g} s", limits.CLOSE_TIMEOUT,
+                    call_status="ended",
+                )  # fmt: skip
+                return
+            await asyncio.sleep(self.limits.idle_timeout_s - idle_for)
+
+    async def _expire_call(self) -> None:
+        await asyncio.sleep(self.limits.max_call_s)
+        if not self.closing:
+            metrics.STREAMS_CUT.labels("max_duration").inc()
+            await self._fail(
+                "max_duration", f"the call reached its maximum duration of {self.limits.max_call_s:g} s",
+                limits.CLOSE_TIMEOUT, call_status="ended",
+            )  # fmt: skip
+
     async def _begin(
-        self, *, sample_rate: int, external_id: str, caller: str | None, customer_id: str | None
+        self,
+        *,
+        sample_rate: int,
+        external_id: str,
+        caller: str | None,
+        customer_id: str | None,
+        agent: str | None = None,
     ) -> CallSession:
         session = CallSession(
             protocol=self.protocol,
@@ -116,11 +163,14 @@ class MediaConsumer(AsyncWebsocketConsumer):
             on_partial=self.on_partial,
         )
         try:
-            call_id = await session.open(external_id=external_id, caller=caller, customer_external_id=customer_id)
+            call_id = await session.open(
+                external_id=external_id, caller=caller, customer_external_id=customer_id, agent=agent
+            )
         except DuplicateCall as exc:
             raise ProtocolError("duplicate_stream", exc.message, protocols.CLOSE_DUPLICATE_STREAM) from None
         self._start_deadline.cancel()
         self.session = session
+        self.later(self._expire_call())
         if self.answers_with_results:
             await self.channel_layer.group_add(messages.call_group(call_id), self.channel_name)
         return session
@@ -141,7 +191,11 @@ class MediaConsumer(AsyncWebsocketConsumer):
         if self.closing:
             metrics.FRAMES_IGNORED.labels("closing").inc()
             return
+        now = self._last_frame_at = time.monotonic()
         try:
+            if not self._budget.spend(len(text_data if text_data is not None else bytes_data or b""), now=now):
+                metrics.STREAMS_CUT.labels("rate_limited").inc()
+                raise limits.rate_exceeded(self.limits)
             await self.on_frame(text_data, bytes_data)
         except ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(exc.code).inc()
@@ -234,6 +288,7 @@ class TwilioMediaConsumer(MediaConsumer):
                 external_id=event.stream_sid,
                 caller=event.caller,
                 customer_id=event.customer_id,
+                agent=event.agent,
             )
             return
         if self.session is None:
@@ -315,7 +370,11 @@ class PcmMediaConsumer(MediaConsumer):
                 raise ProtocolError("duplicate_config", "the config is sent once, first")
             self.config = message
             await self._begin(
-                sample_rate=message.sample_rate, external_id="", caller=message.caller, customer_id=message.customer_id
+                sample_rate=message.sample_rate,
+                external_id="",
+                caller=message.caller,
+                customer_id=message.customer_id,
+                agent=message.agent,
             )
             return
         if self.session is None:
@@ -397,39 +456,67 @@ class PcmMediaConsumer(MediaConsumer):
 
 
 class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
-    """``ws://host/ws/agent/``: live call events and transcripts for staff.
+    """``ws://host/ws/agent/``: live call events and transcripts for the
+    agent page (and the demo's agent view).
 
-    Needs a logged-in staff session (the admin's cookie). Receives every
-    message of every call, or of one call with ``?call=<id>``.
+    Needs a logged-in session (the page's or the admin's cookie; 4401
+    without) and an Origin of an allowed host (checked in routing). A
+    supervisor gets every message of every call; an agent gets those of
+    their own calls and of the unassigned queue, and ``withdrawn`` when a
+    call they could see is taken by another agent (``dashboard.access``).
+    Anyone else is refused with 4403. ``?call=<id>`` narrows the feed to one
+    call the user may see.
     """
+
+    # Calls whose visibility is remembered per socket; over it, forget all.
+    VISIBILITY_CACHE = 5000
 
     # --- lifecycle ---
 
     async def connect(self) -> None:
+        from callcenter.dashboard.access import viewer_for_user
+
+        self.groups_joined: list[str] = []
+        self.visible: dict[int, bool] = {}  # call id -> whether this viewer sees it
         user = self.scope.get("user")
         await self.accept()
         if user is None or not user.is_authenticated:
-            await self.send_json({"type": "error", "code": "login_required", "message": "log in first"})
-            await self.close(code=protocols.CLOSE_UNAUTHENTICATED)
+            await self._refuse("login_required", "log in first", protocols.CLOSE_UNAUTHENTICATED)
             return
-        if not user.is_staff:
-            await self.send_json({"type": "error", "code": "forbidden", "message": "staff only"})
-            await self.close(code=protocols.CLOSE_FORBIDDEN)
+        try:
+            self.viewer = await database_sync_to_async(viewer_for_user)(user)
+        except Forbidden as exc:
+            await self._refuse(exc.code, exc.message, protocols.CLOSE_FORBIDDEN)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         call = query.get("call", [""])[0]
-        if call and not call.isdigit():
-            await self.send_json({"type": "error", "code": "invalid", "message": "call must be a call id"})
-            await self.close(code=protocols.CLOSE_PROTOCOL_ERROR)
+        if call and not (call.isascii() and call.isdigit() and len(call) <= 18):
+            await self._refuse("invalid", "call must be a call id", protocols.CLOSE_PROTOCOL_ERROR)
             return
+        if call:
+            call_id = int(call)
+            try:
+                agent_id = await database_sync_to_async(_call_agent_id)(call_id)
+            except NotFound as exc:
+                await self._refuse(exc.code, exc.message, protocols.CLOSE_PROTOCOL_ERROR)
+                return
+            if not self.viewer.sees(agent_id=agent_id):
+                await self._refuse("forbidden", f"call #{call_id} is another agent's", protocols.CLOSE_FORBIDDEN)
+                return
+            self.visible[call_id] = True
         self.groups_joined = [messages.call_group(int(call))] if call else [messages.AGENTS_GROUP]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        await self.send_json({"type": "hello", "user": user.get_username()})
+        await self.send_json({"type": "hello", "user": self.viewer.username, "supervisor": self.viewer.supervisor})
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
+        for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _refuse(self, code: str, message: str, close_code: int) -> None:
+        logger.info("agents' feed refused: %s (%s)", message, code)
+        await self.send_json({"type": "error", "code": code, "message": message})
+        await self.close(code=close_code)
 
     # --- incoming frames: none expected ---
 
@@ -439,4 +526,37 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
     # --- channel-layer handlers ---
 
     async def transcript_message(self, event: dict) -> None:
-        await self.send_json(event["message"])
+        message = event["message"]
+        if self.viewer.supervisor:
+            await self.send_json(message)
+            return
+        call_id = message.get("call")
+        if len(self.visible) > self.VISIBILITY_CACHE:
+            self.visible.clear()
+        if message.get("type") == "call":
+            visible = self.viewer.sees_username(message.get("agent"))
+            seen_before = self.visible.get(call_id)
+            self.visible[call_id] = visible
+            if visible:
+                await self.send_json(message)
+            elif seen_before is not False:
+                # Its page may list it (from the calls list): take it off.
+                await self.send_json(messages.withdrawn_message(call_id=call_id))
+            return
+        visible = self.visible.get(call_id)
+        if visible is None:
+            try:
+                visible = self.viewer.sees(agent_id=await database_sync_to_async(_call_agent_id)(call_id))
+            except NotFound:
+                logger.warning("agents' feed: a %s message of call #%s, which does not exist", message.get("type"),
+                               call_id)  # fmt: skip
+                visible = False
+            self.visible[call_id] = visible
+        if visible:
+            await self.send_json(message)
+
+
+def _call_agent_id(call_id: int) -> int | None:
+    from callcenter.calls import selectors
+
+    return selectors.call_get(call_id=call_id).agent_id

@@ -8,7 +8,13 @@ The message shapes are a stable interface (DESIGN.md)::
      "words": [...], "conf": 0.81, "status": "recognized", "start_ms": 1200, "end_ms": 3400,
      "endpoint_at": 1764220001.5, "started_at": 1764220001.52, "recognized_at": 1764220001.6}
     {"type": "call", "call": 12, "status": "live"|"ended"|"failed", "customer": 7|null,
-     "caller": "+1555..."|null, "protocol": "twilio"|"pcm"}
+     "caller": "+1555..."|null, "protocol": "twilio"|"pcm", "agent": "alice"|null}
+
+``agent`` is the username of the agent the call is assigned to (null: the
+unassigned queue); a call message is sent again when an agent takes a call.
+An agent who is not a supervisor gets the messages of their own calls and of
+unassigned ones only; when a call they saw is taken by another agent they get
+``{"type": "withdrawn", "call": 12}`` and nothing more of it.
 
 Word times are seconds from the start of the segment; ``start_ms``/``end_ms``
 place the segment in the call. A final with ``"status": "failed"`` has an
@@ -95,7 +101,7 @@ def final_message(
 
 
 def call_message(
-    *, call_id: int, status: str, protocol: str, customer_id: int | None, caller: str | None
+    *, call_id: int, status: str, protocol: str, customer_id: int | None, caller: str | None, agent: str | None = None
 ) -> dict[str, object]:
     return {
         "type": "call",
@@ -104,7 +110,13 @@ def call_message(
         "protocol": protocol,
         "customer": customer_id,
         "caller": caller,
+        "agent": agent,
     }
+
+
+def withdrawn_message(*, call_id: int) -> dict[str, object]:
+    """To an agent: a call they could see is now another agent's."""
+    return {"type": "withdrawn", "call": call_id}
 
 
 def layer_event(message: Mapping[str, object]) -> dict[str, object]:

@@ -129,10 +129,12 @@ TWILIO_SAMPLE_RATE = 8000
 TWILIO_TRACKS = ("inbound", "outbound")
 
 # Custom parameters (<Parameter name=".." value=".."/>) we read, compared
-# case-insensitively: the caller's number, the customer's id, and whether the
-# stream is bidirectional (then we send mark/clear back).
+# case-insensitively: the caller's number, the customer's id, the username
+# of the agent the call is for, and whether the stream is bidirectional
+# (then we send mark/clear back).
 CALLER_PARAMETERS = ("caller", "from", "phone", "caller_number", "callernumber")
 CUSTOMER_ID_PARAMETERS = ("customer_id", "customerid", "customer")
+AGENT_PARAMETERS = ("agent",)
 MARKS_PARAMETERS = ("marks", "bidirectional")
 
 
@@ -165,6 +167,10 @@ class TwilioStart:
     @property
     def customer_id(self) -> str | None:
         return self.parameter(CUSTOMER_ID_PARAMETERS)
+
+    @property
+    def agent(self) -> str | None:
+        return self.parameter(AGENT_PARAMETERS)
 
     @property
     def wants_marks(self) -> bool:
@@ -333,6 +339,7 @@ class PcmConfig:
     words: bool = True
     caller: str | None = None
     customer_id: str | None = None
+    agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -353,7 +360,7 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
     config = message["config"] if "config" in message else message
     if not isinstance(config, dict):
         raise ProtocolError("invalid_message", "'config' must be an object")
-    known = {"sample_rate", "words", "caller", "customer_id"}
+    known = {"sample_rate", "words", "caller", "customer_id", "agent"}
     if not known & set(config):
         raise ProtocolError("unknown_message", 'expected a config ({"config": {"sample_rate": 8000}}) or {"eof": 1}')
     rate = config.get("sample_rate", 8000)
@@ -375,6 +382,7 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
         words=bool(words),
         caller=_string(caller, "config.caller", required=False) or None,
         customer_id=_string(customer_id, "config.customer_id", required=False) or None,
+        agent=_string(config.get("agent"), "config.agent", required=False) or None,
     )
 
 

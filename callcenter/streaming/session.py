@@ -25,9 +25,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from callcenter import metrics
+from callcenter import logs, metrics
 from callcenter.streaming import messages
 from callcenter.streaming.endpointer import Endpointer, EndpointerConfig, Event, SegmentEnded, SpeechStarted
+from callcenter.streaming.liveness import LIVE_CALLS
 from callcenter.streaming.partials import CallPartials, PartialEngine
 
 logger = logging.getLogger(__name__)
@@ -75,19 +76,31 @@ class StreamSettings:
 
 
 def _call_open(
-    *, protocol: str, line_id: int, external_id: str, caller: str | None, customer_external_id: str | None
-) -> tuple[int, int | None, str | None]:
-    """(call id, customer id, the caller's number in E.164 where it is one)."""
-    from callcenter.calls import services
+    *,
+    protocol: str,
+    line_id: int,
+    external_id: str,
+    caller: str | None,
+    customer_external_id: str | None,
+    agent: str | None = None,
+) -> tuple[int, int | None, str | None, str | None]:
+    """(call id, customer id, the caller's number in E.164 where it is one,
+    the username of the agent the call is assigned to). An agent username
+    that names no agent leaves the call in the unassigned queue."""
+    from callcenter.calls import selectors, services
 
     customer = services.customer_for_caller(caller=caller, customer_external_id=customer_external_id)
+    assigned = selectors.agent_by_username(username=agent) if agent else None
+    if agent and assigned is None:
+        logger.warning("the stream names agent %r, who does not exist: the call goes to the unassigned queue", agent)
     call = services.call_start(
         protocol=protocol,
         external_id=external_id,
         line_id=line_id,
         customer_id=customer.pk if customer else None,
+        agent_id=assigned.pk if assigned else None,
     )
-    return call.pk, call.customer_id, customer.phone if customer else caller
+    return call.pk, call.customer_id, customer.phone if customer else caller, agent if assigned else None
 
 
 def _segment_open(*, call_id: int, index: int, start_ms: int) -> int:
@@ -111,10 +124,12 @@ def _segment_finish(*, segment_id: int, event: SegmentEnded, sample_rate: int, e
     )
 
 
-def _call_end(*, call_id: int, status: str, reason: str) -> None:
+def _call_end(*, call_id: int, status: str, reason: str) -> str | None:
+    """Close the call; the username of its agent (it may have been taken meanwhile)."""
     from callcenter.calls import services
 
-    services.call_end(call_id=call_id, status=status, failure_reason=reason)
+    call = services.call_end(call_id=call_id, status=status, failure_reason=reason)
+    return call.agent.user.get_username() if call.agent_id else None
 
 
 # --- the session -----------------------------------------------------------
@@ -138,6 +153,7 @@ class CallSession:
         self.call_id: int | None = None
         self.customer_id: int | None = None
         self.caller: str | None = None
+        self.agent: str | None = None
         self.ended = False
         # serial -> id of the segment row opened at its onset
         self._open_segments: dict[int, int] = {}
@@ -155,17 +171,22 @@ class CallSession:
 
     # --- lifecycle ---
 
-    async def open(self, *, external_id: str = "", caller: str | None, customer_external_id: str | None) -> int:
+    async def open(
+        self, *, external_id: str = "", caller: str | None, customer_external_id: str | None, agent: str | None = None
+    ) -> int:
         """Record the call; raises ``DuplicateCall`` for a stream id seen before."""
-        self.call_id, self.customer_id, self.caller = await database_sync_to_async(_call_open)(
+        self.call_id, self.customer_id, self.caller, self.agent = await database_sync_to_async(_call_open)(
             protocol=self.protocol,
             line_id=self.line_id,
             external_id=external_id,
             caller=caller,
             customer_external_id=customer_external_id,
+            agent=agent,
         )
         metrics.CALLS.labels(self.protocol).inc()
         metrics.CALLS_LIVE.inc()
+        logs.bind(call=self.call_id)
+        LIVE_CALLS.add(self.call_id)
         logger.info(
             "call #%s opened (%s, caller %s, customer %s)", self.call_id, self.protocol, self.caller, self.customer_id
         )
@@ -187,10 +208,11 @@ class CallSession:
             status, reason = "failed", reason or "the last segment could not be stored"
         finally:
             try:
-                await database_sync_to_async(_call_end)(call_id=self.call_id, status=status, reason=reason)
+                self.agent = await database_sync_to_async(_call_end)(call_id=self.call_id, status=status, reason=reason)
             except Exception:
                 logger.exception("call #%s: could not be closed", self.call_id)
             metrics.CALLS_LIVE.dec()
+            LIVE_CALLS.discard(self.call_id)
             logger.info(
                 "call #%s %s (%d segments)%s",
                 self.call_id,
@@ -294,5 +316,6 @@ class CallSession:
                 protocol=self.protocol,
                 customer_id=self.customer_id,
                 caller=self.caller,
+                agent=self.agent,
             )
         )

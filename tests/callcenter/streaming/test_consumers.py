@@ -293,7 +293,7 @@ def _session_cookie(user) -> list[tuple[bytes, bytes]]:
 
 
 @pytest.mark.parametrize(("staff", "code", "close_code"), [(None, "login_required", 4401), (False, "forbidden", 4403)])
-def test_the_agent_feed_needs_a_staff_login(django_user_model, staff, code, close_code):
+def test_the_agent_feed_needs_the_login_of_an_agent_or_a_supervisor(django_user_model, staff, code, close_code):
     headers = [(b"origin", b"http://127.0.0.1")]
     if staff is not None:
         headers = _session_cookie(django_user_model.objects.create_user("caller-agent", is_staff=staff))
@@ -321,9 +321,9 @@ def test_the_agent_feed_shows_calls_going_live_and_ending(django_user_model, tok
     call = Call.objects.get()
     assert seen == [
         {"type": "call", "call": call.pk, "status": "live", "protocol": "twilio", "customer": call.customer_id,
-         "caller": "+15551230002"},
+         "caller": "+15551230002", "agent": None},
         {"type": "call", "call": call.pk, "status": "ended", "protocol": "twilio", "customer": call.customer_id,
-         "caller": "+15551230002"},
+         "caller": "+15551230002", "agent": None},
     ]  # fmt: skip
 
 

@@ -96,7 +96,7 @@ def test_a_twilio_call_is_transcribed_live_for_the_agents_and_stored(
     ]
     # What the agents saw: the call going live, partials while each sentence was spoken, then its final.
     assert seen[0] == {"type": "call", "call": call.pk, "status": "live", "protocol": "twilio",
-                       "customer": call.customer_id, "caller": CALLER}  # fmt: skip
+                       "customer": call.customer_id, "caller": CALLER, "agent": None}  # fmt: skip
     partials = [m for m in seen if m["type"] == "partial"]
     finals = [m for m in seen if m["type"] == "final"]
     assert {m["segment"] for m in partials} <= {s.pk for s in segments} and len(partials) >= len(segments)

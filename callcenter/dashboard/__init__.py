@@ -1,0 +1,1 @@
+"""The agent page: live calls and live transcripts in the browser."""

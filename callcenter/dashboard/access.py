@@ -1,0 +1,51 @@
+"""Who sees which calls on the agent page and on the agents' feed.
+
+- A **supervisor** (a staff user, or a user with the ``calls.view_call``
+  permission, e.g. through a "Supervisors" group) sees every call.
+- An **agent** (a user with an ``Agent`` row, added in the admin under
+  *Agents*) sees the calls assigned to them and the unassigned queue.
+- Any other logged-in user is refused (``Forbidden``).
+
+A call gets its agent either from the telephony side (the stream's custom
+parameter ``agent``: a username) or when an agent takes it from the queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from callcenter.errors import Forbidden
+
+SUPERVISOR_PERMISSION = "calls.view_call"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user_id: int
+    username: str
+    agent_id: int | None
+    supervisor: bool
+
+    def sees(self, *, agent_id: int | None) -> bool:
+        """Whether a call assigned to ``agent_id`` (None: unassigned) is visible."""
+        return self.supervisor or agent_id is None or agent_id == self.agent_id
+
+    def sees_username(self, agent: str | None) -> bool:
+        """The same, for a call message that names its agent by username."""
+        return self.supervisor or agent is None or (self.agent_id is not None and agent == self.username)
+
+
+def viewer_for_user(user) -> Viewer:
+    """The viewer a logged-in user is (database reads: call it off the event
+    loop); ``Forbidden`` for a user who is neither agent nor supervisor."""
+    from callcenter.calls import selectors
+
+    agent = selectors.agent_for_user(user_id=user.pk)
+    supervisor = bool(user.is_active and (user.is_staff or user.has_perm(SUPERVISOR_PERMISSION)))
+    if agent is None and not supervisor:
+        raise Forbidden(
+            f"{user.get_username()!r} is not an agent: a supervisor adds agents in the admin (Agents, Add)",
+            user=user.get_username(),
+        )
+    return Viewer(user_id=user.pk, username=user.get_username(), agent_id=agent.pk if agent else None,
+                  supervisor=supervisor)  # fmt: skip

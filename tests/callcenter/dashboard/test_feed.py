@@ -1,0 +1,269 @@
+"""The agents' feed as the agent page uses it, through Channels' communicator
+(the real ASGI application with its session and Origin checks, the real
+database and Redis channel layer): who may connect, and which messages each
+viewer gets."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+
+from callcenter.asgi import application
+from callcenter.calls import services
+from callcenter.calls.models import Agent, Call
+from callcenter.dashboard import services as dashboard_services
+from callcenter.dashboard.access import viewer_for_user
+from callcenter.streaming import messages
+from tests.callcenter.streaming.test_consumers import STOP, exchange, media_frames, quiet, speech, start_frame
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+@pytest.fixture(autouse=True)
+def no_partials(settings, shared_var_dir):
+    settings.STREAM_PARTIAL_INTERVAL_MS = 0  # no model in these tests
+
+
+@pytest.fixture
+def people(django_user_model) -> dict:
+    alice = Agent.objects.create(user=django_user_model.objects.create_user("alice"))
+    bob = Agent.objects.create(user=django_user_model.objects.create_user("bob"))
+    return {
+        "alice": alice,
+        "bob": bob,
+        "supervisor": django_user_model.objects.create_user("sue", is_staff=True),
+        "nobody": django_user_model.objects.create_user("nobody"),
+    }
+
+
+def cookie(user, origin: tuple[bytes, bytes] | None = ORIGIN) -> list[tuple[bytes, bytes]]:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    headers = [(b"cookie", f"sessionid={session.session_key}".encode())]
+    return headers + [origin] if origin else headers
+
+
+async def _connect(headers, path: str = "/ws/agent/") -> tuple[WebsocketCommunicator, dict]:
+    feed = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await feed.connect(timeout=10)
+    assert connected
+    return feed, await feed.receive_json_from(timeout=10)
+
+
+async def _close_code(feed: WebsocketCommunicator) -> int:
+    output = await feed.receive_output(timeout=10)
+    assert output["type"] == "websocket.close"
+    return output["code"]
+
+
+async def _drain(feed: WebsocketCommunicator, timeout: float = 0.5) -> list[dict]:
+    seen = []
+    while not await feed.receive_nothing(timeout=timeout):
+        seen.append(await feed.receive_json_from(timeout=5))
+    return seen
+
+
+async def _publish(call: Call, message: dict) -> None:
+    layer = get_channel_layer()
+    for group in messages.groups_for_call(call.pk):
+        await layer.group_send(group, messages.layer_event(message))
+
+
+def call_message(call: Call, status: str = "live") -> dict:
+    agent = call.agent.user.username if call.agent_id else None
+    return messages.call_message(call_id=call.pk, status=status, protocol=call.protocol, customer_id=None,
+                                 caller="+15550100000", agent=agent)  # fmt: skip
+
+
+def partial(call: Call, text: str) -> dict:
+    return messages.partial_message(call_id=call.pk, segment_id=1, index=0, text=text, words=[], audio_at=0.0)
+
+
+# --- who may connect ---
+
+
+@pytest.mark.parametrize(
+    ("who", "code", "close_code"),
+    [("anonymous", "login_required", 4401), ("nobody", "forbidden", 4403)],
+)
+def test_the_feed_closes_sockets_without_an_agent_or_supervisor_session(people, who, code, close_code):
+    headers = [ORIGIN] if who == "anonymous" else cookie(people[who])
+
+    async def scenario():
+        feed, first = await _connect(headers)
+        return first, await _close_code(feed)
+
+    first, closed = async_to_sync(scenario)()
+
+    assert first["type"] == "error" and first["code"] == code and closed == close_code
+
+
+def test_a_session_cookie_from_another_origin_is_refused_at_the_handshake(people):
+    attempts = [cookie(people["alice"].user, origin) for origin in [(b"origin", b"http://evil.example"), None]]
+
+    async def scenario():
+        refused = []
+        for headers in attempts:
+            feed = WebsocketCommunicator(application, "/ws/agent/", headers=headers)
+            connected, _ = await feed.connect(timeout=10)
+            refused.append(not connected)
+            await feed.disconnect()
+        return refused
+
+    assert async_to_sync(scenario)() == [True, True]
+
+
+def test_a_logged_out_session_no_longer_opens_the_feed(people):
+    headers = cookie(people["alice"].user)
+    SessionStore(session_key=headers[0][1].decode().split("=")[1]).delete()
+
+    async def scenario():
+        feed, first = await _connect(headers)
+        return first, await _close_code(feed)
+
+    first, closed = async_to_sync(scenario)()
+
+    assert first["code"] == "login_required" and closed == 4401
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "close_code"),
+    [("abc", "invalid", 4400), ("1e3", "invalid", 4400), ("99999999", "not_found", 4400), ("bobs", "forbidden", 4403)],
+)
+def test_one_call_feeds_are_checked(people, query, code, close_code):
+    bobs = services.call_start(protocol="pcm", agent_id=people["bob"].pk)
+    query = str(bobs.pk) if query == "bobs" else query
+    headers = cookie(people["alice"].user)
+
+    async def scenario():
+        feed, first = await _connect(headers, f"/ws/agent/?call={query}")
+        return first, await _close_code(feed)
+
+    first, closed = async_to_sync(scenario)()
+
+    assert (first["code"], closed) == (code, close_code)
+
+
+# --- which messages each viewer gets ---
+
+
+def test_an_agent_gets_their_calls_and_the_queue_and_a_supervisor_gets_everything(people):
+    queued = services.call_start(protocol="pcm")
+    alices = services.call_start(protocol="pcm", agent_id=people["alice"].pk)
+    bobs = services.call_start(protocol="pcm", agent_id=people["bob"].pk)
+
+    alice_headers, sue_headers = cookie(people["alice"].user), cookie(people["supervisor"])
+    published = [(call, m) for call in (queued, alices, bobs)
+                 for m in (call_message(call), partial(call, f"words of call {call.pk}"))]  # fmt: skip
+
+    async def scenario():
+        alice, hello = await _connect(alice_headers)
+        sue, _ = await _connect(sue_headers)
+        for call, message in published:
+            await _publish(call, message)
+        seen = await _drain(alice), await _drain(sue)
+        await alice.disconnect()
+        await sue.disconnect()
+        return hello, seen
+
+    hello, (alice_saw, sue_saw) = async_to_sync(scenario)()
+
+    assert hello == {"type": "hello", "user": "alice", "supervisor": False}
+    assert [(m["type"], m["call"]) for m in alice_saw if m["type"] != "withdrawn"] == [
+        ("call", queued.pk), ("partial", queued.pk), ("call", alices.pk), ("partial", alices.pk)]  # fmt: skip
+    assert all(m.get("text") != f"words of call {bobs.pk}" for m in alice_saw)
+    assert [m for m in alice_saw if m["type"] == "withdrawn"] == [{"type": "withdrawn", "call": bobs.pk}]
+    assert {(m["type"], m["call"]) for m in sue_saw} == {(t, c.pk) for t in ("call", "partial")
+                                                         for c in (queued, alices, bobs)}  # fmt: skip
+
+
+def test_when_an_agent_takes_a_call_the_other_agent_gets_withdrawn_and_nothing_more(people):
+    queued = services.call_start(protocol="pcm")
+
+    bob_headers, alice_headers = cookie(people["bob"].user), cookie(people["alice"].user)
+
+    async def scenario():
+        bob, _ = await _connect(bob_headers)
+        alice, _ = await _connect(alice_headers)
+        await _publish(queued, partial(queued, "before"))
+        before = await _drain(bob), await _drain(alice)
+        viewer = await _viewer(people["alice"].user)
+        await _take(viewer, queued.pk)
+        await _publish(queued, partial(queued, "after"))
+        after = await _drain(bob), await _drain(alice)
+        await bob.disconnect()
+        await alice.disconnect()
+        return before, after
+
+    (bob_before, alice_before), (bob_after, alice_after) = async_to_sync(scenario)()
+
+    assert [m["text"] for m in bob_before] == ["before"] and [m["text"] for m in alice_before] == ["before"]
+    assert bob_after == [{"type": "withdrawn", "call": queued.pk}]
+    assert [(m["type"], m.get("agent"), m.get("text")) for m in alice_after] == [
+        ("call", "alice", None), ("partial", None, "after")]  # fmt: skip
+
+
+async def _viewer(user):
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(viewer_for_user)(user)
+
+
+async def _take(viewer, call_id: int):
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(dashboard_services.call_take)(viewer=viewer, call_id=call_id)
+
+
+# --- a call gets its agent from the stream ---
+
+
+@pytest.mark.parametrize(("agent", "expected"), [("alice", "alice"), ("mallory", None)])
+def test_the_twilio_agent_parameter_assigns_the_call(people, agent, expected):
+    token = services.line_create(name="trunk-agents")[1]
+    audio = __import__("numpy").concatenate([quiet(300), speech(800), quiet(900)])
+
+    bob_headers = cookie(people["bob"].user)
+
+    async def scenario():
+        bob, _ = await _connect(bob_headers)
+        await _exchange_async(f"/ws/media/twilio/{token}", [start_frame(caller="+15551230003", agent=agent),
+                                                              *media_frames(audio), STOP])  # fmt: skip
+        seen = await _drain(bob)
+        await bob.disconnect()
+        return seen
+
+    bob_saw = async_to_sync(scenario)()
+
+    call = Call.objects.get()
+    assert (call.agent.user.username if call.agent else None) == expected
+    if expected:
+        assert bob_saw == [{"type": "withdrawn", "call": call.pk}], "bob never sees alice's call"
+    else:
+        assert [(m["type"], m["status"], m["agent"]) for m in bob_saw] == [("call", "live", None),
+                                                                          ("call", "ended", None)]  # fmt: skip
+
+
+def test_the_pcm_config_takes_an_agent_too(people):
+    token = services.line_create(name="pcm-agents")[1]
+
+    result = exchange(f"/ws/media/pcm/{token}", ['{"config": {"sample_rate": 8000, "agent": "bob"}}', '{"eof": 1}'])
+    bad = exchange(f"/ws/media/pcm/{token}", ['{"config": {"sample_rate": 8000, "agent": ["bob"]}}'])
+
+    assert result["close"] == 1000 and Call.objects.get().agent == people["bob"]
+    assert bad["close"] == 4400 and bad["sent"][-1]["code"] == "invalid_message" and Call.objects.count() == 1
+
+
+async def _exchange_async(path, frames):
+    from tests.callcenter.streaming.test_consumers import _exchange
+
+    return await _exchange(path, frames)
