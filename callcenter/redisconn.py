@@ -44,9 +44,9 @@ def queue_name() -> str:
     return app.conf.task_default_queue or "celery"
 
 
-def queue_depth() -> int:
-    """Tasks waiting in the default Celery queue (all priorities)."""
-    name = queue_name()
+def queue_depth(*, queue: str | None = None) -> int:
+    """Tasks waiting in a Celery queue (default: the default one), all priorities."""
+    name = queue or queue_name()
     pipe = client().pipeline(transaction=False)
     pipe.llen(name)
     for priority in (3, 6, 9):

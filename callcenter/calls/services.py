@@ -389,9 +389,19 @@ def segments_requeue(*, segment_ids: Sequence[int]) -> int:
 
 
 def _recognition_enqueue(*, segment_id: int, endpoint_at: float | None) -> None:
+    """Queue the segment's recognition. With the broker down the segment is
+    stored all the same and stays ``pending``: the sweeper queues it once
+    the broker is back (``maintenance.sweep``), so this logs and goes on."""
+    import kombu.exceptions
+    import redis.exceptions
+
     from tasks.recognition import recognize_segment
 
-    recognize_segment.delay(segment_id=segment_id, endpoint_at=endpoint_at)
+    try:
+        recognize_segment.delay(segment_id=segment_id, endpoint_at=endpoint_at)
+    except (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        metrics.ENQUEUE_FAILURES.inc()
+        logger.error("segment #%s: recognition not queued (broker: %s); the sweeper will queue it", segment_id, exc)
 
 
 def _segment_locked(segment_id: int) -> Segment:

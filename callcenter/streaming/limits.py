@@ -110,7 +110,8 @@ class QueueDepth:
     a second; None when Redis cannot be asked (then nothing is refused: the
     segments are stored either way and the sweeper queues them later)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str | None = None) -> None:
+        self.queue = queue  # None: Celery's default queue
         self._value: int | None = None
         self._at = float("-inf")
         self._lock = asyncio.Lock()
@@ -121,7 +122,9 @@ class QueueDepth:
                 from callcenter import redisconn
 
                 try:
-                    self._value = await asyncio.get_running_loop().run_in_executor(None, redisconn.queue_depth)
+                    self._value = await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: redisconn.queue_depth(queue=self.queue)
+                    )
                 except Exception as exc:  # noqa: BLE001 - any Redis failure: unknown depth
                     logger.warning("queue depth unknown (Redis: %s); streams are admitted", exc)
                     self._value = None
