@@ -9,6 +9,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("", include("callcenter.calls.urls")),
     path("", include("callcenter.dashboard.urls")),
     path("", RedirectView.as_view(pattern_name="dashboard:agent", permanent=False)),
 ]

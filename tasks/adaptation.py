@@ -106,14 +106,25 @@ def _adapt(*, run_id: int) -> dict[str, object]:
                 current.version,
             )
     cfg = AdaptationConfig(mode=mode, holdout=1 if len(audios) < 6 else 2)
-    result = adapt_caller(rec, audios, texts if mode == "supervised" else None, start=start, cfg=cfg)
+    refs = texts if mode == "supervised" else None
+    # Two starting points where the caller has a usable profile: the
+    # meta-learned init (what meta-training optimized for a few steps on all
+    # of a caller's audio) and the current profile. The guard's held-out
+    # figures pick the better one, and it must not be worse than the current
+    # profile on the held-out segments.
+    tried = {"init": adapt_caller(rec, audios, refs, start=None, cfg=cfg)}
+    if start is not None:
+        tried["current"] = adapt_caller(rec, audios, refs, start=start, cfg=cfg)
+    started_from, result = _choose(tried)
     figures = dict(result.metrics)
     figures.update(
         {
             "mode": mode,
             "segments": len(audios),
-            "started_from": f"v{current.version}" if current is not None and start is not None else "init",
+            "started_from": started_from,
+            "tried": {name: _held_out_error(r.metrics) for name, r in tried.items()},
             "model_version": version.name,
+            "seconds": round(sum(r.metrics.get("seconds", 0) for r in tried.values()), 3),
             "task_seconds": round(time.perf_counter() - started, 3),
         }
     )
@@ -148,6 +159,44 @@ def _adapt(*, run_id: int) -> dict[str, object]:
         "profile_version": run.profile.version if run.profile else None,
         "metrics": figures,
     }
+
+
+def _held_out_error(figures: dict) -> float | None:
+    """The guard's held-out error after adaptation: WER (supervised) or
+    1 - mean confidence (label-free); None without held-out segments."""
+    if "wer_after" in figures:
+        return float(figures["wer_after"])
+    if "conf_after" in figures:
+        return round(1 - float(figures["conf_after"]), 4)
+    return None
+
+
+def _held_out_error_before(figures: dict) -> float | None:
+    if "wer_before" in figures:
+        return float(figures["wer_before"])
+    if "conf_before" in figures:
+        return round(1 - float(figures["conf_before"]), 4)
+    return None
+
+
+def _choose(tried: dict) -> tuple[str, object]:
+    """The accepted adaptation with the lowest held-out error that is not
+    worse than the profile in use (the "current" run's starting point, else
+    the base model); else the init run, marked not accepted."""
+    baseline_run = tried.get("current", tried["init"])
+    baseline = _held_out_error_before(baseline_run.metrics)
+    accepted = [
+        (name, r)
+        for name, r in tried.items()
+        if r.accepted
+        and (baseline is None or _held_out_error(r.metrics) is None or _held_out_error(r.metrics) <= baseline)
+    ]
+    if not accepted:
+        name = "current" if "current" in tried else "init"
+        result = tried[name]
+        result.accepted = False
+        return name, result
+    return min(accepted, key=lambda item: (_held_out_error(item[1].metrics) or 0.0, item[0] != "init"))
 
 
 def _load(segments: list[Segment], rec) -> tuple[list, list[str]]:

@@ -105,17 +105,21 @@ def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, objec
     audio = _segment_audio(segment)
     try:
         _version, rec = active_model(decoder=settings.ASR_DECODER)
-        params = _caller_params(rec, segment.call.customer_id)
+        profile_id, params = _caller_params(rec, segment.call.customer_id)
     except ModelVersionInvalid as exc:
         # The shipped model keeps calls recognized; the admin shows the reason.
         logger.error("segment #%s: %s; recognizing with the shipped model, without profiles", segment_id, exc.message)
         try:
-            rec, params = asr.recognizer(decoder=settings.ASR_DECODER), None
+            rec, profile_id, params = asr.recognizer(decoder=settings.ASR_DECODER), None, None
         except ValueError as exc2:  # asr_core's CheckpointError: missing or corrupt checkpoint
             raise RecognitionFailed(f"the recognizer could not be loaded: {exc2}") from None
     transcript = asr.transcribe(rec, audio, params=params)
     segment = services.segment_store_result(
-        segment_id=segment_id, text=transcript["text"], words=transcript["words"], confidence=transcript["conf"]
+        segment_id=segment_id,
+        text=transcript["text"],
+        words=transcript["words"],
+        confidence=transcript["conf"],
+        voice_profile_id=profile_id,
     )
     metrics.RECOGNITIONS.labels("recognized").inc()
     _publish_final(segment, endpoint_at=endpoint_at, started_at=started_at)
@@ -159,18 +163,19 @@ def active_model(*, decoder: str) -> tuple[ModelVersion, Recognizer]:
         ) from None
 
 
-def _caller_params(rec: Recognizer, customer_id: int | None):
-    """The caller's latest adapted parameters for the model that serves
-    (profiles are matched by the model's weights, its SHA-256), or None
-    (base model). Parsed profiles are cached per worker process keyed by
-    (model, profile row); a new adaptation is a new row, so the next segment
-    picks it up."""
+def _caller_params(rec: Recognizer, customer_id: int | None) -> tuple[int | None, dict | None]:
+    """(profile id, adapted parameters) of the caller's latest profile for
+    the model that serves (profiles are matched by the model's weights, its
+    SHA-256), or (None, None): the base model. Parsed profiles are cached per
+    worker process keyed by (model, profile row); a new adaptation is a new
+    row, so the next segment picks it up."""
     if customer_id is None:
-        return None
+        return None, None
     profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=asr.model_version(rec))
     if profile is None:
-        return None
-    return asr.profile_params(rec, profile_id=profile.pk, state=profile.state)
+        return None, None
+    params = asr.profile_params(rec, profile_id=profile.pk, state=profile.state)
+    return (profile.pk if params is not None else None), params
 
 
 def _fail(segment_id: int, endpoint_at: float | None, reason: str) -> dict[str, object]:

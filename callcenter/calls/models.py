@@ -224,6 +224,14 @@ class Segment(models.Model):
         blank=True,
     )
     verified_at = models.DateTimeField(null=True, blank=True)
+    voice_profile = models.ForeignKey(
+        "VoiceProfile",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The caller's profile the recognizer used (none: the base model).",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

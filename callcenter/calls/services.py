@@ -432,10 +432,17 @@ def _words_clean(words: Sequence[Mapping[str, object]]) -> list[dict[str, object
 
 
 def segment_store_result(
-    *, segment_id: int, text: str, words: Sequence[Mapping[str, object]], confidence: float | None
+    *,
+    segment_id: int,
+    text: str,
+    words: Sequence[Mapping[str, object]],
+    confidence: float | None,
+    voice_profile_id: int | None = None,
 ) -> Segment:
-    """Store the recognizer's result; status becomes ``recognized``. Storing
-    again overwrites (a task that runs twice stores one result)."""
+    """Store the recognizer's result (and the caller's profile it used, if
+    any); status becomes ``recognized``. Storing again overwrites (a task
+    that runs twice stores one result). Card numbers are redacted when
+    ``PRIVACY_REDACT_CARD_NUMBERS`` is on."""
     if confidence is not None and not 0 <= confidence <= 1:
         raise InvalidInput(f"confidence must be within 0..1, got {confidence}", confidence=confidence)
     cleaned = _words_clean(words)
@@ -452,7 +459,14 @@ def segment_store_result(
         segment.confidence = confidence
         segment.status = Segment.Status.RECOGNIZED
         segment.failure_reason = ""
-        segment.save(update_fields=["text", "words", "confidence", "status", "failure_reason", "updated"])
+        segment.voice_profile_id = (
+            voice_profile_id
+            if voice_profile_id is not None and VoiceProfile.objects.filter(pk=voice_profile_id).exists()
+            else None
+        )
+        segment.save(
+            update_fields=["text", "words", "confidence", "status", "failure_reason", "voice_profile", "updated"]
+        )
         return segment
 
 

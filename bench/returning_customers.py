@@ -1,0 +1,266 @@
+"""Returning-customers benchmark: synthetic callers (unseen voices and
+telephone lines) each make 3 calls through the Twilio protocol into the
+whole running system (Daphne, Redis, Celery worker, database); after calls
+1 and 2 the caller's profile is adapted, and call 3 is recognized with it
+from its first segment. Prints figures; it is not a test.
+
+    .venv/bin/python bench/returning_customers.py                      # 4 callers x 2 conditions
+    .venv/bin/python bench/returning_customers.py --callers 6 --sentences 6 \\
+        --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_bench
+
+Two conditions per synthetic voice, as two customers (different numbers,
+same voice, same sentences):
+
+- ``label-free``: nobody verifies; the adaptation after each hangup uses the
+  recognizer's confident hypotheses.
+- ``verified``: after each call a supervisor verifies every segment with the
+  true transcript (``services.segment_verify``) and asks for a re-adaptation
+  (the admin's action), so adaptation is supervised.
+
+Per caller and condition it prints the word error rate of calls 1, 2 and 3
+(each call over all its segments, stored text against the spoken
+sentences), call 3 recognized by the base model without a profile (the same
+audio, in this process, with the worker's decoder) and the relative changes
+call 1 -> call 3 and base -> adapted on call 3 (same audio). Then the
+totals (pooled WER) and the adaptation times (seconds of each run, from the
+stored run metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from live_calls import _free_port, start_system  # noqa: E402
+
+SAMPLE_RATE = 8000
+GAP_S = 1.0
+
+
+def make_callers(n: int, seed: int):
+    """``n`` unseen synthetic callers: held-out espeak variants and lines."""
+    from asr_core.corpus.speakers import make_speaker
+
+    rng = random.Random(seed)
+    callers = []
+    while len(callers) < n:
+        speaker = make_speaker(rng, f"rc{len(callers)}", "test")
+        if speaker.engine == "espeak":  # the other engines have a handful of voices, seen in training
+            callers.append(speaker)
+    return callers
+
+
+def render_call(speaker, *, seed: int, sentences: int) -> tuple[np.ndarray, list[str]]:
+    """A call: ``sentences`` customer-service sentences with quiet line between."""
+    from asr_core.corpus.sentences import sentences as make_sentences
+    from asr_core.corpus.synth import render
+
+    texts = make_sentences(random.Random(seed), sentences)
+    noise = np.random.default_rng(seed)
+
+    def line() -> np.ndarray:
+        return (noise.normal(size=int(GAP_S * SAMPLE_RATE)) * 3e-4).astype(np.float32)
+
+    parts = [line()]
+    for i, text in enumerate(texts):
+        parts += [render(speaker, text, seed * 100 + i), line()]
+    return np.concatenate(parts), texts
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.3)
+
+
+def call_settled(call_id: int) -> bool:
+    from callcenter.calls.models import Call, Segment
+
+    call = Call.objects.get(pk=call_id)
+    return call.status != "live" and not Segment.objects.filter(call_id=call_id, status="pending").exists()
+
+
+def runs_finished(customer_id: int) -> bool:
+    from callcenter.calls.models import AdaptationRun
+
+    return not AdaptationRun.objects.filter(customer_id=customer_id, status__in=["queued", "running"]).exists()
+
+
+def call_transcript(call_id: int) -> str:
+    from callcenter.calls.models import Segment
+
+    return " ".join(s.text for s in Segment.objects.filter(call_id=call_id).order_by("index") if s.text)
+
+
+def stream_call(ws_url: str, token: str, audio: np.ndarray, caller: str) -> int:
+    """Place one call; returns its id once it ended and every segment is recognized."""
+    from callcenter.calls.models import Call
+    from callcenter.client import stream_twilio
+
+    run = asyncio.run(stream_twilio(f"{ws_url}/ws/media/twilio/{token}", audio, caller=caller, realtime=False))
+    calls = Call.objects.filter(protocol="twilio", external_id=run.stream_sid)
+    wait_for(calls.exists, 60, f"the call of stream {run.stream_sid} to be stored")
+    call_id = calls.get().pk
+    wait_for(lambda: call_settled(call_id), 180, f"call #{call_id} to be recognized")
+    return call_id
+
+
+def base_model_transcript(rec, call_id: int) -> str:
+    """Call ``call_id``'s stored segment audio recognized without any profile."""
+    from asr_core.audio import load_audio
+    from callcenter.calls.models import Segment
+
+    texts = []
+    for segment in Segment.objects.filter(call_id=call_id).order_by("index"):
+        with segment.audio.open("rb") as f:
+            audio = load_audio(f.read(), rec.sample_rate)
+        texts.append(rec.transcribe(audio, rec.sample_rate).text)
+    return " ".join(t for t in texts if t)
+
+
+def call_wer(ref: list[str], hyp: str) -> float:
+    from asr_core.metrics import wer
+    from asr_core.text import normalize
+
+    return wer([(normalize(" ".join(ref)), hyp)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--callers", type=int, default=4, help="synthetic voices (default 4); each runs both conditions")
+    ap.add_argument("--sentences", type=int, default=5, help="sentences per call (default 5)")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--database-url", help="default: DATABASE_URL, else SQLite in a fresh runtime folder")
+    args = ap.parse_args()
+    if args.callers < 1 or args.sentences < 2:
+        ap.error("--callers must be >= 1 and --sentences >= 2")
+
+    var_dir = Path(tempfile.mkdtemp(prefix="cc-returning-"))
+    env = dict(os.environ, CALLCENTER_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", TRAINING_INTERVAL_S="0")
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
+
+    speakers = make_callers(args.callers, args.seed)
+    print(f"rendering {len(speakers)} callers x 3 calls x {args.sentences} sentences ...", flush=True)
+    calls = {
+        sp.id: [render_call(sp, seed=args.seed * 1000 + i * 10 + k, sentences=args.sentences) for k in range(3)]
+        for i, sp in enumerate(speakers)
+    }
+    port = _free_port()
+    process, _pids = start_system(env, port, 1)
+    ws_url = f"ws://127.0.0.1:{port}"
+    try:
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Permission
+
+        from asr_core.recognizer import Recognizer
+        from callcenter.calls import services
+        from callcenter.calls.models import AdaptationRun, Customer
+
+        token = services.line_create(name=f"returning-{os.getpid()}")[1]
+        supervisor, _ = get_user_model().objects.get_or_create(username=f"bench-qa-{os.getpid()}", is_staff=True)
+        supervisor.user_permissions.add(*Permission.objects.filter(codename__in=["verify_segment", "adapt_customer"]))
+        supervisor = get_user_model().objects.get(pk=supervisor.pk)
+        base = Recognizer.load(settings.ASR_CHECKPOINT, decoder=settings.ASR_DECODER)
+
+        rows = []
+        for i, sp in enumerate(speakers):
+            for condition in ("label-free", "verified"):
+                phone = f"+1555{args.seed:02d}{i:02d}{0 if condition == 'label-free' else 1}{os.getpid() % 1000:03d}"
+                wers, call_ids = [], []
+                for k, (audio, texts) in enumerate(calls[sp.id]):
+                    call_id = stream_call(ws_url, token, audio, phone)
+                    call_ids.append(call_id)
+                    wers.append(call_wer(texts, call_transcript(call_id)))
+                    customer = Customer.objects.get(phone=phone)
+                    if k < 2:
+                        if condition == "verified":
+                            _verify_call(services, supervisor, call_id, texts)
+                            wait_for(lambda c=customer.pk: runs_finished(c), 300, "the adaptation after the call")
+                            services.adaptation_request(customer_id=customer.pk, user=supervisor)
+                        wait_for(lambda c=customer.pk: runs_finished(c), 300, "the adaptation")
+                base3 = call_wer(calls[sp.id][2][1], base_model_transcript(base, call_ids[2]))
+                runs = list(AdaptationRun.objects.filter(customer=customer).order_by("created"))
+                row = {
+                    "caller": sp.id, "voice": sp.voice, "line": f"{sp.codec} {sp.snr_db:.0f} dB", "condition": condition,
+                    "wer1": wers[0], "wer2": wers[1], "wer3": wers[2], "wer3_base": base3,
+                    "runs": [f"{r.status}:{r.mode}:{r.metrics.get('seconds', '-')}s" for r in runs],
+                    "adapt_seconds": [r.metrics.get("seconds") for r in runs if r.metrics.get("seconds") is not None],
+                }  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        _report(rows)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return 0
+
+
+def _verify_call(services, user, call_id: int, texts: list[str]) -> None:
+    """A supervisor types the true transcript: the spoken sentences are
+    matched to the call's segments in order (one sentence per segment when
+    the endpointer found them all; else the whole call's text goes to the
+    first segment and the others are left unverified)."""
+    from callcenter.calls.models import Segment
+
+    segments = list(Segment.objects.filter(call_id=call_id).order_by("index"))
+    if len(segments) == len(texts):
+        for segment, text in zip(segments, texts):
+            services.segment_verify(segment_id=segment.pk, text=text, user=user)
+    else:
+        print(f"  call #{call_id}: {len(segments)} segments for {len(texts)} sentences: verifying none", flush=True)
+
+
+def _rel(a: float, b: float) -> str:
+    return "n/a" if a == 0 else f"{(b - a) / a * 100:+.0f}%"
+
+
+def _report(rows: list[dict]) -> None:
+    print()
+    print(f"{'caller':7} {'voice':22} {'line':10} {'condition':10} {'call1':>6} {'call2':>6} {'call3':>6} "
+          f"{'1->3':>6} {'base3':>6} {'base->3':>7}  adaptation s")  # fmt: skip
+    for r in rows:
+        print(f"{r['caller']:7} {r['voice'][:22]:22} {r['line']:10} {r['condition']:10} {r['wer1']:6.3f} "
+              f"{r['wer2']:6.3f} {r['wer3']:6.3f} {_rel(r['wer1'], r['wer3']):>6} {r['wer3_base']:6.3f} "
+              f"{_rel(r['wer3_base'], r['wer3']):>7}  {' '.join(f'{s:.1f}' for s in r['adapt_seconds'])}")  # fmt: skip
+    print()
+    for condition in ("label-free", "verified"):
+        sel = [r for r in rows if r["condition"] == condition]
+        if not sel:
+            continue
+        w1, w3, b3 = (float(np.mean([r[k] for r in sel])) for k in ("wer1", "wer3", "wer3_base"))
+        secs = [s for r in sel for s in r["adapt_seconds"]]
+        print(f"{condition:10}: mean WER call 1 {w1:.3f} -> call 3 {w3:.3f} ({_rel(w1, w3)}); "
+              f"call 3 base model {b3:.3f} -> with profile {w3:.3f} ({_rel(b3, w3)}); "
+              f"adaptation {np.mean(secs) if secs else 0:.1f} s mean, {max(secs) if secs else 0:.1f} s max "
+              f"over {len(secs)} runs")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
