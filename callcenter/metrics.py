@@ -25,6 +25,11 @@ STREAMS_CUT = Counter(
     "Live streams closed by a limit (duration, byte rate, idle)",
     ["reason"],  # max_duration | rate_limited | idle_timeout
 )
+AGENT_SOCKETS_REFUSED = Counter(
+    "callcenter_agent_sockets_refused_total",
+    "Agents' feed sockets closed at connect (no login, not an agent, a call not theirs, a bad call id)",
+    ["code"],  # login_required | forbidden | invalid | not_found
+)
 PROTOCOL_ERRORS = Counter("callcenter_protocol_errors_total", "Malformed frames on media sockets", ["code"])
 FRAMES_IGNORED = Counter(
     "callcenter_frames_ignored_total",

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
     redis-server postgresql sox libsox-fmt-all espeak-ng flite festival
     festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts wamerican
+    chromium chromium-driver
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }

@@ -514,6 +514,7 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def _refuse(self, code: str, message: str, close_code: int) -> None:
+        metrics.AGENT_SOCKETS_REFUSED.labels(code).inc()
         logger.info("agents' feed refused: %s (%s)", message, code)
         await self.send_json({"type": "error", "code": code, "message": message})
         await self.close(code=close_code)

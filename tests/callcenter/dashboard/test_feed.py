@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 
+from callcenter import metrics
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Agent, Call
@@ -97,6 +98,7 @@ def partial(call: Call, text: str) -> dict:
 )
 def test_the_feed_closes_sockets_without_an_agent_or_supervisor_session(people, who, code, close_code):
     headers = [ORIGIN] if who == "anonymous" else cookie(people[who])
+    refused_before = metrics.AGENT_SOCKETS_REFUSED.labels(code)._value.get()
 
     async def scenario():
         feed, first = await _connect(headers)
@@ -105,6 +107,7 @@ def test_the_feed_closes_sockets_without_an_agent_or_supervisor_session(people, 
     first, closed = async_to_sync(scenario)()
 
     assert first["type"] == "error" and first["code"] == code and closed == close_code
+    assert metrics.AGENT_SOCKETS_REFUSED.labels(code)._value.get() == refused_before + 1
 
 
 def test_a_session_cookie_from_another_origin_is_refused_at_the_handshake(people):

@@ -18,6 +18,11 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a-long-test-password-1"
 
 
+@pytest.fixture(autouse=True)
+def no_login_throttle(settings):
+    settings.LOGIN_RATE_LIMIT = 0  # the rate limiter has its own tests; these log in again and again
+
+
 @pytest.fixture
 def people(django_user_model) -> dict:
     def agent(name: str) -> Agent:

@@ -400,8 +400,14 @@
     }
   });
 
+  // A link to a call (#call-12) opens it, on load and when the address changes.
+  function openFromAddress() {
+    const m = location.hash.match(/^#call-(\d+)$/);
+    if (m && Number(m[1]) !== state.open) { openCall(Number(m[1])); }
+  }
+  window.addEventListener("hashchange", openFromAddress);
+
   setInterval(tick, 1000);
   connect();
-  const m = location.hash.match(/^#call-(\d+)$/);
-  if (m) { openCall(Number(m[1])); }
+  openFromAddress();
 })();

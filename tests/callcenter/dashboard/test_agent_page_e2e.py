@@ -1,0 +1,219 @@
+"""The agent page as people use it: a real Daphne and Celery worker, two
+agents logged in through the page in headless Chromium (Debian's chromium
+and chromedriver, driven by Selenium), and a synthetic call streamed through
+the Twilio protocol for one of them. The spoken sentences must appear as
+final text on her page, through a network drop, and never on his."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from asr_core.metrics import wer
+from callcenter.calls import services
+from callcenter.calls.models import Agent, Call, Segment
+from callcenter.client import stream_twilio
+from callcenter.demo import synthetic_call
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(
+        not (shutil.which("chromium") and shutil.which("chromedriver")),
+        reason="needs Debian's chromium and chromium-driver (scripts/bootstrap.sh installs them)",
+    ),
+]
+
+MAX_WER = 0.3  # as the live-call tests (tests/callcenter/streaming/test_live_calls.py)
+CALLER = "+15550109999"
+PASSWORD = "a-long-test-password-9"
+OFFLINE_S = 6.0
+
+
+@pytest.fixture(scope="module")
+def call_audio():
+    return synthetic_call(seed=23, sentences=4)
+
+
+@pytest.fixture
+def browsers(web_server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+
+    def start():
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,860",
+                     "--disable-gpu", "--no-first-run"]:  # fmt: skip
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        driver.set_page_load_timeout(30)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+@pytest.fixture
+def no_login_throttle():
+    """The login rate limit counts attempts per address in Redis; earlier
+    tests in this Redis database may have used up 127.0.0.1's allowance."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("login:*"):
+        client.delete(key)
+
+
+def log_in(driver, base_url: str, username: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base_url}/agent/")
+    assert "/accounts/login/" in driver.current_url, "the page asks for a login first"
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 20).until(ec.url_to_be(f"{base_url}/agent/"))
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "open")
+
+
+def wait(driver, condition, timeout: float, message: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+
+
+def finals(driver) -> list[dict]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#transcript li[data-state=final]')].map(li => ({"
+        "segment: Number(li.dataset.segment), time: li.querySelector('time').textContent,"
+        "text: li.querySelector('.text').textContent}))"
+    )
+
+
+def listed_calls(driver) -> set[int]:
+    return set(driver.execute_script("return [...document.querySelectorAll('#calls li')].map(li => Number(li.dataset.call))"))
+
+
+def set_offline(driver, offline: bool) -> None:
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+
+
+def test_an_agent_follows_her_call_live_and_another_agent_does_not_see_it(
+    web_server, celery_worker, browsers, call_audio, django_user_model, no_login_throttle, tmp_path
+):
+    from selenium.webdriver.common.by import By
+
+    for name in ("alice", "bob"):
+        Agent.objects.create(user=django_user_model.objects.create_user(name, password=PASSWORD), display_name=name)
+    token = services.line_create(name="e2e-agents")[1]
+    # The caller called before: the page shows that call in the caller's history.
+    customer = services.customer_create(phone=CALLER, name="Grace Caller")
+    earlier = services.call_start(protocol="twilio", external_id="MZ-before", customer_id=customer.pk)
+    services.call_end(call_id=earlier.pk)
+
+    alice, bob = browsers(), browsers()
+    log_in(alice, web_server.http_url, "alice")
+    log_in(bob, web_server.http_url, "bob")
+
+    result: dict = {}
+
+    def place_call() -> None:
+        try:
+            result["run"] = async_to_sync(stream_twilio)(
+                f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio, caller=CALLER,
+                extra_parameters={"agent": "alice"},
+            )  # fmt: skip
+        except BaseException as exc:  # reported by the assertion below
+            result["error"] = exc
+
+    caller = threading.Thread(target=place_call, daemon=True)
+    caller.start()
+
+    # Alice sees the call come in, assigned to her, and opens it.
+    wait(alice, lambda d: d.find_elements(By.CSS_SELECTOR, "#calls li[data-status=live] button"), 30,
+         "the call did not appear in alice's list")  # fmt: skip
+    call = Call.objects.exclude(pk=earlier.pk).get()
+    assert call.agent.user.username == "alice"
+    alice.find_element(By.CSS_SELECTOR, f"#calls li[data-call='{call.pk}'] button").click()
+    wait(alice, lambda d: d.find_element(By.ID, "call-heading").text == "Grace Caller", 10, "the call did not open")
+    wait(alice, lambda d: "1" in d.find_element(By.ID, "history").text, 10, "no caller history")
+    assert "No profile" in alice.find_element(By.ID, "history").text
+
+    wait(alice, lambda d: finals(d), 60, "no final text on alice's page")
+    assert call.pk not in listed_calls(bob), "bob sees alice's live call"
+
+    # A network drop: the socket goes, and nothing reaches the page for a while.
+    set_offline(alice, True)
+    alice.execute_script("agentPage.socket.close()")
+    dropped_at = time.time()
+    wait(alice, lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "closed", 10,
+         "the page did not notice the drop")  # fmt: skip
+    time.sleep(OFFLINE_S)
+    set_offline(alice, False)
+    wait(alice, lambda d: d.execute_script("return agentPage.reconnects") >= 1, 30, "the page did not reconnect")
+    back_at = time.time()
+
+    wait(alice, lambda d: len(finals(d)) >= 2, 60, "no second final")
+    # The screenshot: a few finals, and the next sentence in grey while it is spoken (when there is one).
+    _try_wait(alice, lambda d: d.find_elements(By.CSS_SELECTOR, "#transcript li[data-state=partial]"), 8)
+    alice.save_screenshot(str(tmp_path / "agent-page.png"))
+
+    caller.join(timeout=120)
+    assert "error" not in result and result["run"].close_code == 1000, result
+    segments = _wait_recognized(call)
+    wait(alice, lambda d: len(finals(d)) == len(segments), 60, "alice's page is missing final segments")
+    wait(alice, lambda d: d.find_element(By.CSS_SELECTOR, f"#calls li[data-call='{call.pk}']").get_attribute(
+        "data-status") == "ended", 20, "the call is not shown as ended")  # fmt: skip
+
+    # What alice read is what was stored, segment by segment, and it is what the caller said.
+    shown = finals(alice)
+    assert [(f["segment"], " ".join(f["text"].split())) for f in shown] == [(s.pk, s.text) for s in segments]
+    assert len(segments) == len(call_audio.sentences)
+    assert wer(list(zip(call_audio.sentences, [f["text"] for f in shown], strict=True))) <= MAX_WER, shown
+    assert all(f["time"].count(":") == 1 for f in shown), "each segment shows its time in the call"
+    # Some of it was recognized while alice's page was offline: fetched after the reconnect.
+    missed = [s for s in segments if dropped_at <= s.updated.timestamp() <= back_at]
+    assert missed, "no final fell into the offline window: the drop tested nothing"
+    assert alice.execute_script("return agentPage.resyncs") >= 1
+    # Bob never saw the call, and cannot open it by its address either.
+    assert call.pk not in listed_calls(bob)
+    bob.get(f"{web_server.http_url}/agent/#call-{call.pk}")
+    wait(bob, lambda d: d.find_element(By.ID, "call-notice").is_displayed(), 10, "bob got no refusal")
+    assert "another agent" in bob.find_element(By.ID, "call-notice").text
+    assert not finals(bob)
+
+
+def _try_wait(driver, condition, timeout: float) -> None:
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        wait(driver, condition, timeout, "")
+    except TimeoutException:
+        pass
+
+
+def _wait_recognized(call: Call, timeout: float = 60) -> list[Segment]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        segments = list(Segment.objects.filter(call=call).order_by("index"))
+        if segments and all(s.status != "pending" for s in segments):
+            return segments
+        time.sleep(0.3)
+    pytest.fail(f"segments of call #{call.pk} still pending after {timeout} s")
+
