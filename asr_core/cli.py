@@ -31,7 +31,9 @@ def cmd_corpus(a: argparse.Namespace) -> int:
     from asr_core.corpus.build import CorpusConfig, build_corpus
     cfg = CorpusConfig(out=a.out, seed=a.seed, train_speakers=a.train_speakers, dev_speakers=a.dev_speakers,
                        test_speakers=a.test_speakers, train_utts=a.train_utts, dev_utts=a.dev_utts,
-                       adapt_utts=a.adapt_utts, test_utts=a.test_utts, workers=a.workers)
+                       adapt_utts=a.adapt_utts, test_utts=a.test_utts,
+                       accent_train_speakers=a.accent_train_speakers, accent_dev_speakers=a.accent_dev_speakers,
+                       accent_test_speakers=a.accent_test_speakers, workers=a.workers)
     print(build_corpus(cfg))
     return 0
 
@@ -122,7 +124,8 @@ def cmd_meta_train(a: argparse.Namespace) -> int:
                           inner_steps=a.inner_steps, inner_lr=a.inner_lr, lhuc_lr=a.lhuc_lr, support=a.support, query=a.query,
                           meta_batch=a.meta_batch, outer_steps=a.outer_steps, outer_lr=a.outer_lr,
                           learn_base=a.learn_base, eval_every=a.eval_every, threads=a.threads,
-                          max_speakers=a.max_speakers, seed=a.seed)
+                          max_speakers=a.max_speakers, seed=a.seed, adapter_rank=a.adapter_rank,
+                          adapter_lr=a.adapter_lr, base_lr=a.base_lr)
     print(meta_train(cfg))
     return 0
 
@@ -197,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dev-utts", type=_non_negative_int, default=10)
     c.add_argument("--adapt-utts", type=_non_negative_int, default=10)
     c.add_argument("--test-utts", type=_non_negative_int, default=10)
+    c.add_argument("--accent-train-speakers", type=_non_negative_int, default=0,
+                   help="extra accented callers (other languages' espeak-ng voices reading English)")
+    c.add_argument("--accent-dev-speakers", type=_non_negative_int, default=0)
+    c.add_argument("--accent-test-speakers", type=_non_negative_int, default=0,
+                   help="accented test callers, in languages never used for training")
     c.add_argument("--workers", type=_positive_int, default=2)
     c.set_defaults(func=cmd_corpus)
 
@@ -252,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outer-steps", type=_positive_int, default=300)
     m.add_argument("--outer-lr", type=float, default=3e-3)
     m.add_argument("--learn-base", action="store_true", help="also meta-learn the base weights (outer loop)")
+    m.add_argument("--base-lr", type=float, default=1e-5, help="outer learning rate of the base weights")
+    m.add_argument("--adapter-rank", type=_non_negative_int, default=0,
+                   help="add rank-R feed-forward adapters to the adaptive group (a checkpoint without them)")
+    m.add_argument("--adapter-lr", type=float, default=0.05, help="inner step size of the adapters")
     m.add_argument("--eval-every", type=_positive_int, default=50)
     m.add_argument("--threads", type=_non_negative_int, default=0)
     m.add_argument("--max-speakers", type=_non_negative_int, default=0)

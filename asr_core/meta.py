@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_core.model import StreamingCTC
+from asr_core.model import ADAPTER_NAMES, StreamingCTC
 from asr_core.text import encode
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")
@@ -165,18 +165,25 @@ class MetaLearner(nn.Module):
     """Holds what meta-learning learns beside the model: per-parameter log step sizes (Meta-SGD)."""
 
     def __init__(self, model: StreamingCTC, algo: str, inner_lr: float, learn_base: bool = False,
-                 lhuc_lr: float | None = None):
-        """inner_lr: step size of the inner loop (the initial value for metasgd); lhuc_lr: a separate
-        step size for the LHUC scales (their gradients are much smaller than the feature transform's)."""
+                 lhuc_lr: float | None = None, adapter_lr: float | None = None):
+        """inner_lr: step size of the inner loop (the initial value for metasgd); lhuc_lr, adapter_lr:
+        separate step sizes for the LHUC scales and the feed-forward adapters (their gradients differ
+        in scale from the feature transform's by orders of magnitude)."""
         super().__init__()
         if algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {algo!r}")
-        if inner_lr <= 0 or (lhuc_lr is not None and lhuc_lr <= 0):
-            raise ValueError(f"inner step sizes must be > 0, got {inner_lr}, {lhuc_lr}")
+        if inner_lr <= 0 or any(v is not None and v <= 0 for v in (lhuc_lr, adapter_lr)):
+            raise ValueError(f"inner step sizes must be > 0, got {inner_lr}, {lhuc_lr}, {adapter_lr}")
         self.model, self.algo, self.inner_lr, self.learn_base = model, algo, inner_lr, learn_base
         own = dict(model.named_parameters())
-        init = {k: (lhuc_lr if lhuc_lr is not None and k.endswith(".lhuc") else inner_lr)
-                for k in model.adaptive_parameter_names()}
+        def size(name: str) -> float:
+            if lhuc_lr is not None and name.endswith(".lhuc"):
+                return lhuc_lr
+            if adapter_lr is not None and name.rsplit(".", 1)[-1] in ADAPTER_NAMES:
+                return adapter_lr
+            return inner_lr
+
+        init = {k: size(k) for k in model.adaptive_parameter_names()}
         log_init = {k.replace(".", "__"): nn.Parameter(torch.full_like(own[k], math.log(v))) for k, v in init.items()}
         self.log_lr = nn.ParameterDict(log_init)
         self.log_lr.requires_grad_(algo == "metasgd")

@@ -45,6 +45,8 @@ class MetaTrainConfig:
     seed: int = 0
     threads: int = 0
     max_speakers: int = 0
+    adapter_rank: int = 0       # > 0: add feed-forward adapters of this rank to a checkpoint without them
+    adapter_lr: float = 0.05
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -52,7 +54,9 @@ class MetaTrainConfig:
         for name in ("inner_steps", "support", "query", "meta_batch", "outer_steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.inner_lr <= 0 or self.outer_lr <= 0:
+        if self.adapter_rank < 0:
+            raise ValueError(f"adapter_rank must be >= 0, got {self.adapter_rank}")
+        if min(self.inner_lr, self.outer_lr, self.lhuc_lr, self.adapter_lr, self.base_lr) <= 0:
             raise ValueError("learning rates must be > 0")
 
 
@@ -104,6 +108,8 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     rng = random.Random(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
     model, base_meta = load_checkpoint(cfg.checkpoint or None)
+    if cfg.adapter_rank and not model.cfg.adapter_rank:
+        model = model.with_adapters(cfg.adapter_rank, seed=cfg.seed)
     model.eval()  # no dropout: adaptation behaves as in serving
     t0 = time.time()
     data, spk = _load_split(model, cfg.manifest, "train", cfg.max_speakers)
@@ -115,7 +121,8 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     dev_tasks = [(_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:])) for ix in dev_groups.values()]
     print(f"meta-train {cfg.algo}: {len(groups)} train speakers, {len(dev_tasks)} dev speakers, "
           f"features in {time.time() - t0:.0f}s", file=log, flush=True)
-    learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr)
+    learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr,
+                          adapter_lr=cfg.adapter_lr)
     groups_opt = []
     for g in learner.outer_parameters():
         lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr

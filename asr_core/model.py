@@ -8,7 +8,12 @@ whole utterance (up to float rounding). State is explicit data.
 Speaker-adaptive parameters (what adapts per caller) are the names returned
 by `adaptive_parameter_names()`: a per-mel-bin feature transform
 (`input_adapter.scale`, `input_adapter.bias`) and LHUC scales per block
-(`blocks.N.lhuc`, applied as 2 * sigmoid(lhuc), 1.0 at init).
+(`blocks.N.lhuc`, applied as 2 * sigmoid(lhuc), 1.0 at init), and, when
+`adapter_rank > 0`, low-rank corrections of each block's feed-forward layers:
+W x + B (A x). A (`blocks.N.ff1_a`, `ff2_a`) is shared by all callers (a fixed
+random projection, or meta-learned with the base weights); B (`blocks.N.ff1_b`,
+`ff2_b`) is per caller and 0 at init, so a model with adapters computes what it
+computed without them.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class ModelConfig:
     right_context: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 0, 0)  # look-ahead frames per block
     dropout: float = 0.1
     vocab_size: int = 29
+    adapter_rank: int = 0      # LoRA rank of the per-caller feed-forward adapters (0: none)
 
     def __post_init__(self) -> None:
         if self.sample_rate not in (8000, 16000):
@@ -45,6 +51,8 @@ class ModelConfig:
             raise ValueError("context sizes must be >= 0")
         if min(self.d_model, self.n_mels, self.stack, self.n_blocks, self.vocab_size) < 1:
             raise ValueError("sizes must be >= 1")
+        if self.adapter_rank < 0:
+            raise ValueError(f"adapter_rank must be >= 0, got {self.adapter_rank}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -100,10 +108,12 @@ class InputAdapter(nn.Module):
 
 
 class Block(nn.Module):
-    """Depthwise conv over time (left + right context), LayerNorm, feed-forward, LHUC, residual."""
+    """Depthwise conv over time (left + right context), LayerNorm, feed-forward (+ low-rank
+    adapters), LHUC, residual."""
 
-    def __init__(self, d: int, left: int, right: int, ff_mult: int, dropout: float):
+    def __init__(self, d: int, left: int, right: int, ff_mult: int, dropout: float, rank: int = 0):
         super().__init__()
+        self.rank = rank
         self.left, self.right = left, right
         self.dw = nn.Conv1d(d, d, left + right + 1, groups=d)
         self.norm = nn.LayerNorm(d)
@@ -111,13 +121,31 @@ class Block(nn.Module):
         self.ff2 = nn.Linear(d * ff_mult, d)
         self.drop = nn.Dropout(dropout)
         self.lhuc = nn.Parameter(torch.zeros(d))
+        if rank:
+            h = d * ff_mult
+            # A: (rank, in) small random, B: (out, rank) zero -> no change at init
+            self.ff1_a = nn.Parameter(torch.randn(rank, d) / d ** 0.5)
+            self.ff1_b = nn.Parameter(torch.zeros(h, rank))
+            self.ff2_a = nn.Parameter(torch.randn(rank, h) / h ** 0.5)
+            self.ff2_b = nn.Parameter(torch.zeros(d, rank))
+
+    def _ff(self, y: Tensor) -> Tensor:
+        """(batch, T, d) -> (batch, T, d): the feed-forward layers, with the adapters when present."""
+        if not self.rank:
+            return self.ff2(self.drop(F.gelu(self.ff1(y))))
+        h = F.gelu(self.ff1(y) + (y @ self.ff1_a.T) @ self.ff1_b.T)             # (batch, T, d * ff_mult)
+        h = self.drop(h)
+        return self.ff2(h) + (h @ self.ff2_a.T) @ self.ff2_b.T
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, left + T + right, d) with its context already attached -> (batch, T, d)."""
         t = x.shape[1] - self.left - self.right
         y = self.dw(x.transpose(1, 2)).transpose(1, 2)      # (batch, T, d)
-        y = self.ff2(self.drop(F.gelu(self.ff1(self.norm(y)))))
+        y = self._ff(self.norm(y))
         return x[:, self.left:self.left + t] + self.drop(y) * (2.0 * torch.sigmoid(self.lhuc))
+
+
+ADAPTER_NAMES = ("ff1_a", "ff1_b", "ff2_a", "ff2_b")
 
 
 class StreamingCTC(nn.Module):
@@ -130,13 +158,31 @@ class StreamingCTC(nn.Module):
         self.input_adapter = InputAdapter(cfg.n_mels)
         self.proj = nn.Linear(cfg.n_mels * cfg.stack, cfg.d_model)
         self.blocks = nn.ModuleList(
-            Block(cfg.d_model, cfg.kernel_left, r, cfg.ff_mult, cfg.dropout) for r in cfg.right_context)
+            Block(cfg.d_model, cfg.kernel_left, r, cfg.ff_mult, cfg.dropout, cfg.adapter_rank)
+            for r in cfg.right_context)
         self.out_norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
 
     # -- the speaker-adaptive group ------------------------------------------------------
     def adaptive_parameter_names(self) -> list[str]:
-        return ["input_adapter.scale", "input_adapter.bias"] + [f"blocks.{i}.lhuc" for i in range(len(self.blocks))]
+        names = ["input_adapter.scale", "input_adapter.bias"] + [f"blocks.{i}.lhuc" for i in range(len(self.blocks))]
+        if self.cfg.adapter_rank:
+            names += [f"blocks.{i}.{n}" for i in range(len(self.blocks)) for n in ("ff1_b", "ff2_b")]
+        return names
+
+    def with_adapters(self, rank: int, seed: int = 0) -> "StreamingCTC":
+        """A copy of this model with rank-`rank` feed-forward adapters added (B = 0: same outputs).
+        The adapters' A matrices are drawn from `seed`, so the copy is reproducible."""
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        if self.cfg.adapter_rank:
+            raise ValueError(f"the model already has rank-{self.cfg.adapter_rank} adapters")
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = StreamingCTC(ModelConfig.from_dict(dict(self.cfg.to_dict(), adapter_rank=rank)))
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(k.rsplit(".", 1)[-1] in ADAPTER_NAMES for k in missing), (missing, unexpected)
+        return model.train(self.training)
 
     # -- whole utterance -----------------------------------------------------------------
     def frontend(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import soundfile as sf
 
 from asr_core.corpus.sentences import sentences
-from asr_core.corpus.speakers import Speaker, make_speaker
+from asr_core.corpus.speakers import Speaker, make_accented_speaker, make_speaker
 from asr_core.corpus.synth import SAMPLE_RATE, SynthesisError, check_tools, render
 from asr_core.manifest import write_manifest
 
@@ -35,24 +35,37 @@ class CorpusConfig:
     dev_utts: int = 10
     adapt_utts: int = 10
     test_utts: int = 10
+    # accented callers (other languages' voices reading English), added after the speakers above
+    accent_train_speakers: int = 0
+    accent_dev_speakers: int = 0
+    accent_test_speakers: int = 0
     workers: int = max(1, os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
         for name in ("train_speakers", "dev_speakers", "test_speakers", "train_utts", "dev_utts",
-                     "adapt_utts", "test_utts", "workers"):
+                     "adapt_utts", "test_utts", "accent_train_speakers", "accent_dev_speakers",
+                     "accent_test_speakers", "workers"):
             if getattr(self, name) < 0 or (name == "workers" and self.workers < 1):
                 raise ValueError(f"expected {name} >= {1 if name == 'workers' else 0}, got {getattr(self, name)}")
 
 
 def _plan(cfg: CorpusConfig) -> tuple[list[Speaker], list[tuple[Speaker, str, str, int]]]:
-    """Speakers and (speaker, split, text, seed) jobs; pure function of the config."""
+    """Speakers and (speaker, split, text, seed) jobs; pure function of the config.
+
+    Accented speakers come last from their own random stream, so adding them leaves every
+    other speaker, sentence and file name of the corpus as it was."""
     rng = random.Random(cfg.seed)
+    accent_rng = random.Random(cfg.seed + 2)
     test_sents = set(sentences(random.Random(cfg.seed + 1), 400))
     speakers: list[Speaker] = []
     jobs: list[tuple[Speaker, str, str, int]] = []
-    for split, count in (("train", cfg.train_speakers), ("dev", cfg.dev_speakers), ("test", cfg.test_speakers)):
+    plan = [(split, count, make_speaker, rng, "") for split, count in
+            (("train", cfg.train_speakers), ("dev", cfg.dev_speakers), ("test", cfg.test_speakers))]
+    plan += [(split, count, make_accented_speaker, accent_rng, "acc") for split, count in
+             (("train", cfg.accent_train_speakers), ("dev", cfg.accent_dev_speakers), ("test", cfg.accent_test_speakers))]
+    for split, count, make, rng, tag in plan:
         for i in range(count):
-            sp = make_speaker(rng, f"{split}{i:04d}", split)
+            sp = make(rng, f"{split}{tag}{i:04d}", split)
             speakers.append(sp)
             srng = random.Random(rng.getrandbits(32))
             if split == "train":

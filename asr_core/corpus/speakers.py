@@ -24,6 +24,11 @@ ESPEAK_VARIANTS = ("", "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5
 # variants that only appear in dev/test speakers: voices held out from training
 HELD_OUT_VARIANTS = frozenset({"f4", "m6", "klatt4", "Annie", "edward2", "iven3", "marcelo",
                                "steph3", "travis", "Mike", "Gene2", "aunty"})
+# Accented callers: espeak-ng voices of other languages reading English text (their letter-to-sound
+# rules and prosody give a foreign accent). Test speakers' languages never occur in training.
+ACCENT_LANGUAGES = ("de", "es", "it", "pt", "ru", "cs", "ro", "hu", "tr", "id", "fi", "da", "sk", "bg")
+HELD_OUT_ACCENT_LANGUAGES = ("fr-fr", "nl", "pl", "sv", "hi", "hr")
+ACCENT_VARIANTS = ("", "m1", "m2", "m3", "f1", "f2", "f3", "klatt")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 CODECS = ("ulaw", "gsm", "amr", "none")
@@ -81,5 +86,19 @@ def make_speaker(rng: random.Random, sid: str, split: str) -> Speaker:
     return Speaker(
         id=sid, split=split, engine=engine, voice=voice, rate=rate, pitch=pitch,
         formant=round(rng.uniform(0.88, 1.14), 3), pitch_cents=rng.randint(-300, 300),
+        **_channel(rng, hard=held_out and rng.random() < 0.5),
+    )
+
+
+def make_accented_speaker(rng: random.Random, sid: str, split: str) -> Speaker:
+    """A caller with a foreign accent (another language's espeak-ng voice) on a random line;
+    dev/test speakers use held-out languages and harder lines."""
+    held_out = split != "train"
+    lang = rng.choice(HELD_OUT_ACCENT_LANGUAGES if held_out else ACCENT_LANGUAGES)
+    variant = rng.choice(ACCENT_VARIANTS)
+    return Speaker(
+        id=sid, split=split, engine="espeak", voice=lang + (f"+{variant}" if variant else ""),
+        rate=float(rng.randint(130, 185)), pitch=rng.randint(25, 75),
+        formant=round(rng.uniform(0.9, 1.1), 3), pitch_cents=rng.randint(-250, 250),
         **_channel(rng, hard=held_out and rng.random() < 0.5),
     )

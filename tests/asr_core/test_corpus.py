@@ -40,3 +40,22 @@ def test_different_seed_gives_different_corpus(tmp_path):
     build_corpus(_tiny(tmp_path / "a", seed=1))
     build_corpus(_tiny(tmp_path / "b", seed=2))
     assert _digest(tmp_path / "a") != _digest(tmp_path / "b")
+
+
+def test_accented_speakers_are_added_without_changing_the_rest(tmp_path):
+    from dataclasses import replace
+
+    from asr_core.corpus.build import _plan
+    from asr_core.corpus.speakers import ACCENT_LANGUAGES, HELD_OUT_ACCENT_LANGUAGES
+
+    plain = _tiny(tmp_path / "a")
+    accented = replace(plain, accent_train_speakers=3, accent_test_speakers=2)
+    speakers, jobs = _plan(plain)
+    speakers2, jobs2 = _plan(accented)
+    assert speakers2[: len(speakers)] == speakers and jobs2[: len(jobs)] == jobs
+    extra = speakers2[len(speakers):]
+    assert [s.split for s in extra] == ["train"] * 3 + ["test"] * 2
+    for s in extra:
+        lang = s.voice.split("+")[0]
+        assert lang in (ACCENT_LANGUAGES if s.split == "train" else HELD_OUT_ACCENT_LANGUAGES)
+    assert not set(ACCENT_LANGUAGES) & set(HELD_OUT_ACCENT_LANGUAGES)

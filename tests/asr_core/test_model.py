@@ -22,6 +22,17 @@ def _stream(model, audio, chunk):
     return torch.cat(outs)
 
 
+@pytest.fixture(scope="module")
+def adapted_model(model):
+    """The same model with rank-2 adapters whose B matrices are non-zero (as after adaptation)."""
+    m = model.with_adapters(2)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith(("_b",)):
+                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(len(name)))
+    return m.eval()
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(0, 6000), chunk=st.integers(1, 3000), seed=st.integers(0, 1000))
 def test_streaming_output_equals_whole_utterance_output(model, n, chunk, seed):
@@ -31,6 +42,33 @@ def test_streaming_output_equals_whole_utterance_output(model, n, chunk, seed):
     streamed = _stream(model, audio, chunk)
     assert streamed.shape[0] == int(lengths[0]) == whole.shape[1]
     assert torch.allclose(streamed, whole[0], atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(0, 6000), chunk=st.integers(1, 3000), seed=st.integers(0, 1000))
+def test_streaming_with_adapters_equals_whole_utterance_output(adapted_model, n, chunk, seed):
+    audio = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 0.3
+    with torch.no_grad():
+        whole, _ = adapted_model(audio[None], torch.tensor([n]))
+    assert torch.allclose(_stream(adapted_model, audio, chunk), whole[0], atol=1e-4)
+
+
+def test_adding_adapters_changes_nothing_until_they_adapt(model, adapted_model):
+    audio = torch.randn(3000, generator=torch.Generator().manual_seed(3)) * 0.3
+    with_adapters = model.with_adapters(2)
+    with torch.no_grad():
+        before, _ = model(audio[None], torch.tensor([3000]))
+        after, _ = with_adapters(audio[None], torch.tensor([3000]))
+        moved, _ = adapted_model(audio[None], torch.tensor([3000]))
+    assert torch.allclose(before, after, atol=1e-6)
+    assert not torch.allclose(before, moved, atol=1e-3)
+    names = with_adapters.adaptive_parameter_names()
+    assert set(model.adaptive_parameter_names()) < set(names)
+    assert {n.rsplit(".", 1)[-1] for n in names} >= {"ff1_b", "ff2_b"}  # B per caller; A is shared
+    assert not any(n.endswith("_a") for n in names)
+    assert with_adapters.cfg.adapter_rank == 2 and model.cfg.adapter_rank == 0
+    with pytest.raises(ValueError, match="already has rank-2 adapters"):
+        with_adapters.with_adapters(2)
 
 
 def test_batched_forward_ignores_padding(model):
@@ -54,6 +92,7 @@ def test_adaptive_group_is_small_and_named(model):
     ({"sample_rate": 44100}, "expected sample_rate 8000 or 16000, got 44100"),
     ({"n_blocks": 2}, "right_context has 8 entries for 2 blocks"),
     ({"dropout": 1.5}, "dropout must be in"),
+    ({"adapter_rank": -1}, "adapter_rank must be >= 0, got -1"),
 ])
 def test_config_validation_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
