@@ -27,6 +27,17 @@ def _int_at_least(low: int):
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
+def _positive_float(s: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s}")
+    return v
+
+
 def cmd_corpus(a: argparse.Namespace) -> int:
     from asr_core.corpus.build import CorpusConfig, build_corpus
     cfg = CorpusConfig(out=a.out, seed=a.seed, train_speakers=a.train_speakers, dev_speakers=a.dev_speakers,
@@ -108,7 +119,8 @@ def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
             methods.remove(algo)
     base_path = a.base_checkpoint or BASE_CTC_CHECKPOINT
     base = Recognizer.load(base_path, decoder=a.decoder) if os.path.isfile(base_path) else rec
-    out = evaluate_adaptation(rec, a.manifest, methods, meta, base, threads=a.threads, max_speakers=a.max_speakers)
+    out = evaluate_adaptation(rec, a.manifest, methods, meta, base, threads=a.threads, max_speakers=a.max_speakers,
+                              finetune_lr=a.finetune_lr)
     none = out["none"]["wer"]
     print(f"\n{'method':12s} {'WER':>8s} {'rel. to none':>13s} {'s/speaker':>10s}  worst speaker change")
     for m, r in out.items():
@@ -236,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also adapt per test speaker on its `adapt` utterances and compare methods")
     e.add_argument("--meta-dir", default="data/meta", help="folder with maml.pt fomaml.pt reptile.pt metasgd.pt")
     e.add_argument("--base-checkpoint", help="pre-meta-learning checkpoint for the finetune/lhuc baselines")
+    e.add_argument("--finetune-lr", type=_positive_float, default=0.05, help="Adam learning rate of the finetune baseline")
     e.add_argument("--max-speakers", type=_non_negative_int, default=0)
     e.add_argument("--backbone", choices=["small", "whisper-tiny", "whisper-base"], default="small",
                    help="small: the streaming CTC model; whisper-*: the final-pass backbone alone "
@@ -260,10 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outer-steps", type=_positive_int, default=300)
     m.add_argument("--outer-lr", type=float, default=3e-3)
     m.add_argument("--learn-base", action="store_true", help="also meta-learn the base weights (outer loop)")
-    m.add_argument("--base-lr", type=float, default=1e-5, help="outer learning rate of the base weights")
+    m.add_argument("--base-lr", type=_positive_float, default=1e-5, help="outer learning rate of the base weights")
     m.add_argument("--adapter-rank", type=_non_negative_int, default=0,
                    help="add rank-R feed-forward adapters to the adaptive group (a checkpoint without them)")
-    m.add_argument("--adapter-lr", type=float, default=0.05, help="inner step size of the adapters")
+    m.add_argument("--adapter-lr", type=_positive_float, default=0.05, help="inner step size of the adapters")
     m.add_argument("--eval-every", type=_positive_int, default=50)
     m.add_argument("--threads", type=_non_negative_int, default=0)
     m.add_argument("--max-speakers", type=_non_negative_int, default=0)

@@ -99,19 +99,29 @@ ADAPT_METHODS = ("none", "finetune", "lhuc", "maml", "fomaml", "reptile", "metas
 
 
 def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta: dict[str, Recognizer],
-                        base: Recognizer, threads: int = 1, max_speakers: int = 0, progress=sys.stderr) -> dict:
+                        base: Recognizer, threads: int = 1, max_speakers: int = 0, progress=sys.stderr,
+                        finetune_lr: float = 0.05) -> dict:
     """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, per method.
 
     rec: the shipped (meta-learned) recognizer; meta: algo -> recognizer with that algorithm's
     meta-learned init and step sizes; base: the recognizer before meta-learning (for the
-    non-meta baselines finetune and lhuc). Same number of steps for every method.
+    non-meta baselines finetune and lhuc). Same number of steps for every method. finetune: Adam
+    at `finetune_lr` on the product's adaptive group (adapters included, added to `base` when
+    `rec` has them); lhuc: plain gradient steps on `base`'s own group with the default step sizes.
     """
     from asr_core.adaptation import AdaptationConfig, adapt_caller, finetune, step_settings
     from asr_core.meta import adapt, detached, initial_params, make_batch
+    if finetune_lr <= 0:
+        raise ValueError(f"finetune_lr must be > 0, got {finetune_lr}")
     torch.set_num_threads(threads)
     rows = read_manifest(manifest, ("adapt", "test"))
     speakers = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
     steps, _ = step_settings(rec)
+    tuned = base  # finetune adapts the product's own group: add the same adapters to the base model
+    rank = rec.model.cfg.adapter_rank
+    if rank and not base.model.cfg.adapter_rank:
+        seed = int((rec.meta.get("meta_train") or {}).get("seed", 0))
+        tuned = Recognizer(base.model.with_adapters(rank, seed=seed), base.meta, base.beam)
     results = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in methods}
     for si, spk in enumerate(speakers):
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
@@ -124,8 +134,9 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
             if m == "none":
                 params = initial_params(rec.model)
             elif m == "finetune":
-                r = base
-                params = finetune(base, initial_params(base.model), ad_audio, [u.text for u in ad], steps)
+                r = tuned
+                params = finetune(tuned, initial_params(tuned.model), ad_audio, [u.text for u in ad], steps,
+                                  lr=finetune_lr)
             elif m == "lhuc":
                 r = base
                 _, size = step_settings(base)

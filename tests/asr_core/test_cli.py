@@ -69,3 +69,34 @@ def test_evaluate_missing_and_malformed_manifest(tmp_path):
     m.write_text("spk\taudio\n")
     rc, _, err = run("evaluate", "--manifest", str(m), "--decoder", "greedy")
     assert_clean_error(rc, err, "expected header")
+
+
+def test_evaluate_adapt_writes_the_per_method_table(tmp_path):
+    """`evaluate --adapt all` on a tiny corpus (one unseen accented caller): every method that has a
+    checkpoint gets a WER, per-speaker WER and seconds per speaker in the issue's JSON shape."""
+    import json
+
+    from asr_core.corpus.build import CorpusConfig, build_corpus
+
+    manifest = build_corpus(CorpusConfig(out=str(tmp_path / "c"), seed=3, train_speakers=0, dev_speakers=0,
+                                         test_speakers=0, accent_test_speakers=1, adapt_utts=4, test_utts=2,
+                                         workers=1))
+    out = tmp_path / "eval.json"
+    rc, stdout, err = run("evaluate", "--manifest", manifest, "--adapt", "all", "--meta-dir", str(tmp_path / "none"),
+                          "--json", str(out), "--decoder", "greedy", timeout=600)
+    assert rc == 0, err
+    table = json.loads(out.read_text())["adapt"]
+    assert {"none", "finetune", "lhuc", "label-free", "supervised"} <= set(table)
+    for method, row in table.items():
+        assert 0.0 <= row["wer"] <= 1.5, (method, row)
+        assert set(row["speakers"]) == {"testacc0000"}
+        assert row["seconds_per_speaker"] >= 0.0
+    assert table["supervised"]["seconds_per_speaker"] > 0.0
+    assert "supervised" in stdout and "not found, method maml skipped" in err
+
+
+def test_evaluate_rejects_a_bad_finetune_rate(tmp_path):
+    rc, _, err = run("evaluate", "--manifest", str(tmp_path / "m.tsv"), "--adapt", "all", "--finetune-lr", "0")
+    assert_clean_error(rc, err, "expected a number > 0, got 0")
+    rc, _, err = run("meta-train", "--manifest", "m.tsv", "--out", str(tmp_path), "--adapter-lr", "nan")
+    assert_clean_error(rc, err, "expected a number > 0, got nan")
