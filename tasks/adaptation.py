@@ -38,6 +38,10 @@ from tasks.recognition import TRANSIENT_ERRORS, active_model
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 3
+# Label-free adaptation needs this many segments (2 are held out for the
+# guard) and keeps pseudo-labels at least this confident.
+LABEL_FREE_MIN_SEGMENTS = 6
+LABEL_FREE_MIN_CONFIDENCE = 0.85
 
 
 @shared_task(
@@ -105,7 +109,20 @@ def _adapt(*, run_id: int) -> dict[str, object]:
                 run_id,
                 current.version,
             )
-    cfg = AdaptationConfig(mode=mode, holdout=1 if len(audios) < 6 else 2)
+    if mode == "label-free" and len(audios) < LABEL_FREE_MIN_SEGMENTS:
+        # Few unverified segments give a noisy guard and noisy pseudo-labels: wait for more.
+        return _finish_without_profile(
+            run_id=run_id,
+            version=version,
+            mode=mode,
+            figures={"mode": mode, "segments": len(audios), "model_version": version.name},
+            reason=f"only {len(audios)} unverified segment(s): label-free adaptation waits for "
+            f"{LABEL_FREE_MIN_SEGMENTS} (or verified transcripts)",
+        )
+    if mode == "label-free":
+        cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=LABEL_FREE_MIN_CONFIDENCE)
+    else:
+        cfg = AdaptationConfig(mode=mode, holdout=1 if len(audios) < 6 else 2)
     refs = texts if mode == "supervised" else None
     # Two starting points where the caller has a usable profile: the
     # meta-learned init (what meta-training optimized for a few steps on all
@@ -161,6 +178,22 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     }
 
 
+def _finish_without_profile(*, run_id: int, version, mode: str, figures: dict, reason: str) -> dict[str, object]:
+    run = services.adaptation_run_finish(
+        run_id=run_id,
+        model_version_id=version.pk,
+        mode=mode,
+        accepted=False,
+        metrics=figures,
+        state=None,
+        expected_version=None,
+        reason=reason,
+    )
+    metrics.ADAPTATIONS.labels("rejected").inc()
+    logger.info("adaptation run #%s: no new profile: %s", run_id, reason)
+    return {"run": run_id, "status": run.status, "profile_version": None, "metrics": figures}
+
+
 def _held_out_error(figures: dict) -> float | None:
     """The guard's held-out error after adaptation: WER (supervised) or
     1 - mean confidence (label-free); None without held-out segments."""
@@ -182,18 +215,25 @@ def _held_out_error_before(figures: dict) -> float | None:
 def _choose(tried: dict) -> tuple[str, object]:
     """The accepted adaptation with the lowest held-out error that is not
     worse than the profile in use (the "current" run's starting point, else
-    the base model); else the init run, marked not accepted."""
+    the base model); else the init run, marked not accepted. A run the
+    guard could not check (nothing held out: too few usable segments) is
+    not accepted."""
     baseline_run = tried.get("current", tried["init"])
     baseline = _held_out_error_before(baseline_run.metrics)
     accepted = [
         (name, r)
         for name, r in tried.items()
         if r.accepted
-        and (baseline is None or _held_out_error(r.metrics) is None or _held_out_error(r.metrics) <= baseline)
+        and _held_out_error(r.metrics) is not None
+        and (baseline is None or _held_out_error(r.metrics) <= baseline)
     ]
     if not accepted:
         name = "current" if "current" in tried else "init"
         result = tried[name]
+        if result.accepted and _held_out_error(result.metrics) is None:
+            result.metrics["reason"] = (
+                f"only {result.metrics.get('utterances', 0)} usable segment(s): nothing left to hold out for the guard"
+            )
         result.accepted = False
         return name, result
     return min(accepted, key=lambda item: (_held_out_error(item[1].metrics) or 0.0, item[0] != "init"))
