@@ -106,7 +106,7 @@ def marked_words(segment: Segment) -> str:
         "{}",
         (
             (
-                format_html('<mark title="confidence {:.2f}">{}</mark>', float(w["conf"]), w["w"])
+                format_html('<mark title="confidence {}">{}</mark>', f"{float(w['conf']):.2f}", w["w"])
                 if float(w.get("conf", 1)) < LOW_CONFIDENCE
                 else w["w"],
             )
@@ -141,11 +141,14 @@ class SegmentReviewForm(forms.ModelForm):
             self.fields["mark_verified"].initial = self.instance.is_verified
 
     def verified_transcript(self) -> str | None:
-        """The transcript to verify, or None when nothing is to be verified."""
+        """The transcript to verify (typed, or the recognized text when only
+        the box is ticked), or None when nothing is to be verified. A typed
+        transcript that was cleared is returned empty (and refused)."""
         text = " ".join((self.cleaned_data.get("verified_text") or "").split())
-        ticked = self.cleaned_data.get("mark_verified")
-        if "verified_text" in self.changed_data or (ticked and not self.instance.is_verified):
-            return text or (self.instance.text if ticked else "")
+        if "verified_text" in self.changed_data:
+            return text
+        if self.cleaned_data.get("mark_verified") and not self.instance.is_verified:
+            return text or self.instance.text.strip()
         return None
 
     def clean(self) -> dict:
@@ -310,6 +313,8 @@ class CallAdmin(ReviewActions, admin.ModelAdmin):
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         if formset.model is not Segment:
             return super().save_formset(request, form, formset, change)
+        # Verified through the service (who and when), not the formset's save.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for segment_form in formset.forms:
             if not segment_form.has_changed() or not segment_form.instance.pk:
                 continue
