@@ -3,7 +3,8 @@
 The message shapes are a stable interface (DESIGN.md)::
 
     {"type": "partial", "call": 12, "segment": 34, "index": 0, "text": "i would like",
-     "words": [{"w": "i", "start": 0.31, "end": 0.4, "conf": 0.93}, ...], "audio_at": 1764220000.12}
+     "words": [{"w": "i", "start": 0.31, "end": 0.4, "conf": 0.93}, ...], "audio_at": 1764220000.12,
+     "start_ms": 1200}
     {"type": "final", "call": 12, "segment": 34, "index": 0, "text": "i would like a refund",
      "words": [...], "conf": 0.81, "status": "recognized", "start_ms": 1200, "end_ms": 3400,
      "endpoint_at": 1764220001.5, "started_at": 1764220001.52, "recognized_at": 1764220001.6}
@@ -51,9 +52,16 @@ def _words(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
 
 
 def partial_message(
-    *, call_id: int, segment_id: int, index: int, text: str, words: Sequence[Mapping[str, object]], audio_at: float
+    *,
+    call_id: int,
+    segment_id: int,
+    index: int,
+    text: str,
+    words: Sequence[Mapping[str, object]],
+    audio_at: float,
+    start_ms: int | None = None,
 ) -> dict[str, object]:
-    return {
+    message: dict[str, object] = {
         "type": "partial",
         "call": call_id,
         "segment": segment_id,
@@ -62,6 +70,9 @@ def partial_message(
         "words": _words(words),
         "audio_at": round(audio_at, 4),
     }
+    if start_ms is not None:
+        message["start_ms"] = start_ms
+    return message
 
 
 def final_message(

@@ -157,6 +157,8 @@ class CallSession:
         self.ended = False
         # serial -> id of the segment row opened at its onset
         self._open_segments: dict[int, int] = {}
+        # serial -> start (ms in the call) of the segment in progress, for its partials
+        self._segment_start_ms: dict[int, int] = {}
         # ids of the segments queued for recognition, in order
         self.submitted: list[int] = []
         self._partials = (
@@ -238,6 +240,7 @@ class CallSession:
                     call_id=self.call_id, index=event.serial, start_ms=event.start_ms
                 )
                 self._open_segments[event.serial] = segment_id
+                self._segment_start_ms = {event.serial: event.start_ms}
                 if self._partials is not None:
                     self._partials.reset(event.serial)
                 self._last_partial_text = ""
@@ -288,6 +291,7 @@ class CallSession:
             text=text,
             words=transcript.as_dict()["words"],
             audio_at=audio_at,
+            start_ms=self._segment_start_ms.get(serial),
         )
         metrics.PARTIALS.labels("sent").inc()
         if self._on_partial is not None:

@@ -103,7 +103,8 @@ def finals(driver) -> list[dict]:
 
 
 def listed_calls(driver) -> set[int]:
-    return set(driver.execute_script("return [...document.querySelectorAll('#calls li')].map(li => Number(li.dataset.call))"))
+    script = "return [...document.querySelectorAll('#calls li')].map(li => Number(li.dataset.call))"
+    return set(driver.execute_script(script))
 
 
 def set_offline(driver, offline: bool) -> None:
@@ -217,3 +218,117 @@ def _wait_recognized(call: Call, timeout: float = 60) -> list[Segment]:
         time.sleep(0.3)
     pytest.fail(f"segments of call #{call.pk} still pending after {timeout} s")
 
+
+
+def _publish(call_id: int, message: dict) -> None:
+    from channels.layers import get_channel_layer
+
+    from callcenter.streaming import messages
+
+    async def send() -> None:
+        layer = get_channel_layer()
+        for group in messages.groups_for_call(call_id):
+            await layer.group_send(group, messages.layer_event(message))
+
+    async_to_sync(send)()
+
+
+def _contrast(rgb: str, background: tuple[int, int, int] = (255, 255, 255)) -> float:
+    """WCAG contrast ratio of a CSS rgb()/rgba() colour against a background."""
+
+    def luminance(channels) -> float:
+        def linear(c: float) -> float:
+            c /= 255
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+        r, g, b = (linear(float(c)) for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    channels = rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3]
+    lighter, darker = sorted([luminance(channels) + 0.05, luminance(background) + 0.05], reverse=True)
+    return lighter / darker
+
+
+def test_the_transcript_by_keyboard_partials_low_confidence_and_scrolling(web_server, browsers, django_user_model,
+                                                                          no_login_throttle):  # fmt: skip
+    """Live messages as the worker publishes them, into a call with a long
+    transcript, on a laptop-sized window, used with the keyboard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from callcenter.streaming import messages
+
+    agent = Agent.objects.create(user=django_user_model.objects.create_user("carol", password=PASSWORD))
+    customer = services.customer_create(phone="+15550104444", name="Long Talker")
+    call = services.call_start(protocol="twilio", external_id="MZ-long", customer_id=customer.pk)
+    for i in range(30):
+        s = services.segment_create(call_id=call.pk, index=i, start_ms=3000 * i, end_ms=3000 * i + 2000,
+                                    sample_rate=8000)  # fmt: skip
+        Segment.objects.filter(pk=s.pk).update(status="recognized", text=f"sentence number {i}", confidence=0.9,
+                                               words=[{"w": w, "start": 0.1, "end": 0.2, "conf": 0.9}
+                                                      for w in f"sentence number {i}".split()])  # fmt: skip
+    browser = browsers()
+    browser.set_window_size(1280, 720)
+    log_in(browser, web_server.http_url, "carol")
+    wait(browser, lambda d: call.pk in listed_calls(d), 10, "the queued call is not listed")
+
+    # Keyboard only: Tab to the call, Enter opens it.
+    body = browser.find_element(By.TAG_NAME, "body")
+    for _ in range(12):
+        body.send_keys(Keys.TAB)
+        if browser.execute_script("return document.activeElement.closest('#calls') !== null"):
+            break
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser, lambda d: len(finals(d)) == 30, 10, "the call's transcript did not load")
+
+    def at_bottom() -> bool:
+        return browser.execute_script("const b = document.getElementById('transcript-scroll');"
+                                      "return b.scrollHeight - b.scrollTop - b.clientHeight < 5")  # fmt: skip
+
+    overflows = "const b = document.getElementById('transcript-scroll'); return b.scrollHeight > b.clientHeight"
+    assert browser.execute_script(overflows), "the transcript should overflow"
+    assert at_bottom()
+
+    # A partial in grey, then the same segment's final, with its low-confidence word marked.
+    segment = services.segment_create(call_id=call.pk, index=30, start_ms=95_000, end_ms=95_000, sample_rate=8000)
+    _publish(call.pk, messages.partial_message(call_id=call.pk, segment_id=segment.pk, index=30,
+                                               text="my account number", words=[], audio_at=0.0,
+                                               start_ms=95_000))  # fmt: skip
+    row = f"#transcript li[data-segment='{segment.pk}']"
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"{row}[data-state=partial]"), 10, "no partial")
+    partial_text = browser.find_element(By.CSS_SELECTOR, f"{row} .text")
+    assert partial_text.text == "my account number" and at_bottom()
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} time").text == "1:35"
+    grey = partial_text.value_of_css_property("color")
+    final_text = browser.find_elements(By.CSS_SELECTOR, "#transcript li[data-state=final] .text")[0]
+    assert grey != final_text.value_of_css_property("color")
+    assert _contrast(grey) >= 4.5, grey
+    words = [{"w": w, "start": 0.3 * i, "end": 0.3 * i + 0.25, "conf": 0.3 if w == "account" else 0.9}
+             for i, w in enumerate("my account number changed".split())]
+    _publish(call.pk, messages.final_message(call_id=call.pk, segment_id=segment.pk, index=30,
+                                             text="my account number changed", words=words, confidence=0.7,
+                                             status="recognized", start_ms=95_000, end_ms=97_000))  # fmt: skip
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"{row}[data-state=final]"), 10, "no final")
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} .text").text == "my account number changed"
+    assert [m.text for m in browser.find_elements(By.CSS_SELECTOR, f"{row} mark.low")] == ["account"]
+    assert browser.find_element(By.CSS_SELECTOR, f"{row} time").text == "1:35"
+    assert len(browser.find_elements(By.CSS_SELECTOR, row)) == 1, "the final replaced the partial"
+
+    # Scrolled up to read: new text does not pull the transcript down; a button offers the latest.
+    browser.execute_script("document.getElementById('transcript-scroll').scrollTop = 0")
+    wait(browser, lambda d: not d.execute_script("return agentPage.follow"), 5, "scrolling up was not noticed")
+    later = services.segment_create(call_id=call.pk, index=31, start_ms=99_000, end_ms=99_000, sample_rate=8000)
+    _publish(call.pk, messages.partial_message(call_id=call.pk, segment_id=later.pk, index=31, text="and also",
+                                               words=[], audio_at=0.0))  # fmt: skip
+    jump = browser.find_element(By.ID, "jump")
+    wait(browser, lambda d: jump.is_displayed(), 10, "no jump-to-latest button")
+    assert browser.execute_script("return document.getElementById('transcript-scroll').scrollTop") == 0
+    jump.send_keys(Keys.ENTER)
+    wait(browser, lambda d: at_bottom(), 5, "the button did not jump to the latest text")
+
+    # The call is unassigned: the agent takes it with the keyboard.
+    take = browser.find_element(By.ID, "take")
+    assert take.is_displayed() and take.text == "Take this call"
+    take.send_keys(Keys.ENTER)
+    wait(browser, lambda d: "your call" in d.find_element(By.ID, "call-meta").text, 10, "the call was not taken")
+    assert Call.objects.get(pk=call.pk).agent == agent and not take.is_displayed()
