@@ -6,12 +6,14 @@ final text on her page, through a network drop, and never on his."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import threading
 import time
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.utils import timezone
 
 from asr_core.metrics import wer
 from callcenter.calls import services
@@ -125,8 +127,11 @@ def test_an_agent_follows_her_call_live_and_another_agent_does_not_see_it(
     token = services.line_create(name="e2e-agents")[1]
     # The caller called before: the page shows that call in the caller's history.
     customer = services.customer_create(phone=CALLER, name="Grace Caller")
-    earlier = services.call_start(protocol="twilio", external_id="MZ-before", customer_id=customer.pk)
-    services.call_end(call_id=earlier.pk)
+    earlier = services.call_start(protocol="twilio", external_id="MZ-before", customer_id=customer.pk,
+                                  started_at=timezone.now() - dt.timedelta(days=3))  # fmt: skip
+    said = services.segment_create(call_id=earlier.pk, index=0, start_ms=800, end_ms=2900, sample_rate=8000)
+    Segment.objects.filter(pk=said.pk).update(status="recognized", text="i want to change my delivery address")
+    services.call_end(call_id=earlier.pk, ended_at=earlier.started_at + dt.timedelta(seconds=95))
 
     alice, bob = browsers(), browsers()
     log_in(alice, web_server.http_url, "alice")
@@ -153,7 +158,8 @@ def test_an_agent_follows_her_call_live_and_another_agent_does_not_see_it(
     assert call.agent.user.username == "alice"
     alice.find_element(By.CSS_SELECTOR, f"#calls li[data-call='{call.pk}'] button").click()
     wait(alice, lambda d: d.find_element(By.ID, "call-heading").text == "Grace Caller", 10, "the call did not open")
-    wait(alice, lambda d: "1" in d.find_element(By.ID, "history").text, 10, "no caller history")
+    wait(alice, lambda d: "change my delivery address" in d.find_element(By.ID, "history").text, 10,
+         "the caller's earlier call is not in the history")  # fmt: skip
     assert "No profile" in alice.find_element(By.ID, "history").text
 
     wait(alice, lambda d: finals(d), 60, "no final text on alice's page")
