@@ -11,6 +11,10 @@ from callcenter.entry import setup_django
 
 setup_django()
 
+from callcenter.logs import redact_access_log  # noqa: E402
+
+redact_access_log()  # media URLs carry line tokens
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402

@@ -47,6 +47,11 @@ class StreamRun:
     stream_sid: str = ""
     frames_sent: int = 0
     seconds: float = 0.0
+    # With reconnect_s: the streams it took (one per connection) and how many
+    # frames the server confirmed stored (audio up to the last mark).
+    stream_sids: list[str] = field(default_factory=list)
+    reconnects: int = 0
+    frames_confirmed: int = 0
 
     def results(self) -> list[dict]:
         return [m for m in self.messages if "result" in m or ("text" in m and "partial" not in m)]
@@ -85,15 +90,95 @@ async def stream_twilio(
     abort: bool = False,
     on_message: Callable[[dict], None] | None = None,
     extra_parameters: dict[str, str] | None = None,
+    reconnect_s: float = 0.0,
 ) -> StreamRun:
     """Stream 8 kHz float audio as Twilio Media Streams would. ``abort``
     drops the connection at the end without a close handshake (a network
-    failure)."""
+    failure).
+
+    ``reconnect_s`` > 0: when the connection is lost before the audio is all
+    sent (the web server restarted), connect again (retrying for up to that
+    many seconds) and go on in a new stream with the rest of the audio. With
+    ``marks`` the rest starts where the server last confirmed a segment
+    stored (its last ``mark``), so audio the old server held in memory is
+    sent again, not lost; without marks it starts after the last frame sent."""
+    if reconnect_s > 0:
+        return await _stream_twilio_reconnecting(
+            url, audio, caller=caller, customer_id=customer_id, marks=marks, realtime=realtime,
+            on_message=on_message, extra_parameters=extra_parameters, reconnect_s=reconnect_s,
+        )  # fmt: skip
+    return await _stream_twilio_once(
+        url, audio, caller=caller, customer_id=customer_id, marks=marks, realtime=realtime, stream_sid=stream_sid,
+        send_stop=send_stop, abort=abort, on_message=on_message, extra_parameters=extra_parameters,
+    )  # fmt: skip
+
+
+async def _stream_twilio_reconnecting(
+    url: str, audio: np.ndarray, *, marks: bool, reconnect_s: float, on_message, **kwargs
+) -> StreamRun:
+    total = StreamRun()
+    frame_samples = 8000 * TWILIO_FRAME_MS // 1000
+    offset = 0  # frames of ``audio`` the current stream starts at
+    started = time.monotonic()
+    while True:
+        attempt = StreamRun(stream_sid=_twilio_sid("MZ"))
+
+        def seen(message: dict, attempt: StreamRun = attempt, base: int = offset) -> None:
+            if message.get("event") == "mark":
+                total.frames_confirmed = max(total.frames_confirmed, base + attempt.frames_sent)
+            if on_message:
+                on_message(message)
+
+        deadline = time.monotonic() + reconnect_s
+        while True:
+            try:
+                run = await _stream_twilio_once(
+                    url, audio[offset * frame_samples :], marks=marks, on_message=seen, run=attempt, **kwargs
+                )
+                break
+            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+                if attempt.frames_sent or time.monotonic() > deadline:
+                    if attempt.frames_sent:
+                        run = attempt
+                        break
+                    raise
+                await asyncio.sleep(0.5)
+        total.stream_sids.append(run.stream_sid)
+        total.stream_sid = run.stream_sid
+        total.messages.extend(run.messages)
+        total.close_code, total.close_reason = run.close_code, run.close_reason
+        sent_until = offset + run.frames_sent
+        total.frames_sent = max(total.frames_sent, sent_until)
+        remaining = len(audio) - sent_until * frame_samples
+        if run.close_code == 1000 or remaining <= 0:
+            break
+        # Lost mid-stream: go on in a new stream.
+        total.reconnects += 1
+        offset = total.frames_confirmed if marks else sent_until
+    total.seconds = time.monotonic() - started
+    return total
+
+
+async def _stream_twilio_once(
+    url: str,
+    audio: np.ndarray,
+    *,
+    caller: str | None = None,
+    customer_id: str | None = None,
+    marks: bool = False,
+    realtime: bool = True,
+    stream_sid: str | None = None,
+    send_stop: bool = True,
+    abort: bool = False,
+    on_message: Callable[[dict], None] | None = None,
+    extra_parameters: dict[str, str] | None = None,
+    run: StreamRun | None = None,
+) -> StreamRun:
     import torch
 
     from asr_core.audio import mulaw_encode
 
-    run = StreamRun(stream_sid=stream_sid or _twilio_sid("MZ"))
+    run = run or StreamRun(stream_sid=stream_sid or _twilio_sid("MZ"))
     call_sid, account_sid = _twilio_sid("CA"), _twilio_sid("AC")
     parameters = dict(extra_parameters or {})
     if caller:

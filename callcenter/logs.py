@@ -79,3 +79,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
+
+
+def redact_access_log() -> None:
+    """Daphne's access log (stdout by default) prints each request's path,
+    and a media URL's path ends in the line token: redact those lines too.
+    Called once by ``callcenter.asgi`` in the web process."""
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:  # pragma: no cover - another ASGI server
+        return
+    original = AccessLogGenerator.write_entry
+    if getattr(original, "redacting", False):
+        return
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        return original(self, host, date, redact(request), *args, **kwargs)
+
+    write_entry.redacting = True
+    AccessLogGenerator.write_entry = write_entry

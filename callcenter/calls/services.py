@@ -398,7 +398,10 @@ def _recognition_enqueue(*, segment_id: int, endpoint_at: float | None) -> None:
     from tasks.recognition import recognize_segment
 
     try:
-        recognize_segment.delay(segment_id=segment_id, endpoint_at=endpoint_at)
+        # Nobody waits on the task's result (it goes to the database and the
+        # agents): without ignore_result the web process would subscribe to
+        # it in Redis, and block there for 20 s while Redis is down.
+        recognize_segment.apply_async(kwargs={"segment_id": segment_id, "endpoint_at": endpoint_at}, ignore_result=True)
     except (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         metrics.ENQUEUE_FAILURES.inc()
         logger.error("segment #%s: recognition not queued (broker: %s); the sweeper will queue it", segment_id, exc)
