@@ -505,6 +505,9 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
                 return
             self.visible[call_id] = True
         self.groups_joined = [messages.call_group(int(call))] if call else [messages.AGENTS_GROUP]
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        if session_key:
+            self.groups_joined.append(messages.session_group(session_key))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.send_json({"type": "hello", "user": self.viewer.username, "supervisor": self.viewer.supervisor})
@@ -525,6 +528,11 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "code": "unexpected_message", "message": "this feed is read-only"})
 
     # --- channel-layer handlers ---
+
+    async def session_closed(self, event: dict) -> None:
+        """The login session of this socket logged out."""
+        await self.send_json({"type": "error", "code": "logged_out", "message": "logged out"})
+        await self.close(code=protocols.CLOSE_UNAUTHENTICATED)
 
     async def transcript_message(self, event: dict) -> None:
         message = event["message"]

@@ -29,6 +29,7 @@ layer event is ``{"type": "transcript.message", "message": <message>}``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 AGENTS_GROUP = "agents"
@@ -41,6 +42,15 @@ def call_group(call_id: int) -> str:
 
 def groups_for_call(call_id: int) -> tuple[str, str]:
     return call_group(call_id), AGENTS_GROUP
+
+
+def session_group(session_key: str) -> str:
+    """The agents' feed sockets of one login session (closed when it logs
+    out); named by a hash, so session keys never appear in Redis."""
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+SESSION_CLOSED = "session.closed"
 
 
 def _words(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:

@@ -270,3 +270,32 @@ async def _exchange_async(path, frames):
     from tests.callcenter.streaming.test_consumers import _exchange
 
     return await _exchange(path, frames)
+
+
+# --- logging out ---
+
+
+def test_logging_out_closes_that_sessions_feed_but_not_another_sessions(people):
+    from channels.db import database_sync_to_async
+    from django.test import Client
+
+    browser, other = Client(), Client()
+    for client in (browser, other):
+        client.force_login(people["alice"].user)
+    headers = [(b"cookie", f"sessionid={c.cookies['sessionid'].value}".encode()) for c in (browser, other)]
+
+    async def scenario():
+        mine, _ = await _connect([headers[0], ORIGIN])
+        elsewhere, _ = await _connect([headers[1], ORIGIN])
+        response = await database_sync_to_async(browser.post)("/accounts/logout/")
+        first = await mine.receive_json_from(timeout=10)
+        closed = await _close_code(mine)
+        still_open = await elsewhere.receive_nothing(timeout=0.5)
+        await elsewhere.disconnect()
+        return response.status_code, first, closed, still_open
+
+    status, first, closed, still_open = async_to_sync(scenario)()
+
+    assert status == 302
+    assert first == {"type": "error", "code": "logged_out", "message": "logged out"} and closed == 4401
+    assert still_open, "alice's other login keeps its feed"
