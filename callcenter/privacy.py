@@ -3,10 +3,15 @@
 A card number is a run of 13 to 19 digits that passes the Luhn check,
 written as digits (``4111 1111 1111 1111``, ``4111-1111-1111-1111``) or
 spoken digit by digit (``four one one one ...``, ``oh`` for zero), the way
-the recognizer writes it. The run is replaced by ``[card number]``; in a
+the recognizer writes it. The run is replaced by ``[card-number]``; in a
 word list the run's words become one word with that text, spanning their
 times. Digit runs that fail the Luhn check (order numbers, phone numbers)
 are kept.
+
+Partial hypotheses are cut mid-number: a number still being spoken cannot
+be Luhn-checked yet, so ``redact_partial`` also hides every run of
+``PARTIAL_MIN_DIGITS`` or more digits (the final result then shows what
+the Luhn rule keeps).
 
 Pure functions: whether to redact is the caller's decision
 (``settings.PRIVACY_REDACT_CARD_NUMBERS``).
@@ -17,8 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-REDACTED = "[card number]"
+REDACTED = "[card-number]"
 MIN_DIGITS, MAX_DIGITS = 13, 19
+PARTIAL_MIN_DIGITS = 8
 
 _DIGIT_WORDS = {
     "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -53,7 +59,7 @@ def _token_digits(token: str) -> str | None:
     return None
 
 
-def card_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
+def card_spans(tokens: Sequence[str], *, partial: bool = False) -> list[tuple[int, int]]:
     """``[start, end)`` token ranges that spell a Luhn-valid card number.
 
     Within each run of number tokens, the longest stretch (from the
@@ -68,6 +74,11 @@ def card_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
         run_end = i
         while run_end < len(tokens) and digits[run_end] is not None:
             run_end += 1
+        run_digits = sum(len(d) for d in digits[i:run_end])  # type: ignore[arg-type]
+        if partial and run_digits >= PARTIAL_MIN_DIGITS:
+            spans.append((i, run_end))
+            i = run_end
+            continue
         start = i
         while start < run_end:
             found = None
@@ -85,12 +96,13 @@ def card_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
     return spans
 
 
-def redact_text(text: str) -> str:
-    """``text`` with every card number replaced by ``[card number]``."""
+def redact_text(text: str, *, partial: bool = False) -> str:
+    """``text`` with every card number replaced by ``[card-number]``
+    (``partial``: and every run of 8+ digits)."""
     if not text:
         return text
     tokens = text.split()
-    spans = card_spans(tokens)
+    spans = card_spans(tokens, partial=partial)
     if not spans:
         return text
     out: list[str] = []
@@ -103,10 +115,10 @@ def redact_text(text: str) -> str:
     return " ".join(out)
 
 
-def redact_words(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+def redact_words(words: Sequence[Mapping[str, object]], *, partial: bool = False) -> list[dict[str, object]]:
     """A word list (``{"w", "start", "end", "conf"}``) with each card number's
-    words merged into one ``[card number]`` word over their times."""
-    spans = card_spans([str(w.get("w", "")) for w in words])
+    words merged into one ``[card-number]`` word over their times."""
+    spans = card_spans([str(w.get("w", "")) for w in words], partial=partial)
     if not spans:
         return [dict(w) for w in words]
     out: list[dict[str, object]] = []

@@ -61,6 +61,17 @@ def _words(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
     ]  # fmt: skip
 
 
+def _redacted(text: str, words: Sequence[Mapping[str, object]], *, partial: bool):
+    """Card numbers out of what agents see (``PRIVACY_REDACT_CARD_NUMBERS``)."""
+    from django.conf import settings
+
+    from callcenter import privacy
+
+    if not settings.PRIVACY_REDACT_CARD_NUMBERS:
+        return text, words
+    return privacy.redact_text(text, partial=partial), privacy.redact_words(words, partial=partial)
+
+
 def partial_message(
     *,
     call_id: int,
@@ -71,6 +82,7 @@ def partial_message(
     audio_at: float,
     start_ms: int | None = None,
 ) -> dict[str, object]:
+    text, words = _redacted(text, words, partial=True)
     message: dict[str, object] = {
         "type": "partial",
         "call": call_id,
@@ -101,6 +113,7 @@ def final_message(
     recognized_at: float | None = None,
     error: str | None = None,
 ) -> dict[str, object]:
+    text, words = _redacted(text, words, partial=False)
     message: dict[str, object] = {
         "type": "final",
         "call": call_id,

@@ -72,3 +72,28 @@ def test_word_lists_merge_the_card_number_into_one_word_over_its_times():
     assert [w["w"] for w in out] == ["card", REDACTED]
     assert out[1]["start"] == words[1]["start"] and out[1]["end"] == words[-1]["end"]
     assert out[1]["conf"] == min(w["conf"] for w in words[1:])
+
+
+def test_the_agents_feed_hides_card_numbers_in_finals_and_long_digit_runs_in_partials(settings):
+    from callcenter.streaming import messages
+
+    settings.PRIVACY_REDACT_CARD_NUMBERS = True
+    spoken = "four one one one one one one one one one one one one one one one"
+    growing = "my card is four one one one one one one one"  # 8 digits so far: cannot be checked yet
+    words = [{"w": w, "start": i * 0.3, "end": i * 0.3 + 0.2, "conf": 0.9} for i, w in enumerate(growing.split())]
+
+    partial = messages.partial_message(call_id=1, segment_id=2, index=0, text=growing, words=words, audio_at=1.0)
+    final = messages.final_message(
+        call_id=1, segment_id=2, index=0, text=f"my card is {spoken}", words=[], confidence=0.9,
+        status="recognized", start_ms=0, end_ms=9000,
+    )  # fmt: skip
+    short = messages.partial_message(call_id=1, segment_id=2, index=0, text="order four seven", words=[], audio_at=1)
+
+    assert partial["text"] == f"my card is {REDACTED}" and [w["w"] for w in partial["words"]][-1] == REDACTED
+    assert final["text"] == f"my card is {REDACTED}"
+    assert short["text"] == "order four seven"
+    settings.PRIVACY_REDACT_CARD_NUMBERS = False
+    assert messages.final_message(
+        call_id=1, segment_id=2, index=0, text=spoken, words=[], confidence=0.9, status="recognized",
+        start_ms=0, end_ms=9000,
+    )["text"] == spoken  # fmt: skip

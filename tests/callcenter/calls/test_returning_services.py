@@ -370,8 +370,8 @@ def test_card_numbers_are_redacted_from_stored_transcripts_unless_turned_off(med
         segment_id=segment.pk, text=f"my card is {CARD_SPOKEN} thanks", words=words, confidence=0.9
     )
 
-    assert stored.text == "my card is [card number] thanks"
-    assert [w["w"] for w in stored.words] == ["my", "card", "is", "[card number]", "thanks"]
+    assert stored.text == "my card is [card-number] thanks"
+    assert [w["w"] for w in stored.words] == ["my", "card", "is", "[card-number]", "thanks"]
     assert stored.words[3]["start"] == words[3]["start"] and stored.words[3]["end"] == words[-2]["end"]
 
     settings.PRIVACY_REDACT_CARD_NUMBERS = False
