@@ -284,6 +284,12 @@ def test_the_transcript_by_keyboard_partials_low_confidence_and_scrolling(web_se
         body.send_keys(Keys.TAB)
         if browser.execute_script("return document.activeElement.closest('#calls') !== null"):
             break
+    # A live update re-draws the list: the focus stays on the call.
+    _publish(call.pk, messages.call_message(call_id=call.pk, status="live", protocol="twilio",
+                                            customer_id=customer.pk, caller=customer.phone))  # fmt: skip
+    time.sleep(0.5)
+    focused = "const li = document.activeElement.closest('#calls li'); return li ? Number(li.dataset.call) : null"
+    assert browser.execute_script(focused) == call.pk
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait(browser, lambda d: len(finals(d)) == 30, 10, "the call's transcript did not load")
 

@@ -75,7 +75,13 @@
     const list = $("calls");
     const calls = [...state.calls.values()].sort((a, b) =>
       (a.status === "live" ? 0 : 1) - (b.status === "live" ? 0 : 1) || Date.parse(b.started_at) - Date.parse(a.started_at));
+    // Re-rendering must not take the keyboard focus away from the call it was on.
+    const focused = document.activeElement && document.activeElement.closest("#calls li");
     list.replaceChildren(...calls.map(callItem));
+    if (focused) {
+      const again = list.querySelector(`li[data-call="${focused.dataset.call}"] button`);
+      if (again) { again.focus(); }
+    }
     $("no-calls").hidden = calls.some((c) => c.status === "live");
   }
 
