@@ -19,8 +19,9 @@ PASSWORD = "a-long-test-password-1"
 
 
 @pytest.fixture(autouse=True)
-def no_login_throttle(settings):
+def quick_logins(settings):
     settings.LOGIN_RATE_LIMIT = 0  # the rate limiter has its own tests; these log in again and again
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # Django's advice for tests
 
 
 @pytest.fixture
