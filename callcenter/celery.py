@@ -49,7 +49,21 @@ def _bind_log_context(task: object = None, kwargs: dict | None = None, **extra: 
     from callcenter import logs
 
     kwargs = kwargs or {}
-    logs.bind(call=kwargs.get("call_id"), segment=kwargs.get("segment_id"))
+    call, segment = kwargs.get("call_id"), kwargs.get("segment_id")
+    if call is None and isinstance(segment, int):
+        call = _call_of_segment(segment)
+    logs.bind(call=call, segment=segment)
+
+
+def _call_of_segment(segment_id: int) -> int | None:
+    from django.db import DatabaseError
+
+    from callcenter.calls.models import Segment
+
+    try:
+        return Segment.objects.filter(pk=segment_id).values_list("call_id", flat=True).first()
+    except DatabaseError:
+        return None  # the task itself will meet (and report) the database error
 
 
 @signals.task_postrun.connect

@@ -1,0 +1,136 @@
+"""The sweeper (maintenance.sweep) and the requeue_segments command, with
+the real database, Redis and Celery worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from callcenter import redisconn
+from callcenter.asr import wav_bytes
+from callcenter.calls import services
+from callcenter.calls.models import Call, Segment
+from callcenter.demo import synthetic_call
+from tasks.maintenance import sweep
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def speech_wav() -> bytes:
+    return wav_bytes(synthetic_call(seed=3, sentences=1).audio, 8000)
+
+
+@pytest.fixture(autouse=True)
+def sweeper_settings(settings, shared_var_dir):
+    settings.SEGMENT_STUCK_AFTER_S = 60
+    settings.STREAM_HEARTBEAT_S = 1
+
+
+def _segment(call: Call, index: int, audio: bytes = b"", *, status: str = "pending", age_s: float = 0) -> Segment:
+    segment = services.segment_create(call_id=call.pk, index=index, start_ms=index * 3000, end_ms=index * 3000 + 2000,
+                                      sample_rate=8000, audio=audio)  # fmt: skip
+    Segment.objects.filter(pk=segment.pk).update(status=status, updated=timezone.now() - dt.timedelta(seconds=age_s))
+    return segment
+
+
+def _wait_status(segment_id: int, status: str, timeout: float = 60) -> Segment:
+    deadline = time.monotonic() + timeout
+    while (segment := Segment.objects.get(pk=segment_id)).status != status and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return segment
+
+
+def test_the_sweeper_queues_stuck_segments_once_and_the_worker_recognizes_them(celery_worker, speech_wav):
+    call = services.call_start(protocol="twilio", external_id="MZsweep")
+    services.call_end(call_id=call.pk)
+    stuck = _segment(call, 0, speech_wav, age_s=600)
+    fresh = _segment(call, 1, speech_wav, age_s=5)  # its task may still be in the queue
+
+    first = sweep()
+    second = sweep()
+
+    assert first["segments_requeued"] == [stuck.pk] and second["segments_requeued"] == []
+    recognized = _wait_status(stuck.pk, "recognized")
+    assert recognized.text and recognized.words
+    assert Segment.objects.get(pk=fresh.pk).status == "pending"
+
+
+def test_the_sweeper_closes_live_calls_no_web_process_holds(speech_wav):
+    orphan = services.call_start(protocol="twilio", external_id="MZorphan",
+                                 started_at=timezone.now() - dt.timedelta(minutes=5))  # fmt: skip
+    held = services.call_start(protocol="twilio", external_id="MZheld",
+                               started_at=timezone.now() - dt.timedelta(minutes=5))  # fmt: skip
+    young = services.call_start(protocol="pcm")  # its web process has not renewed its key yet
+    kept = _segment(orphan, 0, speech_wav)
+    lost = _segment(orphan, 1)  # opened at speech onset; its audio died with the process
+    redisconn.calls_alive_renew(call_ids=[held.pk], owner="test:1", ttl_s=30)
+
+    result = sweep()
+
+    assert result["calls_closed"] == [orphan.pk]
+    orphan.refresh_from_db()
+    assert orphan.status == "failed" and "web process stopped" in orphan.failure_reason and orphan.ended_at
+    assert Call.objects.get(pk=held.pk).status == "live" and Call.objects.get(pk=young.pk).status == "live"
+    assert Segment.objects.get(pk=kept.pk).status == "pending"  # kept: it has audio
+    lost = Segment.objects.get(pk=lost.pk)
+    assert lost.status == "failed" and lost.failure_reason.startswith("no audio stored")
+    assert sweep()["calls_closed"] == []
+
+
+def test_the_sweeper_fails_segments_without_audio_of_long_closed_calls():
+    call = services.call_start(protocol="pcm", started_at=timezone.now() - dt.timedelta(minutes=10))
+    services.call_end(call_id=call.pk, ended_at=timezone.now() - dt.timedelta(minutes=5))
+    onset = _segment(call, 0)
+
+    assert sweep()["segments_failed"] == [1]
+    onset.refresh_from_db()
+    assert onset.status == "failed" and "ended before" in onset.failure_reason
+
+
+def test_requeue_segments_queues_failed_ones_of_a_call(celery_worker, speech_wav, capsys):
+    call = services.call_start(protocol="pcm")
+    failed = _segment(call, 0, speech_wav, status="failed")
+    Segment.objects.filter(pk=failed.pk).update(failure_reason="worker lost")
+    other = services.call_start(protocol="pcm")
+    untouched = _segment(other, 0, speech_wav, status="failed")
+
+    call_command("requeue_segments", "--status", "failed", "--call", str(call.pk))
+
+    assert "1 segment(s) queued" in capsys.readouterr().out
+    assert _wait_status(failed.pk, "recognized").text
+    assert Segment.objects.get(pk=untouched.pk).status == "failed"
+
+
+def test_requeue_segments_dry_run_changes_nothing(speech_wav, capsys):
+    call = services.call_start(protocol="pcm")
+    segment = _segment(call, 0, speech_wav, status="failed", age_s=100)
+    _segment(call, 1)  # no audio: nothing to recognize
+
+    call_command("requeue_segments", "--dry-run", "--older-than", "50")
+
+    assert f"1 segment(s) would be queued: [{segment.pk}]" in capsys.readouterr().out
+    assert Segment.objects.get(pk=segment.pk).status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--call", "987654"], "call #987654 does not exist"),
+        (["--older-than", "-1"], "--older-than must be >= 0"),
+        (["--status", "recognized"], "invalid choice"),
+        (["--call", "abc"], "invalid int value"),
+    ],
+)
+def test_requeue_segments_refuses_bad_input_and_changes_nothing(speech_wav, args, message):
+    call = services.call_start(protocol="pcm")
+    segment = _segment(call, 0, speech_wav, status="failed")
+
+    with pytest.raises(CommandError, match=message):
+        call_command("requeue_segments", *args)
+
+    assert Segment.objects.get(pk=segment.pk).status == "failed"
