@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -32,9 +33,12 @@ def calls_for_viewer(*, viewer: Viewer, now: dt.datetime | None = None) -> list[
     """Live calls and calls that ended in the last 30 minutes that the viewer
     sees, live ones first, newest first."""
     since = (now or timezone.now()) - RECENTLY_ENDED
-    calls = Call.objects.filter(Q(status=Call.Status.LIVE) | Q(ended_at__gte=since)).select_related(
-        "customer", "agent__user"
-    )
+    # A call that ended since then started at most the longest call before:
+    # both arms use the (status, started_at) index.
+    started_after = since - dt.timedelta(seconds=settings.STREAM_MAX_CALL_S)
+    recently_ended = Q(status__in=[Call.Status.ENDED, Call.Status.FAILED], started_at__gte=started_after,
+                       ended_at__gte=since)  # fmt: skip
+    calls = Call.objects.filter(Q(status=Call.Status.LIVE) | recently_ended).select_related("customer", "agent__user")
     listed = list(_visible(calls, viewer).order_by("-started_at", "-id")[:MAX_LISTED])
     return sorted(listed, key=lambda c: c.status != Call.Status.LIVE)
 
