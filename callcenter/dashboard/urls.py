@@ -8,9 +8,10 @@ app_name = "dashboard"
 urlpatterns = [
     path("agent/", views.agent_page, name="agent"),
     path("agent/api/calls", views.calls_list, name="calls"),
-    path("agent/api/calls/<int:call_id>", views.call_detail, name="call"),
-    path("agent/api/calls/<int:call_id>/segments", views.call_segments, name="segments"),
-    path("agent/api/calls/<int:call_id>/take", views.call_take, name="take"),
+    # Ids are parsed by the views: a malformed one is a 400 in JSON, not a 404 page.
+    path("agent/api/calls/<str:call_id>", views.call_detail, name="call"),
+    path("agent/api/calls/<str:call_id>/segments", views.call_segments, name="segments"),
+    path("agent/api/calls/<str:call_id>/take", views.call_take, name="take"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),

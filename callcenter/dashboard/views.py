@@ -33,6 +33,13 @@ _HTTP_STATUS: list[tuple[type[CallCenterError], int]] = [
 ]
 
 
+def _parse_id(raw: str, what: str) -> int:
+    """A database id from the address: digits only, and small enough for the database."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise InvalidInput(f"{what} must be an id (a non-negative integer), got {raw[:40]!r}", **{what: raw[:40]})
+    return int(raw)
+
+
 def _error(code: str, message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
@@ -53,6 +60,8 @@ def api(*methods: str) -> Callable:
                 return _error("login_required", "log in first", 401)
             try:
                 viewer = viewer_for_user(request.user)
+                if "call_id" in kwargs:
+                    kwargs["call_id"] = _parse_id(kwargs["call_id"], "call")
                 return JsonResponse(view(request, viewer, *args, **kwargs))
             except CallCenterError as exc:
                 status = next((s for cls, s in _HTTP_STATUS if isinstance(exc, cls)), 400)
@@ -98,11 +107,7 @@ def call_detail(request: HttpRequest, viewer: Viewer, call_id: int) -> dict:
 @api("GET")
 def call_segments(request: HttpRequest, viewer: Viewer, call_id: int) -> dict:
     raw = request.GET.get("after")
-    after = None
-    if raw is not None:
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
-            raise InvalidInput(f"after must be a segment id (a non-negative integer), got {raw[:40]!r}")
-        after = int(raw)
+    after = None if raw is None else _parse_id(raw, "after")
     segments = selectors.segments_after(viewer=viewer, call_id=call_id, after=after)
     return {"call": call_id, "after": after, "segments": [payloads.segment_json(s) for s in segments]}
 

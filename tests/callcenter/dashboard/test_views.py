@@ -249,7 +249,20 @@ def test_a_bad_after_is_a_400_with_a_reason(people, calls, after):
                                                     {"after": after})  # fmt: skip
 
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid" and "after" in response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == "invalid" and "after must be an id" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("call_id", ["abc", "-1", "1.5", "9" * 25, "１", "%20"])
+def test_a_malformed_call_id_is_a_400_in_json_everywhere(people, calls, call_id):
+    client = client_for(people["alice"].user)
+
+    answers = [client.get(f"/agent/api/calls/{call_id}"), client.get(f"/agent/api/calls/{call_id}/segments"),
+               client.post(f"/agent/api/calls/{call_id}/take")]  # fmt: skip
+
+    for response in answers:
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid", response.content
+        assert "call must be an id" in response.json()["error"]["message"]
+    assert not Call.objects.filter(agent=people["alice"]).exclude(pk=calls["alices"].pk).exists()
 
 
 def test_the_api_refuses_other_methods(people, calls):
