@@ -291,6 +291,7 @@ def _redact(url: str) -> str:
 def _banner(running: Running) -> str:
     lines = ["", "=" * 64, "The call center is running."]
     lines.append(f"  Admin:          {running.admin_url}")
+    lines.append(f"  Agent page:     {running.http_url}/agent/")
     if running.admin_login is None:
         lines.append("  Log in as:      a superuser (create one with `python manage.py createsuperuser`)")
     else:
