@@ -300,6 +300,14 @@ def test_the_transcript_by_keyboard_partials_low_confidence_and_scrolling(web_se
     overflows = "const b = document.getElementById('transcript-scroll'); return b.scrollHeight > b.clientHeight"
     assert browser.execute_script(overflows), "the transcript should overflow"
     assert at_bottom()
+    no_sideways = "const e = document.documentElement; return e.scrollWidth <= e.clientWidth"
+    assert browser.execute_script(no_sideways), "the page scrolls sideways at 1280 x 720"
+    # The three columns and the transcript are all on a laptop screen at once.
+    boxes = browser.execute_script(
+        "return ['calls', 'transcript-scroll', 'history'].map(id => document.getElementById(id).getBoundingClientRect())"
+        ".map(r => [r.left, r.right, r.top, r.bottom])"
+    )
+    assert all(0 <= left < right <= 1280 and 0 <= top < 720 for left, right, top, _ in boxes), boxes
 
     # A partial in grey, then the same segment's final, with its low-confidence word marked.
     segment = services.segment_create(call_id=call.pk, index=30, start_ms=95_000, end_ms=95_000, sample_rate=8000)
@@ -337,6 +345,9 @@ def test_the_transcript_by_keyboard_partials_low_confidence_and_scrolling(web_se
     assert browser.execute_script("return document.getElementById('transcript-scroll').scrollTop") == 0
     jump.send_keys(Keys.ENTER)
     wait(browser, lambda d: at_bottom(), 5, "the button did not jump to the latest text")
+
+    browser.set_window_size(1000, 720)
+    assert browser.execute_script(no_sideways), "the page scrolls sideways in a narrow window"
 
     # The call is unassigned: the agent takes it with the keyboard.
     take = browser.find_element(By.ID, "take")
