@@ -271,3 +271,16 @@ def test_roll_back_from_the_model_versions_page(supervisor_client, versions, tmp
 
     assert "Rolled back: v1 is active again" in response.content.decode()
     assert ModelVersion.objects.get(is_active=True).pk == v1.pk
+
+
+def test_the_call_page_has_buttons_that_run_the_actions_on_this_call(supervisor_client, call):
+    page = supervisor_client.get(reverse("admin:calls_call_change", args=[call.pk])).content.decode()
+    for action in ("mark_verified", "recognize_again", "adapt_callers"):
+        assert f'name="action" value="{action}"' in page
+    assert f'action="{reverse("admin:calls_call_changelist")}"' in page
+
+    response = supervisor_client.post(
+        reverse("admin:calls_call_changelist"), {"action": "adapt_callers", "_selected_action": call.pk}, follow=True
+    )
+
+    assert f"Customer #{call.customer_id}: adaptation #" in response.content.decode()
