@@ -219,10 +219,14 @@ class MediaConsumer(AsyncWebsocketConsumer):
         """Answer bad input or an internal error, close, and close the call
         (keeping the segments it has)."""
         self.closing = True
-        await self.send(self.error_frame(code, message))
-        await self.close(code=close_code)
-        if self.session is not None and not self.session.ended:
-            await self.session.hangup(status=call_status, reason=f"{code}: {message}")
+        try:
+            await self.send(self.error_frame(code, message))
+            await self.close(code=close_code)
+        finally:
+            # Even when the socket cannot be closed cleanly (Daphne refuses to
+            # send 1011 itself), the call is closed with its segments.
+            if self.session is not None and not self.session.ended:
+                await self.session.hangup(status=call_status, reason=f"{code}: {message}")
 
     # --- per protocol ---
 
