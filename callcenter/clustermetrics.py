@@ -5,8 +5,9 @@ describe that process, and Celery workers serve no HTTP. What an operator
 needs across processes and machines is computed at scrape time instead
 (``SystemCollector``): calls live and segments by status (database), the
 recognition queue's depth and the workers whose model is loaded (Redis), and
-recognition outcomes and latency, which every worker process adds to
-counters in Redis (``recognition_record``) as it finishes a segment.
+recognition outcomes and latency, and caller adaptation runs and their WER
+deltas, which every worker process adds to counters in Redis
+(``recognition_record``, ``adaptation_record``) as it finishes a task.
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ logger = logging.getLogger(__name__)
 LATENCY_KEY = "callcenter:metrics:recognition-latency"
 OUTCOMES_KEY = "callcenter:metrics:recognitions"
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+ADAPTATIONS_KEY = "callcenter:metrics:adaptations"
+WER_DELTA_KEY = "callcenter:metrics:adaptation-wer-delta"
+WER_DELTA_BUCKETS = (-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 0.1, 0.5)
+
+
+def _record(pipe, *, outcomes_key: str, outcome: str, key: str, buckets: tuple, value: float | None) -> None:
+    pipe.hincrby(outcomes_key, outcome, 1)
+    if value is not None:
+        for bound in buckets:
+            if value <= bound:
+                pipe.hincrby(key, f"le:{bound}", 1)
+        pipe.hincrby(key, "count", 1)
+        pipe.hincrbyfloat(key, "sum", value)
 
 
 def recognition_record(*, outcome: str, latency_s: float | None) -> None:
@@ -30,14 +44,33 @@ def recognition_record(*, outcome: str, latency_s: float | None) -> None:
     from callcenter import redisconn
 
     pipe = redisconn.client().pipeline(transaction=False)
-    pipe.hincrby(OUTCOMES_KEY, outcome, 1)
-    if latency_s is not None and latency_s >= 0:
-        for bound in LATENCY_BUCKETS:
-            if latency_s <= bound:
-                pipe.hincrby(LATENCY_KEY, f"le:{bound}", 1)
-        pipe.hincrby(LATENCY_KEY, "count", 1)
-        pipe.hincrbyfloat(LATENCY_KEY, "sum", latency_s)
+    latency = latency_s if latency_s is not None and latency_s >= 0 else None
+    _record(pipe, outcomes_key=OUTCOMES_KEY, outcome=outcome, key=LATENCY_KEY, buckets=LATENCY_BUCKETS, value=latency)
     pipe.execute()
+
+
+def adaptation_record(*, status: str, wer_delta: float | None) -> None:
+    """One finished caller adaptation: its status and, when it was measured
+    on verified audio, the held-out WER after minus before."""
+    from callcenter import redisconn
+
+    pipe = redisconn.client().pipeline(transaction=False)
+    _record(pipe, outcomes_key=ADAPTATIONS_KEY, outcome=status, key=WER_DELTA_KEY, buckets=WER_DELTA_BUCKETS,
+            value=wer_delta)  # fmt: skip
+    pipe.execute()
+
+
+def _histogram(name: str, documentation: str, stored: dict, buckets: tuple) -> HistogramMetricFamily:
+    counts = [(str(bound), int(stored.get(f"le:{bound}", 0))) for bound in buckets]
+    counts.append(("+Inf", int(stored.get("count", 0))))
+    return HistogramMetricFamily(name, documentation, buckets=counts, sum_value=float(stored.get("sum", 0.0)))
+
+
+def _counter(name: str, documentation: str, stored: dict) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["outcome"])
+    for outcome, n in sorted(stored.items()):
+        family.add_metric([outcome], int(n))
+    return family
 
 
 class SystemCollector(Collector):
@@ -67,8 +100,7 @@ class SystemCollector(Collector):
             r = redisconn.client()
             depth = redisconn.queue_depth()
             workers = redisconn.workers_ready()
-            outcomes = r.hgetall(OUTCOMES_KEY)
-            latency = r.hgetall(LATENCY_KEY)
+            stored = {key: r.hgetall(key) for key in (OUTCOMES_KEY, LATENCY_KEY, ADAPTATIONS_KEY, WER_DELTA_KEY)}
         except Exception as exc:  # noqa: BLE001
             logger.warning("metrics: Redis unavailable: %s", exc)
             return
@@ -76,21 +108,20 @@ class SystemCollector(Collector):
         yield GaugeMetricFamily(
             "callcenter_workers_ready", "Worker processes with the recognizer loaded (heartbeat)", value=len(workers)
         )
-        recognitions = CounterMetricFamily(
-            "callcenter_recognitions_all", "Recognition task outcomes, all workers", labels=["outcome"]
-        )
-        for outcome, n in sorted(outcomes.items()):
-            recognitions.add_metric([outcome], int(n))
-        yield recognitions
-        buckets = [(str(bound), int(latency.get(f"le:{bound}", 0))) for bound in LATENCY_BUCKETS]
-        count = int(latency.get("count", 0))
-        buckets.append(("+Inf", count))
-        yield HistogramMetricFamily(
+        yield _counter("callcenter_recognitions_all", "Recognition task outcomes, all workers", stored[OUTCOMES_KEY])
+        yield _histogram(
             "callcenter_recognition_latency_seconds",
             "Endpoint detected -> final stored, all workers (queue wait + recognition)",
-            buckets=buckets,
-            sum_value=float(latency.get("sum", 0.0)),
+            stored[LATENCY_KEY], LATENCY_BUCKETS,
+        )  # fmt: skip
+        yield _counter(
+            "callcenter_adaptations_all", "Caller adaptation runs by status, all workers", stored[ADAPTATIONS_KEY]
         )
+        yield _histogram(
+            "callcenter_adaptation_wer_delta_all",
+            "Held-out WER after adaptation minus before (negative: better), all workers",
+            stored[WER_DELTA_KEY], WER_DELTA_BUCKETS,
+        )  # fmt: skip
 
 
 _registered = False

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 WORKER_HEARTBEAT_S = 10
 WORKER_HEARTBEAT_TTL_S = 3 * WORKER_HEARTBEAT_S
+MAX_LATENCY_S = 3600
 
 
 @shared_task(name="maintenance.sweep", soft_time_limit=120, time_limit=150)
@@ -109,21 +110,42 @@ def _start_heartbeat(**kwargs: object) -> None:
     threading.Thread(target=_heartbeat_forever, args=(name,), name="worker-heartbeat", daemon=True).start()
 
 
-# --- recognition outcomes and latency, for every web process's /metrics -------------
+# --- recognition and adaptation figures, for every web process's /metrics --------
 
 
 @task_postrun.connect
-def _record_recognition(sender: object = None, kwargs: dict | None = None, retval: object = None, **extra: object) -> None:
-    if getattr(sender, "name", None) != "recognition.segment":
-        return
+def _record_task_metrics(sender: object = None, kwargs: dict | None = None, retval: object = None, **extra: object) -> None:
+    if getattr(sender, "name", None) == "adaptation.customer":
+        _record_adaptation(retval)
+    elif getattr(sender, "name", None) == "recognition.segment":
+        _record_recognition(kwargs or {}, retval)
+
+
+def _record_recognition(kwargs: dict, retval: object) -> None:
     from callcenter import clustermetrics
 
     outcome = retval.get("status", "unknown") if isinstance(retval, dict) else "error"
-    endpoint_at = (kwargs or {}).get("endpoint_at")
+    endpoint_at = kwargs.get("endpoint_at")
     latency = time.time() - endpoint_at if isinstance(endpoint_at, (int, float)) and outcome == "recognized" else None
+    if latency is not None and not 0 <= latency <= MAX_LATENCY_S:
+        latency = None  # a clock far off, or a made-up endpoint time: not a latency
     if latency is not None:
         metrics.RECOGNITION_SECONDS.observe(latency)
     try:
         clustermetrics.recognition_record(outcome=str(outcome), latency_s=latency)
     except Exception as exc:  # noqa: BLE001 - metrics never fail a task
         logger.warning("could not record the recognition metrics: %s", exc)
+
+
+def _record_adaptation(retval: object) -> None:
+    from callcenter import clustermetrics
+
+    if not isinstance(retval, dict) or retval.get("already_done"):
+        return
+    figures = retval.get("metrics") or {}
+    before, after = figures.get("wer_before"), figures.get("wer_after")
+    delta = after - before if isinstance(before, (int, float)) and isinstance(after, (int, float)) else None
+    try:
+        clustermetrics.adaptation_record(status=str(retval.get("status", "unknown")), wer_delta=delta)
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a task
+        logger.warning("could not record the adaptation metrics: %s", exc)

@@ -134,3 +134,56 @@ def test_requeue_segments_refuses_bad_input_and_changes_nothing(speech_wav, args
         call_command("requeue_segments", *args)
 
     assert Segment.objects.get(pk=segment.pk).status == "failed"
+
+
+def _scrape(client) -> str:
+    return client.get("/metrics").content.decode()
+
+
+def _sample(text: str, name: str) -> float:
+    import re
+
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, flags=re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_every_workers_recognitions_reach_the_web_metrics(client, celery_worker, speech_wav):
+    before = _scrape(client)
+    call = services.call_start(protocol="pcm")
+    segment = services.segment_create(call_id=call.pk, index=0, start_ms=0, end_ms=0, sample_rate=8000)
+    services.segment_finish(segment_id=segment.pk, end_ms=2000, audio=speech_wav, endpoint_at=time.time())
+
+    assert _wait_status(segment.pk, "recognized").text
+    deadline = time.monotonic() + 10
+    while (after := _scrape(client)) and _sample(after, "callcenter_recognition_latency_seconds_count") <= _sample(
+        before, "callcenter_recognition_latency_seconds_count"
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    recognized = 'callcenter_recognitions_all_total{outcome="recognized"}'
+    assert _sample(after, recognized) >= _sample(before, recognized) + 1
+    assert _sample(after, "callcenter_recognition_latency_seconds_count") == _sample(
+        before, "callcenter_recognition_latency_seconds_count") + 1  # fmt: skip
+    assert _sample(after, 'callcenter_recognition_latency_seconds_bucket{le="+Inf"}') >= 1
+
+
+def test_adaptation_runs_and_their_wer_deltas_reach_the_web_metrics(client):
+    from tasks.maintenance import _record_task_metrics
+    from tasks.adaptation import adapt_customer
+
+    before = _scrape(client)
+    # What the worker's task_postrun signal hands over when an adaptation run finishes.
+    _record_task_metrics(sender=adapt_customer, kwargs={"run_id": 1},
+                         retval={"run": 1, "status": "accepted", "metrics": {"wer_before": 0.3, "wer_after": 0.15}})
+    _record_task_metrics(sender=adapt_customer, kwargs={"run_id": 2},
+                         retval={"run": 2, "status": "rejected", "metrics": {"confidence_before": 0.8}})  # fmt: skip
+    after = _scrape(client)
+
+    for status in ("accepted", "rejected"):
+        name = f'callcenter_adaptations_all_total{{outcome="{status}"}}'
+        assert _sample(after, name) == _sample(before, name) + 1
+    # (A histogram with negative buckets has no _count/_sum: +Inf is the count.)
+    for le in ("-0.1", "+Inf"):  # -0.15 (better) falls in le=-0.1 and above
+        name = f'callcenter_adaptation_wer_delta_all_bucket{{le="{le}"}}'
+        assert _sample(after, name) == _sample(before, name) + 1
+    name = 'callcenter_adaptation_wer_delta_all_bucket{le="-0.2"}'
+    assert _sample(after, name) == _sample(before, name)
