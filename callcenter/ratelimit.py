@@ -25,8 +25,11 @@ logger = logging.getLogger(__name__)
 MAX_USERNAME = 150
 
 
+KEY_PREFIX = "login:"  # Redis keys login:addr:<hash>, login:user:<hash>
+
+
 def _key(kind: str, value: str) -> str:
-    return "login:" + kind + ":" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return KEY_PREFIX + kind + ":" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def login_attempts_over_limit(*, address: str, username: str) -> bool:

@@ -91,8 +91,8 @@ def uptime_s() -> int:
 
 
 def count_attempt(*, key: str, window_s: int) -> int:
-    """Increment a fixed-window counter; its value after the increment."""
+    """Increment the fixed-window counter ``key``; its value after the increment."""
     pipe = client().pipeline(transaction=True)
-    pipe.incr(PREFIX + key)
-    pipe.expire(PREFIX + key, window_s, nx=True)
+    pipe.incr(key)
+    pipe.expire(key, window_s, nx=True)
     return int(pipe.execute()[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from callcenter import metrics, redisconn
+from callcenter.ratelimit import KEY_PREFIX
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +18,7 @@ def fresh_counters(settings):
     settings.LOGIN_RATE_LIMIT = 3
     settings.LOGIN_RATE_WINDOW_S = 60
     r = redisconn.client()
-    for key in r.scan_iter(match=redisconn.PREFIX + "login:*"):
+    for key in r.scan_iter(match=KEY_PREFIX + "*"):
         r.delete(key)
 
 
