@@ -80,51 +80,64 @@ async def soak(ws_url: str, token: str, headers: dict, audios: list, *, calls: i
     stats = {"final_ms": [], "partial_ms": [], "per_minute": defaultdict(list), "call_ids": set(),
              "finals": set(), "placed": 0, "sentences": 0, "errors": 0}  # fmt: skip
     started = time.monotonic()
-    async with websockets.connect(f"{ws_url}/ws/agent/", additional_headers=headers, max_size=2**22) as feed:
-        assert json.loads(await feed.recv())["type"] == "hello"
-        stop = asyncio.Event()
+    stats["feed_reconnects"] = 0
+    stop = asyncio.Event()
 
-        async def listen() -> None:
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(feed.recv(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    continue
-                now = time.time()
-                m = json.loads(raw)
-                if m.get("type") == "call" and m.get("status") == "live":
-                    stats["call_ids"].add(m["call"])
-                elif m.get("type") == "final" and m.get("endpoint_at"):
-                    latency = 1000 * (now - m["endpoint_at"])
-                    stats["final_ms"].append(latency)
-                    stats["per_minute"][int((time.monotonic() - started) // 60)].append(latency)
-                    stats["finals"].add(m["segment"])
-                elif m.get("type") == "partial":
-                    stats["partial_ms"].append(1000 * (now - m["audio_at"]))
+    async def messages():
+        """The agents' feed, reconnecting as the agent page does when the
+        server closes it (a starved web process's channel layer can)."""
+        while not stop.is_set():
+            try:
+                async with websockets.connect(f"{ws_url}/ws/agent/", additional_headers=headers,
+                                              max_size=2**22) as feed:  # fmt: skip
+                    assert json.loads(await feed.recv())["type"] == "hello"
+                    while not stop.is_set():
+                        try:
+                            yield await asyncio.wait_for(feed.recv(), timeout=0.5)
+                        except asyncio.TimeoutError:
+                            continue
+            except (websockets.ConnectionClosed, OSError) as exc:
+                stats["feed_reconnects"] += 1
+                print(f"agents' feed closed ({exc}); reconnecting", flush=True)
+                await asyncio.sleep(0.5)
 
-        listener = asyncio.ensure_future(listen())
+    async def listen() -> None:
+        async for raw in messages():
+            now = time.time()
+            m = json.loads(raw)
+            if m.get("type") == "call" and m.get("status") == "live":
+                stats["call_ids"].add(m["call"])
+            elif m.get("type") == "final" and m.get("endpoint_at"):
+                latency = 1000 * (now - m["endpoint_at"])
+                stats["final_ms"].append(latency)
+                stats["per_minute"][int((time.monotonic() - started) // 60)].append(latency)
+                stats["finals"].add(m["segment"])
+            elif m.get("type") == "partial":
+                stats["partial_ms"].append(1000 * (now - m["audio_at"]))
 
-        async def slot(i: int) -> None:
-            await asyncio.sleep(i * 0.7)  # spread the starts
-            n = i
-            while time.monotonic() - started < seconds:
-                call = audios[n % len(audios)]
-                stats["placed"] += 1
-                stats["sentences"] += len(call.sentences)
-                try:
-                    run = await stream_twilio(f"{ws_url}/ws/media/twilio/{token}", call.audio,
-                                              caller=f"+1555030{i:02d}{n % 100:02d}")  # fmt: skip
-                    if run.close_code != 1000:
-                        stats["errors"] += 1
-                except Exception as exc:  # noqa: BLE001 - counted and reported
-                    print(f"call in slot {i} failed: {type(exc).__name__}: {exc}", flush=True)
+    listener = asyncio.ensure_future(listen())
+
+    async def slot(i: int) -> None:
+        await asyncio.sleep(i * 0.7)  # spread the starts
+        n = i
+        while time.monotonic() - started < seconds:
+            call = audios[n % len(audios)]
+            stats["placed"] += 1
+            stats["sentences"] += len(call.sentences)
+            try:
+                run = await stream_twilio(f"{ws_url}/ws/media/twilio/{token}", call.audio,
+                                          caller=f"+1555030{i:02d}{n % 100:02d}")  # fmt: skip
+                if run.close_code != 1000:
                     stats["errors"] += 1
-                n += calls
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                print(f"call in slot {i} failed: {type(exc).__name__}: {exc}", flush=True)
+                stats["errors"] += 1
+            n += calls
 
-        await asyncio.gather(*(slot(i) for i in range(calls)))
-        await asyncio.sleep(5)  # the last finals
-        stop.set()
-        await listener
+    await asyncio.gather(*(slot(i) for i in range(calls)))
+    await asyncio.sleep(5)  # the last finals
+    stop.set()
+    await listener
     stats["wall_s"] = time.monotonic() - started
     return stats
 
@@ -136,6 +149,8 @@ def main() -> int:
     ap.add_argument("--sentences", type=int, default=4, help="sentences per call (default 4)")
     ap.add_argument("--max-growth-mb", type=float, default=60.0, help="memory bound per process (default 60)")
     ap.add_argument("--database-url", help="default: DATABASE_URL, else SQLite in the runtime folder")
+    ap.add_argument("--no-adaptation", action="store_true",
+                    help="ADAPTATION_AFTER_CALL=0: no caller adaptation task after each call")  # fmt: skip
     args = ap.parse_args()
     if args.calls < 1 or args.minutes <= 0:
         ap.error("--calls must be >= 1 and --minutes > 0")
@@ -145,6 +160,8 @@ def main() -> int:
     env = dict(os.environ, CALLCENTER_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
+    if args.no_adaptation:
+        env["ADAPTATION_AFTER_CALL"] = "0"
     os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
@@ -169,19 +186,20 @@ def main() -> int:
         from callcenter.calls.models import Call, Segment
         from callcenter.demo import staff_session_cookie
 
-        token = services.line_create(name=f"soak-{os.getpid()}")[1]
+        warmup_token = services.line_create(name=f"soak-warmup-{os.getpid()}")[1]
+        line, token = services.line_create(name=f"soak-{os.getpid()}")
         if not get_user_model().objects.filter(is_superuser=True).exists():
             get_user_model().objects.create_superuser("soak", password=None)
         headers = {"Cookie": staff_session_cookie(), "Origin": http_url}
         roots = {k: v for k, v in pids.items()}
         print("warming up ...", flush=True)
-        asyncio.run(soak(ws_url, token, headers, audios[:1], calls=1, seconds=1))
+        asyncio.run(soak(ws_url, warmup_token, headers, audios[:1], calls=1, seconds=1))
         before = {pid: (name, _rss_mb([pid])) for pid, name in _processes(roots).items()}
         print(f"soaking: {args.calls} concurrent calls for {args.minutes:g} min ...", flush=True)
         stats = asyncio.run(soak(ws_url, token, headers, audios, calls=args.calls, seconds=60 * args.minutes))
         after = {pid: (name, _rss_mb([pid])) for pid, name in _processes(roots).items()}
         deadline = time.monotonic() + 60
-        ids = stats["call_ids"]
+        ids = set(Call.objects.filter(line=line).values_list("pk", flat=True))
         while Segment.objects.filter(call_id__in=ids, status="pending").exists() and time.monotonic() < deadline:
             time.sleep(1)
         segments = list(Segment.objects.filter(call_id__in=ids).values_list("pk", "status", "audio"))
@@ -201,8 +219,10 @@ def main() -> int:
     print()
     print(f"{args.calls} concurrent calls for {stats['wall_s'] / 60:.1f} min, {args.sentences} sentences each at "
           f"real-time pace; database {env.get('DATABASE_URL', 'SQLite (embedded)')}; {os.cpu_count()} CPUs, "
-          f"load average before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"calls placed {stats['placed']}, closed {closed}/{len(ids)}, client errors {stats['errors']}")
+          f"load average before {load_before:.1f}, after {os.getloadavg()[0]:.1f}; adaptation after each call "
+          f"{'off' if args.no_adaptation else 'as configured (on by default)'}")  # fmt: skip
+    print(f"calls placed {stats['placed']}, stored {len(ids)}, closed {closed}, refused or broken {stats['errors']}; "
+          f"agents' feed reconnects {stats['feed_reconnects']}")  # fmt: skip
     print(f"segments spoken {stats['sentences']}, stored {len(segments)}, recognized {recognized}, failed {failed}, "
           f"pending {pending}, lost {lost}; finals the agent never saw {unseen}")  # fmt: skip
     print(f"final latency ms p50/p90/p95/p99/max: {_percentiles(stats['final_ms'])} ({len(stats['final_ms'])} finals)")

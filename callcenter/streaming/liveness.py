@@ -29,8 +29,9 @@ class LiveCalls:
 
     def add(self, call_id: int) -> None:
         self.call_ids.add(call_id)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._renew_forever())
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._renew_forever())
 
     def discard(self, call_id: int) -> None:
         self.call_ids.discard(call_id)
