@@ -249,12 +249,15 @@ def start(sup: Supervisor, opts: Options) -> Running:
         )
     if opts.worker:
         worker_name = f"callcenter-{os.getpid()}@{socket.gethostname()}"
+        Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
         sup.start(
             "worker",
             [
                 sys.executable, "-m", "celery", "-A", "callcenter", "worker",
                 "-l", "info", "-c", str(settings.CELERY_WORKER_CONCURRENCY), "-n", worker_name,
                 "--without-gossip", "--without-mingle",
+                # Beat inside the worker: the sweeper and periodic meta-training (one machine, one beat).
+                "-B", "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
             ],
             env=env,
         )  # fmt: skip
