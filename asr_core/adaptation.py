@@ -4,8 +4,9 @@
     result.accepted, result.params, result.metrics
 
 Supervised: the caller's verified transcripts. Label-free: the first pass's own
-hypotheses, kept only where their confidence is high (pseudo-labels), plus
-nothing else. Both run `meta.adapt()` with the checkpoint's meta-learned step
+hypotheses, kept only where their confidence is high (pseudo-labels); without
+references only the small part of the group adapts (feature transform + LHUC,
+not the feed-forward adapters). Both run `meta.adapt()` with the checkpoint's meta-learned step
 sizes and steps. The guard adapts on all but `holdout` utterances and keeps the
 result only if the held-out ones do not get worse: by WER against the
 references (supervised), or by mean word confidence of the first pass's
@@ -22,8 +23,9 @@ import torch
 from torch import Tensor
 
 from asr_core.decoder import Transcript
-from asr_core.meta import adapt, detached, initial_params, make_batch
+from asr_core.meta import adapt, adaptation_init, detached, initial_params, make_batch
 from asr_core.metrics import wer
+from asr_core.model import ADAPTER_NAMES
 from asr_core.recognizer import Recognizer
 
 MODES = ("supervised", "label-free")
@@ -68,36 +70,46 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
     """Adapt the recognizer's speaker-adaptive group to one caller.
 
     audios: (samples,) tensors at the recognizer's rate; texts: references (supervised) or None.
-    start: the caller's current profile params, else the meta-learned init.
+    start: the caller's current profile params. Without one, adaptation starts from the checkpoint's
+    meta-learned init, and the guard compares against what the caller gets now: the base model.
     """
     steps, sizes = step_settings(rec, cfg.steps)
+    if cfg.mode == "label-free":
+        # Pseudo-labels are noisy: the feed-forward adapters (tens of thousands of values) learn the
+        # first pass's own errors and make it confidently wrong, so only the feature transform and
+        # the LHUC scales adapt without references.
+        sizes = {k: (torch.zeros_like(v) if k.rsplit(".", 1)[-1] in ADAPTER_NAMES else v) for k, v in sizes.items()}
     return guarded_adaptation(
-        audios, texts, start=detached(start) if start else initial_params(rec.model), cfg=cfg, steps=steps,
+        audios, texts, start=detached(start) if start else adaptation_init(rec.model, rec.meta),
+        baseline=detached(start) if start else initial_params(rec.model), cfg=cfg, steps=steps,
         sample_rate=rec.sample_rate,
         transcribe=lambda a, p: rec.decode(rec.log_probs(a, p)),
         fit=lambda a, t, p: detached(adapt(rec.model, p, make_batch(rec.model, a, t), steps, sizes)))
 
 
 def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: dict[str, Tensor],
-                       cfg: AdaptationConfig, steps: int, sample_rate: int,
+                       cfg: AdaptationConfig, steps: int, sample_rate: int, baseline: dict[str, Tensor] | None = None,
                        transcribe: Callable[[Tensor, dict[str, Tensor]], Transcript],
                        fit: Callable[[list[Tensor], list[str], dict[str, Tensor]], dict[str, Tensor]]) -> AdaptationResult:
     """The procedure shared by every backbone: pseudo-label (label-free), adapt on all but `holdout`
     utterances, keep the result only if the held-out ones do not get worse, then refit on all of them.
 
     transcribe(audio, params) -> Transcript; fit(audios, texts, start_params) -> adapted params.
+    baseline: the params the caller is recognized with now (default `start`): pseudo-labels come
+    from it, the guard compares against it, and a rejected adaptation returns it.
     """
+    current = start if baseline is None else baseline
     t0 = time.perf_counter()
     if not audios:
         raise ValueError("no audio to adapt on")
     if cfg.mode == "supervised" and (texts is None or len(texts) != len(audios)):
         raise ValueError("supervised adaptation needs one reference text per utterance")
     if cfg.mode == "label-free":
-        first = [transcribe(a, start) for a in audios]
+        first = [transcribe(a, current) for a in audios]
         keep = [i for i, t in enumerate(first) if t.text and t.confidence >= cfg.min_confidence]
         audios, texts = [audios[i] for i in keep], [first[i].text for i in keep]
         if not audios:
-            return AdaptationResult(start, False, {"mode": cfg.mode, "reason": "no confident pseudo-labels",
+            return AdaptationResult(current, False, {"mode": cfg.mode, "reason": "no confident pseudo-labels",
                                                    "utterances": 0, "seconds": round(time.perf_counter() - t0, 3)})
     hold = min(cfg.holdout, len(audios) - 1) if cfg.guard else 0
     train_a, train_t = audios[: len(audios) - hold], texts[: len(texts) - hold]
@@ -107,7 +119,7 @@ def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: 
                "audio_seconds": round(sum(a.numel() for a in train_a) / sample_rate, 2)}
     accepted = True
     if hold:
-        before, after = [transcribe(a, start) for a in held_a], [transcribe(a, params) for a in held_a]
+        before, after = [transcribe(a, current) for a in held_a], [transcribe(a, params) for a in held_a]
         if cfg.mode == "supervised":
             metrics["wer_before"] = round(wer(list(zip(held_t, [t.text for t in before]))), 4)
             metrics["wer_after"] = round(wer(list(zip(held_t, [t.text for t in after]))), 4)
@@ -122,7 +134,7 @@ def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: 
         metrics["utterances"] = len(audios)
     metrics["accepted"] = accepted
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
-    return AdaptationResult(params if accepted else start, accepted, metrics)
+    return AdaptationResult(params if accepted else current, accepted, metrics)
 
 
 def finetune(rec: Recognizer, params: dict[str, Tensor], audios: list[Tensor], texts: list[str],

@@ -8,9 +8,14 @@ Layout of the dict saved with `torch.save`:
   sha256: hash of the state_dict tensors (names, shapes, bytes), checked on load
   meta: free-form JSON-able info (training command, data, metrics)
   adapt: optional, what meta-training learned for per-caller adaptation:
-         {"algo": str, "steps": int, "step_sizes": float | {name: tensor}}
-The sha256 covers the weights and the step sizes: it is the model version
-that caller profiles are made for.
+         {"algo": str, "steps": int, "step_sizes": float | {name: tensor},
+          "init": {name: tensor} (optional)}
+         init is the meta-learned starting point of adaptation. The model's own
+         adaptive group keeps the values it had before meta-learning: a caller
+         with no profile is recognized by the base model, not by the init, which
+         is only good after adaptation.
+The sha256 covers the weights, the step sizes and the init: it is the model
+version that caller profiles are made for.
 """
 from __future__ import annotations
 
@@ -55,6 +60,9 @@ def _hashed(state: dict[str, torch.Tensor], adapt: dict | None) -> dict[str, tor
         out.update({f"adapt.step_sizes.{k}": v for k, v in sizes.items()})
     elif sizes is not None:
         out["adapt.step_sizes"] = torch.tensor(float(sizes))
+    init = (adapt or {}).get("init")
+    if isinstance(init, dict):
+        out.update({f"adapt.init.{k}": v for k, v in init.items()})
     if adapt:
         out[f"adapt.{adapt.get('algo')}.{adapt.get('steps')}"] = torch.zeros(0)
     return out
@@ -118,4 +126,11 @@ def _checked_adapt(path: str, model: StreamingCTC, adapt: dict) -> dict:
         raise CheckpointError(f"{path}: adaptation step size must be a positive number")
     if not isinstance(adapt.get("steps"), int) or adapt["steps"] < 0:
         raise CheckpointError(f"{path}: adaptation steps must be a whole number >= 0")
+    init = adapt.get("init")
+    if init is not None:
+        if not isinstance(init, dict) or set(init) != set(model.adaptive_parameter_names()) or any(
+                not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape) or not torch.isfinite(v).all()
+                for k, v in init.items()):
+            raise CheckpointError(f"{path}: adaptation init does not match the model's adaptive group")
+        adapt = dict(adapt, init={k: v.float() for k, v in init.items()})
     return adapt

@@ -110,7 +110,7 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
     `rec` has them); lhuc: plain gradient steps on `base`'s own group with the default step sizes.
     """
     from asr_core.adaptation import AdaptationConfig, adapt_caller, finetune, step_settings
-    from asr_core.meta import adapt, detached, initial_params, make_batch
+    from asr_core.meta import adapt, adaptation_init, detached, initial_params, make_batch
     if finetune_lr <= 0:
         raise ValueError(f"finetune_lr must be > 0, got {finetune_lr}")
     torch.set_num_threads(threads)
@@ -145,7 +145,7 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
             elif m in meta:
                 r = meta[m]
                 s, sizes = step_settings(r)
-                params = detached(adapt(r.model, initial_params(r.model),
+                params = detached(adapt(r.model, adaptation_init(r.model, r.meta),
                                         make_batch(r.model, ad_audio, [u.text for u in ad]), s, sizes))
             elif m == "supervised":
                 params = adapt_caller(rec, ad_audio, [u.text for u in ad], cfg=AdaptationConfig("supervised")).params

@@ -132,6 +132,13 @@ def initial_params(model: StreamingCTC) -> dict[str, Tensor]:
     return {k: own[k].detach().clone() for k in model.adaptive_parameter_names()}
 
 
+def adaptation_init(model: StreamingCTC, meta: dict) -> dict[str, Tensor]:
+    """Where adaptation starts for a caller with no profile: the checkpoint's meta-learned init
+    (its `adapt` section), else the model's own values."""
+    init = (meta.get("adapt") or {}).get("init")
+    return {k: v.detach().clone() for k, v in init.items()} if init else initial_params(model)
+
+
 def adapt(model: nn.Module, params: dict[str, Tensor], batch: Batch, steps: int,
           step_sizes: dict[str, Tensor] | float, *, loss="ctc", create_graph: bool = False) -> dict[str, Tensor]:
     """`steps` gradient steps on `batch` from `params`: p <- p - step_size * grad. Returns new params.

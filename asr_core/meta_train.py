@@ -121,6 +121,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     dev_tasks = [(_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:])) for ix in dev_groups.values()]
     print(f"meta-train {cfg.algo}: {len(groups)} train speakers, {len(dev_tasks)} dev speakers, "
           f"features in {time.time() - t0:.0f}s", file=log, flush=True)
+    start = initial_params(model)  # the adaptive group before meta-learning: what no-profile callers get
     learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr,
                           adapter_lr=cfg.adapter_lr)
     groups_opt = []
@@ -140,7 +141,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     if step == 0:
         best = dev_query_loss(model, learner, dev_tasks, cfg.inner_steps)
         print(f"step 0: dev query loss after {cfg.inner_steps} steps {best:.4f}", file=log, flush=True)
-        _save(model, learner, cfg, best_path, base_meta, best, step)
+        _save(model, learner, cfg, best_path, base_meta, best, step, start)
     speakers = sorted(groups)
     t_start = time.time()
     while step < cfg.outer_steps:
@@ -160,20 +161,32 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
             print(f"step {step}: dev query loss after adaptation {dev:.4f} (best {best:.4f})", file=log, flush=True)
             if dev < best or dev == float("inf"):
                 best = dev
-                _save(model, learner, cfg, best_path, base_meta, best, step)
+                _save(model, learner, cfg, best_path, base_meta, best, step, start)
             torch.save({"model": model.state_dict(), "learner": learner.state_dict(), "opt": opt.state_dict(),
                         "step": step, "best": best}, state_path + ".part")
             os.replace(state_path + ".part", state_path)
     return best_path
 
 
-def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float, step: int) -> None:
+def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float, step: int,
+          start: dict[str, torch.Tensor]) -> None:
+    """The checkpoint keeps the adaptive group's pre-meta-learning values `start` in the model (what
+    callers without a profile get) and the learned init in its adapt section."""
     sizes = learner.step_sizes()
     meta = {k: v for k, v in base_meta.items() if k not in ("sha256", "path", "adapt")}
     meta["base_sha256"] = base_meta.get("base_sha256", base_meta.get("sha256"))
     meta["meta_train"] = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
+    learned = initial_params(model)
     adapt_section = {"algo": cfg.algo, "steps": cfg.inner_steps,
-                     "step_sizes": {k: v.detach().clone() for k, v in sizes.items()}}
-    save_checkpoint(model, path, meta=meta, adapt=adapt_section)
+                     "step_sizes": {k: v.detach().clone() for k, v in sizes.items()}, "init": learned}
+    own = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in start.items():
+            own[k].copy_(v)
+        try:
+            save_checkpoint(model, path, meta=meta, adapt=adapt_section)
+        finally:
+            for k, v in learned.items():
+                own[k].copy_(v)
     with open(os.path.join(cfg.out, f"{cfg.algo}.json"), "w") as f:
         json.dump({"step": step, "dev_query_loss": dev_loss}, f)

@@ -13,7 +13,8 @@ EPOCHS=${EPOCHS:-6}
 STAGE=${1:-all}
 
 if [[ $STAGE == all || $STAGE == corpus ]]; then
-  $PY -m asr_core corpus --out "$DATA" --train-speakers 300 --train-utts 40 --workers 2
+  $PY -m asr_core corpus --out "$DATA" --train-speakers 300 --train-utts 40 --workers 2 \
+      --accent-train-speakers 120 --accent-dev-speakers 6 --accent-test-speakers 12
 fi
 if [[ $STAGE == all || $STAGE == train ]]; then
   $PY -m asr_core train --manifest "$DATA/manifest.tsv" --out "$RUN" --epochs "$EPOCHS" \
@@ -22,13 +23,16 @@ if [[ $STAGE == all || $STAGE == train ]]; then
 fi
 if [[ $STAGE == all || $STAGE == meta ]]; then
   # second-order MAML is ~5x slower per step on CPU (CTC written in plain ops, differentiated twice)
+  # the adaptive group: feature transform + LHUC + rank-8 feed-forward adapters (B per caller)
   common=(--manifest "$DATA/manifest.tsv" --checkpoint asr_core/checkpoints/ctc_base.pt --out "$META"
-          --inner-lr "${INNER_LR:-5}" --threads 1)
-  $PY -m asr_core meta-train "${common[@]}" --algo metasgd --outer-steps "${OUTER_STEPS:-60}" --eval-every 10
-  $PY -m asr_core meta-train "${common[@]}" --algo fomaml --outer-steps "${OUTER_STEPS:-60}" --eval-every 10
-  $PY -m asr_core meta-train "${common[@]}" --algo reptile --outer-steps "${OUTER_STEPS:-60}" --eval-every 10
-  $PY -m asr_core meta-train "${common[@]}" --algo maml --outer-steps "${MAML_STEPS:-15}" --eval-every 5 \
+          --inner-lr "${INNER_LR:-1}" --lhuc-lr 50 --adapter-rank 8 --adapter-lr "${ADAPTER_LR:-2}" --threads 1)
+  $PY -m asr_core meta-train "${common[@]}" --algo metasgd --outer-steps "${OUTER_STEPS:-300}" --eval-every 25 &
+  $PY -m asr_core meta-train "${common[@]}" --algo fomaml --outer-steps "${OUTER_STEPS:-300}" --eval-every 25
+  wait
+  $PY -m asr_core meta-train "${common[@]}" --algo reptile --outer-steps "${OUTER_STEPS:-300}" --eval-every 25 &
+  $PY -m asr_core meta-train "${common[@]}" --algo maml --outer-steps "${MAML_STEPS:-40}" --eval-every 10 \
       --meta-batch 2 --inner-steps 1
+  wait
 fi
 if [[ $STAGE == all || $STAGE == ship ]]; then
   cp "$META/metasgd.pt" asr_core/checkpoints/base.pt

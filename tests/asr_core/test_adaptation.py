@@ -7,7 +7,7 @@ import torch
 from asr_core.adaptation import AdaptationConfig, adapt_caller
 from asr_core.corpus.sentences import sentences
 from asr_core.corpus.synth import render
-from asr_core.meta import initial_params
+from asr_core.meta import adaptation_init, initial_params
 from asr_core.profile import Profile
 from asr_core.recognizer import Recognizer
 
@@ -44,6 +44,26 @@ def test_label_free_adaptation_runs_without_references(recognizer, caller):
     r = adapt_caller(recognizer, audios, None, cfg=AdaptationConfig("label-free", min_confidence=0.5))
     assert r.metrics["mode"] == "label-free"
     assert "conf_before" in r.metrics or r.metrics.get("reason")
+
+
+def test_label_free_adaptation_leaves_the_adapters_alone(recognizer, caller):
+    """Without references only the feature transform and LHUC scales adapt: noisy pseudo-labels
+    must not be learned by the tens of thousands of adapter values."""
+    audios, _ = caller
+    r = adapt_caller(recognizer, audios, None, cfg=AdaptationConfig("label-free", min_confidence=0.0, guard=False))
+    init = adaptation_init(recognizer.model, recognizer.meta)
+    adapters = [k for k in init if k.endswith(("ff1_b", "ff2_b"))]
+    assert adapters, "the shipped model has feed-forward adapters in its adaptive group"
+    assert all(torch.equal(r.params[k], init[k]) for k in adapters)
+    assert any(not torch.equal(r.params[k], init[k]) for k in init if k not in adapters)
+
+
+def test_a_caller_without_profile_adapts_from_the_meta_learned_init(recognizer, caller):
+    audios, texts = caller
+    init, base = adaptation_init(recognizer.model, recognizer.meta), initial_params(recognizer.model)
+    assert any(not torch.equal(init[k], base[k]) for k in init)  # the init is only good after adaptation
+    r = adapt_caller(recognizer, audios, texts, cfg=AdaptationConfig("supervised", steps=0, guard=False))
+    assert all(torch.equal(r.params[k], init[k]) for k in init)
 
 
 def test_profile_from_adaptation_is_small_and_loads_back(recognizer, caller):

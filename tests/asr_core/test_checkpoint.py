@@ -83,3 +83,23 @@ def test_adaptation_section_round_trips_and_is_covered_by_the_hash(saved, tmp_pa
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         load_checkpoint(str(path))
+
+
+def test_adaptation_init_is_checked_and_covered_by_the_hash(saved, tmp_path):
+    m, _ = saved
+    m = m.with_adapters(2)
+    init = {k: torch.full_like(v, 0.1) for k, v in dict(m.named_parameters()).items()
+            if k in m.adaptive_parameter_names()}
+    path = tmp_path / "init.pt"
+    save_checkpoint(m, str(path), adapt={"algo": "metasgd", "steps": 3, "step_sizes": 0.5, "init": init})
+    _, meta = load_checkpoint(str(path))
+    assert set(meta["adapt"]["init"]) == set(init)
+    payload = torch.load(path, weights_only=True)
+    payload["adapt"]["init"]["blocks.0.ff1_b"] += 1.0
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(str(path))
+    bad = dict(init, **{"blocks.0.ff1_b": torch.zeros(3)})
+    save_checkpoint(m, str(path), adapt={"algo": "metasgd", "steps": 3, "step_sizes": 0.5, "init": bad})
+    with pytest.raises(CheckpointError, match="adaptation init does not match the model's adaptive group"):
+        load_checkpoint(str(path))
