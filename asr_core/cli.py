@@ -122,11 +122,15 @@ def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
     out = evaluate_adaptation(rec, a.manifest, methods, meta, base, threads=a.threads, max_speakers=a.max_speakers,
                               finetune_lr=a.finetune_lr)
     none = out["none"]["wer"]
-    print(f"\n{'method':12s} {'WER':>8s} {'rel. to none':>13s} {'s/speaker':>10s}  worst speaker change")
+    print(f"\n{'method':12s} {'WER':>8s} {'vs none':>8s} {'own model':>10s} {'vs own':>8s} {'s/speaker':>10s}"
+          "  worst speaker vs own model")
     for m, r in out.items():
-        worst = max((r["speakers"][s]["wer"] - out["none"]["speakers"][s]["wer"] for s in r["speakers"]), default=0.0)
-        rel = (none - r["wer"]) / none if none else 0.0
-        print(f"{m:12s} {r['wer']:8.2%} {rel:+13.1%} {r['seconds_per_speaker']:10.3f}  {worst:+.2%}")
+        own = r["wer_unadapted"]
+        worst = max((v["wer"] - v["wer_unadapted"] for v in r["speakers"].values()), default=0.0)
+        vs_none = (r["wer"] - none) / none if none else 0.0
+        vs_own = (r["wer"] - own) / own if own else 0.0
+        print(f"{m:12s} {r['wer']:8.2%} {vs_none:+8.1%} {own:10.2%} {vs_own:+8.1%} {r['seconds_per_speaker']:10.3f}"
+              f"  {worst:+.2%}")
     return out
 
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 import torch
 
 from asr_core.audio import load_audio
+from asr_core.checkpoint import state_sha256
 from asr_core.manifest import read_manifest
 from asr_core.metrics import char_errors, word_errors
 from asr_core.recognizer import Recognizer
@@ -105,7 +106,9 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
 
     rec: the shipped (meta-learned) recognizer; meta: algo -> recognizer with that algorithm's
     meta-learned init and step sizes; base: the recognizer before meta-learning (for the
-    non-meta baselines finetune and lhuc). Same number of steps for every method. finetune: Adam
+    non-meta baselines finetune and lhuc). Same number of steps for every method. Methods adapt
+    different models (the shipped one, the pre-meta-learning base, each algorithm's checkpoint), so
+    each row also has `wer_unadapted`: the WER of its own model before adaptation. finetune: Adam
     at `finetune_lr` on the product's adaptive group (adapters included, added to `base` when
     `rec` has them); lhuc: plain gradient steps on `base`'s own group with the default step sizes.
     """
@@ -122,8 +125,18 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
     if rank and not base.model.cfg.adapter_rank:
         seed = int((rec.meta.get("meta_train") or {}).get("seed", 0))
         tuned = Recognizer(base.model.with_adapters(rank, seed=seed), base.meta, base.beam)
-    results = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in methods}
+    results = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}, "before": 0} for m in methods}
+    weights: dict[int, str] = {}  # id(recognizer) -> hash of its weights (several methods share a model)
+
+    def errors(r: Recognizer, params: dict, te: list, te_audio: list) -> tuple[int, int]:
+        e = n = 0
+        for u, a in zip(te, te_audio):
+            ue, un = word_errors(u.text, r.decode(r.log_probs(a, params)).text)
+            e, n = e + ue, n + un
+        return e, n
+
     for si, spk in enumerate(speakers):
+        unadapted: dict[str, tuple[int, int]] = {}  # weights hash -> errors of that model with no adaptation
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
         te = [u for u in rows if u.speaker == spk and u.split == "test"]
         ad_audio = [load_audio(u.audio, rec.sample_rate) for u in ad]
@@ -154,15 +167,19 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
             else:
                 raise ValueError(f"no checkpoint for method {m!r}")
             sec = time.perf_counter() - t0 if m != "none" else 0.0
-            e = n = 0
-            for u, a in zip(te, te_audio):
-                ue, un = word_errors(u.text, r.decode(r.log_probs(a, params)).text)
-                e, n = e + ue, n + un
+            e, n = errors(r, params, te, te_audio)
+            # the same model before adaptation: each method is compared with its own starting model
+            key = weights.setdefault(id(r), state_sha256(dict(r.model.state_dict())))
+            if key not in unadapted:
+                unadapted[key] = (e, n) if m == "none" else errors(r, initial_params(r.model), te, te_audio)
             res = results[m]
             res["errors"], res["words"], res["seconds"] = res["errors"] + e, res["words"] + n, res["seconds"] + sec
-            res["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n}
+            res["before"] += unadapted[key][0]
+            res["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n,
+                                    "wer_unadapted": round(unadapted[key][0] / max(n, 1), 4)}
         print(f"adapt-eval: {si + 1}/{len(speakers)} speakers  " + "  ".join(
             f"{m} {results[m]['errors'] / max(results[m]['words'], 1):.3f}" for m in methods), file=progress, flush=True)
     return {m: {"wer": round(r["errors"] / max(r["words"], 1), 4),
+                "wer_unadapted": round(r["before"] / max(r["words"], 1), 4),
                 "seconds_per_speaker": round(r["seconds"] / max(len(speakers), 1), 3),
                 "speakers": r["speakers"]} for m, r in results.items()}

@@ -88,9 +88,12 @@ def test_evaluate_adapt_writes_the_per_method_table(tmp_path):
     table = json.loads(out.read_text())["adapt"]
     assert {"none", "finetune", "lhuc", "label-free", "supervised"} <= set(table)
     for method, row in table.items():
-        assert 0.0 <= row["wer"] <= 1.5, (method, row)
+        assert 0.0 <= row["wer"] <= 1.5 and 0.0 <= row["wer_unadapted"] <= 1.5, (method, row)
         assert set(row["speakers"]) == {"testacc0000"}
         assert row["seconds_per_speaker"] >= 0.0
+    # each row's own model before adaptation: the shipped model for the product's modes
+    assert table["supervised"]["wer_unadapted"] == table["label-free"]["wer_unadapted"] == table["none"]["wer"]
+    assert table["none"]["wer_unadapted"] == table["none"]["wer"]
     assert table["supervised"]["seconds_per_speaker"] > 0.0
     assert "supervised" in stdout and "not found, method maml skipped" in err
 
