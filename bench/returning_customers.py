@@ -52,13 +52,17 @@ SAMPLE_RATE = 8000
 GAP_S = 1.0
 
 
-def make_callers(n: int, seed: int):
-    """``n`` unseen synthetic callers: held-out espeak variants and lines."""
-    from asr_core.corpus.speakers import make_speaker
+def make_callers(n: int, seed: int, accented: bool = False):
+    """``n`` unseen synthetic callers: held-out espeak variants and lines, or (accented) espeak-ng
+    voices of languages never used in training reading English."""
+    from asr_core.corpus.speakers import make_accented_speaker, make_speaker
 
     rng = random.Random(seed)
     callers = []
     while len(callers) < n:
+        if accented:
+            callers.append(make_accented_speaker(rng, f"rc{len(callers)}", "test"))
+            continue
         speaker = make_speaker(rng, f"rc{len(callers)}", "test")
         if speaker.engine == "espeak":  # the other engines have a handful of voices, seen in training
             callers.append(speaker)
@@ -147,6 +151,8 @@ def main() -> int:
     ap.add_argument("--callers", type=int, default=4, help="synthetic voices (default 4); each runs both conditions")
     ap.add_argument("--sentences", type=int, default=5, help="sentences per call (default 5)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--accented", action="store_true",
+                    help="accented callers (other languages' voices, held out from training) instead of plain ones")
     ap.add_argument("--database-url", help="default: DATABASE_URL, else SQLite in a fresh runtime folder")
     args = ap.parse_args()
     if args.callers < 1 or args.sentences < 2:
@@ -159,7 +165,7 @@ def main() -> int:
     os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
-    speakers = make_callers(args.callers, args.seed)
+    speakers = make_callers(args.callers, args.seed, accented=args.accented)
     print(f"rendering {len(speakers)} callers x 3 calls x {args.sentences} sentences ...", flush=True)
     calls = {
         sp.id: [render_call(sp, seed=args.seed * 1000 + i * 10 + k, sentences=args.sentences) for k in range(3)]
