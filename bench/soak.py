@@ -19,9 +19,9 @@ the agents' feed. At the end it waits for the last finals and prints:
 - calls placed and closed, segments spoken, stored, recognized, failed,
   still pending, and lost (spoken sentences without a recognized segment);
 - the resident memory (RSS) of every process of the system (web, worker
-  main and pool processes, Redis) after warm-up and at the end, and whether
-  each grew less than ``--max-growth-mb`` (default 60 MB): exit status 1 if
-  a process grew more or a segment was lost.
+  main and pool processes, adaptation worker, Redis) after warm-up and at
+  the end, and whether each grew less than ``--max-growth-mb`` (default
+  60 MB): exit status 1 if a process grew more or a segment was lost.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def _name(pid: int) -> str:
     except OSError:
         return "?"
     text = " ".join(part.decode(errors="replace") for part in cmdline if part)
-    for key, name in (("daphne", "web"), ("redis-server", "redis"), ("celery", "worker")):
+    names = (("daphne", "web"), ("redis-server", "redis"), ("-Q adaptation", "adaptation"), ("celery", "worker"))
+    for key, name in names:
         if key in text:
             return name
     return Path(cmdline[0].decode(errors="replace")).name

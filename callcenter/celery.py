@@ -5,16 +5,29 @@ delivery policy is fixed here because the tasks are written for it: a task is
 acknowledged only after it ran (a worker killed mid-task gives it back to
 the queue), so tasks must be idempotent, and each worker process reserves one
 task at a time because recognition tasks are long and uneven.
+
+Tasks are routed by domain to two queues, so that recognition of live calls
+never waits behind caller adaptation or meta-training (seconds to hours per
+task): ``recognition`` (the default: ``recognition.*`` and the small
+``system.*`` and ``maintenance.*`` tasks) and ``adaptation``
+(``adaptation.*``, ``training.*``). A worker started without ``-Q``
+consumes both; a deployment runs ``-Q recognition`` workers for live calls
+and one ``-Q adaptation`` worker beside them. The names are part of the
+deployment (compose files, the main command), so they are fixed here.
 """
 
 from __future__ import annotations
 
 from celery import Celery, signals
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from callcenter.entry import exit_on_configuration_error, use_project_settings
 
 use_project_settings()
+
+RECOGNITION_QUEUE = "recognition"
+ADAPTATION_QUEUE = "adaptation"
 
 app = Celery("callcenter")
 
@@ -90,4 +103,16 @@ app.conf.update(
     # Every domain module of the top-level `tasks` package is imported by
     # tasks/__init__.py, so importing the package registers all tasks.
     imports=("tasks",),
+    task_queues=(Queue(RECOGNITION_QUEUE), Queue(ADAPTATION_QUEUE)),
+    task_default_queue=RECOGNITION_QUEUE,
+    task_routes={
+        "adaptation.*": {"queue": ADAPTATION_QUEUE},
+        "training.*": {"queue": ADAPTATION_QUEUE},
+    },
 )
+
+
+def consumes(queue: str) -> bool:
+    """Whether this worker process consumes ``queue`` (``-Q``; a worker
+    started without it consumes every queue)."""
+    return queue in app.amqp.queues.consume_from

@@ -4,9 +4,10 @@ A process's own ``prometheus_client`` metrics (``callcenter.metrics``) only
 describe that process, and Celery workers serve no HTTP. What an operator
 needs across processes and machines is computed at scrape time instead
 (``SystemCollector``): calls live and segments by status (database), the
-recognition queue's depth and the workers whose model is loaded (Redis), and
-recognition outcomes and latency, and caller adaptation runs and their WER
-deltas, which every worker process adds to counters in Redis
+depth of the recognition and adaptation queues and the workers whose model
+is loaded (Redis), and recognition outcomes and latency, and caller
+adaptation runs and their WER deltas, which every worker process adds to
+counters in Redis
 (``recognition_record``, ``adaptation_record``) as it finishes a task.
 """
 
@@ -95,16 +96,22 @@ class SystemCollector(Collector):
 
     def _redis(self) -> Iterator:
         from callcenter import redisconn
+        from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
 
         try:
             r = redisconn.client()
-            depth = redisconn.queue_depth()
+            depths = {queue: redisconn.queue_depth(queue=queue) for queue in (RECOGNITION_QUEUE, ADAPTATION_QUEUE)}
             workers = redisconn.workers_ready()
             stored = {key: r.hgetall(key) for key in (OUTCOMES_KEY, LATENCY_KEY, ADAPTATIONS_KEY, WER_DELTA_KEY)}
         except Exception as exc:  # noqa: BLE001
             logger.warning("metrics: Redis unavailable: %s", exc)
             return
-        yield GaugeMetricFamily("callcenter_queue_depth", "Tasks waiting in the recognition queue", value=depth)
+        queue_depth = GaugeMetricFamily(
+            "callcenter_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"]
+        )
+        for queue, depth in depths.items():
+            queue_depth.add_metric([queue], depth)
+        yield queue_depth
         yield GaugeMetricFamily(
             "callcenter_workers_ready", "Worker processes with the recognizer loaded (heartbeat)", value=len(workers)
         )

@@ -17,7 +17,7 @@ PREFIX = "callcenter:"
 WORKER_KEY = PREFIX + "worker:"  # + hostname -> model name; expires
 CALL_ALIVE_KEY = PREFIX + "call-alive:"  # + call id -> web process; expires
 TIMEOUT_S = 1.0
-PRIORITY_SEPARATOR = "\x06\x16"  # kombu's: queue "celery" at priority 3 is "celery\x06\x163"
+PRIORITY_SEPARATOR = "\x06\x16"  # kombu's: queue "recognition" at priority 3 is "recognition\x06\x163"
 
 _lock = threading.Lock()
 _client: tuple[tuple[int, str], redis.Redis] | None = None
@@ -39,13 +39,15 @@ def client() -> redis.Redis:
 
 
 def queue_name() -> str:
-    from callcenter.celery import app
+    """The recognition queue (Celery's default queue)."""
+    from callcenter.celery import RECOGNITION_QUEUE
 
-    return app.conf.task_default_queue or "celery"
+    return RECOGNITION_QUEUE
 
 
 def queue_depth(*, queue: str | None = None) -> int:
-    """Tasks waiting in a Celery queue (default: the default one), all priorities."""
+    """Tasks waiting in a Celery queue (default: the recognition queue; the
+    adaptation backlog is not in it), all priorities."""
     name = queue or queue_name()
     pipe = client().pipeline(transaction=False)
     pipe.llen(name)

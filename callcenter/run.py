@@ -3,9 +3,12 @@
     python -m callcenter.run [--demo] [--host 127.0.0.1] [--port 8000] [--no-worker] ...
 
 Steps: apply migrations; start a private Redis on a unix socket under
-``var/run/`` unless ``REDIS_URL`` is set; start the web server (Daphne) and a
-Celery worker as child processes; wait until the web server answers, the
-worker answers a control ping and a ``system.ping`` task has made the round
+``var/run/`` unless ``REDIS_URL`` is set; start the web server (Daphne) and
+two Celery workers as child processes: ``worker`` consumes the recognition queue (live calls)
+and runs beat, ``adaptation`` consumes only the adaptation queue (caller
+adaptation, meta-training), one process at a lower CPU priority, so that
+recognition never waits behind it; wait until the web server answers, both
+workers answer a control ping and a ``system.ping`` task has made the round
 trip; print where the admin is; on Ctrl-C or SIGTERM stop every child.
 
 ``--demo`` also creates a demo admin user when there is no superuser yet,
@@ -39,6 +42,8 @@ from callcenter.supervisor import ChildExited, StopRequested, Supervisor, instal
 # Longest path a unix socket may have (sun_path is 108 bytes, NUL included).
 _MAX_SOCKET_PATH = 107
 DEMO_ADMIN_USERNAME = "admin"
+# How much lower the adaptation worker's CPU priority is than the others'.
+ADAPTATION_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Running:
     health_ws_url: str
     redis_url: str
     worker_name: str | None
+    adaptation_worker_name: str | None
     # (username, password or None) of the demo admin, with --demo.
     admin_login: tuple[str, str | None] | None
 
@@ -220,6 +226,7 @@ def start(sup: Supervisor, opts: Options) -> Running:
     """Bring the system up under ``sup``; returns once everything answers."""
     from django.conf import settings
 
+    from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
     from callcenter.celery import app as celery_app
 
     probe_host = _local_host(opts.host)
@@ -240,7 +247,7 @@ def start(sup: Supervisor, opts: Options) -> Running:
     admin_login = demo_admin_ensure(var_dir=settings.VAR_DIR) if opts.demo else None
 
     env = _child_env()
-    worker_name = None
+    worker_name = adaptation_worker_name = None
     if opts.web:
         sup.start(
             "web",
@@ -249,27 +256,39 @@ def start(sup: Supervisor, opts: Options) -> Running:
         )
     if opts.worker:
         worker_name = f"callcenter-{os.getpid()}@{socket.gethostname()}"
+        adaptation_worker_name = f"callcenter-adaptation-{os.getpid()}@{socket.gethostname()}"
         Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+        celery_worker = [sys.executable, "-m", "celery", "-A", "callcenter", "worker", "-l", "info"]
         sup.start(
             "worker",
             [
-                sys.executable, "-m", "celery", "-A", "callcenter", "worker",
-                "-l", "info", "-c", str(settings.CELERY_WORKER_CONCURRENCY), "-n", worker_name,
+                *celery_worker, "-Q", RECOGNITION_QUEUE,
+                "-c", str(settings.CELERY_WORKER_CONCURRENCY), "-n", worker_name,
                 "--without-gossip", "--without-mingle",
                 # Beat inside the worker: the sweeper and periodic meta-training (one machine, one beat).
                 "-B", "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
             ],
             env=env,
         )  # fmt: skip
+        sup.start(
+            "adaptation",
+            [
+                *celery_worker, "-Q", ADAPTATION_QUEUE, "-c", "1", "-n", adaptation_worker_name,
+                "--without-gossip", "--without-mingle",
+            ],
+            env=env,
+            nice=ADAPTATION_NICE,
+        )  # fmt: skip
     if opts.web:
         sup.wait_until("the web server", lambda: _http_ok(f"{http_url}/healthz"), timeout=opts.ready_timeout)
         sup.say(f"web server answers at {http_url}/healthz")
     if opts.worker:
-        sup.wait_until(
-            "the worker",
-            lambda: bool(celery_app.control.ping(destination=[worker_name], timeout=0.5)),
-            timeout=opts.ready_timeout,
-        )
+        for what, name in (("the worker", worker_name), ("the adaptation worker", adaptation_worker_name)):
+            sup.wait_until(
+                what,
+                lambda name=name: bool(celery_app.control.ping(destination=[name], timeout=0.5)),
+                timeout=opts.ready_timeout,
+            )
         answer = _worker_round_trip(sup, timeout=opts.ready_timeout)
         sup.say(f"worker {answer['worker']} answered system.ping ({answer['customers']} customers in the database)")
     return Running(
@@ -278,6 +297,7 @@ def start(sup: Supervisor, opts: Options) -> Running:
         health_ws_url=f"ws://{_url_host(probe_host)}:{opts.port}/ws/health/",
         redis_url=settings.REDIS_URL,
         worker_name=worker_name,
+        adaptation_worker_name=adaptation_worker_name,
         admin_login=admin_login,
     )
 
@@ -314,7 +334,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--host", default="127.0.0.1", help="address the web server binds (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
     parser.add_argument("--no-web", dest="web", action="store_false", help="do not start the web server")
-    parser.add_argument("--no-worker", dest="worker", action="store_false", help="do not start a Celery worker")
+    parser.add_argument("--no-worker", dest="worker", action="store_false", help="do not start the Celery workers")
     parser.add_argument("--no-migrate", dest="migrate", action="store_false", help="skip `migrate`")
     parser.add_argument(
         "--demo", action="store_true", help="create a demo admin user if there is no superuser, then place a demo call"

@@ -2,8 +2,9 @@
 
 Each child runs in its own session (so a Ctrl-C in the terminal reaches only
 the supervisor, which then stops the children in reverse start order), dies
-with the supervisor if that is killed (``PR_SET_PDEATHSIG``), and has its
-output copied line by line with its name in front.
+with the supervisor if that is killed (``PR_SET_PDEATHSIG``), may run at a
+lower CPU priority (``nice``), and has its output copied line by line with
+its name in front.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ class StopRequested(Exception):
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child after fork
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:  # pragma: no cover - runs in the child after fork
+        _die_with_parent()
+        if nice:
+            os.nice(nice)  # inherited by what the child starts (a worker's pool processes)
+
+    return setup
 
 
 @dataclass
@@ -85,14 +95,24 @@ class Supervisor:
     def _pump(self, name: str, stream) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.say(f"{name:>6} | {line}")
+            self.say(f"{name:>10} | {line}")
         stream.close()
 
     # --- children ---
 
     def start(
-        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        nice: int = 0,
     ) -> Child:
+        """Start ``argv`` as the child ``name``; ``nice`` > 0 lowers its CPU
+        priority (and its children's) by that much."""
+        if nice < 0:
+            raise ValueError(f"nice must be >= 0 (only lowering the priority needs no privilege), got {nice}")
         process = subprocess.Popen(
             list(argv),
             env=dict(env) if env is not None else None,
@@ -101,13 +121,14 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(nice),
         )
         pump = threading.Thread(target=self._pump, args=(name, process.stdout), name=f"pump-{name}", daemon=True)
         pump.start()
         child = Child(name=name, argv=tuple(argv), process=process, pump=pump)
         self.children.append(child)
-        self.say(f"started {name} (pid {process.pid}): {' '.join(argv)}")
+        niceness = f" at nice +{nice}" if nice else ""
+        self.say(f"started {name} (pid {process.pid}){niceness}: {' '.join(argv)}")
         return child
 
     def check_alive(self) -> None:

@@ -14,8 +14,10 @@ unrecognized:
 - segments that never got their audio, of calls that are closed, are marked
   ``failed`` with the reason.
 
-Each worker process also announces, every ``WORKER_HEARTBEAT_S``, that its
-recognizer is loaded (a Redis key that expires); ``/readyz`` reads it.
+Each worker process that consumes the recognition queue also announces,
+every ``WORKER_HEARTBEAT_S``, that its recognizer is loaded (a Redis key that
+expires); ``/readyz`` reads it. An ``adaptation``-only worker does not: it
+recognizes no live call.
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ def _heartbeat_forever(name: str) -> None:
 
 @worker_process_init.connect
 def _start_heartbeat(**kwargs: object) -> None:
+    from callcenter.celery import RECOGNITION_QUEUE, consumes
+
+    if not consumes(RECOGNITION_QUEUE):
+        return
     name = f"{socket.gethostname()}:{os.getpid()}"
     threading.Thread(target=_heartbeat_forever, args=(name,), name="worker-heartbeat", daemon=True).start()
 

@@ -29,7 +29,7 @@ def _app_services(compose: dict) -> dict[str, dict]:
 
 
 def test_compose_runs_the_whole_stack(compose):
-    assert {"postgres", "redis", "web", "worker", "beat"} <= set(compose["services"])
+    assert {"postgres", "redis", "web", "worker", "adaptation-worker", "beat"} <= set(compose["services"])
     assert compose["services"]["postgres"]["image"].startswith("postgres:16")
     assert compose["services"]["redis"]["image"].startswith("redis:7")
     assert (REPO_ROOT / compose["services"]["web"]["build"] / "Dockerfile").exists()
@@ -76,9 +76,38 @@ def _check_command(service: str, command: list[str]) -> None:
 
 def test_every_project_service_command_exists_in_the_project(compose):
     services = _app_services(compose)
-    assert {"web", "worker", "beat"} <= set(services)
+    assert {"web", "worker", "adaptation-worker", "beat"} <= set(services)
     for name, spec in services.items():
         _check_command(name, spec["command"])
+
+
+def celery_worker_queues(command: list[str]) -> set[str] | None:
+    """The queues a ``celery worker`` command consumes (None: not a worker;
+    every queue of the app when it has no ``-Q``)."""
+    from callcenter.celery import app
+
+    if command[0] != "celery" or "worker" not in command:
+        return None
+    if "-Q" not in command:
+        return set(app.amqp.queues)
+    return set(command[command.index("-Q") + 1].split(","))
+
+
+def test_live_calls_and_adaptation_have_workers_of_their_own(compose):
+    from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE, app
+
+    services = _app_services(compose)
+    queues = {name: celery_worker_queues(spec["command"]) for name, spec in services.items()}
+    queues = {name: consumed for name, consumed in queues.items() if consumed is not None}
+
+    assert queues == {"worker": {RECOGNITION_QUEUE}, "adaptation-worker": {ADAPTATION_QUEUE}}
+    assert set().union(*queues.values()) == set(app.amqp.queues), "a queue nobody consumes"
+    adaptation = services["adaptation-worker"]
+    command = adaptation["command"]
+    assert command[command.index("-c") + 1] == "1", "one adaptation at a time"
+    assert adaptation["cpu_shares"] < 1024, "adaptation runs at a lower CPU weight than recognition"
+    assert adaptation["image"] == services["worker"]["image"] and adaptation["volumes"] == services["worker"]["volumes"]
+    assert set(adaptation["depends_on"]) == set(services["worker"]["depends_on"])
 
 
 def test_every_environment_variable_set_for_the_app_is_read_by_the_settings(compose):

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from tests.fixtures.settings_env import settings_env_vars
-from tests.test_docker_compose import _check_command
+from tests.test_docker_compose import _check_command, celery_worker_queues
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +19,9 @@ def test_the_worker_compose_file_runs_workers_against_external_services():
 
     _check_command("worker", worker["command"])
     assert set(compose["services"]) == {"worker"}, "beat runs on the main machine only"
+    from callcenter.celery import RECOGNITION_QUEUE
+
+    assert celery_worker_queues(worker["command"]) == {RECOGNITION_QUEUE}, "adaptation runs on the main machine"
     env = worker["environment"]
     assert not set(env) - settings_env_vars()
     for name in ["DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY"]:

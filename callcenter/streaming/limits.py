@@ -2,10 +2,11 @@
 
 - **Admission** (at connect, after the line token): at most
   ``STREAM_MAX_STREAMS`` media streams in this process, and none while more
-  than ``STREAM_MAX_QUEUE_DEPTH`` recognition tasks wait in the queue; a
-  stream refused here is closed with 4503 (the websocket form of HTTP 503,
-  as sherpa-onnx answers at capacity) before anything is stored. Streams
-  already admitted are not affected.
+  than ``STREAM_MAX_QUEUE_DEPTH`` tasks wait in the recognition queue (the
+  adaptation queue's backlog does not count); a stream refused here is
+  closed with 4503 (the websocket form of HTTP 503, as sherpa-onnx answers
+  at capacity) before anything is stored. Streams already admitted are not
+  affected.
 - **Per stream**: ``STREAM_MAX_BYTES_PER_S`` (a token bucket with two
   seconds of burst; 4429), ``STREAM_IDLE_TIMEOUT_S`` without a frame and
   ``STREAM_MAX_CALL_S`` of call (4408). A call closed by a limit keeps every
@@ -111,7 +112,7 @@ class QueueDepth:
     segments are stored either way and the sweeper queues them later)."""
 
     def __init__(self, queue: str | None = None) -> None:
-        self.queue = queue  # None: Celery's default queue
+        self.queue = queue  # None: the recognition queue (not the adaptation backlog)
         self._value: int | None = None
         self._at = float("-inf")
         self._lock = asyncio.Lock()

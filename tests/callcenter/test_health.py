@@ -78,6 +78,8 @@ def test_metrics_expose_process_and_system_metrics(client):
     assert 'callcenter_segments_stored{status="pending"} 1.0' in body
     assert 'callcenter_segments_stored{status="recognized"} 0.0' in body
     assert "callcenter_calls_live_all 1.0" in body
+    for queue in ("recognition", "adaptation"):
+        assert f'callcenter_queue_depth{{queue="{queue}"}}' in body, queue
 
 
 @pytest.mark.django_db

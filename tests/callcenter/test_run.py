@@ -91,7 +91,14 @@ def test_demo_serves_the_admin_and_the_worker_then_stops_every_child(tmp_path):
         output.wait_for(r"Press Ctrl-C to stop", timeout=90)
         login = output.wait_for(r"Log in as:\s+(\S+) / (\S+)", timeout=1)
         children = {m.group(1): int(m.group(2)) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", output.text())}
-        assert set(children) == {"redis", "web", "worker"}
+        assert set(children) == {"redis", "web", "worker", "adaptation"}
+        # Live calls and adaptation on workers of their own; adaptation at a lower CPU priority.
+        assert re.search(r"started worker \(pid \d+\): .* worker -l info -Q recognition .* -B ", output.text())
+        assert re.search(r"started adaptation \(pid \d+\) at nice \+10: .* worker -l info -Q adaptation -c 1 ",
+                         output.text())  # fmt: skip
+        own_priority = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, children["adaptation"]) == min(19, own_priority + 10)
+        assert os.getpriority(os.PRIO_PROCESS, children["worker"]) == own_priority
         assert f"Admin:          {base_url}/admin/" in output.text()
 
         # The admin answers, and the demo login works on the model's pages.

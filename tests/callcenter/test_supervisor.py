@@ -35,3 +35,21 @@ def test_waiting_ends_with_a_timeout_or_a_stop_request():
         with pytest.raises(StopRequested):
             sup.wait_until("the moon", lambda: False, timeout=5)
         sup.watch()  # returns at once after a stop request
+
+
+def test_a_child_started_nicer_runs_at_a_lower_cpu_priority_and_so_do_its_children():
+    import os
+
+    out = io.StringIO()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with Supervisor(out=out, stop_timeout=5) as sup:
+        child = sup.start("lazy", ["bash", "-c", "sleep 60 & echo $!; wait"], nice=5)
+        sup.wait_until("the grandchild's pid", lambda: "lazy | " in out.getvalue(), timeout=10)
+        grandchild = int(out.getvalue().split("lazy | ")[1].split()[0])
+
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, own + 5)
+        assert os.getpriority(os.PRIO_PROCESS, grandchild) == min(19, own + 5)
+        assert f"started lazy (pid {child.pid}) at nice +5: bash" in out.getvalue()
+        with pytest.raises(ValueError, match="nice must be >= 0"):
+            sup.start("greedy", ["true"], nice=-1)
+    assert group_gone(child.pid)

@@ -118,9 +118,13 @@ def test_a_verified_returning_caller_is_recognized_with_their_profile_and_better
     third = _place_call(web_server, token, three_calls[2][0])
 
     segments = list(Segment.objects.filter(call=third).order_by("index"))
-    assert segments and all(s.voice_profile_id == latest.pk for s in segments), [
-        (s.index, s.voice_profile_id) for s in segments
-    ]  # from the first segment on
+    used = [(s.index, s.voice_profile_id) for s in segments]
+    assert segments and segments[0].voice_profile_id == latest.pk, used  # from the first segment on
+    # Adaptation has a queue of its own: the one queued at call 3's hangup may
+    # store a newer version before call 3's last segments are recognized.
+    newer = VoiceProfile.objects.filter(customer_id=customer_id, version__gte=latest.version)
+    newer = set(newer.values_list("pk", flat=True))
+    assert all(s.voice_profile_id in newer for s in segments), used
     wer1, wer3 = _call_wer(placed[0], three_calls[0][1]), _call_wer(third, three_calls[2][1])
     assert wer3 < wer1, f"WER call 1 {wer1:.3f}, call 3 {wer3:.3f}"
     # The adaptation that made the profile did not make the caller worse on audio it held out.
