@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--base-lr", type=_positive_float, default=1e-5, help="outer learning rate of the base weights")
     m.add_argument("--adapter-rank", type=_non_negative_int, default=0,
                    help="add rank-R feed-forward adapters to the adaptive group (a checkpoint without them)")
-    m.add_argument("--adapter-lr", type=_positive_float, default=0.05, help="inner step size of the adapters")
+    m.add_argument("--adapter-lr", type=_positive_float, default=2.0, help="inner step size of the adapters")
     m.add_argument("--eval-every", type=_positive_int, default=50)
     m.add_argument("--threads", type=_non_negative_int, default=0)
     m.add_argument("--max-speakers", type=_non_negative_int, default=0)

@@ -139,6 +139,15 @@ def adaptation_init(model: StreamingCTC, meta: dict) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in init.items()} if init else initial_params(model)
 
 
+def load_params(model: StreamingCTC, params: dict[str, Tensor]) -> None:
+    """Copy `params` (names of the model's parameters) into the model in place. Meta-training uses
+    it to move a checkpoint's adaptation init into the model and the pre-meta values back out."""
+    own = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in params.items():
+            own[k].copy_(v)
+
+
 def adapt(model: nn.Module, params: dict[str, Tensor], batch: Batch, steps: int,
           step_sizes: dict[str, Tensor] | float, *, loss="ctc", create_graph: bool = False) -> dict[str, Tensor]:
     """`steps` gradient steps on `batch` from `params`: p <- p - step_size * grad. Returns new params.

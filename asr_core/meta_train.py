@@ -21,7 +21,8 @@ import torch
 
 from asr_core.checkpoint import load_checkpoint, save_checkpoint
 from asr_core.manifest import read_manifest
-from asr_core.meta import ALGORITHMS, Batch, MetaLearner, adapt, ctc_loss, detached, initial_params
+from asr_core.meta import (ALGORITHMS, Batch, MetaLearner, adapt, adaptation_init, ctc_loss, detached, initial_params,
+                           load_params)
 from asr_core.train import _features
 
 
@@ -46,7 +47,7 @@ class MetaTrainConfig:
     threads: int = 0
     max_speakers: int = 0
     adapter_rank: int = 0       # > 0: add feed-forward adapters of this rank to a checkpoint without them
-    adapter_lr: float = 0.05
+    adapter_lr: float = 2.0
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -108,8 +109,12 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     rng = random.Random(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
     model, base_meta = load_checkpoint(cfg.checkpoint or None)
+    if cfg.adapter_rank and model.cfg.adapter_rank not in (0, cfg.adapter_rank):
+        raise ValueError(f"the checkpoint already has rank-{model.cfg.adapter_rank} adapters, not {cfg.adapter_rank}")
     if cfg.adapter_rank and not model.cfg.adapter_rank:
         model = model.with_adapters(cfg.adapter_rank, seed=cfg.seed)
+    start = initial_params(model)  # the adaptive group before meta-learning: what no-profile callers get
+    load_params(model, adaptation_init(model, base_meta))  # continue from a previous meta-learned init
     model.eval()  # no dropout: adaptation behaves as in serving
     t0 = time.time()
     data, spk = _load_split(model, cfg.manifest, "train", cfg.max_speakers)
@@ -121,7 +126,6 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     dev_tasks = [(_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:])) for ix in dev_groups.values()]
     print(f"meta-train {cfg.algo}: {len(groups)} train speakers, {len(dev_tasks)} dev speakers, "
           f"features in {time.time() - t0:.0f}s", file=log, flush=True)
-    start = initial_params(model)  # the adaptive group before meta-learning: what no-profile callers get
     learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr,
                           adapter_lr=cfg.adapter_lr)
     groups_opt = []
@@ -179,14 +183,10 @@ def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_met
     learned = initial_params(model)
     adapt_section = {"algo": cfg.algo, "steps": cfg.inner_steps,
                      "step_sizes": {k: v.detach().clone() for k, v in sizes.items()}, "init": learned}
-    own = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, v in start.items():
-            own[k].copy_(v)
-        try:
-            save_checkpoint(model, path, meta=meta, adapt=adapt_section)
-        finally:
-            for k, v in learned.items():
-                own[k].copy_(v)
+    load_params(model, start)
+    try:
+        save_checkpoint(model, path, meta=meta, adapt=adapt_section)
+    finally:
+        load_params(model, learned)
     with open(os.path.join(cfg.out, f"{cfg.algo}.json"), "w") as f:
         json.dump({"step": step, "dev_query_loss": dev_loss}, f)

@@ -255,10 +255,14 @@ def _meta_learn(cfg: TrainingConfig, rec, tasks: dict[int, list[tuple[str, str]]
     import torch
 
     from asr_core.checkpoint import load_checkpoint
-    from asr_core.meta import MetaLearner, make_batch
+    from asr_core.meta import MetaLearner, adaptation_init, initial_params, load_params, make_batch
 
     model, meta = load_checkpoint(rec.meta["path"])
     model.eval()
+    # The model keeps the adaptive group's pre-meta values (what callers without a profile get);
+    # meta-learning moves the checkpoint's adaptation init, which goes back into the adapt section.
+    start = initial_params(model)
+    load_params(model, adaptation_init(model, meta))
     adapt = meta.get("adapt") or {"algo": "metasgd", "steps": 3, "step_sizes": 1.0}
     learner = MetaLearner(model, adapt["algo"], 1.0, lhuc_lr=50.0)
     sizes = adapt["step_sizes"]
@@ -292,7 +296,9 @@ def _meta_learn(cfg: TrainingConfig, rec, tasks: dict[int, list[tuple[str, str]]
         "step_sizes": {k: v.detach().clone() for k, v in learned.items()}
         if adapt["algo"] == "metasgd" or isinstance(sizes, dict)
         else float(sizes),
+        "init": initial_params(model),
     }
+    load_params(model, start)
     return model, section
 
 

@@ -115,3 +115,26 @@ def test_autograd_ctc_matches_torch_ctc(tiny):
     logp, lens = log_probs(model, initial_params(model), support)
     ref = F.ctc_loss(logp.transpose(0, 1), support.labels, lens, support.label_lens, zero_infinity=True)
     assert torch.allclose(ctc_loss_autograd(logp, support.labels, lens, support.label_lens), ref, rtol=1e-4)
+
+
+def test_meta_train_keeps_the_base_values_in_the_model_and_the_learned_init_apart(tmp_path):
+    """`meta-train --adapter-rank`: the written checkpoint recognizes callers without a profile with
+    the pre-meta values (adapters off), and carries the learned init in its adapt section."""
+    from asr_core.checkpoint import BASE_CTC_CHECKPOINT, load_checkpoint
+    from asr_core.corpus.build import CorpusConfig, build_corpus
+    from asr_core.meta import adaptation_init
+    from asr_core.meta_train import MetaTrainConfig, meta_train
+
+    manifest = build_corpus(CorpusConfig(out=str(tmp_path / "c"), seed=4, train_speakers=2, dev_speakers=1,
+                                         test_speakers=0, train_utts=4, dev_utts=4, workers=2))
+    out = meta_train(MetaTrainConfig(manifest=manifest, checkpoint=BASE_CTC_CHECKPOINT, out=str(tmp_path / "m"),
+                                     algo="metasgd", support=2, query=2, meta_batch=1, outer_steps=2, eval_every=1,
+                                     adapter_rank=2, outer_lr=0.05, threads=1))
+    model, meta = load_checkpoint(out)
+    base, _ = load_checkpoint(BASE_CTC_CHECKPOINT)
+    own, init = initial_params(model), adaptation_init(model, meta)
+    assert model.cfg.adapter_rank == 2 and set(init) == set(own)
+    base_own = dict(base.named_parameters())
+    for k, v in own.items():  # the pre-meta values: the base model's own, adapters' B at zero
+        assert torch.equal(v, base_own[k].half().float()) if k in base_own else not v.abs().any(), k
+    assert any(not torch.allclose(init[k], own[k]) for k in own)  # meta-learning moved the init
