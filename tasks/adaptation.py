@@ -122,7 +122,8 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     if mode == "label-free":
         cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=LABEL_FREE_MIN_CONFIDENCE)
     else:
-        cfg = AdaptationConfig(mode=mode, holdout=1 if len(audios) < 6 else 2)
+        # a third of the verified segments (1 to 3) held out for the guard
+        cfg = AdaptationConfig(mode=mode, holdout=max(1, min(3, len(audios) // 3)))
     refs = texts if mode == "supervised" else None
     # Two starting points where the caller has a usable profile: the
     # meta-learned init (what meta-training optimized for a few steps on all
