@@ -7,7 +7,7 @@
   a checkpoint whose weights are not that version raises
   ``ModelVersionMismatch``. A few checkpoints are kept (active and previous
   model versions).
-- ``profile_params(rec, profile)``: a caller's adapted parameters, parsed and
+- ``profile_params(rec, profile_id=, load_state=)``: a caller's adapted parameters, parsed and
   validated once per profile row (rows are immutable: a new adaptation is a
   new version); a corrupt or stale profile is logged and counted, and the
   base model is used.
@@ -22,6 +22,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf
@@ -99,9 +100,13 @@ def _adaptive_shapes(rec: Recognizer) -> dict[str, tuple[int, ...]]:
     return _shapes[version]
 
 
-def profile_params(rec: Recognizer, *, profile_id: int, state: bytes) -> dict[str, torch.Tensor] | None:
+def profile_params(
+    rec: Recognizer, *, profile_id: int, load_state: Callable[[], bytes]
+) -> dict[str, torch.Tensor] | None:
     """Adapted parameters from a stored profile, or None (base model) when
-    the profile cannot be used."""
+    the profile cannot be used. ``load_state`` reads the profile's bytes; it
+    is called only when the parsed profile is not cached, so a segment of a
+    known caller reads no profile bytes from the database."""
     from asr_core.profile import Profile, ProfileError
 
     key = (model_version(rec), profile_id)
@@ -110,7 +115,7 @@ def profile_params(rec: Recognizer, *, profile_id: int, state: bytes) -> dict[st
             _profiles.move_to_end(key)
             return _profiles[key]
     try:
-        params = Profile.from_bytes(bytes(state), model_version=model_version(rec), shapes=_adaptive_shapes(rec)).params
+        params = Profile.from_bytes(bytes(load_state()), model_version=model_version(rec), shapes=_adaptive_shapes(rec)).params
     except ProfileError as exc:
         logger.warning("voice profile #%s cannot be used, recognizing with the base model: %s", profile_id, exc)
         metrics.PROFILE_ERRORS.inc()

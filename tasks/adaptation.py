@@ -102,7 +102,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     current = selectors.voice_profile_latest(customer_id=run.customer_id, model_version_id=version.pk)
     start = None
     if current is not None:
-        start = asr.profile_params(rec, profile_id=current.pk, state=current.state)
+        start = asr.profile_params(rec, profile_id=current.pk, load_state=lambda: current.state)
         if start is None:
             logger.warning(
                 "adaptation run #%s: the current profile v%s is unusable; adapting from the meta-learned init",

@@ -174,7 +174,7 @@ def _caller_params(rec: Recognizer, customer_id: int | None) -> tuple[int | None
     profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=asr.model_version(rec))
     if profile is None:
         return None, None
-    params = asr.profile_params(rec, profile_id=profile.pk, state=profile.state)
+    params = asr.profile_params(rec, profile_id=profile.pk, load_state=lambda: profile.state)
     return (profile.pk if params is not None else None), params
 
 

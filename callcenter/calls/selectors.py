@@ -78,9 +78,11 @@ def voice_profile_latest(*, customer_id: int, model_version_id: int) -> VoicePro
 
 def voice_profile_for_model(*, customer_id: int, model_sha256: str) -> VoiceProfile | None:
     """The caller's latest profile made for the model with this SHA-256 (the
-    recognizer's version), or None."""
+    recognizer's version), or None. Its ``state`` bytes are loaded on first
+    access: workers cache parsed profiles and rarely need them."""
     return (
         VoiceProfile.objects.filter(customer_id=customer_id, model_version__sha256=model_sha256)
+        .defer("state")
         .order_by("-version", "-id")
         .first()
     )

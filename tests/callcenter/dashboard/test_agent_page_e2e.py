@@ -20,6 +20,7 @@ from callcenter.calls import services
 from callcenter.calls.models import Agent, Call, Segment
 from callcenter.client import stream_twilio
 from callcenter.demo import synthetic_call
+from tests.fixtures.calls import wait_recognized
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -183,7 +184,7 @@ def test_an_agent_follows_her_call_live_and_another_agent_does_not_see_it(
 
     caller.join(timeout=120)
     assert "error" not in result and result["run"].close_code == 1000, result
-    segments = _wait_recognized(call)
+    segments = wait_recognized(call)
     wait(alice, lambda d: len(finals(d)) == len(segments), 60, "alice's page is missing final segments")
     wait(alice, lambda d: d.find_element(By.CSS_SELECTOR, f"#calls li[data-call='{call.pk}']").get_attribute(
         "data-status") == "ended", 20, "the call is not shown as ended")  # fmt: skip
@@ -213,16 +214,6 @@ def _try_wait(driver, condition, timeout: float) -> None:
         wait(driver, condition, timeout, "")
     except TimeoutException:
         pass
-
-
-def _wait_recognized(call: Call, timeout: float = 60) -> list[Segment]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        segments = list(Segment.objects.filter(call=call).order_by("index"))
-        if segments and all(s.status != "pending" for s in segments):
-            return segments
-        time.sleep(0.3)
-    pytest.fail(f"segments of call #{call.pk} still pending after {timeout} s")
 
 
 

@@ -16,9 +16,10 @@ from django.contrib.sessions.backends.db import SessionStore
 from asr_core.audio import resample
 from asr_core.metrics import wer
 from callcenter.calls import services
-from callcenter.calls.models import Call, Segment
+from callcenter.calls.models import Call
 from callcenter.client import stream_pcm, stream_twilio
 from callcenter.demo import SAMPLE_RATE, synthetic_call
+from tests.fixtures.calls import wait_recognized
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,16 +47,6 @@ def agent_headers(django_user_model, web_server) -> dict[str, str]:
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
     return {"Cookie": f"sessionid={session.session_key}", "Origin": web_server.http_url}
-
-
-def _wait_recognized(call: Call, timeout: float = 60) -> list[Segment]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        segments = list(Segment.objects.filter(call=call).order_by("index"))
-        if segments and all(s.status != "pending" for s in segments):
-            return segments
-        time.sleep(0.3)
-    pytest.fail(f"segments of call #{call.pk} still pending after {timeout} s")
 
 
 def test_a_twilio_call_is_transcribed_live_for_the_agents_and_stored(
@@ -88,7 +79,7 @@ def test_a_twilio_call_is_transcribed_live_for_the_agents_and_stored(
     call = Call.objects.get()
     assert (call.status, call.protocol, call.customer.phone) == ("ended", "twilio", CALLER)
     assert abs(call.duration_s - call_audio.seconds) < 3
-    segments = _wait_recognized(call)
+    segments = wait_recognized(call)
     assert len(segments) == len(call_audio.sentences)
     assert all(s.status == "recognized" and s.audio and s.words for s in segments)
     assert wer(list(zip(call_audio.sentences, [s.text for s in segments], strict=True))) <= MAX_WER, [
@@ -126,7 +117,7 @@ def test_an_abrupt_disconnect_keeps_every_segment_received(web_server, celery_wo
         time.sleep(0.2)
     call = Call.objects.get()
     assert call.status == "ended" and "without stop" in call.failure_reason
-    segments = _wait_recognized(call)
+    segments = wait_recognized(call)
     assert len(segments) == 3 and all(s.status == "recognized" and s.audio for s in segments)
     assert segments[-1].end_ms <= cut * 1000 // SAMPLE_RATE + 20
 
@@ -148,7 +139,7 @@ def test_a_vosk_style_pcm_client_gets_partials_and_results_on_its_socket(web_ser
     assert all(set(w) == {"word", "start", "end", "conf"} for w in words)
     assert [w["start"] for w in words] == sorted(w["start"] for w in words), "times are from the start of the stream"
     assert words[-1]["end"] <= call_audio.seconds
-    segments = _wait_recognized(Call.objects.get())
+    segments = wait_recognized(Call.objects.get())
     assert " ".join(s.text for s in segments) == text
 
 
