@@ -4,7 +4,7 @@
 
 Runs `python -m asr_core evaluate --backbone ...` (our model: float32 and int8, greedy) in the
 product venv and `bench/whisper_peer.py` (faster-whisper int8 and float32, greedy and beam 5) in
-var/bench-venv, sequentially, each on one thread; both feed the same 8 kHz audio resampled to
+the product venv (or var/bench-venv), sequentially, each on one thread; both feed the same 8 kHz audio resampled to
 16 kHz by asr_core.audio and score with the same normalization. Prints a table; --json keeps it.
 """
 from __future__ import annotations
@@ -17,7 +17,10 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER_PY = os.path.join(ROOT, "var", "bench-venv", "bin", "python")
+# faster-whisper: in the product venv (requirements.txt pins it for the port's reference tests), else
+# bench/setup_peers.sh's venv
+_BENCH_PY = os.path.join(ROOT, "var", "bench-venv", "bin", "python")
+PEER_PY = _BENCH_PY if os.path.exists(_BENCH_PY) else sys.executable
 
 
 def main() -> int:

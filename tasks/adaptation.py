@@ -33,7 +33,7 @@ from callcenter import asr, metrics, privacy
 from callcenter.calls import selectors, services
 from callcenter.calls.models import Segment
 from callcenter.errors import AdaptationFailed, Conflict, ModelVersionInvalid, NotFound, RecognitionFailed
-from tasks.recognition import TRANSIENT_ERRORS, active_model
+from tasks.recognition import TRANSIENT_ERRORS, final_model
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def adapt_customer(self, *, run_id: int) -> dict[str, object]:
 
 
 def _adapt(*, run_id: int) -> dict[str, object]:
-    from asr_core.adaptation import AdaptationConfig, adapt_caller
+    from asr_core.adaptation import AdaptationConfig
     from asr_core.profile import Profile
 
     started = time.perf_counter()
@@ -87,7 +87,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     if run is None:
         done = selectors.adaptation_run_get(run_id=run_id)
         return {"run": run_id, "status": done.status, "already_done": True}
-    version, rec = active_model(decoder=settings.ASR_DECODER)
+    version, rec = final_model(decoder=settings.ASR_DECODER)
     segments = selectors.customer_adaptation_segments(
         customer_id=run.customer_id, limit=settings.ADAPTATION_MAX_SEGMENTS
     )
@@ -120,7 +120,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
             f"{LABEL_FREE_MIN_SEGMENTS} (or verified transcripts)",
         )
     if mode == "label-free":
-        cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=LABEL_FREE_MIN_CONFIDENCE)
+        cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=_label_free_min_confidence(rec))
     else:
         # a third of the verified segments (1 to 3) held out for the guard
         cfg = AdaptationConfig(mode=mode, holdout=max(1, min(3, len(audios) // 3)))
@@ -130,9 +130,9 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     # of a caller's audio) and the current profile. The guard's held-out
     # figures pick the better one, and it must not be worse than the current
     # profile on the held-out segments.
-    tried = {"init": adapt_caller(rec, audios, refs, start=None, cfg=cfg)}
+    tried = {"init": _adapt_caller(rec, audios, refs, start=None, cfg=cfg)}
     if start is not None:
-        tried["current"] = adapt_caller(rec, audios, refs, start=start, cfg=cfg)
+        tried["current"] = _adapt_caller(rec, audios, refs, start=start, cfg=cfg)
     started_from, result = _choose(tried)
     figures = dict(result.metrics)
     figures.update(
@@ -142,6 +142,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
             "started_from": started_from,
             "tried": {name: _held_out_error(r.metrics) for name, r in tried.items()},
             "model_version": version.name,
+            "backbone": version.backbone,
             "seconds": round(sum(r.metrics.get("seconds", 0) for r in tried.values()), 3),
             "task_seconds": round(time.perf_counter() - started, 3),
         }
@@ -177,6 +178,25 @@ def _adapt(*, run_id: int) -> dict[str, object]:
         "profile_version": run.profile.version if run.profile else None,
         "metrics": figures,
     }
+
+
+def _adapt_caller(rec, audios: list, refs: list[str] | None, *, start, cfg):
+    """asr_core's guarded adaptation of the final pass's backbone."""
+    if asr.is_whisper(rec):
+        from asr_core.whisper.adapt import adapt_whisper_caller
+
+        return adapt_whisper_caller(rec, audios, refs, rec.sample_rate, start=start, cfg=cfg)
+    from asr_core.adaptation import adapt_caller
+
+    return adapt_caller(rec, audios, refs, start=start, cfg=cfg)
+
+
+def _label_free_min_confidence(rec) -> float:
+    if asr.is_whisper(rec):  # Whisper's word probabilities run lower than the CTC model's
+        from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_MIN_CONFIDENCE
+
+        return WHISPER_MIN_CONFIDENCE
+    return LABEL_FREE_MIN_CONFIDENCE
 
 
 def _finish_without_profile(*, run_id: int, version, mode: str, figures: dict, reason: str) -> dict[str, object]:
@@ -255,7 +275,12 @@ def _load(segments: list[Segment], rec) -> tuple[list, list[str]]:
         except (FileNotFoundError, AudioError) as exc:
             logger.warning("segment #%s: audio unusable for adaptation: %s", segment.pk, exc)
             continue
-        text = normalize(segment.verified_text) if segment.is_verified else ""
+        if not segment.is_verified:
+            text = ""
+        elif asr.is_whisper(rec):  # Whisper is taught written text, as it writes it
+            text = " ".join(segment.verified_text.split()) if normalize(segment.verified_text) else ""
+        else:
+            text = normalize(segment.verified_text)
         if audio.numel() < rec.sample_rate // 4 or (segment.is_verified and not text):
             continue
         audios.append(audio)

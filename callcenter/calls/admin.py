@@ -421,10 +421,10 @@ def _metric(metrics: dict, key: str) -> str:
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReviewActions, admin.ModelAdmin):
-    list_display = ["name", "is_active", "promoted_at", "parent", "current_wer", "candidate_wer", "short_sha256", "created"]  # fmt: skip
-    list_filter = ["is_active", "created"]
+    list_display = ["name", "backbone", "is_active", "promoted_at", "parent", "current_wer", "candidate_wer", "short_sha256", "created"]  # fmt: skip
+    list_filter = ["backbone", "is_active", "created"]
     search_fields = ["name", "sha256"]
-    readonly_fields = ["name", "checkpoint", "sha256", "metrics", "is_active", "parent", "created", "promoted_at"]
+    readonly_fields = ["name", "backbone", "checkpoint", "sha256", "metrics", "is_active", "parent", "created", "promoted_at"]
     actions = ["promote", "roll_back"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

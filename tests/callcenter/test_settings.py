@@ -87,6 +87,10 @@ def test_production_variables_turn_debug_off_and_security_on(load_settings):
         ({"DJANGO_HSTS_SECONDS": "a year"}, "DJANGO_HSTS_SECONDS='a year' is not an integer"),
         ({"CELERY_WORKER_CONCURRENCY": "0"}, "CELERY_WORKER_CONCURRENCY='0' must be at least 1"),
         ({"DJANGO_LOG_LEVEL": "loud"}, "DJANGO_LOG_LEVEL='LOUD' is not a logging level"),
+        ({"ASR_FINAL_BACKBONE": "whisper-large"}, "ASR_FINAL_BACKBONE='whisper-large' must be 'small'"),
+        ({"ASR_WHISPER_TRIM_S": "soon"}, "ASR_WHISPER_TRIM_S='soon' must be a number of seconds or 'none'"),
+        ({"ASR_WHISPER_TRIM_S": "45"}, "ASR_WHISPER_TRIM_S='45' must be between 0 and 30 seconds"),
+        ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' is not a boolean"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(load_settings, env, message):

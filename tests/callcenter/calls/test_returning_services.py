@@ -3,6 +3,7 @@ and their compare-and-set, forgetting a caller, model versions."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import threading
@@ -379,3 +380,26 @@ def test_card_numbers_are_redacted_from_stored_transcripts_unless_turned_off(med
         segment_id=segment.pk, text=f"my card is {CARD_SPOKEN}", words=[], confidence=0.9
     )
     assert kept.text == f"my card is {CARD_SPOKEN}"
+
+
+@pytest.mark.django_db
+def test_a_whisper_final_pass_gets_one_never_active_version_that_promotion_and_roll_back_leave_alone(checkpoints):
+    (shipped, shipped_sha), _other = checkpoints
+    first = services.model_version_ensure_backbone(backbone="whisper-tiny", checkpoint="/m/whisper-tiny.pt", sha256=SHA)
+    again = services.model_version_ensure_backbone(backbone="whisper-tiny", checkpoint="/m/whisper-tiny.pt", sha256=SHA)
+    assert again.pk == first.pk and first.name == f"whisper-tiny-{SHA[:12]}"
+    assert first.backbone == "whisper-tiny" and not first.is_active
+    for bad in ("small", "whisper-large", ""):
+        with pytest.raises(InvalidInput, match="is not a final-pass backbone"):
+            services.model_version_ensure_backbone(backbone=bad, checkpoint="x", sha256=SHA)
+
+    v1 = services.model_version_register(name="v1", checkpoint=shipped, sha256=shipped_sha)
+    v1 = services.model_version_promote(model_version_id=v1.pk, check=True)
+    with pytest.raises(InvalidState, match="ASR_FINAL_BACKBONE setting chooses it.*nothing was changed"):
+        services.model_version_promote(model_version_id=first.pk, check=True)
+    assert selectors.model_version_active().pk == v1.pk
+    # Roll back never lands on the Whisper version (it was never promoted, and is no small model).
+    ModelVersion.objects.filter(pk=first.pk).update(promoted_at=v1.promoted_at - dt.timedelta(days=1))
+    with pytest.raises(InvalidState, match="no earlier version"):
+        services.model_version_rollback()
+    assert selectors.model_version_active().pk == v1.pk
