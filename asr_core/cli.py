@@ -85,7 +85,7 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     from asr_core.whisper.recognizer import WhisperRecognizer
     t0 = time.perf_counter()
     rec = WhisperRecognizer.load(a.checkpoint or a.backbone, quantize=a.int8, beam_size=a.beam_size,
-                                 trim_seconds=a.trim_seconds)
+                                 trim_seconds=a.trim_seconds, adaptation=a.adaptation)
     load_s = time.perf_counter() - t0
     result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
     result["load_seconds"] = round(load_s, 3)
@@ -197,8 +197,21 @@ def cmd_meta_train_whisper(a: argparse.Namespace) -> int:
     cfg = WhisperMetaConfig(manifest=a.manifest, out=a.out, backbone=a.backbone, inner_steps=a.inner_steps,
                             inner_lr=a.inner_lr, support=a.support, query=a.query, meta_batch=a.meta_batch,
                             outer_steps=a.outer_steps, outer_lr=a.outer_lr, trim_seconds=a.trim_seconds,
-                            max_speakers=a.max_speakers, seed=a.seed)
+                            max_speakers=a.max_speakers, seed=a.seed, adaptation_out=a.adaptation_out)
     print(meta_train_whisper(cfg))
+    return 0
+
+
+def cmd_whisper_adaptation(a: argparse.Namespace) -> int:
+    """The meta-learned adaptation settings of a meta-trained Whisper checkpoint, as a small file."""
+    import torch
+    from asr_core.whisper import convert
+    model, _tok, meta = convert.load(a.checkpoint)
+    if "adapt" not in meta:
+        raise CheckpointError(f"{a.checkpoint} holds no meta-learned adaptation settings")
+    payload = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+    base = convert.state_sha256(payload["state_dict"])
+    print(convert.write_adaptation(meta["adapt"], base, a.out))
     return 0
 
 
@@ -261,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--int8", action="store_true", help="whisper backbones: int8 dynamic quantization of linears")
     e.add_argument("--trim-seconds", type=float, default=None,
                    help="whisper backbones: encode only the segment + this much padding, not the 30 s window")
+    e.add_argument("--adaptation", help="whisper backbones: meta-learned adaptation settings for the weights "
+                   "(meta-train-whisper --adaptation-out)")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("meta-train", help="meta-learn the adaptive group's init (+ step sizes) over speakers")
@@ -324,7 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     mw.add_argument("--trim-seconds", type=float, default=1.0)
     mw.add_argument("--max-speakers", type=_non_negative_int, default=0)
     mw.add_argument("--seed", type=int, default=0)
+    mw.add_argument("--adaptation-out", help="also write the meta-learned settings alone (a few hundred KB), "
+                    "for `--adaptation` / ASR_WHISPER_ADAPTATION")
     mw.set_defaults(func=cmd_meta_train_whisper)
+    wa = sub.add_parser("whisper-adaptation", help="extract a meta-trained Whisper checkpoint's adaptation settings")
+    wa.add_argument("checkpoint")
+    wa.add_argument("--out", required=True)
+    wa.set_defaults(func=cmd_whisper_adaptation)
 
     b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
     b.add_argument("--out", default="asr_core/checkpoints/lm")

@@ -7,6 +7,8 @@
   a checkpoint whose weights are not that version raises
   ``ModelVersionMismatch``. A few checkpoints are kept (active and previous
   model versions).
+- ``caller_params(rec, customer_id)``: the caller's latest usable profile
+  for that model (finals in the worker, partials in the web process).
 - ``profile_params(rec, profile_id=, load_state=)``: a caller's adapted parameters, parsed and
   validated once per profile row (rows are immutable: a new adaptation is a
   new version); a corrupt or stale profile is logged and counted, and the
@@ -186,6 +188,23 @@ def profile_params(
         while len(_profiles) > _PROFILE_CACHE_SIZE:
             _profiles.popitem(last=False)
     return params
+
+
+def caller_params(rec, customer_id: int | None) -> tuple[int | None, dict[str, torch.Tensor] | None]:
+    """(profile id, adapted parameters) of the caller's latest profile for
+    the model ``rec`` (profiles are matched by the model's weights, its
+    SHA-256), or (None, None): the base model. Parsed profiles are cached per
+    process keyed by (model, profile row); a new adaptation is a new row, so
+    the next lookup picks it up."""
+    from callcenter.calls import selectors
+
+    if customer_id is None:
+        return None, None
+    profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=model_version(rec))
+    if profile is None:
+        return None, None
+    params = profile_params(rec, profile_id=profile.pk, load_state=lambda: profile.state)
+    return (profile.pk if params is not None else None), params
 
 
 def transcribe(rec: Recognizer, audio: torch.Tensor, *, params: dict[str, torch.Tensor] | None) -> dict:

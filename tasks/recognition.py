@@ -105,7 +105,7 @@ def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, objec
     audio = _segment_audio(segment)
     try:
         _version, rec = final_model(decoder=settings.ASR_DECODER)
-        profile_id, params = _caller_params(rec, segment.call.customer_id)
+        profile_id, params = asr.caller_params(rec, segment.call.customer_id)
     except ModelVersionInvalid as exc:
         # The shipped model keeps calls recognized; the admin shows the reason.
         logger.error("segment #%s: %s; recognizing with the shipped model, without profiles", segment_id, exc.message)
@@ -177,7 +177,12 @@ def final_model(*, decoder: str) -> tuple[ModelVersion, object]:
     set to a Whisper backbone, that backbone (its version is recorded on
     first use). ``ModelVersionInvalid`` when it cannot be loaded (the
     recognition task then falls back to the shipped small model)."""
-    backbone = settings.ASR_FINAL_BACKBONE
+    return backbone_model(backbone=settings.ASR_FINAL_BACKBONE, decoder=decoder)
+
+
+def backbone_model(*, backbone: str, decoder: str) -> tuple[ModelVersion, object]:
+    """The model version and recognizer of ``backbone``: 'small' (the active
+    version) or a Whisper final pass."""
     if backbone == "small":
         return active_model(decoder=decoder)
     try:
@@ -189,21 +194,6 @@ def final_model(*, decoder: str) -> tuple[ModelVersion, object]:
         backbone=backbone, checkpoint=asr.whisper_checkpoint(backbone), sha256=asr.model_version(rec)
     )
     return version, rec
-
-
-def _caller_params(rec: Recognizer, customer_id: int | None) -> tuple[int | None, dict | None]:
-    """(profile id, adapted parameters) of the caller's latest profile for
-    the model that serves (profiles are matched by the model's weights, its
-    SHA-256), or (None, None): the base model. Parsed profiles are cached per
-    worker process keyed by (model, profile row); a new adaptation is a new
-    row, so the next segment picks it up."""
-    if customer_id is None:
-        return None, None
-    profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=asr.model_version(rec))
-    if profile is None:
-        return None, None
-    params = asr.profile_params(rec, profile_id=profile.pk, load_state=lambda: profile.state)
-    return (profile.pk if params is not None else None), params
 
 
 def _fail(segment_id: int, endpoint_at: float | None, reason: str) -> dict[str, object]:

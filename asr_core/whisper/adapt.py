@@ -99,10 +99,17 @@ def whisper_loss(model: Whisper, params: dict[str, Tensor], batch: WhisperBatch,
 
 
 def initial_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
-    """The meta-learned (or default) LoRA group: a caller with no profile."""
+    """Where a caller's first adaptation starts: the meta-learned LoRA init, else the model's own
+    (B = 0: plain Whisper). A meta-learned init is made to be adapted from, not to recognize with:
+    a caller without a profile is recognized with `plain_whisper_params` (params=None)."""
     init = rec.meta.get("adapt", {}).get("init")
     if init:
         return detached(init)
+    return plain_whisper_params(rec)
+
+
+def plain_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
+    """The model's own LoRA group (B = 0): exactly Whisper, what a caller without a profile gets."""
     own = dict(rec.model.named_parameters())
     return {k: own[k].detach().clone() for k in rec.adaptive_names()}
 
@@ -119,7 +126,8 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     (`asr_core.adaptation.guarded_adaptation`)."""
     steps, sizes = step_settings(rec, cfg.steps)
     return guarded_adaptation(
-        audios, texts, start=detached(start) if start else initial_whisper_params(rec), cfg=cfg, steps=steps,
+        audios, texts, start=detached(start) if start else initial_whisper_params(rec),
+        baseline=detached(start) if start else plain_whisper_params(rec), cfg=cfg, steps=steps,
         sample_rate=sample_rate,
         transcribe=lambda a, p: rec.transcribe(a, sample_rate, params=p),
         fit=lambda a, t, p: detached(adapt(rec.model, p, make_whisper_batch(rec, a, t, sample_rate), steps, sizes,

@@ -194,8 +194,11 @@ def convert(model_dir: str, out: str, bin_parts: list[str] | None = None, name: 
     return digest
 
 
-def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None) -> tuple[Whisper, str, dict]:
-    """-> (model in eval mode, float32; tokenizer.json text; meta with sha256). Clear errors for bad files."""
+def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None,
+         adaptation: str | None = None) -> tuple[Whisper, str, dict]:
+    """-> (model in eval mode, float32; tokenizer.json text; meta with sha256). Clear errors for bad files.
+    adaptation: a meta-learned adaptation file (`meta-train-whisper --adaptation-out`, a few hundred KB,
+    made for exactly these weights) applied on load: the same model version as the full copy."""
     if not os.path.isfile(path):
         raise CheckpointError(f"Whisper checkpoint not found: {path} (run `python -m asr_core import-whisper`)")
     try:
@@ -206,12 +209,15 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
         raise CheckpointError(f"{path}: not an asr_core Whisper checkpoint (expected format {FORMAT!r})")
     state, adapt = payload.get("state_dict"), payload.get("adapt")
     hashed = dict(state) if isinstance(state, dict) else {}
+    if adaptation is not None:
+        if adapt is not None:
+            raise CheckpointError(f"{path} already holds meta-learned adaptation settings; use it alone")
+        if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
+            raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
+        adapt = read_adaptation(adaptation, payload["sha256"])
+        payload["sha256"] = state_sha256({**hashed, **_adapt_tensors(adapt, adaptation)})
     if isinstance(adapt, dict):  # meta-learned LoRA init + step sizes (asr_core.whisper.meta_train)
-        from asr_core.whisper.meta_train import adapt_payload_tensors
-        try:
-            hashed.update(adapt_payload_tensors(adapt))
-        except (KeyError, AttributeError, TypeError):
-            raise CheckpointError(f"{path}: malformed adaptation settings") from None
+        hashed.update(_adapt_tensors(adapt, path))
     if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
     cfg_d = dict(payload["config"])
@@ -232,3 +238,43 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
                                   "(made for another lora_rank / lora_layers)")
         meta["adapt"] = adapt
     return model.eval(), payload["tokenizer"], meta
+
+
+ADAPTATION_FORMAT = "asr_core.whisper-adapt/1"
+
+
+def _adapt_tensors(adapt: dict, where: str) -> dict:
+    from asr_core.whisper.meta_train import adapt_payload_tensors
+    try:
+        return adapt_payload_tensors(adapt)
+    except (KeyError, AttributeError, TypeError):
+        raise CheckpointError(f"{where}: malformed adaptation settings") from None
+
+
+def read_adaptation(path: str, backbone_sha256: str) -> dict:
+    """The meta-learned adaptation settings of an adaptation file made for the weights `backbone_sha256`."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Whisper adaptation file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: corrupt or not an adaptation file ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != ADAPTATION_FORMAT:
+        raise CheckpointError(f"{path}: not a Whisper adaptation file (expected format {ADAPTATION_FORMAT!r})")
+    if payload.get("backbone_sha256") != backbone_sha256:
+        raise CheckpointError(f"{path} was made for Whisper weights {str(payload.get('backbone_sha256'))[:12]}, "
+                              f"not these ({backbone_sha256[:12]})")
+    adapt = payload.get("adapt")
+    if not isinstance(adapt, dict) or not all(isinstance(adapt.get(k), dict) for k in ("init", "step_sizes")):
+        raise CheckpointError(f"{path}: malformed adaptation settings")
+    if not all(torch.isfinite(t).all() for part in ("init", "step_sizes") for t in adapt[part].values()):
+        raise CheckpointError(f"{path}: adaptation settings hold NaN or infinite values")
+    return adapt
+
+
+def write_adaptation(info: dict, backbone_sha256: str, out: str) -> str:
+    """Write meta-learned adaptation settings (LoRA init, step sizes) for the weights `backbone_sha256`."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    torch.save({"format": ADAPTATION_FORMAT, "backbone_sha256": backbone_sha256, "adapt": info}, out + ".part")
+    os.replace(out + ".part", out)
+    return out

@@ -44,6 +44,7 @@ class WhisperMetaConfig:
     trim_seconds: float | None = 1.0
     max_speakers: int = 0
     seed: int = 0
+    adaptation_out: str | None = None   # also write the settings alone (small, shippable: convert.load(adaptation=))
 
     def __post_init__(self) -> None:
         if min(self.inner_steps, self.support, self.query, self.meta_batch, self.outer_steps) < 1:
@@ -101,6 +102,8 @@ def meta_train_whisper(cfg: WhisperMetaConfig, progress=sys.stderr) -> str:
     info = {"algo": "metasgd-fo", "steps": cfg.inner_steps,
             "init": {k: v.detach().clone() for k, v in init.items()},
             "step_sizes": {k: v.detach().exp() for k, v in log_lr.items()}}
+    if cfg.adaptation_out:
+        convert.write_adaptation(info, rec.meta["sha256"], cfg.adaptation_out)
     return save_with_adaptation(rec.meta["path"], cfg.out, info)
 
 

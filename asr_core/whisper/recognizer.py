@@ -48,10 +48,11 @@ class WhisperRecognizer:
     @classmethod
     def load(cls, path: str | None = None, quantize: bool = False, beam_size: int = 1,
              lora_rank: int | None = None, lora_layers: int | None = None, options: DecodeOptions | None = None,
-             trim_seconds: float | None = None) -> "WhisperRecognizer":
-        """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base')."""
+             trim_seconds: float | None = None, adaptation: str | None = None) -> "WhisperRecognizer":
+        """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base');
+        adaptation: a meta-learned adaptation file for these weights (`convert.read_adaptation`)."""
         path = BACKBONES.get(path or "whisper-tiny", path)
-        model, tok_json, meta = convert.load(path, lora_rank, lora_layers)
+        model, tok_json, meta = convert.load(path, lora_rank, lora_layers, adaptation=adaptation)
         return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize,
                    options or DecodeOptions(beam_size=beam_size), trim_seconds)
 

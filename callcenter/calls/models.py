@@ -393,6 +393,11 @@ class AdaptationRun(models.Model):
         ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="adaptation_runs"
     )
     trigger = models.CharField(max_length=12, choices=AdaptationTrigger.choices)
+    backbone = models.CharField(
+        max_length=16, choices=Backbone.choices, default=Backbone.SMALL,
+        help_text="Whose profile it adapts: the small model's (partials, and finals by default) or the "
+        "Whisper final pass's.",
+    )  # fmt: skip
     status = models.CharField(max_length=10, choices=AdaptationStatus.choices, default=AdaptationStatus.QUEUED)
     mode = models.CharField(max_length=12, blank=True, help_text="supervised or label-free")
     profile = models.ForeignKey(
@@ -411,7 +416,7 @@ class AdaptationRun(models.Model):
         ordering = ["-created", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["call"],
+                fields=["call", "backbone"],
                 condition=Q(trigger="call_ended"),
                 name="adaptationrun_once_per_call",
                 violation_error_message="This call's adaptation was already scheduled.",

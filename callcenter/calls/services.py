@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -739,28 +740,43 @@ def _adaptation_enqueue(*, run_id: int) -> None:
     adapt_customer.delay(run_id=run_id)
 
 
+def adaptation_backbones() -> list[str]:
+    """Whose profiles a caller's adaptation updates: the small model's
+    (partials; finals too by default) and, with ``ASR_FINAL_BACKBONE`` set
+    to Whisper, the Whisper final pass's."""
+    if settings.ASR_FINAL_BACKBONE == ModelVersion.Backbone.SMALL:
+        return [ModelVersion.Backbone.SMALL]
+    return [ModelVersion.Backbone.SMALL, settings.ASR_FINAL_BACKBONE]
+
+
 def adaptation_schedule_after_call(*, call: Call) -> AdaptationRun | None:
     """Queue the adaptation of the call's customer once the transaction
-    commits; once per call (a second hangup schedules nothing)."""
+    commits, one run per backbone (``adaptation_backbones``); once per call
+    (a second hangup schedules nothing). Returns the small model's run."""
     if call.customer_id is None:
         return None
+    runs = []
     with transaction.atomic():
-        run, created = AdaptationRun.objects.get_or_create(
-            call=call,
-            trigger=AdaptationRun.Trigger.CALL_ENDED,
-            defaults={"customer_id": call.customer_id},
-        )
-        if created:
-            transaction.on_commit(lambda: _adaptation_enqueue(run_id=run.pk))
-    return run
+        for backbone in adaptation_backbones():
+            run, created = AdaptationRun.objects.get_or_create(
+                call=call,
+                trigger=AdaptationRun.Trigger.CALL_ENDED,
+                backbone=backbone,
+                defaults={"customer_id": call.customer_id},
+            )
+            if created:
+                transaction.on_commit(partial(_adaptation_enqueue, run_id=run.pk))
+            runs.append(run)
+    return runs[0]
 
 
 def adaptation_request(
     *, customer_id: int, user: AbstractBaseUser | None = None, trigger: str = AdaptationRun.Trigger.MANUAL
 ) -> AdaptationRun:
     """Queue an adaptation of a caller (the admin's "re-adapt", a model
-    promotion). A caller without stored audio is refused
-    (``AdaptationFailed``), nothing is queued."""
+    promotion), one run per backbone as after a call (a promotion: the small
+    model only); returns the small model's run. A caller without stored
+    audio is refused (``AdaptationFailed``), nothing is queued."""
     if user is not None:
         _require_permission(user, "calls.adapt_customer", "adapt callers' voice profiles")
     _choice(trigger, AdaptationRun.Trigger, "trigger")
@@ -772,10 +788,17 @@ def adaptation_request(
         raise AdaptationFailed(
             f"customer #{customer_id} has no stored audio: there is nothing to adapt on", customer_id=customer_id
         )
+    # A new small-model version re-adapts small-model profiles only.
+    backbones = [ModelVersion.Backbone.SMALL] if trigger == AdaptationRun.Trigger.PROMOTION else adaptation_backbones()
+    runs = []
     with transaction.atomic():
-        run = AdaptationRun.objects.create(customer_id=customer_id, trigger=trigger, requested_by=user)
-        transaction.on_commit(lambda: _adaptation_enqueue(run_id=run.pk))
-    return run
+        for backbone in backbones:
+            run = AdaptationRun.objects.create(
+                customer_id=customer_id, trigger=trigger, backbone=backbone, requested_by=user
+            )
+            transaction.on_commit(partial(_adaptation_enqueue, run_id=run.pk))
+            runs.append(run)
+    return runs[0]
 
 
 def adaptation_run_start(*, run_id: int) -> AdaptationRun | None:

@@ -81,6 +81,7 @@ def partial_message(
     words: Sequence[Mapping[str, object]],
     audio_at: float,
     start_ms: int | None = None,
+    profile_id: int | None = None,
 ) -> dict[str, object]:
     text, words = _redacted(text, words, partial=True)
     message: dict[str, object] = {
@@ -94,6 +95,8 @@ def partial_message(
     }
     if start_ms is not None:
         message["start_ms"] = start_ms
+    if profile_id is not None:  # the caller's voice profile shaped this partial
+        message["profile"] = profile_id
     return message
 
 

@@ -19,6 +19,7 @@ recognized from the stored segment by the Celery worker).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -35,6 +36,8 @@ from asr_core.recognizer import Recognizer, RecognizerStream
 from callcenter import metrics
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 # Less new audio than this is not worth a partial.
 MIN_NEW_AUDIO_S = 0.1
@@ -112,6 +115,12 @@ class CallPartials:
         self.engine = engine
         self.sample_rate = sample_rate
         self.interval_s = interval_s
+        # The caller (set when the call is opened): partials use their voice
+        # profile for the streaming model, looked up once per call on the
+        # partials thread at the first partial.
+        self.customer_id: int | None = None
+        self.profile_id: int | None = None
+        self._profile: tuple[int | None, dict | None] | None = None
         self.serial: int | None = None
         self._box: list[RecognizerStream | None] = [None]
         self._fed = 0
@@ -145,7 +154,7 @@ class CallPartials:
         def step(rec: Recognizer) -> tuple[Transcript, float]:
             started = time.perf_counter()
             if box[0] is None:
-                box[0] = rec.stream(sample_rate=sample_rate)
+                box[0] = rec.stream(sample_rate=sample_rate, params=self._caller_params(rec))
             with torch.inference_mode():
                 transcript = box[0].accept(torch.from_numpy(np.ascontiguousarray(audio)))
             return transcript, time.perf_counter() - started
@@ -159,3 +168,21 @@ class CallPartials:
         self._last = now
         self._job = job
         return job
+
+    def _caller_params(self, rec: Recognizer) -> dict | None:
+        """The caller's adapted parameters for the streaming model (partials
+        thread; once per call). A database error leaves this call's partials
+        on the base model until the next segment tries again."""
+        from django.db import DatabaseError, close_old_connections
+
+        from callcenter import asr
+
+        if self._profile is None:
+            try:
+                close_old_connections()  # this thread's connection may have been dropped since
+                self._profile = asr.caller_params(rec, self.customer_id)
+            except DatabaseError as exc:
+                logger.warning("partials: the caller's voice profile could not be read, using the base model: %s", exc)
+                return None
+            self.profile_id = self._profile[0]
+        return self._profile[1]

@@ -185,6 +185,8 @@ class CallSession:
             customer_external_id=customer_external_id,
             agent=agent,
         )
+        if self._partials is not None:
+            self._partials.customer_id = self.customer_id
         metrics.CALLS.labels(self.protocol).inc()
         metrics.CALLS_LIVE.inc()
         logs.bind(call=self.call_id)
@@ -292,6 +294,7 @@ class CallSession:
             words=transcript.as_dict()["words"],
             audio_at=audio_at,
             start_ms=self._segment_start_ms.get(serial),
+            profile_id=self._partials.profile_id,
         )
         metrics.PARTIALS.labels("sent").inc()
         if self._on_partial is not None:

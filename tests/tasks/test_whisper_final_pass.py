@@ -87,10 +87,10 @@ def _call(ws_url: str, token: str, audio) -> Call:
     pytest.fail("the call was not stored as ended")
 
 
-def _wait_run(call: Call) -> AdaptationRun:
+def _wait_run(call: Call, backbone: str = "whisper-tiny") -> AdaptationRun:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        run = AdaptationRun.objects.filter(call=call).first()
+        run = AdaptationRun.objects.filter(call=call, backbone=backbone).first()
         if run is not None and run.finished_at is not None:
             return run
         time.sleep(0.5)
@@ -120,9 +120,13 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         assert (models / "whisper-tiny.pt").is_file()
         whisper = ModelVersion.objects.get(backbone="whisper-tiny")
         assert not whisper.is_active and whisper.name == f"whisper-tiny-{whisper.sha256[:12]}"
-        # Label-free after 3 unverified segments: waits for more audio, no profile.
+        # One adaptation per backbone after each call; label-free after 3
+        # unverified segments waits for more audio: no profile.
         run1 = _wait_run(call1)
         assert run1.status == "rejected" and "waits for" in run1.reason, (run1.status, run1.reason)
+        assert sorted(AdaptationRun.objects.filter(call=call1).values_list("backbone", flat=True)) == [
+            "small", "whisper-tiny"
+        ]  # fmt: skip
 
         # A supervisor verifies call 1; call 2's adaptation is supervised, on Whisper.
         for segment, text in zip(segments, call_audio.sentences, strict=True):
@@ -135,6 +139,8 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         assert run2.metrics["backbone"] == "whisper-tiny" and "wer_before" in run2.metrics, run2.metrics
         if run2.status == "accepted":
             assert run2.profile.model_version_id == whisper.pk
+        small_run2 = _wait_run(call2, backbone="small")  # the streaming model's profile: partials
+        assert small_run2.mode == "supervised" and small_run2.model_version.backbone == "small"
 
         # A Whisper profile of this caller (made here, so that it surely
         # differs from the base model) serves call 3 from its first segment.

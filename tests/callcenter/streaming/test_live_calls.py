@@ -92,6 +92,7 @@ def test_a_twilio_call_is_transcribed_live_for_the_agents_and_stored(
     finals = [m for m in seen if m["type"] == "final"]
     assert {m["segment"] for m in partials} <= {s.pk for s in segments} and len(partials) >= len(segments)
     assert all(m["text"] and m["call"] == call.pk for m in partials)
+    assert all("profile" not in m for m in partials), "a new caller has no voice profile"
     assert [(m["segment"], m["index"], m["text"]) for m in finals] == [(s.pk, s.index, s.text) for s in segments]
     for segment in segments:
         first_final = next(i for i, m in enumerate(seen) if m["type"] == "final" and m["segment"] == segment.pk)
@@ -173,3 +174,52 @@ def test_close_codes_reach_a_real_client_over_the_wire(web_server, token, path, 
     if close_code != 1006:
         assert len(received) == 1 and "code" in json.loads(received[0])
     assert not Call.objects.exists()
+
+
+def test_partials_and_finals_of_a_returning_caller_use_their_voice_profile(
+    web_server, celery_worker, token, agent_headers, call_audio, settings
+):
+    """A caller with a profile for the streaming model: the web process's
+    partials use it from the first one (each says which profile), and so do
+    the worker's finals."""
+    import torch
+
+    from asr_core.checkpoint import load_checkpoint
+    from asr_core.meta import initial_params
+    from asr_core.profile import Profile
+
+    model, meta = load_checkpoint(settings.ASR_CHECKPOINT)
+    version = services.model_version_ensure_active(checkpoint=settings.ASR_CHECKPOINT, sha256=meta["sha256"])
+    customer = services.customer_create(phone="+15550107788")
+    gen = torch.Generator().manual_seed(1)
+    params = {k: v + 1e-3 * torch.randn(v.shape, generator=gen) for k, v in initial_params(model).items()}
+    profile = services.voice_profile_create(
+        customer_id=customer.pk,
+        model_version_id=version.pk,
+        state=Profile(model_version=meta["sha256"], params=params).to_bytes(),
+    )
+
+    async def scenario() -> list[dict]:
+        seen: list[dict] = []
+        async with websockets.connect(f"{web_server.ws_url}/ws/agent/", additional_headers=agent_headers) as feed:
+            assert json.loads(await feed.recv())["type"] == "hello"
+
+            async def read() -> None:
+                async for raw in feed:
+                    seen.append(json.loads(raw))
+                    if len([m for m in seen if m["type"] == "final"]) == len(call_audio.sentences):
+                        return
+
+            reader = asyncio.ensure_future(read())
+            run = await stream_twilio(f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio, caller=customer.phone)
+            assert run.close_code == 1000
+            await asyncio.wait_for(reader, timeout=60)
+        return seen
+
+    seen = async_to_sync(scenario)()
+
+    partials = [m for m in seen if m["type"] == "partial"]
+    assert partials and all(m.get("profile") == profile.pk for m in partials), partials[:3]
+    segments = wait_recognized(Call.objects.get(customer=customer))
+    assert [s.voice_profile_id for s in segments] == [profile.pk] * len(call_audio.sentences)
+    assert wer(list(zip(call_audio.sentences, [s.text for s in segments], strict=True))) <= MAX_WER
