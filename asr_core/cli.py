@@ -91,8 +91,9 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     result["load_seconds"] = round(load_s, 3)
     if a.adapt != "none":
         from asr_core.whisper.adapt import evaluate_whisper_adaptation
+        # guarded, as the product adapts (the guard can only fall back to plain Whisper for a caller)
         result["adapt"] = evaluate_whisper_adaptation(rec, a.manifest, a.adapt, threads=a.threads,
-                                                      max_speakers=a.max_speakers)
+                                                      max_speakers=a.max_speakers, guard=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

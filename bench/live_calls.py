@@ -4,6 +4,7 @@ machine. Prints figures; it is not a test.
 
     .venv/bin/python bench/live_calls.py                         # N = 1, 5, 10, 20; embedded defaults
     .venv/bin/python bench/live_calls.py --calls 10 --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_bench
+    .venv/bin/python bench/live_calls.py --calls 1,5,10 --final-backbone whisper-tiny   # Whisper finals
 
 It starts ``python -m callcenter.run`` in a fresh runtime folder (SQLite and
 a private Redis unless ``--database-url``/``REDIS_URL`` say otherwise),
@@ -250,6 +251,8 @@ def main() -> int:
     ap.add_argument("--database-url", help="default: DATABASE_URL, else SQLite in the runtime folder")
     ap.add_argument("--worker-concurrency", type=int, default=1, help="Celery worker processes (default 1)")
     ap.add_argument("--partial-interval-ms", type=int, default=None, help="STREAM_PARTIAL_INTERVAL_MS")
+    ap.add_argument("--final-backbone", choices=["small", "whisper-tiny", "whisper-base"], default=None,
+                    help="ASR_FINAL_BACKBONE: which model gives the finals (default: the setting's, small)")
     args = ap.parse_args()
     counts = [int(n) for n in args.calls.split(",")]
     load_before = os.getloadavg()[0]
@@ -260,6 +263,8 @@ def main() -> int:
         env["DATABASE_URL"] = args.database_url
     if args.partial_interval_ms is not None:
         env["STREAM_PARTIAL_INTERVAL_MS"] = str(args.partial_interval_ms)
+    if args.final_backbone is not None:
+        env["ASR_FINAL_BACKBONE"] = args.final_backbone
     os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 

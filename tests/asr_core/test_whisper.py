@@ -194,3 +194,53 @@ def test_supervised_adaptation_through_meta_adapt_lowers_the_callers_loss(fast, 
     assert isinstance(fast.transcribe(audios[0], 16000, params={k: v.detach() for k, v in adapted.items()}).text, str)
     with pytest.raises(ValueError, match="one text per utterance"):
         make_whisper_batch(fast, list(audios), list(texts[:1]), 16000)
+
+
+@needs_wheel
+def test_meta_learned_adaptation_settings_ship_as_a_small_file_for_exactly_these_weights(tiny_path, tmp_path,
+                                                                                           unseen_speaker):
+    """meta-train-whisper --adaptation-out: the settings alone (hundreds of KB, not the 78 MB
+    backbone), applied on load; the same model version as the full copy; refused for other weights,
+    corrupt, or non-finite."""
+    import soundfile as sf
+    from asr_core.corpus.synth import render
+    from asr_core.whisper.convert import load, write_adaptation
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    rows = ["speaker\tsplit\taudio\ttext"]
+    for i, text in enumerate(sentences(random.Random(5), 4)):
+        sf.write(tmp_path / f"u{i}.wav", render(unseen_speaker, text, seed=70 + i), 8000)
+        rows.append(f"spk0\ttrain\tu{i}.wav\t{text}")
+    (tmp_path / "m.tsv").write_text("\n".join(rows) + "\n")
+    full, small = str(tmp_path / "meta.pt"), str(tmp_path / "meta.adapt.pt")
+    assert main(["meta-train-whisper", "--manifest", str(tmp_path / "m.tsv"), "--out", full, "--backbone", tiny_path,
+                 "--support", "2", "--query", "2", "--meta-batch", "1", "--outer-steps", "1",
+                 "--adaptation-out", small]) == 0
+    assert os.path.getsize(small) < 1_000_000
+    _m, _t, whole = load(full)
+    _m, _t, applied = load(tiny_path, adaptation=small)
+    _m, _t, plain = load(tiny_path)
+    assert applied["sha256"] == whole["sha256"] != plain["sha256"]
+    assert all(torch.equal(applied["adapt"]["init"][k], whole["adapt"]["init"][k]) for k in whole["adapt"]["init"])
+    assert WhisperRecognizer.load(tiny_path, adaptation=small).meta["sha256"] == whole["sha256"]
+
+    extracted = str(tmp_path / "extracted.pt")
+    assert main(["whisper-adaptation", full, "--out", extracted]) == 0
+    assert load(tiny_path, adaptation=extracted)[2]["sha256"] == whole["sha256"]
+
+    write_adaptation(whole["adapt"], "0" * 64, str(tmp_path / "other.pt"))
+    with pytest.raises(CheckpointError, match="was made for Whisper weights"):
+        load(tiny_path, adaptation=str(tmp_path / "other.pt"))
+    with pytest.raises(CheckpointError, match="already holds meta-learned adaptation settings"):
+        load(full, adaptation=small)
+    nan = {**whole["adapt"], "step_sizes": {k: v * float("nan") for k, v in whole["adapt"]["step_sizes"].items()}}
+    write_adaptation(nan, plain["sha256"], str(tmp_path / "nan.pt"))
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load(tiny_path, adaptation=str(tmp_path / "nan.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk" * 10)
+    with pytest.raises(CheckpointError, match="corrupt or not an adaptation file"):
+        load(tiny_path, adaptation=str(tmp_path / "junk.pt"))
+    with pytest.raises(CheckpointError, match="not found"):
+        load(tiny_path, adaptation=str(tmp_path / "missing.pt"))
+    assert main(["evaluate", "--backbone", "whisper-tiny", "--checkpoint", tiny_path, "--manifest",
+                 str(tmp_path / "m.tsv"), "--split", "train", "--limit", "1", "--adaptation",
+                 str(tmp_path / "junk.pt")]) == 2
