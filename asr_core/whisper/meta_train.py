@@ -44,6 +44,7 @@ class WhisperMetaConfig:
     trim_seconds: float | None = 1.0
     max_speakers: int = 0
     seed: int = 0
+    lora_layers: int | None = None      # encoder blocks (from the top) with LoRA; None: the checkpoint's (2)
     adaptation_out: str | None = None   # also write the settings alone (small, shippable: convert.load(adaptation=))
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ def meta_train_whisper(cfg: WhisperMetaConfig, progress=sys.stderr) -> str:
     torch.set_num_threads(1)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    rec = WhisperRecognizer.load(cfg.backbone, trim_seconds=cfg.trim_seconds)
+    rec = WhisperRecognizer.load(cfg.backbone, trim_seconds=cfg.trim_seconds, lora_layers=cfg.lora_layers)
     rows = read_manifest(cfg.manifest, ("train",))
     by_spk: dict[str, list] = {}
     for u in rows:
@@ -100,6 +101,7 @@ def meta_train_whisper(cfg: WhisperMetaConfig, progress=sys.stderr) -> str:
               f"after {after:.3f}  mean step size {torch.cat([v.exp().flatten() for v in log_lr.values()]).mean():.3f}"
               f"  {time.perf_counter() - t0:.0f}s", file=progress, flush=True)
     info = {"algo": "metasgd-fo", "steps": cfg.inner_steps,
+            "lora_rank": rec.model.cfg.lora_rank, "lora_layers": rec.model.cfg.lora_layers,
             "init": {k: v.detach().clone() for k, v in init.items()},
             "step_sizes": {k: v.detach().exp() for k, v in log_lr.items()}}
     if cfg.adaptation_out:

