@@ -6,7 +6,10 @@ One run (an ``AdaptationRun`` row, made when the call ended) is one task:
 - the caller's most recent segments with audio (``ADAPTATION_MAX_SEGMENTS``);
   supervised on the verified transcripts where there are any, otherwise
   label-free (the recognizer's own confident hypotheses);
-- from the caller's latest profile for the active model version, else the
+- of one backbone (``AdaptationRun.backbone``): the small model's profile
+  for its active version, or the Whisper final pass's
+  (``ASR_FINAL_BACKBONE``); after a call there is one run per backbone;
+- from the caller's latest profile for that model version, else the
   meta-learned initialization;
 - asr_core's guarded adaptation: a new profile version is stored only when
   the held-out segments do not get worse; the metrics (held-out WER or
@@ -181,7 +184,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
 
 
 def _adapt_caller(rec, audios: list, refs: list[str] | None, *, start, cfg):
-    """asr_core's guarded adaptation of the final pass's backbone."""
+    """asr_core's guarded adaptation of the run's backbone (small model or Whisper)."""
     if asr.is_whisper(rec):
         from asr_core.whisper.adapt import adapt_whisper_caller
 

@@ -1,12 +1,15 @@
 """First-order Meta-SGD for the Whisper backbone's LoRA group, over synthetic training speakers.
 
-    python -m asr_core meta-train-whisper --manifest data/corpus/manifest.tsv --out var/models/whisper-tiny-meta.pt
+    python -m asr_core meta-train-whisper --manifest data/wcorpus/manifest.tsv --out data/wmeta/whisper-tiny-meta.pt \
+        --adaptation-out asr_core/checkpoints/whisper-tiny-adapt.pt
 
 Speakers are tasks: `support` utterances adapt the group with `meta.adapt()` (the production
 function, loss=whisper_loss), the loss on `query` utterances of the same speaker after adaptation
 updates the initialization and the per-parameter step sizes (first order: the inner gradients
 are not differentiated). Written to a copy of the backbone checkpoint under "adapt"
-({"algo", "steps", "init", "step_sizes"}), covered by its sha256 (the model version profiles name).
+({"algo", "steps", "lora_rank", "lora_layers", "init", "step_sizes"}), covered by its sha256 (the
+model version profiles name), and with --adaptation-out as a small settings file for the original
+weights (`convert.write_adaptation`), which is what ships.
 """
 from __future__ import annotations
 
