@@ -7,6 +7,7 @@ from its first segment. Prints figures; it is not a test.
     .venv/bin/python bench/returning_customers.py                      # 4 callers x 2 conditions
     .venv/bin/python bench/returning_customers.py --callers 6 --sentences 6 \\
         --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_bench
+    .venv/bin/python bench/returning_customers.py --final-backbone whisper-tiny   # Whisper finals
 
 Two conditions per synthetic voice, as two customers (different numbers,
 same voice, same sentences):
@@ -154,6 +155,8 @@ def main() -> int:
     ap.add_argument("--accented", action="store_true",
                     help="accented callers (other languages' voices, held out from training) instead of plain ones")
     ap.add_argument("--database-url", help="default: DATABASE_URL, else SQLite in a fresh runtime folder")
+    ap.add_argument("--final-backbone", choices=["small", "whisper-tiny", "whisper-base"], default=None,
+                    help="ASR_FINAL_BACKBONE of the system (default: the setting's, small)")
     args = ap.parse_args()
     if args.callers < 1 or args.sentences < 2:
         ap.error("--callers must be >= 1 and --sentences >= 2")
@@ -162,6 +165,8 @@ def main() -> int:
     env = dict(os.environ, CALLCENTER_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", TRAINING_INTERVAL_S="0")
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
+    if args.final_backbone is not None:
+        env["ASR_FINAL_BACKBONE"] = args.final_backbone
     os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
@@ -190,7 +195,15 @@ def main() -> int:
         supervisor, _ = get_user_model().objects.get_or_create(username=f"bench-qa-{os.getpid()}", is_staff=True)
         supervisor.user_permissions.add(*Permission.objects.filter(codename__in=["verify_segment", "adapt_customer"]))
         supervisor = get_user_model().objects.get(pk=supervisor.pk)
-        base = Recognizer.load(settings.ASR_CHECKPOINT, decoder=settings.ASR_DECODER)
+        if env.get("ASR_FINAL_BACKBONE", "small") == "small":
+            base = Recognizer.load(settings.ASR_CHECKPOINT, decoder=settings.ASR_DECODER)
+        else:  # the worker's Whisper final pass, without any caller's profile
+            from callcenter import asr
+
+            backbone = env["ASR_FINAL_BACKBONE"]
+            wait_for(lambda: os.path.isfile(asr.whisper_checkpoint(backbone)), 120,
+                     "the worker to convert the Whisper weights")  # fmt: skip
+            base = asr.whisper_recognizer(backbone=backbone)
 
         rows = []
         for i, sp in enumerate(speakers):
