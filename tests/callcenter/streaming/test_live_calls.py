@@ -49,32 +49,37 @@ def agent_headers(django_user_model, web_server) -> dict[str, str]:
     return {"Cookie": f"sessionid={session.session_key}", "Origin": web_server.http_url}
 
 
+async def _agent_view(
+    web_server, agent_headers, token, call_audio, *, caller: str, until_ended: bool = False
+) -> list[dict]:
+    """What an agent's feed receives while ``caller`` makes the call (real-time Twilio, with
+    marks): every message until each sentence's final has come (and, with ``until_ended``,
+    the call's end)."""
+    seen: list[dict] = []
+    async with websockets.connect(f"{web_server.ws_url}/ws/agent/", additional_headers=agent_headers) as feed:
+        assert json.loads(await feed.recv())["type"] == "hello"
+
+        async def read() -> None:
+            async for raw in feed:
+                seen.append(json.loads(raw))
+                finals = [m for m in seen if m["type"] == "final"]
+                ended = any(m["type"] == "call" and m["status"] == "ended" for m in seen)
+                if len(finals) == len(call_audio.sentences) and (ended or not until_ended):
+                    return
+
+        reader = asyncio.ensure_future(read())
+        run = await stream_twilio(
+            f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio, caller=caller, marks=True
+        )
+        assert run.close_code == 1000
+        await asyncio.wait_for(reader, timeout=60)
+    return seen
+
+
 def test_a_twilio_call_is_transcribed_live_for_the_agents_and_stored(
     web_server, celery_worker, token, agent_headers, call_audio
 ):
-    async def scenario() -> list[dict]:
-        seen: list[dict] = []
-        async with websockets.connect(f"{web_server.ws_url}/ws/agent/", additional_headers=agent_headers) as feed:
-            assert json.loads(await feed.recv())["type"] == "hello"
-
-            async def read() -> None:
-                async for raw in feed:
-                    message = json.loads(raw)
-                    seen.append(message)
-                    finals = [m for m in seen if m["type"] == "final"]
-                    ended = [m for m in seen if m["type"] == "call" and m["status"] == "ended"]
-                    if len(finals) == len(call_audio.sentences) and ended:
-                        return
-
-            reader = asyncio.ensure_future(read())
-            run = await stream_twilio(
-                f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio, caller=CALLER, marks=True
-            )
-            assert run.close_code == 1000
-            await asyncio.wait_for(reader, timeout=60)
-        return seen
-
-    seen = async_to_sync(scenario)()
+    seen = async_to_sync(_agent_view)(web_server, agent_headers, token, call_audio, caller=CALLER, until_ended=True)
 
     call = Call.objects.get()
     assert (call.status, call.protocol, call.customer.phone) == ("ended", "twilio", CALLER)
@@ -199,24 +204,7 @@ def test_partials_and_finals_of_a_returning_caller_use_their_voice_profile(
         state=Profile(model_version=meta["sha256"], params=params).to_bytes(),
     )
 
-    async def scenario() -> list[dict]:
-        seen: list[dict] = []
-        async with websockets.connect(f"{web_server.ws_url}/ws/agent/", additional_headers=agent_headers) as feed:
-            assert json.loads(await feed.recv())["type"] == "hello"
-
-            async def read() -> None:
-                async for raw in feed:
-                    seen.append(json.loads(raw))
-                    if len([m for m in seen if m["type"] == "final"]) == len(call_audio.sentences):
-                        return
-
-            reader = asyncio.ensure_future(read())
-            run = await stream_twilio(f"{web_server.ws_url}/ws/media/twilio/{token}", call_audio.audio, caller=customer.phone)
-            assert run.close_code == 1000
-            await asyncio.wait_for(reader, timeout=60)
-        return seen
-
-    seen = async_to_sync(scenario)()
+    seen = async_to_sync(_agent_view)(web_server, agent_headers, token, call_audio, caller=customer.phone)
 
     partials = [m for m in seen if m["type"] == "partial"]
     assert partials and all(m.get("profile") == profile.pk for m in partials), partials[:3]
