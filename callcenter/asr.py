@@ -54,6 +54,9 @@ _recognizers: OrderedDict[tuple[str, str], Recognizer] = OrderedDict()
 class ModelVersionMismatch(ValueError):
     """The checkpoint file holds other weights than the model version says."""
 _shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+# Whisper loads that failed, by the state of their files: while the files stay
+# as they were, every segment gets the same error without reading them again.
+_whisper_failures: dict[tuple, tuple[type[Exception], str]] = {}
 _profiles: OrderedDict[tuple[str, int], dict[str, torch.Tensor] | None] = OrderedDict()
 
 
@@ -124,18 +127,36 @@ def whisper_recognizer(*, backbone: str):
                 model_dir, parts = convert.wheel_dir(size)
                 logger.info("converting the installed Whisper %s weights into %s", size, path)
                 convert.convert(model_dir, path, parts, name=backbone)
-            rec = WhisperRecognizer.load(
-                path,
-                quantize=settings.ASR_WHISPER_INT8,
-                trim_seconds=settings.ASR_WHISPER_TRIM_S,
-                adaptation=whisper_adaptation(backbone),
-            )
+            adaptation = whisper_adaptation(backbone)
+            files = (path, adaptation, _file_state(path), _file_state(adaptation))
+            if files in _whisper_failures:
+                error, message = _whisper_failures[files]
+                raise error(message)
+            try:
+                rec = WhisperRecognizer.load(
+                    path,
+                    quantize=settings.ASR_WHISPER_INT8,
+                    trim_seconds=settings.ASR_WHISPER_TRIM_S,
+                    adaptation=adaptation,
+                )
+            except (ValueError, OSError) as exc:  # CheckpointError: corrupt or mismatched files
+                _whisper_failures[files] = (type(exc), str(exc))
+                raise
             _recognizers[key] = rec
             while len(_recognizers) > _MODEL_CACHE_SIZE:
                 _recognizers.popitem(last=False)
             logger.info("loaded the %s final pass (model %s)", backbone, rec.meta["sha256"][:12])
         _recognizers.move_to_end(key)
     return rec
+
+
+def _file_state(path: str | None) -> tuple[int, int] | None:
+    """(modification time, size) of a file, None when there is none."""
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size) if stat else None
 
 
 def whisper_adaptation(backbone: str) -> str | None:

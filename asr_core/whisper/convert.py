@@ -208,18 +208,19 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an asr_core Whisper checkpoint (expected format {FORMAT!r})")
     state, adapt = payload.get("state_dict"), payload.get("adapt")
+    if adaptation is not None and adapt is not None:
+        raise CheckpointError(f"{path} already holds meta-learned adaptation settings; use it alone")
+    # The stored sha256 covers the weights and any meta-learned LoRA init + step sizes in the file.
     hashed = dict(state) if isinstance(state, dict) else {}
-    if adaptation is not None:
-        if adapt is not None:
-            raise CheckpointError(f"{path} already holds meta-learned adaptation settings; use it alone")
-        if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
-            raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
-        adapt = read_adaptation(adaptation, payload["sha256"])
-        payload["sha256"] = state_sha256({**hashed, **_adapt_tensors(adapt, adaptation)})
-    if isinstance(adapt, dict):  # meta-learned LoRA init + step sizes (asr_core.whisper.meta_train)
+    if isinstance(adapt, dict):
         hashed.update(_adapt_tensors(adapt, path))
     if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
+    digest = payload["sha256"]
+    if adaptation is not None:
+        # settings made for exactly these weights; the model version covers both, as in a full copy
+        adapt = read_adaptation(adaptation, digest)
+        digest = state_sha256({**hashed, **_adapt_tensors(adapt, adaptation)})
     cfg_d = dict(payload["config"])
     if isinstance(adapt, dict):  # the LoRA group the settings were meta-learned for, unless told otherwise
         cfg_d.update({k: int(adapt[k]) for k in ("lora_rank", "lora_layers") if isinstance(adapt.get(k), int)})
@@ -232,7 +233,7 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
         raise CheckpointError(f"{path}: checkpoint does not match the model code: {str(e).splitlines()[0]}") from None
     if [k for k in missing if ".lora_" not in k and k != "decoder.proj.weight"] or unexpected:
         raise CheckpointError(f"{path}: checkpoint does not match the model code")
-    meta = dict(payload.get("meta", {}), sha256=payload["sha256"], path=path)
+    meta = dict(payload.get("meta", {}), sha256=digest, path=path)
     if isinstance(adapt, dict):
         names = set(model.adaptive_parameter_names())
         if set(adapt["init"]) != names or set(adapt["step_sizes"]) != names:

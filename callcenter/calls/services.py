@@ -607,9 +607,10 @@ def model_version_promote(
     the ``calls.promote_modelversion`` permission."""
     if user is not None:
         _require_permission(user, "calls.promote_modelversion", "promote or roll back model versions")
-    _require_small_model(_model_version_get(model_version_id))
+    version = _model_version_get(model_version_id)
+    _require_small_model(version)
     if check:
-        model_version_check(model_version=_model_version_get(model_version_id))
+        model_version_check(model_version=version)
     with transaction.atomic():
         target = ModelVersion.objects.select_for_update().filter(pk=model_version_id).first()
         if target is None:
