@@ -44,7 +44,8 @@ def cmd_corpus(a: argparse.Namespace) -> int:
                        test_speakers=a.test_speakers, train_utts=a.train_utts, dev_utts=a.dev_utts,
                        adapt_utts=a.adapt_utts, test_utts=a.test_utts,
                        accent_train_speakers=a.accent_train_speakers, accent_dev_speakers=a.accent_dev_speakers,
-                       accent_test_speakers=a.accent_test_speakers, workers=a.workers)
+                       accent_test_speakers=a.accent_test_speakers, workers=a.workers,
+                       splits=tuple(x.strip() for x in a.splits.split(",") if x.strip()))
     print(build_corpus(cfg))
     return 0
 
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--accent-test-speakers", type=_non_negative_int, default=0,
                    help="accented test callers, in languages never used for training")
     c.add_argument("--workers", type=_positive_int, default=2)
+    c.add_argument("--splits", default="train,dev,test",
+                   help="render only these speakers' splits, e.g. 'test' (the rest of the corpus is planned "
+                        "the same, so speakers and file names match the whole corpus)")
     c.set_defaults(func=cmd_corpus)
 
     t = sub.add_parser("train", help="train the streaming CTC model (resumes from OUT/train_state.pt)")

@@ -40,8 +40,14 @@ class CorpusConfig:
     accent_dev_speakers: int = 0
     accent_test_speakers: int = 0
     workers: int = max(1, os.cpu_count() or 1)
+    # render only the speakers of these splits (e.g. ("test",): the evaluation callers alone);
+    # every speaker, sentence and file name stays what the whole corpus would have
+    splits: tuple[str, ...] = ("train", "dev", "test")
 
     def __post_init__(self) -> None:
+        bad = set(self.splits) - {"train", "dev", "test"}
+        if bad or not self.splits:
+            raise ValueError(f"splits must be some of train, dev, test; got {sorted(bad) or 'none'}")
         for name in ("train_speakers", "dev_speakers", "test_speakers", "train_utts", "dev_utts",
                      "adapt_utts", "test_utts", "accent_train_speakers", "accent_dev_speakers",
                      "accent_test_speakers", "workers"):
@@ -103,9 +109,11 @@ def _render_job(args: tuple[Speaker, str, str, int, str, int]) -> tuple[str, flo
 def build_corpus(cfg: CorpusConfig, progress=sys.stderr) -> str:
     """Render every utterance and write `manifest.tsv` + `speakers.json`. Returns the manifest path."""
     speakers, jobs = _plan(cfg)
+    speakers = [sp for sp in speakers if sp.split in cfg.splits]
     check_tools({sp.engine for sp in speakers})
     os.makedirs(cfg.out, exist_ok=True)
-    work = [(sp, split, text, seed, cfg.out, i) for i, (sp, split, text, seed) in enumerate(jobs)]
+    work = [(sp, split, text, seed, cfg.out, i) for i, (sp, split, text, seed) in enumerate(jobs)
+            if sp.split in cfg.splits]
     rows, total_sec, skipped, t0 = [], 0.0, 0, time.time()
     with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
         for n, (done, (sp, split, text, _s, _o, _i)) in enumerate(

@@ -54,6 +54,7 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
 
 @pytest.mark.parametrize("args, pattern", [
     (["corpus", "--out", "x", "--workers", "0"], "expected a number >= 1"),
+    (["corpus", "--out", "x", "--splits", "tset"], "splits must be some of"),
     (["train", "--manifest", "m.tsv", "--out", "o", "--epochs", "many"], "expected a whole number"),
     (["evaluate", "--manifest", "m.tsv", "--split", "nope"], "invalid choice"),
 ])

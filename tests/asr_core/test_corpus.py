@@ -59,3 +59,22 @@ def test_accented_speakers_are_added_without_changing_the_rest(tmp_path):
         lang = s.voice.split("+")[0]
         assert lang in (ACCENT_LANGUAGES if s.split == "train" else HELD_OUT_ACCENT_LANGUAGES)
     assert not set(ACCENT_LANGUAGES) & set(HELD_OUT_ACCENT_LANGUAGES)
+
+
+def test_only_the_test_speakers_can_be_rendered_with_the_whole_corpus_names(tmp_path):
+    """`--splits test`: the evaluation callers alone, byte for byte as in the whole corpus."""
+    from dataclasses import replace
+    whole = build_corpus(_tiny(tmp_path / "whole"))
+    part = build_corpus(replace(_tiny(tmp_path / "part"), splits=("test",)))
+    rows = [r for r in read_manifest(whole) if r.speaker.startswith("test")]
+    assert [(r.speaker, r.split, r.audio, r.text) for r in read_manifest(part)] == \
+        [(r.speaker, r.split, r.audio, r.text) for r in rows]
+    for r in rows:
+        assert open(tmp_path / "whole" / r.audio, "rb").read() == open(tmp_path / "part" / r.audio, "rb").read()
+    assert not (tmp_path / "part" / "audio" / "train0000").exists()
+
+
+def test_unknown_splits_are_refused():
+    import pytest
+    with pytest.raises(ValueError, match="splits must be some of"):
+        CorpusConfig(out="x", splits=("tset",))
