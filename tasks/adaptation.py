@@ -41,8 +41,9 @@ from tasks.recognition import TRANSIENT_ERRORS, backbone_model
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 3
-# Label-free adaptation needs this many segments (2 are held out for the
-# guard) and keeps pseudo-labels at least this confident.
+# Label-free adaptation needs this many segments (the guard holds out
+# chunks of 2, each judged by an adaptation on the rest) and keeps
+# pseudo-labels at least this confident.
 LABEL_FREE_MIN_SEGMENTS = 6
 LABEL_FREE_MIN_CONFIDENCE = 0.85
 
@@ -125,7 +126,8 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     if mode == "label-free":
         cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=_label_free_min_confidence(rec))
     else:
-        # a third of the verified segments (1 to 3) held out for the guard
+        # the guard holds out chunks of a third of the verified segments (1 to
+        # 3), each in turn (asr_core.adaptation: 3 chunks, pooled evidence)
         cfg = AdaptationConfig(mode=mode, holdout=max(1, min(3, len(audios) // 3)))
     refs = texts if mode == "supervised" else None
     # Two starting points where the caller has a usable profile: the
@@ -237,8 +239,8 @@ def _held_out_error_before(figures: dict) -> float | None:
 
 
 def _choose(tried: dict) -> tuple[str, object]:
-    """The accepted adaptation with the lowest held-out error that is not
-    worse than the profile in use (the "current" run's starting point, else
+    """The accepted adaptation with the lowest held-out error, strictly
+    below the profile in use (the "current" run's starting point, else
     the base model); else the init run, marked not accepted. A run the
     guard could not check (nothing held out: too few usable segments) is
     not accepted."""
@@ -249,7 +251,7 @@ def _choose(tried: dict) -> tuple[str, object]:
         for name, r in tried.items()
         if r.accepted
         and _held_out_error(r.metrics) is not None
-        and (baseline is None or _held_out_error(r.metrics) <= baseline)
+        and (baseline is None or _held_out_error(r.metrics) < baseline)
     ]
     if not accepted:
         name = "current" if "current" in tried else "init"

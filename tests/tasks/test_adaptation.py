@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission
 
 from asr_core.corpus.sentences import sentences
-from asr_core.corpus.speakers import make_speaker
+from asr_core.corpus.speakers import make_accented_speaker
 from asr_core.corpus.synth import render
 from asr_core.profile import Profile
 from callcenter import asr
@@ -28,11 +28,10 @@ SEGMENTS = 6
 
 @pytest.fixture(scope="module")
 def caller_audio() -> list[tuple[bytes, str]]:
-    """(WAV bytes, spoken text) of 6 sentences by one unseen synthetic caller."""
-    rng = random.Random(11)
-    speaker = make_speaker(rng, "t0", "test")
-    while speaker.engine != "espeak":
-        speaker = make_speaker(rng, "t0", "test")
+    """(WAV bytes, spoken text) of 6 sentences by one unseen synthetic caller with an accent (a
+    Swedish voice reading English): one whose recognition adaptation has something to fix, so the
+    guard, which keeps only a profile with fewer held-out errors, keeps one."""
+    speaker = make_accented_speaker(random.Random(11), "t0", "test")
     texts = sentences(random.Random(5), SEGMENTS)
     return [(asr.wav_bytes(render(speaker, text, 50 + i), 8000), text) for i, text in enumerate(texts)]
 
