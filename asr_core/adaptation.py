@@ -3,8 +3,9 @@
     result = adapt_caller(recognizer, audios, texts, mode="supervised")
     result.accepted, result.params, result.metrics
 
-Supervised: the caller's verified transcripts. Label-free: the first pass's own
-hypotheses, kept only where their confidence is high (pseudo-labels); without
+Supervised: the caller's verified transcripts. Label-free: the recognizer's own
+hypotheses, or another recognizer's (`first_pass`), kept only where their confidence is high
+(pseudo-labels); without
 references only the small part of the group adapts (feature transform + LHUC,
 not the feed-forward adapters). Both run `meta.adapt()` with the checkpoint's meta-learned step
 sizes and steps.
@@ -13,10 +14,11 @@ The guard is cross-validated: the utterances are cut into `folds` chunks of `hol
 end); for each chunk in turn, adapt on the others and recognize the chunk with and without the
 adaptation. The evidence is pooled over the chunks, so ~9 of 10 utterances judge the update
 instead of 3. Supervised: kept only if the pooled word errors against the references are
-strictly fewer (a tie is no evidence of help; 3 chunks with strictly fewer errors halved the
-callers made worse on tuning speakers, bench/guard_study.py). Label-free (no reference): kept only
-if the mean word confidence of the held-out recognitions does not fall; one chunk by default. An accepted profile is
-then adapted once more on all the utterances.
+strictly fewer (a tie is no evidence of help; on tuning speakers 3 chunks with strictly fewer
+errors left fewer callers made worse, bench/guard_study.py). Label-free from another recognizer's
+pseudo-labels is judged the same way, against them. Label-free from the model's own hypotheses
+(no independent reference): kept only if the mean word confidence of one held-out chunk does not
+fall. An accepted profile is then adapted once more on all the utterances.
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ class AdaptationConfig:
     holdout: int = 3                    # utterances per held-out chunk of the guard (3 of 10 beat 2:
                                         # fewer callers made worse; model card)
     folds: int | None = None            # held-out chunks, each judged by an adaptation on the rest;
-                                        # None: 3 supervised, 1 label-free (pooling confidence over
-                                        # chunks lost label-free's gains; WHISPER.md)
+                                        # None: 3 where references judge (supervised, or label-free from
+                                        # another recognizer's pseudo-labels), 1 for the confidence guard
     min_confidence: float = 0.75        # label-free: pseudo-labels below this are dropped
     guard: bool = True
 
@@ -58,9 +60,7 @@ class AdaptationConfig:
             raise ValueError(f"steps must be in 0..50, got {self.steps}")
         if self.holdout < 0 or not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError("holdout must be >= 0 and min_confidence in [0, 1]")
-        if self.folds is None:
-            object.__setattr__(self, "folds", 3 if self.mode == "supervised" else 1)
-        if not 1 <= self.folds <= 10:
+        if self.folds is not None and not 1 <= self.folds <= 10:
             raise ValueError(f"folds must be in 1..10, got {self.folds}")
 
 
@@ -103,13 +103,17 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
 def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: dict[str, Tensor],
                        cfg: AdaptationConfig, steps: int, sample_rate: int, baseline: dict[str, Tensor] | None = None,
                        transcribe: Callable[[Tensor, dict[str, Tensor]], Transcript],
-                       fit: Callable[[list[Tensor], list[str], dict[str, Tensor]], dict[str, Tensor]]) -> AdaptationResult:
+                       fit: Callable[[list[Tensor], list[str], dict[str, Tensor]], dict[str, Tensor]],
+                       first_pass: Callable[[Tensor], Transcript] | None = None) -> AdaptationResult:
     """The procedure shared by every backbone: pseudo-label (label-free), the cross-validated guard
     (module docstring), then, if it accepts, adapt on all the utterances.
 
     transcribe(audio, params) -> Transcript; fit(audios, texts, start_params) -> adapted params.
-    baseline: the params the caller is recognized with now (default `start`): pseudo-labels come
-    from it, the guard compares against it, and a rejected adaptation returns it.
+    baseline: the params the caller is recognized with now (default `start`): the guard compares
+    against it, and a rejected adaptation returns it. Label-free pseudo-labels come from it, or from
+    `first_pass(audio)`, another recognizer (the product's streaming first pass, for the Whisper
+    final pass): its confident transcripts are then references made independently of the adapted
+    model, so the guard judges by word errors against them, as with verified transcripts.
     """
     current = start if baseline is None else baseline
     t0 = time.perf_counter()
@@ -118,28 +122,33 @@ def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: 
     if cfg.mode == "supervised" and (texts is None or len(texts) != len(audios)):
         raise ValueError("supervised adaptation needs one reference text per utterance")
     first: list[Transcript] = []
+    by_errors = cfg.mode == "supervised" or first_pass is not None   # references judge the update
     if cfg.mode == "label-free":
-        first = [transcribe(a, current) for a in audios]
+        first = [first_pass(a) if first_pass else transcribe(a, current) for a in audios]
         keep = [i for i, t in enumerate(first) if t.text and t.confidence >= cfg.min_confidence]
         audios, texts, first = [audios[i] for i in keep], [first[i].text for i in keep], [first[i] for i in keep]
         if not audios:
             return AdaptationResult(current, False, {"mode": cfg.mode, "reason": "no confident pseudo-labels",
+                                                   "pseudo_labels": "first pass" if first_pass else "own",
                                                    "utterances": 0, "seconds": round(time.perf_counter() - t0, 3)})
     n = len(audios)
     hold = min(cfg.holdout, n - 1) if cfg.guard else 0
-    chunks = [list(range(n - (j + 1) * hold, n - j * hold)) for j in range(min(cfg.folds, n // hold))] if hold else []
+    folds = cfg.folds or (3 if by_errors else 1)
+    chunks = [list(range(n - (j + 1) * hold, n - j * hold)) for j in range(min(folds, n // hold))] if hold else []
     held = [i for c in chunks for i in c]
     metrics = {"mode": cfg.mode, "steps": steps, "utterances": n, "held_out": len(held), "folds": len(chunks),
                "audio_seconds": round(sum(a.numel() for a in audios) / sample_rate, 2)}
+    if cfg.mode == "label-free":
+        metrics["pseudo_labels"] = "first pass" if first_pass else "own"
     accepted = True
     if chunks:
-        before = {i: (first[i] if cfg.mode == "label-free" else transcribe(audios[i], current)) for i in held}
+        before = {i: (transcribe(audios[i], current) if by_errors else first[i]) for i in held}
         after = {}
         for c in chunks:
             rest = [i for i in range(n) if i not in c]
             p = fit([audios[i] for i in rest], [texts[i] for i in rest], start)
             after.update({i: transcribe(audios[i], p) for i in c})
-        if cfg.mode == "supervised":
+        if by_errors:
             counts = {name: [word_errors(texts[i], hyps[i].text) for i in held]
                       for name, hyps in (("before", before), ("after", after))}
             words = max(sum(w for _, w in counts["before"]), 1)

@@ -93,8 +93,14 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     if a.adapt != "none":
         from asr_core.whisper.adapt import evaluate_whisper_adaptation
         # guarded, as the product adapts (the guard can only fall back to plain Whisper for a caller)
+        first_pass = None
+        if a.pseudo_labels == "first-pass" and a.adapt != "supervised":
+            from asr_core.recognizer import Recognizer
+            small = Recognizer.load(decoder=a.decoder)
+            first_pass = lambda audio: small.transcribe(audio, 8000)  # noqa: E731
         result["adapt"] = evaluate_whisper_adaptation(rec, a.manifest, a.adapt, threads=a.threads,
-                                                      max_speakers=a.max_speakers, guard=True)
+                                                      max_speakers=a.max_speakers, guard=True,
+                                                      first_pass=first_pass)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -280,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--int8", action="store_true", help="whisper backbones: int8 dynamic quantization of linears")
     e.add_argument("--trim-seconds", type=float, default=None,
                    help="whisper backbones: encode only the segment + this much padding, not the 30 s window")
+    e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="first-pass",
+                   help="whisper backbones, label-free: pseudo-labels from the shipped streaming model (the "
+                        "product's first pass; default) or from Whisper itself")
     e.add_argument("--adaptation", help="whisper backbones: meta-learned adaptation settings for the weights "
                    "(meta-train-whisper --adaptation-out)")
     e.set_defaults(func=cmd_evaluate)

@@ -5,7 +5,9 @@ One run (an ``AdaptationRun`` row, made when the call ended) is one task:
 
 - the caller's most recent segments with audio (``ADAPTATION_MAX_SEGMENTS``);
   supervised on the verified transcripts where there are any, otherwise
-  label-free (the recognizer's own confident hypotheses);
+  label-free: the recognizer's own confident hypotheses, or, for the
+  Whisper final pass, the streaming first pass's (the active small model
+  with the caller's profile), judged by word errors against them;
 - of one backbone (``AdaptationRun.backbone``): the small model's profile
   for its active version, or the Whisper final pass's
   (``ASR_FINAL_BACKBONE``); after a call there is one run per backbone;
@@ -123,7 +125,13 @@ def _adapt(*, run_id: int) -> dict[str, object]:
             reason=f"only {len(audios)} unverified segment(s): label-free adaptation waits for "
             f"{LABEL_FREE_MIN_SEGMENTS} (or verified transcripts)",
         )
-    if mode == "label-free":
+    first_pass = _first_pass(run.customer_id, rec.sample_rate) if mode == "label-free" and asr.is_whisper(rec) else None
+    if first_pass is not None:
+        # pseudo-labels made by another model: judged like verified ones (3 chunks of 2)
+        from asr_core.whisper.adapt import FIRST_PASS_MIN_CONFIDENCE
+
+        cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=FIRST_PASS_MIN_CONFIDENCE)
+    elif mode == "label-free":
         cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=_label_free_min_confidence(rec))
     else:
         # the guard holds out chunks of a third of the verified segments (1 to
@@ -135,9 +143,9 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     # of a caller's audio) and the current profile. The guard's held-out
     # figures pick the better one, and it must not be worse than the current
     # profile on the held-out segments.
-    tried = {"init": _adapt_caller(rec, audios, refs, start=None, cfg=cfg)}
+    tried = {"init": _adapt_caller(rec, audios, refs, start=None, cfg=cfg, first_pass=first_pass)}
     if start is not None:
-        tried["current"] = _adapt_caller(rec, audios, refs, start=start, cfg=cfg)
+        tried["current"] = _adapt_caller(rec, audios, refs, start=start, cfg=cfg, first_pass=first_pass)
     started_from, result = _choose(tried)
     figures = dict(result.metrics)
     figures.update(
@@ -185,15 +193,37 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     }
 
 
-def _adapt_caller(rec, audios: list, refs: list[str] | None, *, start, cfg):
+def _adapt_caller(rec, audios: list, refs: list[str] | None, *, start, cfg, first_pass=None):
     """asr_core's guarded adaptation of the run's backbone (small model or Whisper)."""
     if asr.is_whisper(rec):
         from asr_core.whisper.adapt import adapt_whisper_caller
 
-        return adapt_whisper_caller(rec, audios, refs, rec.sample_rate, start=start, cfg=cfg)
+        return adapt_whisper_caller(rec, audios, refs, rec.sample_rate, start=start, cfg=cfg, first_pass=first_pass)
     from asr_core.adaptation import adapt_caller
 
     return adapt_caller(rec, audios, refs, start=start, cfg=cfg)
+
+
+def _first_pass(customer_id: int, sample_rate: int):
+    """The streaming first pass as a transcriber of the Whisper run's audio
+    (at ``sample_rate``): the active small model with the caller's profile
+    for it. Each utterance is transcribed once, whichever starting point
+    asks for it."""
+    from asr_core.decoder import Transcript
+
+    _version, small = backbone_model(backbone="small", decoder=settings.ASR_DECODER)
+    _profile_id, params = asr.caller_params(small, customer_id)
+    done: dict[int, Transcript] = {}
+
+    def transcribe(audio):
+        if id(audio) not in done:
+            try:
+                done[id(audio)] = small.transcribe(audio, sample_rate, params=params)
+            except IndexError:  # asr_core's beam search on a rare hypothesis: no pseudo-label from it
+                done[id(audio)] = Transcript("")
+        return done[id(audio)]
+
+    return transcribe
 
 
 def _label_free_min_confidence(rec) -> float:

@@ -197,6 +197,31 @@ def test_supervised_adaptation_through_meta_adapt_lowers_the_callers_loss(fast, 
 
 
 @needs_wheel
+def test_label_free_adaptation_from_the_first_pass_is_judged_against_its_transcripts(fast, phone_utterances,
+                                                                                      recognizer):
+    """Pseudo-labels made by another recognizer (the streaming model) are references the adapted
+    model did not make: the guard counts word errors against them, on 3 held-out chunks."""
+    from asr_core.adaptation import AdaptationConfig
+    from asr_core.whisper.adapt import adapt_whisper_caller, plain_whisper_params
+    audios = [a for _, a in phone_utterances]
+    asked = []
+
+    def first_pass(audio):
+        asked.append(audio)
+        return recognizer.transcribe(audio, 16000)
+
+    r = adapt_whisper_caller(fast, audios, None, 16000, first_pass=first_pass,
+                             cfg=AdaptationConfig("label-free", holdout=1, min_confidence=0.0))
+    m = r.metrics
+    assert len(asked) == len(audios) and m["pseudo_labels"] == "first pass"
+    assert m["folds"] == 3 and m["held_out"] == 3 and "conf_before" not in m
+    assert r.accepted == (m["wer_after"] < m["wer_before"])
+    if not r.accepted:
+        plain = plain_whisper_params(fast)
+        assert all(torch.equal(r.params[k], plain[k]) for k in plain)
+
+
+@needs_wheel
 def test_meta_learned_adaptation_settings_ship_as_a_small_file_for_exactly_these_weights(tiny_path, tmp_path,
                                                                                            unseen_speaker):
     """meta-train-whisper --adaptation-out: the settings alone (hundreds of KB, not the 78 MB

@@ -129,6 +129,14 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         assert sorted(AdaptationRun.objects.filter(call=call1).values_list("backbone", flat=True)) == [
             "small", "whisper-tiny"
         ]  # fmt: skip
+        # Another unverified call: 6 segments, so Whisper adapts label-free, learning from the
+        # streaming first pass's confident transcripts and judged by word errors against them.
+        call1b = _call(url, token, call_audio.audio)
+        wait_recognized(call1b, timeout=TIMEOUT_S)
+        run1b = _wait_run(call1b)
+        assert run1b.mode == "label-free" and run1b.status in ("accepted", "rejected"), (run1b.status, run1b.reason)
+        assert run1b.metrics["pseudo_labels"] == "first pass" and "wer_before" in run1b.metrics, run1b.metrics
+        assert run1b.metrics["folds"] == 3 and "conf_before" not in run1b.metrics, run1b.metrics
 
         # A supervisor verifies call 1; call 2's adaptation is supervised, on Whisper.
         for segment, text in zip(segments, call_audio.sentences, strict=True):
