@@ -141,8 +141,8 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     # Two starting points where the caller has a usable profile: the
     # meta-learned init (what meta-training optimized for a few steps on all
     # of a caller's audio) and the current profile. The guard's held-out
-    # figures pick the better one, and it must not be worse than the current
-    # profile on the held-out segments.
+    # figures pick the better one, and it must have strictly fewer held-out
+    # errors (or a higher confidence) than the current profile.
     tried = {"init": _adapt_caller(rec, audios, refs, start=None, cfg=cfg, first_pass=first_pass)}
     if start is not None:
         tried["current"] = _adapt_caller(rec, audios, refs, start=start, cfg=cfg, first_pass=first_pass)
