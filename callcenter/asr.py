@@ -168,8 +168,9 @@ def whisper_adaptation(backbone: str) -> str | None:
         return None
     if chosen:
         return chosen  # a file named explicitly must be there (a clear error if not)
-    shipped = os.path.join(settings.BASE_DIR, "asr_core", "checkpoints", f"{backbone}-adapt.pt")
-    return shipped if os.path.isfile(shipped) else None
+    from asr_core.whisper.convert import shipped_adaptation
+
+    return shipped_adaptation(backbone)
 
 
 def is_whisper(rec: object) -> bool:

