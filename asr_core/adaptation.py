@@ -132,9 +132,7 @@ def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: 
                                                    "pseudo_labels": "first pass" if first_pass else "own",
                                                    "utterances": 0, "seconds": round(time.perf_counter() - t0, 3)})
     n = len(audios)
-    hold = min(cfg.holdout, n - 1) if cfg.guard else 0
-    folds = cfg.folds or (3 if by_errors else 1)
-    chunks = [list(range(n - (j + 1) * hold, n - j * hold)) for j in range(min(folds, n // hold))] if hold else []
+    chunks = guard_chunks(n, min(cfg.holdout, n - 1), cfg.folds or (3 if by_errors else 1)) if cfg.guard else []
     held = [i for c in chunks for i in c]
     metrics = {"mode": cfg.mode, "steps": steps, "utterances": n, "held_out": len(held), "folds": len(chunks),
                "audio_seconds": round(sum(a.numel() for a in audios) / sample_rate, 2)}
@@ -164,6 +162,14 @@ def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: 
     metrics["accepted"] = accepted
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     return AdaptationResult(params, accepted, metrics)
+
+
+def guard_chunks(n: int, size: int, folds: int) -> list[list[int]]:
+    """The guard's held-out chunks of `n` utterances: up to `folds` disjoint runs of `size`
+    indices, from the end (the most recent utterances are judged first)."""
+    if size < 1 or size >= n:
+        return []
+    return [list(range(n - (j + 1) * size, n - j * size)) for j in range(min(folds, n // size))]
 
 
 def finetune(rec: Recognizer, params: dict[str, Tensor], audios: list[Tensor], texts: list[str],

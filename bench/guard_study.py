@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, ".")
 
+from asr_core.adaptation import guard_chunks  # noqa: E402
 from asr_core.audio import load_audio  # noqa: E402
 from asr_core.manifest import read_manifest  # noqa: E402
 from asr_core.metrics import word_errors  # noqa: E402
@@ -115,10 +116,7 @@ def main() -> int:
             n = len(audios)
             for size in [int(x) for x in a.chunk_sizes.split(",")]:
                 folds = []
-                for j in range(n // size):
-                    held = list(range(n - (j + 1) * size, n - j * size))
-                    if len(held) >= n:
-                        break
+                for held in guard_chunks(n, size, n):
                     train = [i for i in range(n) if i not in held]
                     p = fit([audios[i] for i in train], [texts[i] for i in train], start)
                     after = [transcribe(audios[i], p) for i in held]
@@ -193,11 +191,16 @@ def decide(rec_: dict, size: int, count: int, how: str | None) -> bool:
 
 def report(out: list[dict]) -> None:
     usable = [r for r in out if "test_before" in r]
+    if not usable:
+        print("no speaker had enough utterances to adapt on")
+        return
     words = sum(r["test_words"] for r in usable)
     base = sum(r["test_before"] * r["test_words"] for r in usable) / max(words, 1)
     print(f"\n{len(usable)} speakers, no adaptation: WER {base:.2%}")
     print("| rule | WER | vs none | accepted | worst | callers > +2 pts |\n|---|---|---|---|---|---|")
     for name, (size, count, how) in RULES.items():
+        if how is not None and not any(f"folds{size}" in r for r in usable):
+            continue  # chunks of this size were not measured (--chunk-sizes)
         wers, deltas, acc = [], [], 0
         for r in usable:
             ok = decide(r, size, count, how)
