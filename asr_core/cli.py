@@ -27,6 +27,16 @@ def _int_at_least(low: int):
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
+def _speaker_pattern(s: str) -> str:
+    """argparse type: a regular expression over speaker ids."""
+    from asr_core.manifest import ManifestError, speaker_pattern
+    try:
+        speaker_pattern(s)
+    except ManifestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return s
+
+
 def _positive_float(s: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -67,7 +77,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
     load_s = time.perf_counter() - t0
-    result = evaluate(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, chunk_ms=a.chunk_ms)
+    result = evaluate(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, chunk_ms=a.chunk_ms,
+                      speakers=a.speakers)
     result["load_seconds"] = round(load_s, 3)
     if a.adapt != "none":
         result["adapt"] = _evaluate_adaptation(a, rec)
@@ -94,7 +105,7 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     rec = WhisperRecognizer.load(a.checkpoint or a.backbone, quantize=a.int8, beam_size=a.beam_size,
                                  trim_seconds=a.trim_seconds, adaptation=adaptation)
     load_s = time.perf_counter() - t0
-    result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit)
+    result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, speakers=a.speakers)
     result["load_seconds"] = round(load_s, 3)
     result["adaptation_settings"] = adaptation or ("in the checkpoint" if "adapt" in rec.meta else None)
     if a.adapt != "none":
@@ -107,7 +118,7 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
             first_pass = lambda audio: small.transcribe(audio, 8000)  # noqa: E731
         result["adapt"] = evaluate_whisper_adaptation(rec, a.manifest, a.adapt, threads=a.threads,
                                                       max_speakers=a.max_speakers, guard=True,
-                                                      first_pass=first_pass)
+                                                      first_pass=first_pass, speakers=a.speakers)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -136,7 +147,7 @@ def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
     base_path = a.base_checkpoint or BASE_CTC_CHECKPOINT
     base = Recognizer.load(base_path, decoder=a.decoder) if os.path.isfile(base_path) else rec
     out = evaluate_adaptation(rec, a.manifest, methods, meta, base, threads=a.threads, max_speakers=a.max_speakers,
-                              finetune_lr=a.finetune_lr)
+                              finetune_lr=a.finetune_lr, speakers=a.speakers)
     none = out["none"]["wer"]
     print(f"\n{'method':12s} {'WER':>8s} {'vs none':>8s} {'own model':>10s} {'vs own':>8s} {'s/speaker':>10s}"
           "  worst speaker vs own model")
@@ -287,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base-checkpoint", help="pre-meta-learning checkpoint for the finetune/lhuc baselines")
     e.add_argument("--finetune-lr", type=_positive_float, default=0.05, help="Adam learning rate of the finetune baseline")
     e.add_argument("--max-speakers", type=_non_negative_int, default=0)
+    e.add_argument("--speakers", type=_speaker_pattern, default="", metavar="REGEX",
+                   help="only speakers whose id this regular expression finds (e.g. '^testacc' for the accented "
+                        "callers)")
     e.add_argument("--backbone", choices=["small", "whisper-tiny", "whisper-base"], default="small",
                    help="small: the streaming CTC model; whisper-*: the final-pass backbone alone "
                         "(converted with import-whisper; --checkpoint overrides its path)")

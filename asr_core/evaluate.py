@@ -52,13 +52,14 @@ def first_partial_audio_ms(rec: Recognizer, audio: torch.Tensor, chunk_ms: int =
 
 
 def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int = 1, limit: int = 0,
-             chunk_ms: int = 200, progress=sys.stderr) -> dict:
+             chunk_ms: int = 200, progress=sys.stderr, speakers: str = "") -> dict:
     torch.set_num_threads(threads)
-    utts = read_manifest(manifest, (split,))
+    utts = read_manifest(manifest, (split,), speakers)
     if limit:
         utts = utts[:limit]
     if not utts:
-        raise ValueError(f"{manifest}: no utterances in split {split!r}")
+        raise ValueError(f"{manifest}: no utterances in split {split!r}"
+                         + (f" of speakers matching {speakers!r}" if speakers else ""))
     per = defaultdict(lambda: [0, 0])
     werr = wn = cerr = cn = 0
     audio_s = proc_s = 0.0
@@ -99,9 +100,17 @@ def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int =
 ADAPT_METHODS = ("none", "finetune", "lhuc", "maml", "fomaml", "reptile", "metasgd", "label-free", "supervised")
 
 
+def test_speakers(rows: list, manifest: str, max_speakers: int = 0) -> list[str]:
+    """The speakers with `test` utterances (the first `max_speakers`); none is an error."""
+    found = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
+    if not found:
+        raise ValueError(f"{manifest}: no speaker (of those selected) has test utterances to evaluate adaptation on")
+    return found
+
+
 def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta: dict[str, Recognizer],
                         base: Recognizer, threads: int = 1, max_speakers: int = 0, progress=sys.stderr,
-                        finetune_lr: float = 0.05) -> dict:
+                        finetune_lr: float = 0.05, speakers: str = "") -> dict:
     """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, per method.
 
     rec: the shipped (meta-learned) recognizer; meta: algo -> recognizer with that algorithm's
@@ -117,8 +126,8 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
     if finetune_lr <= 0:
         raise ValueError(f"finetune_lr must be > 0, got {finetune_lr}")
     torch.set_num_threads(threads)
-    rows = read_manifest(manifest, ("adapt", "test"))
-    speakers = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
+    rows = read_manifest(manifest, ("adapt", "test"), speakers)
+    speakers = test_speakers(rows, manifest, max_speakers)
     steps, _ = step_settings(rec)
     tuned = base  # finetune adapts the product's own group: add the same adapters to the base model
     rank = rec.model.cfg.adapter_rank

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 
 SPLITS = ("train", "dev", "adapt", "test")
@@ -25,8 +26,19 @@ class Utterance:
     text: str
 
 
-def read_manifest(path: str, splits: tuple[str, ...] | None = None) -> list[Utterance]:
-    """Rows of the manifest (optionally only some splits), with absolute audio paths."""
+def speaker_pattern(pattern: str) -> re.Pattern:
+    """A regular expression selecting speakers by id (searched, not matched: 'testacc' selects every id
+    containing it); a bad one is a ManifestError that names it."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ManifestError(f"bad speaker pattern {pattern!r}: {exc}") from None
+
+
+def read_manifest(path: str, splits: tuple[str, ...] | None = None, speakers: str = "") -> list[Utterance]:
+    """Rows of the manifest (optionally only some splits, and only speakers whose id the regular
+    expression `speakers` finds a match in), with absolute audio paths."""
+    wanted = speaker_pattern(speakers) if speakers else None
     if not os.path.isfile(path):
         raise ManifestError(f"manifest not found: {path}")
     root = os.path.dirname(os.path.abspath(path))
@@ -46,7 +58,7 @@ def read_manifest(path: str, splits: tuple[str, ...] | None = None) -> list[Utte
                 raise ManifestError(f"{path}:{lineno}: split must be one of {SPLITS}, got {split!r}")
             if not speaker or not audio:
                 raise ManifestError(f"{path}:{lineno}: empty speaker or audio path")
-            if splits is None or split in splits:
+            if (splits is None or split in splits) and (wanted is None or wanted.search(speaker)):
                 out.append(Utterance(speaker, split, os.path.join(root, audio), text))
     return out
 

@@ -144,17 +144,18 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
 
 def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str, threads: int = 1,
                                 max_speakers: int = 0, guard: bool = False, progress=sys.stderr,
-                                first_pass: Callable[[Tensor], Transcript] | None = None) -> dict:
+                                first_pass: Callable[[Tensor], Transcript] | None = None, speakers: str = "") -> dict:
     """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, before/after.
     mode: 'supervised', 'label-free' or 'all'. The guard is off by default here so that the raw
     effect of adaptation is measured (the guard only ever reverts to 'none'). first_pass: label-free
     pseudo-labels from this recognizer of 8 kHz audio (as the product), else Whisper's own."""
     from asr_core.audio import load_audio
+    from asr_core.evaluate import test_speakers
     from asr_core.manifest import read_manifest
     torch.set_num_threads(threads)
     modes = ["supervised", "label-free"] if mode == "all" else [mode]
-    rows = read_manifest(manifest, ("adapt", "test"))
-    speakers = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
+    rows = read_manifest(manifest, ("adapt", "test"), speakers)
+    speakers = test_speakers(rows, manifest, max_speakers)
     res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in ["none", *modes]}
     for si, spk in enumerate(speakers):
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]

@@ -20,11 +20,12 @@ from asr_core.whisper.recognizer import WhisperRecognizer
 
 
 def evaluate_whisper(rec: WhisperRecognizer, manifest: str, split: str = "test", threads: int = 1, limit: int = 0,
-                     word_timestamps: bool = True, progress=sys.stderr) -> dict:
+                     word_timestamps: bool = True, progress=sys.stderr, speakers: str = "") -> dict:
     torch.set_num_threads(threads)
-    utts = read_manifest(manifest, (split,))[: limit or None]
+    utts = read_manifest(manifest, (split,), speakers)[: limit or None]
     if not utts:
-        raise ValueError(f"{manifest}: no utterances in split {split!r}")
+        raise ValueError(f"{manifest}: no utterances in split {split!r}"
+                         + (f" of speakers matching {speakers!r}" if speakers else ""))
     rec.transcribe(load_audio(utts[0].audio, 8000), 8000)      # warm-up, not timed
     per = defaultdict(lambda: [0, 0])
     werr = wn = cerr = cn = 0

@@ -57,6 +57,7 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     (["corpus", "--out", "x", "--splits", "tset"], "splits must be some of"),
     (["train", "--manifest", "m.tsv", "--out", "o", "--epochs", "many"], "expected a whole number"),
     (["evaluate", "--manifest", "m.tsv", "--split", "nope"], "invalid choice"),
+    (["evaluate", "--manifest", "m.tsv", "--speakers", "test[0"], "bad speaker pattern 'test[0'"),
 ])
 def test_bad_flags(args, pattern):
     rc, _, err = run(*args)
@@ -97,6 +98,10 @@ def test_evaluate_adapt_writes_the_per_method_table(tmp_path):
     assert table["none"]["wer_unadapted"] == table["none"]["wer"]
     assert table["supervised"]["seconds_per_speaker"] > 0.0
     assert "supervised" in stdout and "not found, method maml skipped" in err
+    # --speakers: only the callers it selects are evaluated; selecting none is a clear error
+    rc, _, err = run("evaluate", "--manifest", manifest, "--adapt", "supervised", "--speakers", "^test0",
+                     "--decoder", "greedy")
+    assert_clean_error(rc, err, "no utterances in split 'test' of speakers matching '^test0'")
 
 
 def test_evaluate_rejects_a_bad_finetune_rate(tmp_path):

@@ -12,6 +12,17 @@ def test_round_trip_with_relative_paths(tmp_path):
     assert [r.text for r in read_manifest(str(p), ("test",))] == ["yes"]
 
 
+def test_speakers_are_selected_by_a_regular_expression(tmp_path):
+    p = tmp_path / "m.tsv"
+    write_manifest(str(p), [("test0001", "test", "a.wav", "one"), ("testacc0001", "test", "b.wav", "two"),
+                            ("testacc0002", "adapt", "c.wav", "three")])
+    assert [r.text for r in read_manifest(str(p), speakers="^testacc")] == ["two", "three"]
+    assert [r.text for r in read_manifest(str(p), ("test",), "acc")] == ["two"]
+    assert read_manifest(str(p), speakers="nobody") == []
+    with pytest.raises(ManifestError, match="bad speaker pattern '\\(': missing \\)"):
+        read_manifest(str(p), speakers="(")
+
+
 @pytest.mark.parametrize("content, message", [
     ("", "expected header"),
     ("speaker\tsplit\taudio\ttext\ns1\tbogus\ta.wav\thi\n", "split must be one of"),
