@@ -42,9 +42,9 @@ def load_backbone(name: str, mode: str):
         from asr_core.recognizer import Recognizer
         rec = Recognizer.load()
         steps, sizes = step_settings(rec)
-        if mode == "label-free":  # as the product: the feed-forward adapters stay put without references
-            from asr_core.model import ADAPTER_NAMES
-            sizes = {k: (torch.zeros_like(v) if k.rsplit(".", 1)[-1] in ADAPTER_NAMES else v) for k, v in sizes.items()}
+        if mode == "label-free":  # as the product: only the feature transform adapts without references
+            from asr_core.adaptation import label_free_step_sizes
+            sizes = label_free_step_sizes(sizes)
 
         def fit(a, t, p, sizes=sizes):
             return detached(adapt(rec.model, p, make_batch(rec.model, a, t), steps, sizes))
