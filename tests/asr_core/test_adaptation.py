@@ -54,6 +54,49 @@ def test_the_guard_holds_out_each_chunk_in_turn(recognizer, caller):
     assert len(fits) == (4 if r.accepted else 3) and (not r.accepted or fits[3] == texts)
 
 
+def test_the_label_free_guard_judges_all_utterances_and_learns_from_the_confident_ones(recognizer, caller):
+    """Own pseudo-labels: 5 chunks of 2 of all the utterances, confident or not, are each recognized
+    by an adaptation on the confident pseudo-labels outside the chunk; the update is kept only if
+    their mean confidence does not fall, then refit on every confident pseudo-label."""
+    from asr_core.decoder import Transcript, Word
+
+    def said(text, confidence):
+        return Transcript(text, [Word(w, 0.0, 0.1, confidence) for w in text.split()])
+
+    audios = caller[0] + [a.clone() for a in caller[0][:4]]   # 10 utterances
+    index = {id(a): i for i, a in enumerate(audios)}
+    base, adapted = {"who": "base"}, {"who": "adapted"}
+    unsure = {1, 6}                                         # first-pass confidence below the threshold
+    fits = []
+
+    def transcribe(a, p):
+        i = index[id(a)]
+        if p is base:
+            return said(f"words {i}", 0.5 if i in unsure else 0.9)
+        return said(f"words {i}", 0.95)  # the adaptation makes every one surer
+
+    def fit(a, t, p):
+        fits.append(sorted(int(x.split()[1]) for x in t))
+        return adapted
+
+    r = guarded_adaptation(audios, None, start=base, cfg=AdaptationConfig("label-free"), steps=1, sample_rate=8000,
+                           transcribe=transcribe, fit=fit)
+    confident = [i for i in range(10) if i not in unsure]
+    chunks = [[8, 9], [6, 7], [4, 5], [2, 3], [0, 1]]
+    assert fits[:5] == [[i for i in confident if i not in c] for c in chunks]
+    m = r.metrics
+    assert m["held_out"] == 10 and m["folds"] == 5 and m["utterances"] == 8 and m["pseudo_labels"] == "own"
+    assert m["conf_before"] == pytest.approx((8 * 0.9 + 2 * 0.5) / 10) and m["conf_after"] == pytest.approx(0.95)
+    assert r.accepted and r.params is adapted and fits[5] == confident
+
+    # the same update making the held-out utterances less sure is not kept
+    fits.clear()
+    r = guarded_adaptation(audios, None, start=base, cfg=AdaptationConfig("label-free"), steps=1, sample_rate=8000,
+                           transcribe=lambda a, p: said(f"words {index[id(a)]}", 0.6 if p is adapted else 0.9),
+                           fit=fit)
+    assert not r.accepted and r.params is base and len(fits) == 5
+
+
 def test_an_update_that_changes_nothing_is_not_kept(recognizer, caller):
     """A tie on held-out utterances is no evidence that adaptation helps."""
     audios, texts = caller
