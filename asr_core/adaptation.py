@@ -79,6 +79,20 @@ def step_settings(rec: Recognizer, steps: int | None = None) -> tuple[int, dict[
     return (a.get("steps", DEFAULT_STEPS) if steps is None else steps), sizes
 
 
+def adaptation_settings(rec: Recognizer, mode: str, steps: int | None = None
+                        ) -> tuple[int, dict[str, Tensor] | float, dict[str, Tensor]]:
+    """(steps, step sizes, init for a caller without a profile) of `mode`. Label-free uses the
+    checkpoint's meta-learned label-free settings (`adapt.label_free`, `meta-train --label-free`)
+    where it has them, else the supervised ones with only the feature transform adapting."""
+    label_free = (rec.meta.get("adapt") or {}).get("label_free") if mode == "label-free" else None
+    if label_free:
+        return (label_free["steps"] if steps is None else steps), label_free["step_sizes"], detached(label_free["init"])
+    n, sizes = step_settings(rec, steps)
+    if mode == "label-free":
+        sizes = label_free_step_sizes(sizes)
+    return n, sizes, adaptation_init(rec.model, rec.meta)
+
+
 def label_free_step_sizes(sizes: dict[str, Tensor]) -> dict[str, Tensor]:
     """Without references only the per-mel-bin feature transform (128 values) adapts; the rest of the
     group stays at its starting point. Pseudo-labels are noisy: the feed-forward adapters (tens of
@@ -96,11 +110,9 @@ def adapt_caller(rec: Recognizer, audios: list[Tensor], texts: list[str] | None 
     start: the caller's current profile params. Without one, adaptation starts from the checkpoint's
     meta-learned init, and the guard compares against what the caller gets now: the base model.
     """
-    steps, sizes = step_settings(rec, cfg.steps)
-    if cfg.mode == "label-free":
-        sizes = label_free_step_sizes(sizes)
+    steps, sizes, init = adaptation_settings(rec, cfg.mode, cfg.steps)
     return guarded_adaptation(
-        audios, texts, start=detached(start) if start else adaptation_init(rec.model, rec.meta),
+        audios, texts, start=detached(start) if start else init,
         baseline=detached(start) if start else initial_params(rec.model), cfg=cfg, steps=steps,
         sample_rate=rec.sample_rate,
         transcribe=lambda a, p: rec.decode(rec.log_probs(a, p)),

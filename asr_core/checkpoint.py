@@ -14,7 +14,9 @@ Layout of the dict saved with `torch.save`:
          adaptive group keeps the values it had before meta-learning: a caller
          with no profile is recognized by the base model, not by the init, which
          is only good after adaptation.
-The sha256 covers the weights, the step sizes and the init: it is the model
+         label_free (optional): {"steps", "step_sizes", "init"} meta-learned for
+         adaptation on the model's own confident transcripts (no references).
+The sha256 covers the weights, the step sizes and the inits: it is the model
 version that caller profiles are made for.
 """
 from __future__ import annotations
@@ -53,18 +55,21 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _hashed(state: dict[str, torch.Tensor], adapt: dict | None) -> dict[str, torch.Tensor]:
+def _hashed(state: dict[str, torch.Tensor], adapt: dict | None, prefix: str = "adapt") -> dict[str, torch.Tensor]:
     out = dict(state)
     sizes = (adapt or {}).get("step_sizes")
     if isinstance(sizes, dict):
-        out.update({f"adapt.step_sizes.{k}": v for k, v in sizes.items()})
+        out.update({f"{prefix}.step_sizes.{k}": v for k, v in sizes.items()})
     elif sizes is not None:
-        out["adapt.step_sizes"] = torch.tensor(float(sizes))
+        out[f"{prefix}.step_sizes"] = torch.tensor(float(sizes))
     init = (adapt or {}).get("init")
     if isinstance(init, dict):
-        out.update({f"adapt.init.{k}": v for k, v in init.items()})
+        out.update({f"{prefix}.init.{k}": v for k, v in init.items()})
     if adapt:
-        out[f"adapt.{adapt.get('algo')}.{adapt.get('steps')}"] = torch.zeros(0)
+        out[f"{prefix}.{adapt.get('algo')}.{adapt.get('steps')}"] = torch.zeros(0)
+    label_free = (adapt or {}).get("label_free")
+    if isinstance(label_free, dict):
+        out.update(_hashed({}, label_free, f"{prefix}.label_free"))
     return out
 
 
@@ -115,22 +120,27 @@ def load_checkpoint(path: str | None = None) -> tuple[StreamingCTC, dict]:
     return model.eval(), meta
 
 
-def _checked_adapt(path: str, model: StreamingCTC, adapt: dict) -> dict:
+def _checked_adapt(path: str, model: StreamingCTC, adapt: dict, what: str = "adaptation") -> dict:
     own = dict(model.named_parameters())
+    label_free = adapt.get("label_free")
+    if label_free is not None:
+        if not isinstance(label_free, dict):
+            raise CheckpointError(f"{path}: label-free adaptation settings are not a section")
+        adapt = dict(adapt, label_free=_checked_adapt(path, model, label_free, "label-free adaptation"))
     sizes = adapt.get("step_sizes")
     if isinstance(sizes, dict):
         if set(sizes) != set(model.adaptive_parameter_names()) or any(
                 tuple(v.shape) != tuple(own[k].shape) or not torch.isfinite(v).all() for k, v in sizes.items()):
-            raise CheckpointError(f"{path}: adaptation step sizes do not match the model's adaptive group")
+            raise CheckpointError(f"{path}: {what} step sizes do not match the model's adaptive group")
     elif not isinstance(sizes, (int, float)) or not sizes > 0:
-        raise CheckpointError(f"{path}: adaptation step size must be a positive number")
+        raise CheckpointError(f"{path}: {what} step size must be a positive number")
     if not isinstance(adapt.get("steps"), int) or adapt["steps"] < 0:
-        raise CheckpointError(f"{path}: adaptation steps must be a whole number >= 0")
+        raise CheckpointError(f"{path}: {what} steps must be a whole number >= 0")
     init = adapt.get("init")
     if init is not None:
         if not isinstance(init, dict) or set(init) != set(model.adaptive_parameter_names()) or any(
                 not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape) or not torch.isfinite(v).all()
                 for k, v in init.items()):
-            raise CheckpointError(f"{path}: adaptation init does not match the model's adaptive group")
+            raise CheckpointError(f"{path}: {what} init does not match the model's adaptive group")
         adapt = dict(adapt, init={k: v.float() for k, v in init.items()})
     return adapt

@@ -168,7 +168,8 @@ def cmd_meta_train(a: argparse.Namespace) -> int:
                           meta_batch=a.meta_batch, outer_steps=a.outer_steps, outer_lr=a.outer_lr,
                           learn_base=a.learn_base, eval_every=a.eval_every, threads=a.threads,
                           max_speakers=a.max_speakers, seed=a.seed, adapter_rank=a.adapter_rank,
-                          adapter_lr=a.adapter_lr, base_lr=a.base_lr)
+                          adapter_lr=a.adapter_lr, base_lr=a.base_lr, label_free=a.label_free,
+                          min_confidence=a.min_confidence)
     print(meta_train(cfg))
     return 0
 
@@ -335,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add rank-R feed-forward adapters to the adaptive group (a checkpoint without them)")
     m.add_argument("--adapter-lr", type=_positive_float, default=2.0, help="inner step size of the adapters")
     m.add_argument("--eval-every", type=_positive_int, default=50)
+    m.add_argument("--label-free", action="store_true",
+                   help="meta-learn adaptation on the model's own confident transcripts (callers nobody verified); "
+                        "writes the checkpoint with an adapt.label_free section")
+    m.add_argument("--min-confidence", type=float, default=0.75, help="label-free: pseudo-labels kept from this confidence")
     m.add_argument("--threads", type=_non_negative_int, default=0)
     m.add_argument("--max-speakers", type=_non_negative_int, default=0)
     m.add_argument("--seed", type=int, default=0)

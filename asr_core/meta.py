@@ -181,10 +181,12 @@ class MetaLearner(nn.Module):
     """Holds what meta-learning learns beside the model: per-parameter log step sizes (Meta-SGD)."""
 
     def __init__(self, model: StreamingCTC, algo: str, inner_lr: float, learn_base: bool = False,
-                 lhuc_lr: float | None = None, adapter_lr: float | None = None):
+                 lhuc_lr: float | None = None, adapter_lr: float | None = None,
+                 init_sizes: dict[str, Tensor] | None = None):
         """inner_lr: step size of the inner loop (the initial value for metasgd); lhuc_lr, adapter_lr:
         separate step sizes for the LHUC scales and the feed-forward adapters (their gradients differ
-        in scale from the feature transform's by orders of magnitude)."""
+        in scale from the feature transform's by orders of magnitude). init_sizes: per-parameter
+        starting step sizes instead (e.g. an earlier meta-learned set)."""
         super().__init__()
         if algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {algo!r}")
@@ -199,8 +201,14 @@ class MetaLearner(nn.Module):
                 return adapter_lr
             return inner_lr
 
-        init = {k: size(k) for k in model.adaptive_parameter_names()}
-        log_init = {k.replace(".", "__"): nn.Parameter(torch.full_like(own[k], math.log(v))) for k, v in init.items()}
+        if init_sizes is not None:
+            if set(init_sizes) != set(model.adaptive_parameter_names()) or any(
+                    init_sizes[k].shape != own[k].shape or not (init_sizes[k] > 0).all() for k in init_sizes):
+                raise ValueError("init_sizes must be positive step sizes for exactly the model's adaptive group")
+            log_init = {k.replace(".", "__"): nn.Parameter(v.detach().float().log().clone()) for k, v in init_sizes.items()}
+        else:
+            log_init = {k.replace(".", "__"): nn.Parameter(torch.full_like(own[k], math.log(size(k))))
+                        for k in model.adaptive_parameter_names()}
         self.log_lr = nn.ParameterDict(log_init)
         self.log_lr.requires_grad_(algo == "metasgd")
 

@@ -6,6 +6,12 @@ utterances of the same speaker. Starts from a trained checkpoint; resumable
 adaptation is lowest. The written checkpoint is the base checkpoint with the
 adaptive group replaced by the learned init, and an `adapt` section in its meta:
 {algo, steps, step_sizes (tensors for metasgd, else a number)}.
+
+`--label-free` meta-learns what the product uses for callers nobody has verified: the support
+set's labels are the model's own confident transcripts (beam search + LM from the model a caller
+without a profile gets, kept from `min_confidence`, as the product's pseudo-labels), the query's
+are the references. Only the init and step sizes of that adaptation are learned (first-order);
+the written checkpoint is the input one, unchanged, plus `adapt.label_free`.
 """
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ import torch
 from asr_core.checkpoint import load_checkpoint, save_checkpoint
 from asr_core.manifest import read_manifest
 from asr_core.meta import (ALGORITHMS, Batch, MetaLearner, adapt, adaptation_init, ctc_loss, detached, initial_params,
-                           load_params)
+                           load_params, log_probs)
+from asr_core.text import encode
 from asr_core.train import _features
 
 
@@ -48,6 +55,8 @@ class MetaTrainConfig:
     max_speakers: int = 0
     adapter_rank: int = 0       # > 0: add feed-forward adapters of this rank to a checkpoint without them
     adapter_lr: float = 2.0
+    label_free: bool = False    # meta-learn adaptation on the model's own confident transcripts
+    min_confidence: float = 0.75
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -59,6 +68,11 @@ class MetaTrainConfig:
             raise ValueError(f"adapter_rank must be >= 0, got {self.adapter_rank}")
         if min(self.inner_lr, self.outer_lr, self.lhuc_lr, self.adapter_lr, self.base_lr) <= 0:
             raise ValueError("learning rates must be > 0")
+        if self.label_free and (self.learn_base or self.adapter_rank or self.algo not in ("metasgd", "fomaml")):
+            raise ValueError("label-free meta-training learns only the adaptation of a meta-learned checkpoint: "
+                             "algo metasgd or fomaml, without --learn-base or --adapter-rank")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
 
 def _by_speaker(data, utts) -> dict[str, list[int]]:
@@ -114,7 +128,13 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     if cfg.adapter_rank and not model.cfg.adapter_rank:
         model = model.with_adapters(cfg.adapter_rank, seed=cfg.seed)
     start = initial_params(model)  # the adaptive group before meta-learning: what no-profile callers get
-    load_params(model, adaptation_init(model, base_meta))  # continue from a previous meta-learned init
+    sup = base_meta.get("adapt") or {}
+    label_free = sup.get("label_free") or {}
+    if cfg.label_free and not sup.get("init"):
+        raise ValueError(f"{cfg.checkpoint or 'the shipped checkpoint'} has no meta-learned adaptation to start "
+                         "label-free meta-training from")
+    # continue from a previous meta-learned init (label-free: its own, else the supervised one)
+    load_params(model, label_free.get("init") or adaptation_init(model, base_meta))
     model.eval()  # no dropout: adaptation behaves as in serving
     t0 = time.time()
     data, spk = _load_split(model, cfg.manifest, "train", cfg.max_speakers)
@@ -123,17 +143,29 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     dev_groups = {s: ix for s, ix in _by_speaker(dev_data, dev_spk).items() if len(ix) >= 4}
     if not groups:
         raise ValueError(f"no training speaker has {cfg.support + cfg.query} utterances")
-    dev_tasks = [(_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:])) for ix in dev_groups.values()]
-    print(f"meta-train {cfg.algo}: {len(groups)} train speakers, {len(dev_tasks)} dev speakers, "
-          f"features in {time.time() - t0:.0f}s", file=log, flush=True)
+    support_batch = _batch
+    if cfg.label_free:
+        support_batch = _PseudoLabels(model, start, base_meta, cfg.checkpoint, cfg.min_confidence).batch
+    dev_tasks = [(support_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:]))
+                 for ix in dev_groups.values()]
+    dev_tasks = [(su, q) for su, q in dev_tasks if su is not None]
+    print(f"meta-train {cfg.algo}{' label-free' if cfg.label_free else ''}: {len(groups)} train speakers, "
+          f"{len(dev_tasks)} dev speakers, features in {time.time() - t0:.0f}s", file=log, flush=True)
+    init_sizes = None
+    if cfg.label_free:  # from the supervised step sizes, all but the feature transform's cut to a tenth
+        init_sizes = {k: (v if k.startswith("input_adapter.") else v * 0.1) if isinstance(v, torch.Tensor)
+                      else torch.full_like(dict(model.named_parameters())[k], float(v))
+                      for k, v in (label_free.get("step_sizes") or _sizes(model, sup)).items()}
     learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr,
-                          adapter_lr=cfg.adapter_lr)
+                          adapter_lr=cfg.adapter_lr, init_sizes=init_sizes)
     groups_opt = []
     for g in learner.outer_parameters():
         lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr
         groups_opt.append({"params": g["params"], "lr": lr})
     opt = torch.optim.Adam(groups_opt) if cfg.algo != "reptile" else torch.optim.SGD(groups_opt)
-    state_path, best_path = os.path.join(cfg.out, f"meta_state_{cfg.algo}.pt"), os.path.join(cfg.out, f"{cfg.algo}.pt")
+    name = f"{cfg.algo}_label_free" if cfg.label_free else cfg.algo
+    state_path, best_path = os.path.join(cfg.out, f"meta_state_{name}.pt"), os.path.join(cfg.out, f"{name}.pt")
+    save = _save_label_free if cfg.label_free else _save
     step, best = 0, float("inf")
     if os.path.exists(state_path):
         st = torch.load(state_path, weights_only=True)
@@ -145,16 +177,25 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     if step == 0:
         best = dev_query_loss(model, learner, dev_tasks, cfg.inner_steps)
         print(f"step 0: dev query loss after {cfg.inner_steps} steps {best:.4f}", file=log, flush=True)
-        _save(model, learner, cfg, best_path, base_meta, best, step, start)
+        save(model, learner, cfg, best_path, base_meta, best, step, start)
     speakers = sorted(groups)
     t_start = time.time()
     while step < cfg.outer_steps:
         opt.zero_grad(set_to_none=True)
         qsum = 0.0
-        for s in rng.sample(speakers, min(cfg.meta_batch, len(speakers))):
-            ix = rng.sample(groups[s], cfg.support + cfg.query)
-            qsum += float(learner.task_loss(_batch(data, ix[: cfg.support]), _batch(data, ix[cfg.support:]),
+        done = tries = 0
+        while done < min(cfg.meta_batch, len(speakers)):
+            tries += 1
+            if tries > 100 * cfg.meta_batch:
+                raise ValueError(f"the training speakers' utterances give no pseudo-label with confidence >= "
+                                 f"{cfg.min_confidence}: nothing to meta-learn label-free adaptation from")
+            ix = rng.sample(groups[rng.choice(speakers)], cfg.support + cfg.query)
+            support = support_batch(data, ix[: cfg.support])
+            if support is None:  # label-free: nothing confident to adapt on, as a product run would stop
+                continue
+            qsum += float(learner.task_loss(support, _batch(data, ix[cfg.support:]),
                                             cfg.inner_steps, scale=1.0 / cfg.meta_batch))
+            done += 1
         opt.step()
         step += 1
         if step % 10 == 0:
@@ -165,7 +206,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
             print(f"step {step}: dev query loss after adaptation {dev:.4f} (best {best:.4f})", file=log, flush=True)
             if dev < best or dev == float("inf"):
                 best = dev
-                _save(model, learner, cfg, best_path, base_meta, best, step, start)
+                save(model, learner, cfg, best_path, base_meta, best, step, start)
             torch.save({"model": model.state_dict(), "learner": learner.state_dict(), "opt": opt.state_dict(),
                         "step": step, "best": best}, state_path + ".part")
             os.replace(state_path + ".part", state_path)
@@ -190,3 +231,59 @@ def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_met
         load_params(model, learned)
     with open(os.path.join(cfg.out, f"{cfg.algo}.json"), "w") as f:
         json.dump({"step": step, "dev_query_loss": dev_loss}, f)
+
+
+def _save_label_free(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float,
+                     step: int, start: dict[str, torch.Tensor]) -> None:
+    """The input checkpoint as it was (weights, supervised adaptation) plus `adapt.label_free`."""
+    meta = {k: v for k, v in base_meta.items() if k not in ("sha256", "path", "adapt")}
+    meta["meta_train_label_free"] = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
+    learned = initial_params(model)
+    adapt_section = dict(base_meta["adapt"], label_free={
+        "algo": cfg.algo, "steps": cfg.inner_steps, "init": learned,
+        "step_sizes": {k: v.detach().clone() for k, v in learner.step_sizes().items()}})
+    load_params(model, start)
+    try:
+        save_checkpoint(model, path, meta=meta, adapt=adapt_section)
+    finally:
+        load_params(model, learned)
+    with open(os.path.join(cfg.out, f"{cfg.algo}_label_free.json"), "w") as f:
+        json.dump({"step": step, "dev_query_loss": dev_loss}, f)
+
+
+def _sizes(model, adapt: dict) -> dict[str, torch.Tensor | float]:
+    sizes = adapt.get("step_sizes")
+    return sizes if isinstance(sizes, dict) else {k: float(sizes) for k in model.adaptive_parameter_names()}
+
+
+class _PseudoLabels:
+    """Support batches labelled as the product labels a caller's audio without references: the
+    transcripts (beam search + LM) of the model a caller without a profile gets, kept from
+    `min_confidence`. Each utterance is decoded once."""
+
+    def __init__(self, model, params: dict[str, torch.Tensor], meta: dict, checkpoint: str | None,
+                 min_confidence: float):
+        from asr_core.recognizer import Recognizer
+        self.model, self.params, self.min_confidence = model, detached(params), min_confidence
+        self.decoder = Recognizer.load(checkpoint)  # the product's decoder (lexicon + LM) for these log-probs
+        self.done: dict[tuple[int, int], tuple[str, float]] = {}
+
+    def label(self, data, i: int) -> tuple[str, float]:
+        key = (id(data), i)
+        if key not in self.done:
+            with torch.no_grad():
+                logp, lens = log_probs(self.model, self.params, _batch(data, [i]))
+            t = self.decoder.decode(logp[0, : int(lens[0])])
+            self.done[key] = (t.text, t.confidence)
+        return self.done[key]
+
+    def batch(self, data, idx: list[int]) -> Batch | None:
+        """The confident utterances of `idx` with their pseudo-labels; None if there are none."""
+        keep = [(i, text) for i in idx for text, conf in [self.label(data, i)] if text and conf >= self.min_confidence]
+        keep = [(i, text) for i, text in keep if encode(text)]
+        if not keep:
+            return None
+        feats = [data[i][0].float() for i, _ in keep]
+        ids = [torch.tensor(encode(text), dtype=torch.int32) for _, text in keep]
+        return Batch(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), torch.tensor([f.shape[0] for f in feats]),
+                     torch.cat(ids), torch.tensor([x.numel() for x in ids]))

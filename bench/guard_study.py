@@ -33,23 +33,19 @@ from asr_core.manifest import read_manifest  # noqa: E402
 from asr_core.metrics import word_errors  # noqa: E402
 
 
-def load_backbone(name: str, mode: str):
+def load_backbone(name: str, mode: str, checkpoint: str | None = None):
     """-> (rec, transcribe(audio, params) -> Transcript, fit(audios, texts, start) -> params, start, baseline)"""
     from asr_core.meta import adapt, detached
     if name == "small":
-        from asr_core.adaptation import step_settings
-        from asr_core.meta import adaptation_init, initial_params, make_batch
+        from asr_core.adaptation import adaptation_settings
+        from asr_core.meta import initial_params, make_batch
         from asr_core.recognizer import Recognizer
-        rec = Recognizer.load()
-        steps, sizes = step_settings(rec)
-        if mode == "label-free":  # as the product: only the feature transform adapts without references
-            from asr_core.adaptation import label_free_step_sizes
-            sizes = label_free_step_sizes(sizes)
+        rec = Recognizer.load(checkpoint)
+        steps, sizes, init = adaptation_settings(rec, mode)  # as the product adapts in this mode
 
         def fit(a, t, p, sizes=sizes):
             return detached(adapt(rec.model, p, make_batch(rec.model, a, t), steps, sizes))
-        return rec, (lambda a, p: rec.decode(rec.log_probs(a, p))), fit, adaptation_init(rec.model, rec.meta), \
-            initial_params(rec.model)
+        return rec, (lambda a, p: rec.decode(rec.log_probs(a, p))), fit, init, initial_params(rec.model)
     from asr_core.whisper.adapt import (initial_whisper_params, make_whisper_batch,
                                         plain_whisper_params, step_settings, whisper_loss)
     from asr_core.whisper.recognizer import WhisperRecognizer
@@ -66,6 +62,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--backbone", default="small")
+    ap.add_argument("--checkpoint", help="small backbone: this checkpoint instead of the shipped one")
     ap.add_argument("--speakers", default="", help="regex on speaker ids (default: every test speaker)")
     ap.add_argument("--mode", choices=["supervised", "label-free"], default="supervised")
     ap.add_argument("--min-confidence", type=float,
@@ -78,7 +75,7 @@ def main() -> int:
     ap.add_argument("--json", required=True, help="per-speaker evidence, for further rules")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    rec, transcribe, fit, start, baseline = load_backbone(a.backbone, a.mode)
+    rec, transcribe, fit, start, baseline = load_backbone(a.backbone, a.mode, a.checkpoint)
     min_conf = a.min_confidence if a.min_confidence is not None else (0.85 if a.backbone == "small" else 0.5)
     judge = None
     if a.judge:

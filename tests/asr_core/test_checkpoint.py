@@ -103,3 +103,33 @@ def test_adaptation_init_is_checked_and_covered_by_the_hash(saved, tmp_path):
     save_checkpoint(m, str(path), adapt={"algo": "metasgd", "steps": 3, "step_sizes": 0.5, "init": bad})
     with pytest.raises(CheckpointError, match="adaptation init does not match the model's adaptive group"):
         load_checkpoint(str(path))
+
+
+def test_label_free_section_is_checked_and_covered_by_the_hash(saved, tmp_path):
+    m, _ = saved
+    own = dict(m.named_parameters())
+    init = {k: torch.full_like(own[k], 0.1) for k in m.adaptive_parameter_names()}
+    sizes = {k: torch.full_like(own[k], 0.2) for k in m.adaptive_parameter_names()}
+    section = {"algo": "metasgd", "steps": 3, "step_sizes": 0.5, "init": init,
+               "label_free": {"algo": "metasgd", "steps": 2, "step_sizes": sizes, "init": init}}
+    path = tmp_path / "lf.pt"
+    digest = save_checkpoint(m, str(path), adapt=section)
+    _, meta = load_checkpoint(str(path))
+    assert meta["adapt"]["label_free"]["steps"] == 2 and set(meta["adapt"]["label_free"]["init"]) == set(init)
+    # the section is part of the model version: the same file without it is another version
+    assert save_checkpoint(m, str(tmp_path / "plain.pt"), adapt={k: v for k, v in section.items()
+                                                                 if k != "label_free"}) != digest
+    payload = torch.load(path, weights_only=True)
+    payload["adapt"]["label_free"]["step_sizes"]["input_adapter.bias"] += 1.0
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_checkpoint(str(path))
+    bad = dict(section, label_free=dict(section["label_free"], init=dict(init, **{"input_adapter.bias": torch.zeros(3)})))
+    save_checkpoint(m, str(path), adapt=bad)
+    with pytest.raises(CheckpointError, match="label-free adaptation init does not match the model's adaptive group"):
+        load_checkpoint(str(path))
+    nan = dict(section, label_free=dict(section["label_free"],
+                                        step_sizes=dict(sizes, **{"input_adapter.bias": torch.full((64,), float("nan"))})))
+    save_checkpoint(m, str(path), adapt=nan)
+    with pytest.raises(CheckpointError, match="label-free adaptation step sizes do not match"):
+        load_checkpoint(str(path))

@@ -138,3 +138,46 @@ def test_meta_train_keeps_the_base_values_in_the_model_and_the_learned_init_apar
     for k, v in own.items():  # the pre-meta values: the base model's own, adapters' B at zero
         assert torch.equal(v, base_own[k].half().float()) if k in base_own else not v.abs().any(), k
     assert any(not torch.allclose(init[k], own[k]) for k in own)  # meta-learning moved the init
+
+
+def test_label_free_meta_training_adds_its_section_and_leaves_the_rest(tmp_path):
+    """`meta-train --label-free` from the shipped checkpoint: support sets labelled by the model's own
+    confident transcripts; the written checkpoint has the same weights and supervised adaptation,
+    plus an `adapt.label_free` section that the product's label-free adaptation then starts from."""
+    from asr_core.adaptation import AdaptationConfig, adapt_caller, adaptation_settings
+    from asr_core.audio import load_audio
+    from asr_core.checkpoint import load_checkpoint
+    from asr_core.corpus.build import CorpusConfig, build_corpus
+    from asr_core.manifest import read_manifest
+    from asr_core.meta_train import MetaTrainConfig, meta_train
+    from asr_core.recognizer import Recognizer
+
+    with pytest.raises(ValueError, match="label-free meta-training learns only the adaptation"):
+        MetaTrainConfig(manifest="m.tsv", checkpoint=None, out="o", label_free=True, learn_base=True)
+    manifest = build_corpus(CorpusConfig(out=str(tmp_path / "c"), seed=5, train_speakers=3, dev_speakers=1,
+                                         test_speakers=0, train_utts=6, dev_utts=4, workers=2))
+    out = meta_train(MetaTrainConfig(manifest=manifest, checkpoint=None, out=str(tmp_path / "m"), label_free=True,
+                                     support=3, query=3, meta_batch=2, outer_steps=2, eval_every=1, outer_lr=0.05,
+                                     min_confidence=0.3, threads=1))
+    assert out.endswith("metasgd_label_free.pt")
+    model, meta = load_checkpoint(out)
+    shipped, ship_meta = load_checkpoint()
+    assert all(torch.equal(v, shipped.state_dict()[k]) for k, v in model.state_dict().items())
+    for part in ("init", "step_sizes"):
+        assert all(torch.equal(v, ship_meta["adapt"][part][k]) for k, v in meta["adapt"][part].items())
+    lf = meta["adapt"]["label_free"]
+    assert lf["steps"] == 3 and meta["meta_train_label_free"]["outer_step"] in (0, 1, 2)
+    # the step sizes started from the supervised ones, all but the feature transform's cut to a tenth
+    sup = ship_meta["adapt"]["step_sizes"]
+    assert lf["step_sizes"]["blocks.0.lhuc"].mean() < sup["blocks.0.lhuc"].mean() * 0.5
+
+    rec = Recognizer.load(out, decoder="greedy")
+    steps, sizes, init = adaptation_settings(rec, "label-free")
+    assert steps == 3 and all(torch.equal(sizes[k], lf["step_sizes"][k]) for k in sizes)
+    assert all(torch.equal(init[k], lf["init"][k]) for k in init)
+    audios = [load_audio(u.audio, 8000) for u in read_manifest(manifest, ("dev",))]
+    r = adapt_caller(rec, audios, None, cfg=AdaptationConfig("label-free", min_confidence=0.0, guard=False))
+    labelled = [(a, t.text) for a in audios for t in [rec.transcribe(a, 8000)] if t.text]
+    expected = adapt(rec.model, lf["init"], make_batch(rec.model, [a for a, _ in labelled], [t for _, t in labelled]),
+                     3, sizes)
+    assert r.accepted and all(torch.allclose(r.params[k], expected[k], atol=1e-5) for k in expected)
