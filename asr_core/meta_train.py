@@ -183,19 +183,8 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     while step < cfg.outer_steps:
         opt.zero_grad(set_to_none=True)
         qsum = 0.0
-        done = tries = 0
-        while done < min(cfg.meta_batch, len(speakers)):
-            tries += 1
-            if tries > 100 * cfg.meta_batch:
-                raise ValueError(f"the training speakers' utterances give no pseudo-label with confidence >= "
-                                 f"{cfg.min_confidence}: nothing to meta-learn label-free adaptation from")
-            ix = rng.sample(groups[rng.choice(speakers)], cfg.support + cfg.query)
-            support = support_batch(data, ix[: cfg.support])
-            if support is None:  # label-free: nothing confident to adapt on, as a product run would stop
-                continue
-            qsum += float(learner.task_loss(support, _batch(data, ix[cfg.support:]),
-                                            cfg.inner_steps, scale=1.0 / cfg.meta_batch))
-            done += 1
+        for support, query in _tasks(cfg, rng, groups, speakers, data, support_batch):
+            qsum += float(learner.task_loss(support, query, cfg.inner_steps, scale=1.0 / cfg.meta_batch))
         opt.step()
         step += 1
         if step % 10 == 0:
@@ -211,6 +200,26 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
                         "step": step, "best": best}, state_path + ".part")
             os.replace(state_path + ".part", state_path)
     return best_path
+
+
+def _tasks(cfg: MetaTrainConfig, rng: random.Random, groups: dict[str, list[int]], speakers: list[str], data,
+           support_batch) -> list[tuple[Batch, Batch]]:
+    """One meta-batch of (support, query) tasks: distinct speakers; label-free, speakers drawn until
+    `meta_batch` tasks have a confident pseudo-label to adapt on (as a product run without one stops)."""
+    if not cfg.label_free:
+        return [(_batch(data, ix[: cfg.support]), _batch(data, ix[cfg.support:]))
+                for s in rng.sample(speakers, min(cfg.meta_batch, len(speakers)))
+                for ix in [rng.sample(groups[s], cfg.support + cfg.query)]]
+    tasks: list[tuple[Batch, Batch]] = []
+    for _ in range(100 * cfg.meta_batch):
+        ix = rng.sample(groups[rng.choice(speakers)], cfg.support + cfg.query)
+        support = support_batch(data, ix[: cfg.support])
+        if support is not None:
+            tasks.append((support, _batch(data, ix[cfg.support:])))
+            if len(tasks) == min(cfg.meta_batch, len(speakers)):
+                return tasks
+    raise ValueError(f"the training speakers' utterances give too few pseudo-labels with confidence >= "
+                     f"{cfg.min_confidence}: nothing to meta-learn label-free adaptation from")
 
 
 def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float, step: int,
