@@ -145,7 +145,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
         raise ValueError(f"no training speaker has {cfg.support + cfg.query} utterances")
     support_batch = _batch
     if cfg.label_free:
-        support_batch = _PseudoLabels(model, start, base_meta, cfg.checkpoint, cfg.min_confidence).batch
+        support_batch = _PseudoLabels(model, start, cfg.checkpoint, cfg.min_confidence).batch
     dev_tasks = [(support_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:]))
                  for ix in dev_groups.values()]
     dev_tasks = [(su, q) for su, q in dev_tasks if su is not None]
@@ -165,7 +165,6 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     opt = torch.optim.Adam(groups_opt) if cfg.algo != "reptile" else torch.optim.SGD(groups_opt)
     name = f"{cfg.algo}_label_free" if cfg.label_free else cfg.algo
     state_path, best_path = os.path.join(cfg.out, f"meta_state_{name}.pt"), os.path.join(cfg.out, f"{name}.pt")
-    save = _save_label_free if cfg.label_free else _save
     step, best = 0, float("inf")
     if os.path.exists(state_path):
         st = torch.load(state_path, weights_only=True)
@@ -177,7 +176,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     if step == 0:
         best = dev_query_loss(model, learner, dev_tasks, cfg.inner_steps)
         print(f"step 0: dev query loss after {cfg.inner_steps} steps {best:.4f}", file=log, flush=True)
-        save(model, learner, cfg, best_path, base_meta, best, step, start)
+        _save(model, learner, cfg, best_path, base_meta, best, step, start)
     speakers = sorted(groups)
     t_start = time.time()
     while step < cfg.outer_steps:
@@ -195,7 +194,7 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
             print(f"step {step}: dev query loss after adaptation {dev:.4f} (best {best:.4f})", file=log, flush=True)
             if dev < best or dev == float("inf"):
                 best = dev
-                save(model, learner, cfg, best_path, base_meta, best, step, start)
+                _save(model, learner, cfg, best_path, base_meta, best, step, start)
             torch.save({"model": model.state_dict(), "learner": learner.state_dict(), "opt": opt.state_dict(),
                         "step": step, "best": best}, state_path + ".part")
             os.replace(state_path + ".part", state_path)
@@ -225,38 +224,25 @@ def _tasks(cfg: MetaTrainConfig, rng: random.Random, groups: dict[str, list[int]
 def _save(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float, step: int,
           start: dict[str, torch.Tensor]) -> None:
     """The checkpoint keeps the adaptive group's pre-meta-learning values `start` in the model (what
-    callers without a profile get) and the learned init in its adapt section."""
-    sizes = learner.step_sizes()
+    callers without a profile get) and the learned init in its adapt section. Label-free: the input
+    checkpoint as it was (weights, supervised adaptation) plus `adapt.label_free`."""
     meta = {k: v for k, v in base_meta.items() if k not in ("sha256", "path", "adapt")}
-    meta["base_sha256"] = base_meta.get("base_sha256", base_meta.get("sha256"))
-    meta["meta_train"] = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
     learned = initial_params(model)
-    adapt_section = {"algo": cfg.algo, "steps": cfg.inner_steps,
-                     "step_sizes": {k: v.detach().clone() for k, v in sizes.items()}, "init": learned}
+    section = {"algo": cfg.algo, "steps": cfg.inner_steps, "init": learned,
+               "step_sizes": {k: v.detach().clone() for k, v in learner.step_sizes().items()}}
+    run = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
+    if cfg.label_free:
+        meta["meta_train_label_free"] = run
+        section = dict(base_meta["adapt"], label_free=section)
+    else:
+        meta["base_sha256"] = base_meta.get("base_sha256", base_meta.get("sha256"))
+        meta["meta_train"] = run
     load_params(model, start)
     try:
-        save_checkpoint(model, path, meta=meta, adapt=adapt_section)
+        save_checkpoint(model, path, meta=meta, adapt=section)
     finally:
         load_params(model, learned)
-    with open(os.path.join(cfg.out, f"{cfg.algo}.json"), "w") as f:
-        json.dump({"step": step, "dev_query_loss": dev_loss}, f)
-
-
-def _save_label_free(model, learner: MetaLearner, cfg: MetaTrainConfig, path: str, base_meta: dict, dev_loss: float,
-                     step: int, start: dict[str, torch.Tensor]) -> None:
-    """The input checkpoint as it was (weights, supervised adaptation) plus `adapt.label_free`."""
-    meta = {k: v for k, v in base_meta.items() if k not in ("sha256", "path", "adapt")}
-    meta["meta_train_label_free"] = dict(asdict(cfg), dev_query_loss=round(dev_loss, 4), outer_step=step)
-    learned = initial_params(model)
-    adapt_section = dict(base_meta["adapt"], label_free={
-        "algo": cfg.algo, "steps": cfg.inner_steps, "init": learned,
-        "step_sizes": {k: v.detach().clone() for k, v in learner.step_sizes().items()}})
-    load_params(model, start)
-    try:
-        save_checkpoint(model, path, meta=meta, adapt=adapt_section)
-    finally:
-        load_params(model, learned)
-    with open(os.path.join(cfg.out, f"{cfg.algo}_label_free.json"), "w") as f:
+    with open(os.path.join(cfg.out, f"{cfg.algo}{'_label_free' if cfg.label_free else ''}.json"), "w") as f:
         json.dump({"step": step, "dev_query_loss": dev_loss}, f)
 
 
@@ -270,8 +256,7 @@ class _PseudoLabels:
     transcripts (beam search + LM) of the model a caller without a profile gets, kept from
     `min_confidence`. Each utterance is decoded once."""
 
-    def __init__(self, model, params: dict[str, torch.Tensor], meta: dict, checkpoint: str | None,
-                 min_confidence: float):
+    def __init__(self, model, params: dict[str, torch.Tensor], checkpoint: str | None, min_confidence: float):
         from asr_core.recognizer import Recognizer
         self.model, self.params, self.min_confidence = model, detached(params), min_confidence
         self.decoder = Recognizer.load(checkpoint)  # the product's decoder (lexicon + LM) for these log-probs
