@@ -123,10 +123,13 @@ def test_label_free_adaptation_runs_without_references(recognizer, caller):
 
 
 def test_label_free_adaptation_changes_only_the_feature_transform(recognizer, caller):
-    """Without references only the per-mel-bin feature transform adapts: noisy pseudo-labels must not
-    be learned by the adapters' tens of thousands of values or the LHUC scales; the rest of the
-    profile is the meta-learned init."""
+    """A checkpoint without meta-learned label-free settings: without references only the per-mel-bin
+    feature transform adapts (noisy pseudo-labels must not be learned by the adapters' tens of
+    thousands of values or the LHUC scales); the rest of the profile is the meta-learned init."""
     audios, _ = caller
+    assert "label_free" in recognizer.meta["adapt"]  # the shipped one has them (tests/asr_core/test_meta.py)
+    plain = {k: v for k, v in recognizer.meta["adapt"].items() if k != "label_free"}
+    recognizer = Recognizer(recognizer.model, dict(recognizer.meta, adapt=plain), recognizer.beam)
     r = adapt_caller(recognizer, audios, None, cfg=AdaptationConfig("label-free", min_confidence=0.0, guard=False))
     init = adaptation_init(recognizer.model, recognizer.meta)
     fixed = [k for k in init if not k.startswith("input_adapter.")]
