@@ -100,7 +100,7 @@ def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int =
 ADAPT_METHODS = ("none", "finetune", "lhuc", "maml", "fomaml", "reptile", "metasgd", "label-free", "supervised")
 
 
-def test_speakers(rows: list, manifest: str, max_speakers: int = 0) -> list[str]:
+def speakers_with_tests(rows: list, manifest: str, max_speakers: int = 0) -> list[str]:
     """The speakers with `test` utterances (the first `max_speakers`); none is an error."""
     found = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
     if not found:
@@ -127,7 +127,7 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
         raise ValueError(f"finetune_lr must be > 0, got {finetune_lr}")
     torch.set_num_threads(threads)
     rows = read_manifest(manifest, ("adapt", "test"), speakers)
-    speakers = test_speakers(rows, manifest, max_speakers)
+    speakers = speakers_with_tests(rows, manifest, max_speakers)
     steps, _ = step_settings(rec)
     tuned = base  # finetune adapts the product's own group: add the same adapters to the base model
     rank = rec.model.cfg.adapter_rank

@@ -150,12 +150,12 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
     effect of adaptation is measured (the guard only ever reverts to 'none'). first_pass: label-free
     pseudo-labels from this recognizer of 8 kHz audio (as the product), else Whisper's own."""
     from asr_core.audio import load_audio
-    from asr_core.evaluate import test_speakers
+    from asr_core.evaluate import speakers_with_tests
     from asr_core.manifest import read_manifest
     torch.set_num_threads(threads)
     modes = ["supervised", "label-free"] if mode == "all" else [mode]
     rows = read_manifest(manifest, ("adapt", "test"), speakers)
-    speakers = test_speakers(rows, manifest, max_speakers)
+    speakers = speakers_with_tests(rows, manifest, max_speakers)
     res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in ["none", *modes]}
     for si, spk in enumerate(speakers):
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
