@@ -152,10 +152,12 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     print(f"meta-train {cfg.algo}{' label-free' if cfg.label_free else ''}: {len(groups)} train speakers, "
           f"{len(dev_tasks)} dev speakers, features in {time.time() - t0:.0f}s", file=log, flush=True)
     init_sizes = None
-    if cfg.label_free:  # from the supervised step sizes, all but the feature transform's cut to a tenth
-        init_sizes = {k: (v if k.startswith("input_adapter.") else v * 0.1) if isinstance(v, torch.Tensor)
-                      else torch.full_like(dict(model.named_parameters())[k], float(v))
-                      for k, v in (label_free.get("step_sizes") or _sizes(model, sup)).items()}
+    if cfg.label_free and label_free.get("step_sizes"):  # continue from earlier label-free step sizes
+        init_sizes = {k: v.clone() for k, v in label_free["step_sizes"].items()}
+    elif cfg.label_free:  # from the supervised step sizes, all but the feature transform's cut to a tenth
+        own = dict(model.named_parameters())
+        init_sizes = {k: (v if isinstance(v, torch.Tensor) else torch.full_like(own[k], v))
+                      * (1.0 if k.startswith("input_adapter.") else 0.1) for k, v in _sizes(model, sup).items()}
     learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr,
                           adapter_lr=cfg.adapter_lr, init_sizes=init_sizes)
     groups_opt = []

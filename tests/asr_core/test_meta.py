@@ -171,6 +171,13 @@ def test_label_free_meta_training_adds_its_section_and_leaves_the_rest(tmp_path)
     sup = ship_meta["adapt"]["step_sizes"]
     assert lf["step_sizes"]["blocks.0.lhuc"].mean() < sup["blocks.0.lhuc"].mean() * 0.5
 
+    # label-free meta-training again from that checkpoint continues from its label-free settings
+    again = meta_train(MetaTrainConfig(manifest=manifest, checkpoint=out, out=str(tmp_path / "m2"), label_free=True,
+                                       support=3, query=3, meta_batch=2, outer_steps=1, eval_every=1, outer_lr=0.01,
+                                       min_confidence=0.3, threads=1))
+    lf2 = load_checkpoint(again)[1]["adapt"]["label_free"]
+    assert torch.allclose(lf2["step_sizes"]["blocks.0.lhuc"], lf["step_sizes"]["blocks.0.lhuc"], rtol=0.05)
+
     rec = Recognizer.load(out, decoder="greedy")
     steps, sizes, init = adaptation_settings(rec, "label-free")
     assert steps == 3 and all(torch.equal(sizes[k], lf["step_sizes"][k]) for k in sizes)
