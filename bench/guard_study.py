@@ -67,7 +67,7 @@ def main() -> int:
     ap.add_argument("--mode", choices=["supervised", "label-free"], default="supervised")
     ap.add_argument("--min-confidence", type=float,
                     help="label-free: pseudo-labels kept from this confidence (default: the product's, "
-                         "0.85 small, 0.5 Whisper)")
+                         "0.75 small, 0.5 Whisper)")
     ap.add_argument("--judge", action="store_true",
                     help="also record the held-out hypotheses' distance to the small model's (an independent "
                          "first pass) before/after adaptation")
@@ -76,7 +76,13 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(1)
     rec, transcribe, fit, start, baseline = load_backbone(a.backbone, a.mode, a.checkpoint)
-    min_conf = a.min_confidence if a.min_confidence is not None else (0.85 if a.backbone == "small" else 0.5)
+    if a.min_confidence is not None:
+        min_conf = a.min_confidence
+    elif a.backbone == "small":
+        from asr_core.adaptation import AdaptationConfig
+        min_conf = AdaptationConfig.min_confidence
+    else:
+        from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as min_conf
     judge = None
     if a.judge:
         from asr_core.recognizer import Recognizer

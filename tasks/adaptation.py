@@ -44,10 +44,9 @@ logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 3
 # Label-free adaptation needs this many segments (the guard holds out
-# chunks of 2, each judged by an adaptation on the rest) and keeps
-# pseudo-labels at least this confident.
+# chunks of 2, each judged by an adaptation on the rest). Its pseudo-labels
+# are kept from asr_core's confidence threshold for the backbone.
 LABEL_FREE_MIN_SEGMENTS = 6
-LABEL_FREE_MIN_CONFIDENCE = 0.75  # the small model's pseudo-labels; chosen on tuning callers (model card)
 
 
 @shared_task(
@@ -232,7 +231,9 @@ def _label_free_min_confidence(rec) -> float:
         from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_MIN_CONFIDENCE
 
         return WHISPER_MIN_CONFIDENCE
-    return LABEL_FREE_MIN_CONFIDENCE
+    from asr_core.adaptation import AdaptationConfig
+
+    return AdaptationConfig.min_confidence  # the small model's (0.75, chosen on tuning callers: model card)
 
 
 def _finish_without_profile(*, run_id: int, version, mode: str, figures: dict, reason: str) -> dict[str, object]:
