@@ -345,9 +345,16 @@ if _env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", default=False):
     # Only behind a proxy that sets this header itself.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
-# Login attempts (POSTs to LOGIN_RATE_LIMIT_PATHS) per client address and per
-# username within LOGIN_RATE_WINDOW_S; more are answered 429. 0 turns it off.
+# Failed logins (callcenter/ratelimit.py) within LOGIN_RATE_WINDOW_S: of one
+# username from one client address, and from one address in all (looser);
+# at either limit that login POST is answered 429. 0 turns it off.
 LOGIN_RATE_LIMIT = _env_int("LOGIN_RATE_LIMIT", 10)
+LOGIN_RATE_LIMIT_PER_ADDRESS = _env_int("LOGIN_RATE_LIMIT_PER_ADDRESS", 5 * LOGIN_RATE_LIMIT)
+if LOGIN_RATE_LIMIT_PER_ADDRESS < LOGIN_RATE_LIMIT:
+    raise ImproperlyConfigured(
+        f"LOGIN_RATE_LIMIT_PER_ADDRESS={LOGIN_RATE_LIMIT_PER_ADDRESS} must be at least "
+        f"LOGIN_RATE_LIMIT={LOGIN_RATE_LIMIT} (it counts one address's failures for every username)"
+    )
 LOGIN_RATE_WINDOW_S = _env_int("LOGIN_RATE_WINDOW_S", 300, minimum=1)
 LOGIN_RATE_LIMIT_PATHS = ["/admin/login/", "/accounts/login/", "/login/"]
 

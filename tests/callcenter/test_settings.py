@@ -91,6 +91,7 @@ def test_production_variables_turn_debug_off_and_security_on(load_settings):
         ({"ASR_WHISPER_TRIM_S": "soon"}, "ASR_WHISPER_TRIM_S='soon' must be a number of seconds or 'none'"),
         ({"ASR_WHISPER_TRIM_S": "45"}, "ASR_WHISPER_TRIM_S='45' must be between 0 and 30 seconds"),
         ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' is not a boolean"),
+        ({"LOGIN_RATE_LIMIT_PER_ADDRESS": "5"}, "LOGIN_RATE_LIMIT_PER_ADDRESS=5 must be at least LOGIN_RATE_LIMIT=10"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(load_settings, env, message):
