@@ -750,11 +750,34 @@ def adaptation_backbones() -> list[str]:
     return [ModelVersion.Backbone.SMALL, settings.ASR_FINAL_BACKBONE]
 
 
+# Fewest usable segments an adaptation after a call needs: its guard adapts
+# on some and judges the result on others held out, so with fewer a run can
+# only fail ("no stored audio") or be rejected unchecked (tasks/adaptation.py).
+ADAPTATION_MIN_SEGMENTS = 2
+
+
+def _adaptation_usable_segments(*, customer_id: int) -> int:
+    """The caller's segments an adaptation could use: audio stored and a
+    recognition that did not fail (pending ones are still being recognized)."""
+    return (
+        Segment.objects.filter(call__customer_id=customer_id)
+        .exclude(audio="")
+        .exclude(status=Segment.Status.FAILED)
+        .count()
+    )
+
+
 def adaptation_schedule_after_call(*, call: Call) -> AdaptationRun | None:
     """Queue the adaptation of the call's customer once the transaction
     commits, one run per backbone (``adaptation_backbones``); once per call
-    (a second hangup schedules nothing). Returns the small model's run."""
+    (a second hangup schedules nothing). Returns the small model's run; None
+    (no run, no task) without a known caller or while the caller has fewer
+    than ``ADAPTATION_MIN_SEGMENTS`` usable segments."""
     if call.customer_id is None:
+        return None
+    if _adaptation_usable_segments(customer_id=call.customer_id) < ADAPTATION_MIN_SEGMENTS:
+        logger.info("call #%s: no adaptation of customer #%s: fewer than %d segments with usable audio",
+                    call.pk, call.customer_id, ADAPTATION_MIN_SEGMENTS)  # fmt: skip
         return None
     runs = []
     with transaction.atomic():

@@ -146,16 +146,19 @@ def test_the_run_of_a_call_adapts_once_however_often_the_task_runs(celery_worker
     assert VoiceProfile.objects.filter(customer=customer).count() == (1 if first.status == "accepted" else 0)
 
 
-def test_a_caller_without_audio_is_refused_in_the_admin_path_and_fails_with_a_reason_after_a_call(celery_worker):
+def test_a_caller_without_audio_gets_no_run_and_a_run_whose_audio_is_gone_fails_with_a_reason(celery_worker):
     customer = services.customer_create(phone="+15557780009")
     with pytest.raises(AdaptationFailed, match="no stored audio"):
         services.adaptation_request(customer_id=customer.pk)
+    call = services.call_start(protocol="twilio", external_id="MZempty", customer_id=customer.pk)
+    services.call_end(call_id=call.pk)  # hung up before saying anything: nothing is queued
     assert not AdaptationRun.objects.exists()
 
-    call = services.call_start(protocol="twilio", external_id="MZempty", customer_id=customer.pk)
-    services.call_end(call_id=call.pk)  # hung up before saying anything
+    # A run queued while the caller still had audio (deleted since) fails with the reason.
+    queued = AdaptationRun.objects.create(customer=customer, trigger=AdaptationRun.Trigger.MANUAL)
+    adapt_customer.delay(run_id=queued.pk)
 
-    run = _wait_finished(AdaptationRun.objects.get(call=call).pk)
+    run = _wait_finished(queued.pk)
     assert run.status == "failed" and "has no stored audio" in run.reason
     assert not VoiceProfile.objects.exists()
 

@@ -120,6 +120,50 @@ def test_a_call_that_ends_schedules_one_adaptation_after_commit(media, django_ca
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("segments", "why"),
+    [
+        ([], "hung up before saying anything"),
+        ([("audio", "recognized")], "one segment: nothing to hold out for the guard"),
+        ([("", "failed"), ("", "pending")], "segments whose audio never reached storage"),
+        ([("audio", "failed"), ("audio", "failed")], "audio the recognizer could not use"),
+    ],
+)
+def test_a_call_without_enough_usable_audio_schedules_no_adaptation(
+    media, django_capture_on_commit_callbacks, segments, why
+):
+    customer = services.customer_create(phone="+15557790003")
+    call = services.call_start(protocol="twilio", external_id="MZprobe", customer_id=customer.pk)
+    for index, (audio, status) in enumerate(segments):
+        segment = services.segment_create(call_id=call.pk, index=index, start_ms=index * 2000,
+                                          end_ms=index * 2000 + 1500, sample_rate=8000,
+                                          audio=b"RIFF fake wav" if audio else b"")  # fmt: skip
+        Segment.objects.filter(pk=segment.pk).update(status=status)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        ended = services.call_end(call_id=call.pk)
+
+    assert ended.status == "ended"
+    assert not AdaptationRun.objects.exists(), why
+    assert callbacks == [], "no adaptation task queued"
+
+
+@pytest.mark.django_db
+def test_a_caller_whose_audio_comes_from_earlier_calls_is_adapted_after_a_silent_call(
+    media, django_capture_on_commit_callbacks
+):
+    customer, earlier, _segments = _call_with_segments()
+    services.call_end(call_id=earlier.pk)
+    silent = services.call_start(protocol="twilio", external_id="MZsilent", customer_id=customer.pk)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.call_end(call_id=silent.pk)
+
+    assert AdaptationRun.objects.filter(call=silent, trigger="call_ended").count() == 1
+    assert len(callbacks) == 1
+
+
+@pytest.mark.django_db
 def test_no_adaptation_is_scheduled_when_the_setting_is_off(media, settings):
     settings.ADAPTATION_AFTER_CALL = False
     _customer, call, _segments = _call_with_segments()
