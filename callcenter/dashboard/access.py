@@ -3,7 +3,9 @@
 - A **supervisor** (a staff user, or a user with the ``calls.view_call``
   permission, e.g. through a "Supervisors" group) sees every call.
 - An **agent** (a user with an ``Agent`` row, added in the admin under
-  *Agents*) sees the calls assigned to them and the unassigned queue.
+  *Agents*) sees the calls assigned to them and the unassigned queue: the
+  unassigned calls that are live or ended less than ``QUEUE_WINDOW`` ago.
+  An older unassigned call is nobody's to see but a supervisor's.
 - Any other logged-in user is refused (``Forbidden``).
 
 A call gets its agent either from the telephony side (the stream's custom
@@ -12,11 +14,24 @@ parameter ``agent``: a username) or when an agent takes it from the queue.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from callcenter.errors import Forbidden
 
 SUPERVISOR_PERMISSION = "calls.view_call"
+# An unassigned call stays in the queue (listed, and open to every agent)
+# while it is live and this long after it ended.
+QUEUE_WINDOW = dt.timedelta(minutes=30)
+
+
+def in_queue_window(*, ended_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+    """Whether a call that ended at ``ended_at`` (None: live) is still in the queue."""
+    if ended_at is None:
+        return True
+    from django.utils import timezone
+
+    return ended_at >= (now or timezone.now()) - QUEUE_WINDOW
 
 
 @dataclass(frozen=True)
@@ -26,12 +41,16 @@ class Viewer:
     agent_id: int | None
     supervisor: bool
 
-    def sees(self, *, agent_id: int | None) -> bool:
-        """Whether a call assigned to ``agent_id`` (None: unassigned) is visible."""
-        return self.supervisor or agent_id is None or agent_id == self.agent_id
+    def sees(self, *, agent_id: int | None, ended_at: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+        """Whether a call assigned to ``agent_id`` (None: unassigned) that
+        ended at ``ended_at`` (None: live) is visible."""
+        if self.supervisor or (agent_id is not None and agent_id == self.agent_id):
+            return True
+        return agent_id is None and in_queue_window(ended_at=ended_at, now=now)
 
     def sees_username(self, agent: str | None) -> bool:
-        """The same, for a call message that names its agent by username."""
+        """The same, for a call message (a live event: its call is in the
+        queue window) that names its agent by username."""
         return self.supervisor or agent is None or (self.agent_id is not None and agent == self.username)
 
 

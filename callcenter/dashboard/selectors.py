@@ -14,19 +14,25 @@ from callcenter.calls import selectors as calls_selectors
 from callcenter.calls.models import Call, Segment, VoiceProfile
 from callcenter.errors import Forbidden, InvalidInput
 
-from .access import Viewer
+from .access import QUEUE_WINDOW, Viewer
 
 logger = logging.getLogger(__name__)
 
-# Ended calls stay in the list this long, so an agent sees the call they just had.
-RECENTLY_ENDED = dt.timedelta(minutes=30)
+# Ended calls stay in the list this long, so an agent sees the call they just had
+# (and unassigned ones stay in the queue as long: ``access.QUEUE_WINDOW``).
+RECENTLY_ENDED = QUEUE_WINDOW
 MAX_LISTED = 100
 
 
-def _visible(calls: QuerySet[Call], viewer: Viewer) -> QuerySet[Call]:
+def _visible(calls: QuerySet[Call], viewer: Viewer, now: dt.datetime | None = None) -> QuerySet[Call]:
+    """``calls`` narrowed to those the viewer sees (``Viewer.sees`` in SQL)."""
     if viewer.supervisor:
         return calls
-    return calls.filter(Q(agent__isnull=True) | Q(agent_id=viewer.agent_id))
+    since = (now or timezone.now()) - QUEUE_WINDOW
+    in_queue = Q(agent__isnull=True) & (Q(ended_at__isnull=True) | Q(ended_at__gte=since))
+    if viewer.agent_id is None:
+        return calls.filter(in_queue)
+    return calls.filter(in_queue | Q(agent_id=viewer.agent_id))
 
 
 def calls_for_viewer(*, viewer: Viewer, now: dt.datetime | None = None) -> list[Call]:
@@ -39,17 +45,27 @@ def calls_for_viewer(*, viewer: Viewer, now: dt.datetime | None = None) -> list[
     recently_ended = Q(status__in=[Call.Status.ENDED, Call.Status.FAILED], started_at__gte=started_after,
                        ended_at__gte=since)  # fmt: skip
     calls = Call.objects.filter(Q(status=Call.Status.LIVE) | recently_ended).select_related("customer", "agent__user")
-    listed = list(_visible(calls, viewer).order_by("-started_at", "-id")[:MAX_LISTED])
+    listed = list(_visible(calls, viewer, now).order_by("-started_at", "-id")[:MAX_LISTED])
     return sorted(listed, key=lambda c: c.status != Call.Status.LIVE)
 
 
 def call_for_viewer(*, viewer: Viewer, call_id: int) -> Call:
     """One call the viewer may see: ``NotFound``, or ``Forbidden`` when it is
-    another agent's."""
+    another agent's or an unassigned call that left the queue."""
     call = calls_selectors.call_get(call_id=call_id)
-    if not viewer.sees(agent_id=call.agent_id):
+    if not viewer.sees(agent_id=call.agent_id, ended_at=call.ended_at):
+        if call.agent_id is None:
+            raise Forbidden(f"call #{call_id} left the queue more than {QUEUE_WINDOW.seconds // 60} minutes ago",
+                            call_id=call_id)  # fmt: skip
         raise Forbidden(f"call #{call_id} is assigned to another agent", call_id=call_id)
     return call
+
+
+def call_visible(*, viewer: Viewer, call_id: int) -> bool:
+    """Whether the viewer sees the call (``NotFound`` when there is none):
+    the agents' feed asks it of each call it is not sure of."""
+    call = calls_selectors.call_get(call_id=call_id)
+    return viewer.sees(agent_id=call.agent_id, ended_at=call.ended_at)
 
 
 def segments_after(*, viewer: Viewer, call_id: int, after: int | None = None) -> list[Segment]:
@@ -64,14 +80,16 @@ def segments_after(*, viewer: Viewer, call_id: int, after: int | None = None) ->
     return list(segments)
 
 
-def caller_history(*, call: Call, limit: int = 10) -> dict:
-    """The caller's earlier calls and what the recognizer knows about them:
-    whether it has a voice profile for the caller and how much adaptation
-    improved recognition (``calls.selectors.customer_history``)."""
+def caller_history(*, viewer: Viewer, call: Call, limit: int = 10) -> dict:
+    """The caller's earlier calls that the viewer may see (an agent: their
+    own and the queue's, never another agent's transcript or name) and what
+    the recognizer knows about the caller: whether it has a voice profile and
+    how much adaptation improved recognition (``calls.selectors.customer_history``)."""
     if call.customer_id is None:
         return {"customer": None, "earlier_calls": [], "profile": None}
+    earlier_calls = Call.objects.filter(customer_id=call.customer_id, started_at__lt=call.started_at)
     earlier = list(
-        Call.objects.filter(customer_id=call.customer_id, started_at__lt=call.started_at)
+        _visible(earlier_calls, viewer)
         .exclude(pk=call.pk)
         .select_related("agent__user")
         .order_by("-started_at", "-id")[:limit]

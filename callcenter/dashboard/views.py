@@ -100,7 +100,7 @@ def call_detail(request: HttpRequest, viewer: Viewer, call_id: int) -> dict:
         "now": timezone.now().isoformat(),
         "call": payloads.call_json(call, viewer_agent_id=viewer.agent_id),
         "segments": [payloads.segment_json(s) for s in selectors.segments_after(viewer=viewer, call_id=call_id)],
-        "history": payloads.history_json(selectors.caller_history(call=call)),
+        "history": payloads.history_json(selectors.caller_history(viewer=viewer, call=call)),
     }
 
 

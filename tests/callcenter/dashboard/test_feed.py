@@ -5,12 +5,15 @@ viewer gets."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
+from django.utils import timezone
 
 from callcenter import metrics
 from callcenter.asgi import application
@@ -140,11 +143,14 @@ def test_a_logged_out_session_no_longer_opens_the_feed(people):
 
 @pytest.mark.parametrize(
     ("query", "code", "close_code"),
-    [("abc", "invalid", 4400), ("1e3", "invalid", 4400), ("99999999", "not_found", 4400), ("bobs", "forbidden", 4403)],
+    [("abc", "invalid", 4400), ("1e3", "invalid", 4400), ("99999999", "not_found", 4400), ("bobs", "forbidden", 4403),
+     ("left_the_queue", "forbidden", 4403)],
 )
 def test_one_call_feeds_are_checked(people, query, code, close_code):
     bobs = services.call_start(protocol="pcm", agent_id=people["bob"].pk)
-    query = str(bobs.pk) if query == "bobs" else query
+    old = services.call_start(protocol="pcm", started_at=timezone.now() - dt.timedelta(days=2))
+    services.call_end(call_id=old.pk, ended_at=old.started_at + dt.timedelta(minutes=5))
+    query = {"bobs": str(bobs.pk), "left_the_queue": str(old.pk)}.get(query, query)
     headers = cookie(people["alice"].user)
 
     async def scenario():
@@ -154,6 +160,42 @@ def test_one_call_feeds_are_checked(people, query, code, close_code):
     first, closed = async_to_sync(scenario)()
 
     assert (first["code"], closed) == (code, close_code)
+
+
+def test_one_call_feeds_open_for_the_queue_window_and_for_a_supervisor_always(people):
+    def ended(ago: dt.timedelta) -> Call:
+        call = services.call_start(protocol="pcm", started_at=timezone.now() - ago)
+        return services.call_end(call_id=call.pk, ended_at=call.started_at + dt.timedelta(minutes=5))
+
+    recent, old = ended(dt.timedelta(minutes=20)), ended(dt.timedelta(days=2))
+    alice_headers, sue_headers = cookie(people["alice"].user), cookie(people["supervisor"])
+
+    async def scenario():
+        opened = []
+        for headers, call in [(alice_headers, recent), (sue_headers, old)]:
+            feed, first = await _connect(headers, f"/ws/agent/?call={call.pk}")
+            opened.append((first["type"], await feed.receive_nothing(timeout=0.3)))
+            await feed.disconnect()
+        return opened
+
+    assert async_to_sync(scenario)() == [("hello", True), ("hello", True)]
+
+
+def test_an_agent_gets_no_messages_of_an_unassigned_call_that_left_the_queue(people):
+    old = services.call_start(protocol="pcm", started_at=timezone.now() - dt.timedelta(days=2))
+    services.call_end(call_id=old.pk, ended_at=old.started_at + dt.timedelta(minutes=5))
+    live = services.call_start(protocol="pcm")
+    alice_headers = cookie(people["alice"].user)
+
+    async def scenario():
+        alice, _ = await _connect(alice_headers)
+        await _publish(old, partial(old, "said long ago"))  # e.g. a segment queued again by hand
+        await _publish(live, partial(live, "said now"))
+        seen = await _drain(alice)
+        await alice.disconnect()
+        return seen
+
+    assert [m["text"] for m in async_to_sync(scenario)()] == ["said now"]
 
 
 # --- which messages each viewer gets ---

@@ -42,7 +42,8 @@ def people(django_user_model) -> dict:
 def calls(people) -> dict:
     customer = services.customer_create(phone="+15550101010", name="Ada Caller")
     earlier = services.call_start(protocol="twilio", external_id="MZ-earlier", customer_id=customer.pk,
-                                  started_at=timezone.now() - dt.timedelta(days=2))  # fmt: skip
+                                  started_at=timezone.now() - dt.timedelta(days=2),
+                                  agent_id=people["alice"].pk)  # fmt: skip
     services.call_end(call_id=earlier.pk, ended_at=earlier.started_at + dt.timedelta(minutes=3))
     seg = services.segment_create(call_id=earlier.pk, index=0, start_ms=0, end_ms=900, sample_rate=8000)
     Segment.objects.filter(pk=seg.pk).update(status="recognized", text="i would like a refund")
@@ -176,6 +177,30 @@ def test_an_agent_cannot_open_another_agents_call(people, calls):
     assert client.get("/agent/api/calls/999999").status_code == 404
 
 
+def _ended_call(customer, *, ago: dt.timedelta, agent=None, said: str) -> Call:
+    call = services.call_start(protocol="twilio", external_id=f"MZ-{said[:12]}", customer_id=customer.pk,
+                               agent_id=agent.pk if agent else None, started_at=timezone.now() - ago)  # fmt: skip
+    services.call_end(call_id=call.pk, ended_at=call.started_at + dt.timedelta(minutes=2))
+    segment = services.segment_create(call_id=call.pk, index=0, start_ms=0, end_ms=900, sample_rate=8000)
+    Segment.objects.filter(pk=segment.pk).update(status="recognized", text=said)
+    return call
+
+
+def test_an_agent_cannot_open_an_unassigned_call_long_after_it_left_the_queue(people, calls):
+    old = _ended_call(calls["customer"], ago=dt.timedelta(days=3), said="nobody took this call")
+    recent = _ended_call(calls["customer"], ago=dt.timedelta(minutes=12), said="a call just missed")
+    alice, sue = client_for(people["alice"].user), client_for(people["supervisor"])
+
+    detail = alice.get(f"/agent/api/calls/{old.pk}")
+    missed = alice.get(f"/agent/api/calls/{old.pk}/segments")
+
+    assert detail.status_code == 403 and "left the queue" in detail.json()["error"]["message"]
+    assert missed.status_code == 403 and b"nobody took this call" not in missed.content
+    assert alice.get(f"/agent/api/calls/{recent.pk}").status_code == 200, "still in the queue window"
+    assert alice.get(f"/agent/api/calls/{calls['earlier'].pk}").status_code == 200, "her own call, however old"
+    assert sue.get(f"/agent/api/calls/{old.pk}").status_code == 200, "a supervisor sees every call"
+
+
 # --- one call: transcript and the caller's history ---
 
 
@@ -190,6 +215,25 @@ def test_opening_a_call_gives_its_segments_and_the_callers_earlier_calls(people,
     assert [(c["id"], c["summary"], c["duration_s"]) for c in history["earlier_calls"]] == [
         (calls["earlier"].pk, "i would like a refund", 180.0)]  # fmt: skip
     assert history["profile"] is None
+
+
+def test_the_callers_history_shows_an_agent_only_the_calls_they_may_open(people, calls):
+    customer = calls["customer"]
+    bobs = _ended_call(customer, ago=dt.timedelta(days=1), agent=people["bob"], said="bob heard my account number")
+    old = _ended_call(customer, ago=dt.timedelta(days=3), said="nobody took this call")
+    recent = _ended_call(customer, ago=dt.timedelta(minutes=12), said="a call just missed")
+    url = f"/agent/api/calls/{calls['queued'].pk}"
+
+    alice = client_for(people["alice"].user).get(url)
+    sue = client_for(people["supervisor"]).get(url).json()["history"]["earlier_calls"]
+
+    history = alice.json()["history"]["earlier_calls"]
+    assert [(c["id"], c["agent"], c["summary"]) for c in history] == [
+        (recent.pk, None, "a call just missed"), (calls["earlier"].pk, "alice", "i would like a refund")]  # fmt: skip
+    assert b"bob heard my account number" not in alice.content and b'"bob"' not in alice.content
+    assert b"nobody took this call" not in alice.content
+    assert [c["id"] for c in sue] == [recent.pk, bobs.pk, calls["earlier"].pk, old.pk]
+    assert [c["agent"] for c in sue] == [None, "bob", "alice", None]
 
 
 def test_the_history_shows_the_callers_profile_and_how_much_adaptation_improved(people, calls):
@@ -262,7 +306,7 @@ def test_a_malformed_call_id_is_a_400_in_json_everywhere(people, calls, call_id)
     for response in answers:
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid", response.content
         assert "call must be an id" in response.json()["error"]["message"]
-    assert not Call.objects.filter(agent=people["alice"]).exclude(pk=calls["alices"].pk).exists()
+    assert not Call.objects.filter(agent=people["alice"]).exclude(pk__in=[calls["alices"].pk, calls["earlier"].pk]).exists()
 
 
 def test_the_api_refuses_other_methods(people, calls):
