@@ -13,6 +13,7 @@ the settings are imported: every process fails at start with one clear line
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -357,6 +358,37 @@ if LOGIN_RATE_LIMIT_PER_ADDRESS < LOGIN_RATE_LIMIT:
     )
 LOGIN_RATE_WINDOW_S = _env_int("LOGIN_RATE_WINDOW_S", 300, minimum=1)
 LOGIN_RATE_LIMIT_PATHS = ["/admin/login/", "/accounts/login/", "/login/"]
+
+# --- Operations endpoints --------------------------------------------------
+
+# /readyz, /metrics and ws/health/ answer operators only (callcenter/health.py):
+# a request with "Authorization: Bearer <OPS_TOKEN>" (the websocket may send
+# ?token= instead), from an address in OPS_ALLOWED_NETWORKS, or of a logged-in
+# staff user; anyone else gets 403. /healthz stays public (ok or error only).
+OPS_TOKEN = _env_str("OPS_TOKEN", "")
+if OPS_TOKEN and (len(OPS_TOKEN) < 16 or any(c.isspace() or not c.isprintable() for c in OPS_TOKEN)):
+    raise ImproperlyConfigured(
+        "OPS_TOKEN must be at least 16 printable characters without spaces, e.g. "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+
+
+def _networks(name: str, values: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not a network: use addresses or CIDR blocks, e.g. 127.0.0.0/8,10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
+# Comma-separated; empty: no network, only the token or a staff login.
+OPS_ALLOWED_NETWORKS = _networks(
+    "OPS_ALLOWED_NETWORKS", _env_list("OPS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+)
 
 # --- Logging ---------------------------------------------------------------
 

@@ -75,6 +75,20 @@ def test_production_variables_turn_debug_off_and_security_on(load_settings):
     assert settings["ASR_CHECKPOINT"] == "/models/meta-3.pt"
 
 
+def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(load_settings):
+    import ipaddress
+
+    default = load_settings()
+    configured = load_settings(OPS_TOKEN="x" * 32, OPS_ALLOWED_NETWORKS="10.0.0.0/8, 192.168.1.7,fd00::/8")
+    token_only = load_settings(OPS_ALLOWED_NETWORKS="")
+
+    assert default["OPS_TOKEN"] == ""
+    assert default["OPS_ALLOWED_NETWORKS"] == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert configured["OPS_TOKEN"] == "x" * 32
+    assert [str(n) for n in configured["OPS_ALLOWED_NETWORKS"]] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+    assert token_only["OPS_ALLOWED_NETWORKS"] == ()
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -92,6 +106,9 @@ def test_production_variables_turn_debug_off_and_security_on(load_settings):
         ({"ASR_WHISPER_TRIM_S": "45"}, "ASR_WHISPER_TRIM_S='45' must be between 0 and 30 seconds"),
         ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' is not a boolean"),
         ({"LOGIN_RATE_LIMIT_PER_ADDRESS": "5"}, "LOGIN_RATE_LIMIT_PER_ADDRESS=5 must be at least LOGIN_RATE_LIMIT=10"),
+        ({"OPS_TOKEN": "short"}, "OPS_TOKEN must be at least 16 printable characters without spaces"),
+        ({"OPS_TOKEN": "sixteen chars and a space"}, "OPS_TOKEN must be at least 16 printable characters"),
+        ({"OPS_ALLOWED_NETWORKS": "10.0.0.0/8, intranet"}, "OPS_ALLOWED_NETWORKS: 'intranet' is not a network"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(load_settings, env, message):
