@@ -10,6 +10,9 @@
   process id to each record, and redacts secrets: the line token of a media
   URL (``/ws/media/twilio/<token>``), and ``password``/``token``/``secret``
   values in ``key=value`` or JSON form.
+- Every record is one line: control characters in a message (a newline in
+  a caller's number, say) are escaped (``\\n``), and the lines of a
+  traceback are indented, so nothing from outside can forge a log line.
 - ``DJANGO_LOG_FORMAT=json`` writes one JSON object per line
   (``JsonFormatter``), for log shippers; the default is one plain line.
 """
@@ -36,6 +39,20 @@ _SECRETS = [
 ]
 
 
+# C0 controls but tab, DEL and C1 controls, and line/paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r"}.get(char) or char.encode("unicode_escape").decode("ascii")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped: one log line."""
+    return _CONTROL.sub(_escape, text)
+
+
 def bind(*, call: int | None = None, segment: int | None = None) -> None:
     """Tag what this task logs from now on with the call (and segment)."""
     _call.set(call)
@@ -55,13 +72,16 @@ class ContextFilter(logging.Filter):
         record.call = "-" if call is None else call
         record.segment = "-" if segment is None else segment
         message = record.getMessage()
-        clean = redact(message)
+        clean = one_line(redact(message))
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            # An exception's message can carry outside text: every line of
+            # the traceback after its first is indented.
+            lines = redact(record.exc_text).splitlines()
+            record.exc_text = "\n".join(lines[:1] + ["  " + one_line(line) for line in lines[1:]])
         return True
 
 

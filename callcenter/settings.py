@@ -215,7 +215,16 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # An agent's feed gets every call's partials: room for a few seconds of
         # them at 20 calls if its web process falls behind (over it, messages drop).
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+        #
+        # socket_timeout: channels-redis waits for a socket's next message
+        # with a 5 s blocking read; redis-py 8's default socket timeout is also
+        # 5 s, so a quiet socket's read timed out and killed its consumer (a
+        # silent call, a quiet agent feed). Longer than the blocking read, so
+        # a dead Redis is still noticed.
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "capacity": 1000,
+        },
     },
 }
 
@@ -313,9 +322,10 @@ STREAM_MAX_STREAMS = _env_int("STREAM_MAX_STREAMS", 50, minimum=1)
 STREAM_MAX_QUEUE_DEPTH = _env_int("STREAM_MAX_QUEUE_DEPTH", 500)
 # Longest call (seconds); the call is then closed, keeping its segments (4408).
 STREAM_MAX_CALL_S = _env_int("STREAM_MAX_CALL_S", 4 * 3600, minimum=10)
-# Bytes per second one media socket may send, averaged over a 2 s burst
-# allowance (4429 above it). Real-time audio is 16-35 kB/s.
-STREAM_MAX_BYTES_PER_S = _env_int("STREAM_MAX_BYTES_PER_S", 2_000_000, minimum=16_000)
+# How much faster than real time one media socket may send audio, sustained
+# (2 s of burst): faster frames are held back, and a client that runs more
+# than 15 s of that pacing ahead is closed (4429).
+STREAM_MAX_SPEED = _env_int("STREAM_MAX_SPEED", 4, minimum=1)
 # Seconds without any frame after which a live media socket is closed (4408).
 STREAM_IDLE_TIMEOUT_S = _env_int("STREAM_IDLE_TIMEOUT_S", 60, minimum=1)
 # Each web process renews a liveness key per live call in Redis this often;

@@ -23,6 +23,13 @@ def django_db_setup(django_db_setup):  # noqa: F811 - wraps pytest-django's fixt
     return django_db_setup
 
 
+@pytest.fixture(scope="session", autouse=True)
+def media_in_a_temporary_folder(shared_var_dir):  # noqa: F811 - the fixture imported above
+    """Every test stores audio and model files under a temporary folder,
+    never in the project's ``var/``."""
+    return shared_var_dir
+
+
 @pytest.fixture(autouse=True)
 def fresh_channel_layer():
     """A new channel-layer object per test: channels_redis binds its receive

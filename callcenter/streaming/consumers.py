@@ -59,12 +59,9 @@ class MediaConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.settings = StreamSettings.from_settings()
-        self.session: CallSession | None = None
         self.closing = False
         self.line_id: int | None = None
-        self._timers: set[asyncio.Task] = set()
         self.limits = limits.Limits.from_settings()
-        self._slot_held = False
         # Accept first: a close code can only be sent on an open socket.
         await self.accept()
         token = self.scope["url_route"]["kwargs"].get("token") or None
@@ -85,21 +82,54 @@ class MediaConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc.code, exc.message, exc.close_code)
             return
         self._slot_held = True
-        self._budget = limits.ByteBudget(self.limits.max_bytes_per_s, now=time.monotonic())
+        # Until the stream says its format: the fastest real-time format's rate.
+        fastest = max(protocols.PCM_SAMPLE_RATES)
+        self._budget = limits.ByteBudget(
+            self.limits.max_speed * limits.realtime_bytes_per_s(protocol="pcm", sample_rate=fastest),
+            now=time.monotonic(),
+        )
         self._last_frame_at = time.monotonic()
         logger.info("%s media socket opened on line %r", self.protocol, line_name)
         self._start_deadline = self.later(self._expire_start())
         self.later(self._expire_idle())
 
+    async def __call__(self, scope, receive, send) -> None:
+        # Daphne (and Channels' test communicator) hands each socket its own
+        # asyncio.Queue of incoming frames: its length says how far a client
+        # has run ahead of its pace.
+        inbox = getattr(receive, "__self__", None)
+        self._inbox = inbox if isinstance(inbox, asyncio.Queue) else None
+        self._cleaned_up = False
+        self._timers: set[asyncio.Task] = set()
+        self._slot_held = False
+        self.session: CallSession | None = None
+        # Whatever ends the consumer (a close, or an error that escaped every
+        # handler), its slot, timers and call are given back, once.
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception:
+            logger.exception("%s media socket: the consumer failed", self.protocol)
+            await self._cleanup(status="failed", reason="internal_error: the consumer failed")
+            raise
+        finally:
+            await self._cleanup(reason="the consumer stopped")
+
     async def disconnect(self, code: int) -> None:
-        for timer in self._timers:
-            timer.cancel()
+        await self._cleanup(reason=f"the socket closed without {self.end_event} (code {code})")
+
+    async def _cleanup(self, *, reason: str, status: str = "ended") -> None:
+        if self._cleaned_up:
+            return
+        self._cleaned_up = True
+        for timer in list(self._timers):
+            if timer is not asyncio.current_task():
+                timer.cancel()
         if self._slot_held:
             self._slot_held = False
             limits.SLOTS.release()
         if self.session is not None and not self.session.ended:
             # Abrupt: no stop/eof. Everything received so far is kept.
-            await self.session.hangup(reason=f"the socket closed without {self.end_event} (code {code})")
+            await self.session.hangup(status=status, reason=reason)
         if self.answers_with_results and self.session is not None and self.session.call_id is not None:
             await self.channel_layer.group_discard(messages.call_group(self.session.call_id), self.channel_name)
 
@@ -170,6 +200,10 @@ class MediaConsumer(AsyncWebsocketConsumer):
             raise ProtocolError("duplicate_stream", exc.message, protocols.CLOSE_DUPLICATE_STREAM) from None
         self._start_deadline.cancel()
         self.session = session
+        self._budget.set_rate(
+            self.limits.max_speed * limits.realtime_bytes_per_s(protocol=self.protocol, sample_rate=sample_rate),
+            now=time.monotonic(),
+        )
         self.later(self._expire_call())
         if self.answers_with_results:
             await self.channel_layer.group_add(messages.call_group(call_id), self.channel_name)
@@ -193,9 +227,10 @@ class MediaConsumer(AsyncWebsocketConsumer):
             return
         now = self._last_frame_at = time.monotonic()
         try:
-            if not self._budget.spend(len(text_data if text_data is not None else bytes_data or b""), now=now):
-                metrics.STREAMS_CUT.labels("rate_limited").inc()
-                raise limits.rate_exceeded(self.limits)
+            await self._pace(len(text_data if text_data is not None else bytes_data or b""), now=now)
+            if self.closing:
+                metrics.FRAMES_IGNORED.labels("closing").inc()
+                return
             await self.on_frame(text_data, bytes_data)
         except ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(exc.code).inc()
@@ -206,6 +241,18 @@ class MediaConsumer(AsyncWebsocketConsumer):
             await self._fail(
                 "internal_error", "internal server error", protocols.CLOSE_INTERNAL_ERROR, call_status="failed"
             )
+
+    async def _pace(self, size: int, *, now: float) -> None:
+        """Hold a frame over ``STREAM_MAX_SPEED`` back until it fits; cut a
+        client that has queued more than ``MAX_AHEAD_S`` of such waiting."""
+        wait = self._budget.take(size, now=now)
+        if not wait:
+            return
+        queued = self._inbox.qsize() if self._inbox is not None else 0
+        if wait + queued * size / self._budget.rate > limits.MAX_AHEAD_S:
+            metrics.STREAMS_CUT.labels("rate_limited").inc()
+            raise limits.rate_exceeded(self.limits)
+        await asyncio.sleep(wait)
 
     # --- answering ---
 

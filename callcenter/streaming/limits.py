@@ -7,10 +7,15 @@
   closed with 4503 (the websocket form of HTTP 503, as sherpa-onnx answers
   at capacity) before anything is stored. Streams already admitted are not
   affected.
-- **Per stream**: ``STREAM_MAX_BYTES_PER_S`` (a token bucket with two
-  seconds of burst; 4429), ``STREAM_IDLE_TIMEOUT_S`` without a frame and
-  ``STREAM_MAX_CALL_S`` of call (4408). A call closed by a limit keeps every
-  segment it has.
+- **Per stream**: ``STREAM_MAX_SPEED`` times real time, sustained (a token
+  bucket over the bytes on the wire, refilled at that many times the
+  protocol's real-time byte rate, with two seconds of burst). A frame over
+  the rate is held back until it fits: a client that waits for each answer
+  (vosk-server's) is simply paced; one that keeps sending regardless and
+  gets more than ``MAX_AHEAD_S`` seconds of pacing ahead is closed with
+  4429. ``STREAM_IDLE_TIMEOUT_S`` without a frame and ``STREAM_MAX_CALL_S``
+  of call close with 4408. A call closed by a limit keeps every segment it
+  has.
 
 Everything here is plain Python apart from the queue-depth probe, which asks
 Redis (off the event loop) at most once a second per process.
@@ -34,7 +39,19 @@ CLOSE_RATE_LIMITED = 4429
 CLOSE_BUSY = 4503
 
 BURST_S = 2.0
+# Seconds of pacing a client may have queued before it is cut (4429): at 4x
+# real time, a minute of audio sent ahead of its pace.
+MAX_AHEAD_S = 15.0
 QUEUE_DEPTH_CACHE_S = 1.0
+# Bytes per second of real-time audio on the wire. PCM16: 2 bytes a sample.
+# Twilio: 8 kHz mu-law in 20 ms JSON frames of about 400 bytes (base64
+# payload, 160 -> 216 bytes, and the JSON around it): about 20 kB/s.
+TWILIO_REALTIME_BYTES_PER_S = 20_000
+
+
+def realtime_bytes_per_s(*, protocol: str, sample_rate: int) -> int:
+    """Wire bytes a second of one stream of audio sent in real time."""
+    return TWILIO_REALTIME_BYTES_PER_S if protocol == "twilio" else 2 * sample_rate
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ class Limits:
     max_streams: int = 50
     max_queue_depth: int = 500  # 0: not checked
     max_call_s: float = 4 * 3600
-    max_bytes_per_s: int = 2_000_000
+    max_speed: float = 4.0  # times real time, sustained
     idle_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -50,8 +67,8 @@ class Limits:
             raise ValueError(f"max_streams must be at least 1, got {self.max_streams}")
         if self.max_queue_depth < 0:
             raise ValueError(f"max_queue_depth must be >= 0, got {self.max_queue_depth}")
-        if self.max_call_s <= 0 or self.idle_timeout_s <= 0 or self.max_bytes_per_s <= 0:
-            raise ValueError("max_call_s, idle_timeout_s and max_bytes_per_s must be positive")
+        if self.max_call_s <= 0 or self.idle_timeout_s <= 0 or self.max_speed <= 0:
+            raise ValueError("max_call_s, idle_timeout_s and max_speed must be positive")
 
     @classmethod
     def from_settings(cls) -> Limits:
@@ -59,7 +76,7 @@ class Limits:
             max_streams=settings.STREAM_MAX_STREAMS,
             max_queue_depth=settings.STREAM_MAX_QUEUE_DEPTH,
             max_call_s=settings.STREAM_MAX_CALL_S,
-            max_bytes_per_s=settings.STREAM_MAX_BYTES_PER_S,
+            max_speed=settings.STREAM_MAX_SPEED,
             idle_timeout_s=settings.STREAM_IDLE_TIMEOUT_S,
         )
 
@@ -88,22 +105,34 @@ SLOTS = StreamSlots()
 
 class ByteBudget:
     """Token bucket: ``rate`` bytes a second, ``BURST_S`` seconds of it
-    available at once."""
+    available at once. Bytes taken over the budget are owed: ``take`` says
+    how long to wait before they fit the rate."""
 
-    def __init__(self, rate: int, *, now: float, burst_s: float = BURST_S) -> None:
+    def __init__(self, rate: float, *, now: float, burst_s: float = BURST_S) -> None:
+        self.burst_s = burst_s
         self.rate = float(rate)
-        self.capacity = self.rate * burst_s
         self.tokens = self.capacity
         self.at = now
 
-    def spend(self, size: int, *, now: float) -> bool:
-        """Take ``size`` bytes; False (and nothing taken) when over budget."""
+    @property
+    def capacity(self) -> float:
+        return self.rate * self.burst_s
+
+    def set_rate(self, rate: float, *, now: float) -> None:
+        """Change the rate (once the stream's format is known), keeping what is owed."""
+        self._refill(now)
+        self.rate = float(rate)
+        self.tokens = min(self.tokens, self.capacity)
+
+    def take(self, size: int, *, now: float) -> float:
+        """Take ``size`` bytes; the seconds until they fit the rate (0: now)."""
+        self._refill(now)
+        self.tokens -= size
+        return max(0.0, -self.tokens / self.rate)
+
+    def _refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if size > self.tokens:
-            return False
-        self.tokens -= size
-        return True
 
 
 class QueueDepth:
@@ -158,5 +187,7 @@ async def admit(limits: Limits) -> None:
 
 def rate_exceeded(limits: Limits) -> ProtocolError:
     return ProtocolError(
-        "rate_limited", f"more than {limits.max_bytes_per_s} bytes per second on this stream", CLOSE_RATE_LIMITED
+        "rate_limited",
+        f"the stream runs more than {MAX_AHEAD_S:g} s ahead of {limits.max_speed:g}x real time",
+        CLOSE_RATE_LIMITED,
     )

@@ -30,6 +30,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,7 +39,9 @@ from callcenter.errors import InvalidInput
 # --- Close codes (documented in the README) ---------------------------------
 
 CLOSE_NORMAL = 1000
-CLOSE_INTERNAL_ERROR = 1011
+# Daphne only sends 1000 and 3000-4999 itself: an internal error has a code
+# in the application range (the websocket form of HTTP 500).
+CLOSE_INTERNAL_ERROR = 4500
 CLOSE_PROTOCOL_ERROR = 4400
 CLOSE_BAD_TOKEN = 4401
 CLOSE_LINE_DISABLED = 4403
@@ -92,12 +95,20 @@ def _object(message: Mapping, key: str, *, required: bool = True) -> Mapping:
     return value
 
 
+# Characters no identifier, number or name from a telephony client contains:
+# NUL and the other C0/C1 controls, and lone UTF-16 surrogates ("\ud800" is
+# valid JSON, but cannot be stored, logged as UTF-8 or compared safely).
+_FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _string(value: object, what: str, *, max_length: int = MAX_ID_LENGTH, required: bool = True) -> str:
     if value is None and not required:
         return ""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ProtocolError("invalid_message", f"{what} must be a string")
     text = str(value)
+    if _FORBIDDEN_CHARACTERS.search(text):
+        raise ProtocolError("invalid_message", f"{what} contains a control character or a lone surrogate")
     if required and not text.strip():
         raise ProtocolError("invalid_message", f"{what} must not be empty")
     if len(text) > max_length:

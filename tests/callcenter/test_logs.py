@@ -53,6 +53,25 @@ def test_plain_lines_carry_the_call_and_redact_secrets():
     assert "tok-SECRET_1" not in stream.getvalue() and "hunter2" not in stream.getvalue()
 
 
+def test_outside_text_cannot_forge_a_log_line():
+    logger, stream = _logger("plain")
+    forged = "+1555\n2026-12-02 10:00:00,000 CRITICAL callcenter [pid=1 call=- segment=-] forged\r\x00\u2028x"
+    logger.info("call #%s opened (pcm, caller %s)", 5, forged)
+    try:
+        raise ValueError(f"bad caller {forged}")
+    except ValueError:
+        logger.exception("failed for %s", forged)
+
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("(pcm, caller +1555\\n2026-12-02 10:00:00,000 CRITICAL callcenter "
+                             "[pid=1 call=- segment=-] forged\\r\\x00\\u2028x)")  # fmt: skip
+    # No line starts with the forged time stamp: every line is one of the two
+    # records, the traceback's first line, or an indented traceback line.
+    assert not [line for line in lines if line.startswith("2026-12-02 10:00:00")]
+    assert len([line for line in lines if not line.startswith(" ")]) == 3
+    assert "Traceback" in lines[2] and "  ValueError: bad caller +1555" in lines
+
+
 def test_json_lines_are_one_object_each_with_the_call():
     logger, stream = _logger("json")
     logs.bind(call=9)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
-from asr_core.audio import mulaw_encode
+from asr_core.audio import mulaw_encode, pcm16_encode
 from callcenter import redisconn
 from callcenter.asgi import application
 from callcenter.calls import services
@@ -156,9 +157,11 @@ def test_streams_are_refused_while_the_recognition_queue_is_too_deep(settings, t
     assert list(Call.objects.values_list("external_id", flat=True)) == ["MZadmitted"]
 
 
-def test_a_stream_over_its_byte_rate_is_closed_and_keeps_its_segments(settings, token):
-    settings.STREAM_MAX_BYTES_PER_S = 16_000  # 32 kB of burst: about 100 Twilio frames sent at once
-    audio = np.concatenate([quiet(300), speech(800), quiet(900), speech(3000)])
+def test_a_stream_flooding_far_past_four_times_real_time_is_closed_and_keeps_its_segments(token):
+    # The defaults: 4x real time, cut 15 s of pacing (a minute of audio) ahead.
+    # Two minutes of audio sent at once (about 2.4 MB) were let through at the
+    # old 2 MB/s limit.
+    audio = np.concatenate([quiet(300), speech(800), quiet(900), speech(3000), quiet(115_000)])
 
     async def scenario() -> tuple[list[dict], int]:
         communicator = await _open(token)
@@ -166,19 +169,54 @@ def test_a_stream_over_its_byte_rate_is_closed_and_keeps_its_segments(settings, 
         for frame in media_frames("MZfast", audio):
             await communicator.send_to(text_data=frame)
         try:
-            return await _until_closed(communicator)
+            return await _until_closed(communicator, timeout=30)
         finally:
             await communicator.disconnect()
 
     sent, code = async_to_sync(scenario)()
 
-    assert code == 4429 and sent == [{"event": "error", "code": "rate_limited",
-                                      "message": "more than 16000 bytes per second on this stream"}]  # fmt: skip
+    assert code == limits.CLOSE_RATE_LIMITED == 4429
+    assert sent == [{"event": "error", "code": "rate_limited",
+                     "message": "the stream runs more than 15 s ahead of 4x real time"}]  # fmt: skip
     call = Call.objects.get()
     assert call.status == "failed" and call.failure_reason.startswith("rate_limited")
     assert Segment.objects.filter(call=call).exclude(audio="").count() >= 1
+    assert limits.SLOTS.active == 0
 
 
+def test_a_client_waiting_for_each_answer_is_paced_to_the_speed_limit_not_cut(settings, token):
+    # vosk-server's own client sends its next frame when the last one is
+    # answered, as fast as that goes: it is held to the speed limit instead.
+    settings.STREAM_MAX_SPEED = 2
+    settings.STREAM_EOF_WAIT_S = 1  # no worker here: eof answers with what was recognized (nothing)
+    audio = np.concatenate([quiet(300), speech(800), quiet(900), speech(2000), quiet(6000)])  # 10 s
+    pcm = pcm16_encode(torch.from_numpy(audio))
+    frame_bytes = 3200  # 200 ms at 8 kHz
+
+    async def scenario() -> tuple[float, list[dict], int]:
+        communicator = WebsocketCommunicator(application, f"/ws/media/pcm/{token}")
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        await communicator.send_to(text_data=json.dumps({"config": {"sample_rate": SR}}))
+        started = time.monotonic()
+        answers = []
+        for offset in range(0, len(pcm), frame_bytes):
+            await communicator.send_to(bytes_data=pcm[offset : offset + frame_bytes])
+            answers.append(json.loads(await communicator.receive_from(timeout=10)))
+        elapsed = time.monotonic() - started
+        await communicator.send_to(text_data='{"eof": 1}')
+        try:
+            sent, code = await _until_closed(communicator, timeout=30)
+        finally:
+            await communicator.disconnect()
+        return elapsed, answers + sent, code
+
+    elapsed, answers, code = async_to_sync(scenario)()
+
+    # 10 s of audio at 2x real time with 2 s of burst (4 s of audio): at least 3 s.
+    assert elapsed >= 2.8, elapsed
+    assert code == 1000 and not any("error" in a for a in answers)
+    assert Call.objects.get().status == "ended"
 def test_an_idle_stream_is_closed_and_its_call_ended(settings, token):
     settings.STREAM_IDLE_TIMEOUT_S = 1
     audio = np.concatenate([quiet(300), speech(800), quiet(900)])
@@ -229,19 +267,27 @@ def test_a_call_longer_than_the_maximum_is_closed_keeping_its_segments(settings,
     assert Segment.objects.filter(call=call).exclude(audio="").count() == 2
 
 
-def test_byte_budget_allows_bursts_then_the_configured_rate():
+def test_byte_budget_allows_bursts_then_says_how_long_to_wait():
     budget = limits.ByteBudget(1000, now=0.0, burst_s=2.0)
 
-    assert budget.spend(2000, now=0.0)
-    assert not budget.spend(1, now=0.0)
-    assert not budget.spend(600, now=0.5)  # 500 bytes came back
-    assert budget.spend(500, now=0.5)
-    assert budget.spend(1000, now=1.5)
+    assert budget.take(2000, now=0.0) == 0.0
+    assert budget.take(500, now=0.0) == pytest.approx(0.5)  # owed: fits in 0.5 s
+    assert budget.take(500, now=0.5) == pytest.approx(0.5)  # 500 came back, 500 more owed
+    assert budget.take(0, now=2.0) == 0.0
+    budget.set_rate(4000, now=2.0)  # the stream's format is known: a new rate, burst capped
+    assert budget.capacity == 8000 and budget.tokens == pytest.approx(1000)
+
+
+def test_realtime_byte_rates_follow_the_protocol_and_sample_rate():
+    assert limits.realtime_bytes_per_s(protocol="pcm", sample_rate=8000) == 16_000
+    assert limits.realtime_bytes_per_s(protocol="pcm", sample_rate=16000) == 32_000
+    twilio_frame = media_frames("MZ" + "0" * 32, quiet(20))[0]  # one 20 ms frame
+    assert abs(limits.realtime_bytes_per_s(protocol="twilio", sample_rate=8000) - 50 * len(twilio_frame)) < 3000
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_streams": 0}, {"max_queue_depth": -1}, {"max_call_s": 0}, {"idle_timeout_s": -1}, {"max_bytes_per_s": 0}],
+    [{"max_streams": 0}, {"max_queue_depth": -1}, {"max_call_s": 0}, {"idle_timeout_s": -1}, {"max_speed": 0}],
 )
 def test_limits_refuse_nonsense(kwargs):
     with pytest.raises(ValueError):
