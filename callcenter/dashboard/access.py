@@ -54,6 +54,34 @@ class Viewer:
         return self.supervisor or agent is None or (self.agent_id is not None and agent == self.username)
 
 
+def session_still_valid(*, session_key: str | None, user_id: int) -> bool:
+    """Whether a login session still logs ``user_id`` in, as Django's
+    ``auth.get_user`` would decide on its next request: the session exists
+    and names the user, the user exists and may log in (is active), and the
+    session's password hash is the user's current one (or one made with a
+    fallback secret). Read-only: unlike ``get_user`` it neither flushes nor
+    cycles the session (database reads: call it off the event loop)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
+    from django.utils.crypto import constant_time_compare
+
+    if not session_key:
+        return False
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    backend_path, session_hash = session.get(BACKEND_SESSION_KEY), session.get(HASH_SESSION_KEY)
+    if str(session.get(SESSION_KEY)) != str(user_id) or not session_hash:
+        return False
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return False
+    user = load_backend(backend_path).get_user(user_id)  # None for an inactive user (ModelBackend)
+    if user is None or not getattr(user, "is_active", True):
+        return False
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return any(constant_time_compare(session_hash, h) for h in hashes)
+
+
 def viewer_for_user(user) -> Viewer:
     """The viewer a logged-in user is (database reads: call it off the event
     loop); ``Forbidden`` for a user who is neither agent nor supervisor."""

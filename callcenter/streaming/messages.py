@@ -53,6 +53,17 @@ def session_group(session_key: str) -> str:
 SESSION_CLOSED = "session.closed"
 
 
+def user_group(user_id: int) -> str:
+    """The agents' feed sockets of one user, every login session of theirs:
+    told when the user's password changes or the user is deactivated."""
+    return f"user.{user_id}"
+
+
+# Each socket of the user then checks its own login session and closes when
+# it is no longer valid (a session kept by ``update_session_auth_hash`` stays).
+USER_CHANGED = "user.changed"
+
+
 def _words(words: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
     return [
         {"w": w["w"], "start": round(float(w["start"]), 3), "end": round(float(w["end"]), 3),

@@ -341,3 +341,87 @@ def test_logging_out_closes_that_sessions_feed_but_not_another_sessions(people):
     assert status == 302
     assert first == {"type": "error", "code": "logged_out", "message": "logged out"} and closed == 4401
     assert still_open, "alice's other login keeps its feed"
+
+
+# --- a user deactivated or given a new password ---
+
+
+def _session_key(headers) -> str:
+    return headers[0][1].decode().split("=")[1]
+
+
+def test_deactivating_a_user_closes_every_feed_socket_of_theirs_and_no_one_elses(people):
+    from channels.db import database_sync_to_async
+
+    alice = people["alice"].user
+    alice_here, alice_there, bob_headers = cookie(alice), cookie(alice), cookie(people["bob"].user)
+
+    def rename():
+        alice.first_name = "Alice"
+        alice.save()  # a change that ends no login
+
+    def deactivate():
+        alice.is_active = False
+        alice.save(update_fields=["is_active"])
+
+    async def scenario():
+        feeds = [(await _connect(h))[0] for h in (alice_here, alice_there, bob_headers)]
+        await database_sync_to_async(rename)()
+        kept = [await feed.receive_nothing(timeout=0.5) for feed in feeds]
+        await database_sync_to_async(deactivate)()
+        closed = [(await feed.receive_json_from(timeout=10), await _close_code(feed)) for feed in feeds[:2]]
+        bob_open = await feeds[2].receive_nothing(timeout=0.5)
+        await feeds[2].disconnect()
+        return kept, closed, bob_open
+
+    kept, closed, bob_open = async_to_sync(scenario)()
+
+    assert kept == [True, True, True]
+    assert [(m["type"], m["code"], code) for m, code in closed] == [("error", "session_ended", 4401)] * 2
+    assert bob_open, "bob's feed stays open"
+
+
+def test_a_new_password_closes_the_users_feeds_except_a_login_that_kept_its_session(people, settings):
+    from channels.db import database_sync_to_async
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # Django's advice for tests
+    alice = people["alice"].user
+    other, keeper, bob_headers = cookie(alice), cookie(alice), cookie(people["bob"].user)
+
+    def change_password():
+        alice.set_password("a-new-long-password-2")
+        alice.save()
+        # What update_session_auth_hash does for the login that changed it: its session gets the new hash.
+        session = SessionStore(session_key=_session_key(keeper))
+        session[HASH_SESSION_KEY] = alice.get_session_auth_hash()
+        session.save()
+
+    async def scenario():
+        feeds = [(await _connect(h))[0] for h in (other, keeper, bob_headers)]
+        await database_sync_to_async(change_password)()
+        first, code = await feeds[0].receive_json_from(timeout=10), await _close_code(feeds[0])
+        still_open = [await feed.receive_nothing(timeout=0.5) for feed in feeds[1:]]
+        for feed in feeds[1:]:
+            await feed.disconnect()
+        return first, code, still_open
+
+    first, code, still_open = async_to_sync(scenario)()
+
+    assert (first["code"], code) == ("session_ended", 4401) and "password" in first["message"]
+    assert still_open == [True, True], "the login that kept its session, and bob's, stay open"
+
+
+def test_a_user_whose_password_changed_cannot_open_the_feed_with_an_old_session(people, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    alice = people["alice"].user
+    headers = cookie(alice)
+    alice.set_password("a-new-long-password-3")
+    alice.save()
+
+    async def scenario():
+        feed, first = await _connect(headers)
+        return first, await _close_code(feed)
+
+    first, closed = async_to_sync(scenario)()
+
+    assert first["code"] == "login_required" and closed == 4401
