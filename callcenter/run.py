@@ -18,12 +18,18 @@ pace, its partial and final transcripts printed as the agents' feed shows
 them, and the admin URL of the stored call. ``--demo-exit`` stops everything
 after the call instead of serving on.
 
+Without ``DJANGO_SECRET_KEY`` the settings use a published development key
+with debug pages on: fine on this machine (the default ``--host
+127.0.0.1``), so a ``--host`` that other machines reach (``0.0.0.0``, a LAN
+address) is refused with one line until the key is set.
+
 ``start()`` is the reusable part.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import shutil
@@ -86,6 +92,31 @@ class Running:
 def _local_host(host: str) -> str:
     """Where to reach a server bound to ``host`` from this machine."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` can be reached from this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(address).is_loopback for address in addresses)
+
+
+def exposure_check(*, host: str, development_key: bool) -> None:
+    """Refuse to serve other machines with the published development key
+    (and the debug pages that come with it)."""
+    if development_key and not _loopback(host):
+        raise ConfigurationError(
+            f"--host {host or repr(host)} lets other machines reach the web server, but DJANGO_SECRET_KEY is not set "
+            "(the development key is public and debug pages are on): set DJANGO_SECRET_KEY "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))') and DJANGO_ALLOWED_HOSTS, "
+            "or serve this machine only with --host 127.0.0.1"
+        )
 
 
 def _url_host(host: str) -> str:
@@ -231,6 +262,10 @@ def start(sup: Supervisor, opts: Options) -> Running:
 
     probe_host = _local_host(opts.host)
     http_url = f"http://{_url_host(probe_host)}:{opts.port}"
+    if opts.web:
+        exposure_check(host=opts.host, development_key=settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY)
+        if settings.DEBUG and not _loopback(opts.host):
+            sup.say(f"warning: DJANGO_DEBUG is on and --host {opts.host} serves other machines: debug pages show code")
     if opts.web and not _port_free(opts.host, opts.port):
         raise ConfigurationError(f"port {opts.port} on {opts.host} is in use: choose another with --port")
 

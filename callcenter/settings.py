@@ -75,12 +75,15 @@ STATIC_URL = "/static/"
 
 _SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
 # Without a secret key this is a developer's machine: DEBUG defaults on there,
-# and off as soon as a real key is configured.
+# and off as soon as a real key is configured. The development key is
+# published with the code: the main command refuses to serve other machines
+# with it (callcenter/run.py).
+DEVELOPMENT_SECRET_KEY = "django-insecure-one-machine-development-key-do-not-use-in-production"
 DEBUG = _env_bool("DJANGO_DEBUG", default=not _SECRET_KEY)
 if _SECRET_KEY:
     SECRET_KEY = _SECRET_KEY
 elif DEBUG:
-    SECRET_KEY = "django-insecure-one-machine-development-key-do-not-use-in-production"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 else:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
 

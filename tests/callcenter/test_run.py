@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from callcenter.errors import ConfigurationError
+from callcenter.run import _loopback, exposure_check
 from tests.fixtures.processes import group_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +196,67 @@ def test_a_taken_port_is_refused_with_a_clear_message(tmp_path):
 
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use: choose another with --port"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+def test_a_public_address_without_a_secret_key_is_refused_before_anything_starts(tmp_path, host):
+    port = _free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "callcenter.run", "--host", host, "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=_fresh_machine_env(tmp_path / "var"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: --host {host} lets other machines reach the web server, but DJANGO_SECRET_KEY is not set "
+        "(the development key is public and debug pages are on): set DJANGO_SECRET_KEY "
+        "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))') and DJANGO_ALLOWED_HOSTS, "
+        "or serve this machine only with --host 127.0.0.1"
+    )
+    assert "started" not in result.stdout and not (tmp_path / "var" / "run" / "redis.sock").exists()
+
+
+def test_loopback_without_a_secret_key_still_serves(tmp_path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callcenter.run", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
+        cwd=REPO_ROOT,
+        env=_fresh_machine_env(tmp_path / "var"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(process)
+    try:
+        output.wait_for(r"Press Ctrl-C to stop", timeout=90)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
+        # The main command's own probes come from loopback: the operators' endpoints answer them.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200 and b"callcenter_calls_live" in response.read()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, output.text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("", False), ("10.1.2.3", False), ("no-such-host.invalid", False)],
+)  # fmt: skip
+def test_which_addresses_serve_this_machine_only(host, loopback):
+    assert _loopback(host) is loopback
+
+
+def test_a_secret_key_lets_the_web_server_serve_other_machines():
+    exposure_check(host="0.0.0.0", development_key=False)
+    exposure_check(host="127.0.0.1", development_key=True)
+    with pytest.raises(ConfigurationError):
+        exposure_check(host="0.0.0.0", development_key=True)
