@@ -39,7 +39,9 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
     socket_path = str(tmp_path / "var" / "run" / "redis.sock")
     assert settings["EMBEDDED_REDIS_SOCKET"] == socket_path
     assert settings["CELERY_BROKER_URL"] == settings["CELERY_RESULT_BACKEND"] == f"redis+socket://{socket_path}"
-    assert settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == [f"unix://{socket_path}"]
+    assert [host["address"] for host in settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]] == [
+        f"unix://{socket_path}"
+    ]
     assert settings["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]"]
     assert settings["MEDIA_ROOT"] == str(tmp_path / "var" / "media")
     assert settings["ASR_CHECKPOINT"] == str(REPO_ROOT / "asr_core" / "checkpoints" / "base.pt")
@@ -55,7 +57,9 @@ def test_database_and_redis_urls_configure_postgres_celery_and_channels(load_set
         "django.db.backends.postgresql", "db.internal", 5433, "callcenter", "cc",
     )  # fmt: skip
     assert settings["CELERY_BROKER_URL"] == settings["CELERY_RESULT_BACKEND"] == "redis://cache:6379/2"
-    assert settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == ["redis://cache:6379/2"]
+    assert [host["address"] for host in settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]] == [
+        "redis://cache:6379/2"
+    ]
     assert settings["EMBEDDED_REDIS_SOCKET"] is None
 
 
