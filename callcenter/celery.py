@@ -1,10 +1,26 @@
 """The Celery application: ``celery -A callcenter worker``.
 
 Broker and result backend come from the settings (``REDIS_URL``); the
-delivery policy is fixed here because the tasks are written for it: a task is
-acknowledged only after it ran (a worker killed mid-task gives it back to
-the queue), so tasks must be idempotent, and each worker process reserves one
-task at a time because recognition tasks are long and uneven.
+delivery policy is fixed here because the tasks are written for it:
+
+- A worker reserves no more tasks than it has free processes
+  (``worker_disable_prefetch``): nothing waits in a busy worker's memory
+  while another worker is idle, and nothing sits there unacknowledged long
+  enough to be redelivered behind its back.
+- Tasks are acknowledged when they start, except those that opt in to
+  broker redelivery (``acks_late=True, reject_on_worker_lost=True``: the
+  idempotent, short ``recognition.segment``). Such a task is acknowledged
+  only after it ran, so one held by a worker that dies comes back: at once
+  when only its pool process died, and ``VISIBILITY_MARGIN_S`` after its
+  hard time limit when the whole worker was SIGKILLed (Redis's
+  ``visibility_timeout``: any live worker puts unacknowledged messages
+  older than it back in their queue; the sweeper's much later re-queue
+  stays as the last resort).
+- The visibility timeout is one for the whole broker, whichever queue a
+  message came from, and a message still running past it is handed out
+  again. So only a task whose hard time limit (plus its longest retry
+  countdown) is under it may opt in; adaptation (minutes) and training
+  (hours) must not: see their decorators.
 
 Tasks are routed by domain to two queues, so that recognition of live calls
 never waits behind caller adaptation or meta-training (seconds to hours per
@@ -86,11 +102,41 @@ def _clear_log_context(**extra: object) -> None:
     logs.bind()
 
 
+# Over the longest opted-in task's hard limit (recognition: its soft limit + 5 s)
+# and its longest retry countdown (10 s), with room for the handover to a process.
+VISIBILITY_MARGIN_S = 15
+RECOGNITION_RETRY_COUNTDOWN_MAX_S = 10
+
+
+def visibility_timeout_s(recognition_time_limit_s: int) -> int:
+    """Seconds after its delivery that an unacknowledged message is given
+    to another worker (60 s with the default 30 s recognition limit)."""
+    return recognition_time_limit_s + 5 + RECOGNITION_RETRY_COUNTDOWN_MAX_S + VISIBILITY_MARGIN_S
+
+
+def _broker_transport_options() -> dict[str, object]:
+    """Read from the settings when the app configures itself (after
+    ``_settings_or_exit``), not at import."""
+    from django.conf import settings
+
+    return {
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s(settings.RECOGNITION_TIME_LIMIT_S),
+            # Each worker looks for messages past it every 5 s (kombu's default: every 100 s).
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        }
+    }
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.add_defaults(_broker_transport_options)
 app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
+    # Per task: acks_late/reject_on_worker_lost opt in to redelivery (above).
+    task_acks_late=False,
+    task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],

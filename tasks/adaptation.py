@@ -49,12 +49,18 @@ MAX_RETRIES = 3
 LABEL_FREE_MIN_SEGMENTS = 6
 
 
+# Acknowledged when it starts, no broker redelivery (callcenter/celery.py):
+# it runs for minutes, longer than the broker-wide visibility timeout, so a
+# late-acked run would be handed to a second worker while still running. A
+# run lost with its worker stays "running"; the caller's next call or the
+# admin's re-adapt queues a new one.
 @shared_task(
     name="adaptation.customer",
     bind=True,
     soft_time_limit=settings.ADAPTATION_TIME_LIMIT_S,
     time_limit=settings.ADAPTATION_TIME_LIMIT_S + 10,
     max_retries=MAX_RETRIES,
+    acks_late=False,
 )
 def adapt_customer(self, *, run_id: int) -> dict[str, object]:
     """Run one adaptation; returns ``{"run", "status", ...}``."""

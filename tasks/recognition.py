@@ -64,12 +64,19 @@ def _load_model_in_the_background(**kwargs: object) -> None:
     threading.Thread(target=load, name="load-recognizer", daemon=True).start()
 
 
+# Broker redelivery (callcenter/celery.py): acknowledged after it ran, so a
+# worker that dies mid-task gives it back (at once when its pool process
+# died, after the visibility timeout when the whole worker did). Safe: the
+# store is idempotent, and the hard limit plus a retry's countdown stays
+# under the visibility timeout (``celery.visibility_timeout_s``).
 @shared_task(
     name="recognition.segment",
     bind=True,
     soft_time_limit=settings.RECOGNITION_TIME_LIMIT_S,
     time_limit=settings.RECOGNITION_TIME_LIMIT_S + 5,
     max_retries=MAX_RETRIES,
+    acks_late=True,
+    reject_on_worker_lost=True,
 )
 def recognize_segment(self, *, segment_id: int, endpoint_at: float | None = None) -> dict[str, object]:
     """Recognize one segment; returns ``{"segment", "status", "text"}``."""

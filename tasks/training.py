@@ -78,10 +78,18 @@ def default_config(**overrides: object) -> TrainingConfig:
     return TrainingConfig(**values)  # type: ignore[arg-type]
 
 
+# Acknowledged when it starts, and never given back when its worker dies
+# (no acks_late, no reject_on_worker_lost): it runs for hours, far past the
+# broker-wide visibility timeout (a late-acked run would be started again
+# by a second worker every minute), and a training that took its worker down
+# (out of memory) would only take the next one down too. Beat asks again at
+# its next interval.
 @shared_task(
     name="training.meta_train",
     soft_time_limit=settings.TRAINING_TIME_LIMIT_S,
     time_limit=settings.TRAINING_TIME_LIMIT_S + 60,
+    acks_late=False,
+    reject_on_worker_lost=False,
 )
 def meta_train_customers(*, outer_steps: int | None = None, force: bool = False) -> dict[str, object]:
     """Beat's entry point; returns ``{"run", "status", "reason", "metrics"}``."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from django.conf import settings as django_settings
 
 from asr_core.corpus.sentences import sentences
 from asr_core.corpus.speakers import make_speaker
@@ -21,7 +22,13 @@ from asr_core.corpus.synth import render
 from callcenter import asr
 from callcenter.calls import services
 from callcenter.calls.models import AdaptationRun, Segment
-from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE, app
+from callcenter.celery import (
+    ADAPTATION_QUEUE,
+    RECOGNITION_QUEUE,
+    RECOGNITION_RETRY_COUNTDOWN_MAX_S,
+    app,
+    visibility_timeout_s,
+)
 from tests.fixtures.services import app_env, redis_service, wait_redis
 from tests.fixtures.worker import REPO_ROOT, worker_running
 
@@ -91,6 +98,33 @@ def test_tasks_are_routed_by_domain():
         "maintenance.sweep": RECOGNITION_QUEUE, "adaptation.customer": ADAPTATION_QUEUE,
         "training.meta_train": ADAPTATION_QUEUE,
     }  # fmt: skip
+
+
+def test_only_the_short_idempotent_recognition_task_is_redelivered_when_its_worker_dies():
+    app.loader.import_default_modules()  # registers every task, as a worker does
+    tasks = {name: app.tasks[name] for name in (
+        "recognition.segment", "system.ping", "maintenance.sweep", "adaptation.customer", "training.meta_train",
+    )}  # fmt: skip
+    redelivered = {name for name, task in tasks.items() if task.acks_late and task.reject_on_worker_lost}
+    visibility = app.conf.broker_transport_options["visibility_timeout"]
+
+    assert redelivered == {"recognition.segment"}
+    assert not tasks["training.meta_train"].acks_late and not tasks["adaptation.customer"].acks_late
+    assert visibility == visibility_timeout_s(django_settings.RECOGNITION_TIME_LIMIT_S) == 60
+    # A late-acked task still running past the visibility timeout would be handed to a second worker.
+    for name, task in app.tasks.items():
+        if task.acks_late:
+            assert task.time_limit + RECOGNITION_RETRY_COUNTDOWN_MAX_S < visibility, (name, task.time_limit)
+    assert tasks["adaptation.customer"].time_limit > visibility, "why adaptation must not be late-acked"
+    assert app.conf.worker_disable_prefetch and app.conf.worker_prefetch_multiplier == 1
+
+
+def test_the_broker_connection_uses_the_visibility_timeout_and_looks_for_lost_messages_often():
+    with app.connection_for_read() as connection:
+        options = connection.transport_options
+
+    assert options["visibility_timeout"] == app.conf.broker_transport_options["visibility_timeout"]
+    assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 5
 
 
 def test_a_recognition_worker_recognizes_while_adaptation_waits_for_the_adaptation_worker(

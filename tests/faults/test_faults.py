@@ -11,6 +11,7 @@ Run them alone with ``pytest -m faults``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import signal
@@ -142,10 +143,30 @@ def assert_no_half_written_rows(call_ids) -> None:
         assert call.status in ("ended", "failed") and call.ended_at is not None, (call.pk, call.status)
 
 
+def _segments_of(messages: list[dict]) -> set[int]:
+    """The segments of kombu messages of ``recognition.segment`` tasks."""
+    return {json.loads(base64.b64decode(m["body"]))[1]["segment_id"] for m in messages}
+
+
+def _unacked_segments(broker: redis.Redis) -> set[int]:
+    """Segments whose task a worker holds, delivered but not acknowledged
+    (kombu's Redis ``unacked`` hash: message, exchange, routing key)."""
+    return _segments_of([json.loads(raw)[0] for raw in broker.hvals("unacked")])
+
+
+def _queued_segments(broker: redis.Redis) -> set[int]:
+    return _segments_of([json.loads(raw) for raw in broker.lrange("recognition", 0, -1)])
+
+
 def test_a_worker_killed_mid_recognition_loses_no_segment_and_stores_each_result_once(stack, token, call_audio):
-    """SIGKILL to the whole worker (pool child included) while it holds
-    delivered, unacknowledged tasks: late acks keep them in the broker, the
-    sweeper queues them again for the new worker, the store is idempotent."""
+    """SIGKILL to the whole worker (pool child included) while it holds a
+    delivered, unacknowledged task: late acks keep it in the broker, which
+    hands it to the restarted worker after the visibility timeout, well
+    before the sweeper would (turned off here: only redelivery can bring
+    it back); the store is idempotent."""
+    # No sweeper, no beat; a 15 s recognition limit makes the visibility timeout 45 s.
+    env = {**stack.env, "SEGMENT_SWEEP_INTERVAL_S": "0", "RECOGNITION_TIME_LIMIT_S": "15"}
+    stack.worker = worker_service(env, stack.tmp, "faults", beat=False)
     stack.start(stack.redis, stack.web)
     run = async_to_sync(stream_twilio)(
         f"{stack.ws_url}/ws/media/twilio/{token}", call_audio.audio, realtime=False, caller="+15550109001"
@@ -155,17 +176,25 @@ def test_a_worker_killed_mid_recognition_loses_no_segment_and_stores_each_result
     assert Segment.objects.filter(call=call).exclude(audio="").count() == len(call_audio.sentences)
     # Every task waits in the queue; now a worker starts taking them ...
     stack.start(stack.worker)
-    wait_until("the first result", lambda: Segment.objects.filter(call=call, status="recognized").exists(),
-               interval=0.02)  # fmt: skip
+    broker = stack.broker()
+    pending = Segment.objects.filter(call=call, status="pending")
+    held = wait_until("a task delivered whose segment is not recognized yet",
+                      lambda: _unacked_segments(broker) & set(pending.values_list("pk", flat=True)),
+                      interval=0.01)  # fmt: skip
     stack.worker.kill(signal.SIGKILL)
-    # ... and dies with at least one task delivered but not acknowledged.
-    in_flight = stack.broker().hlen("unacked")
-    recognized_at_kill = Segment.objects.filter(call=call, status="recognized").count()
-    assert in_flight >= 1 and recognized_at_kill < len(call_audio.sentences), (in_flight, recognized_at_kill)
+    killed_at = time.monotonic()
+    # ... and dies holding it: its one copy is the broker's unacknowledged message.
+    lost = next(iter(held))
+    assert Segment.objects.get(pk=lost).status == "pending"
+    assert lost in _unacked_segments(broker) and lost not in _queued_segments(broker)
 
-    restarted = worker_service(stack.env, stack.tmp, "faults-2", beat=True)
+    restarted = worker_service(env, stack.tmp, "faults-2", beat=False)
     stack.start(restarted)
-    wait_until("every segment recognized", lambda: all_recognized([call.pk]))
+    # Redelivered 45 s after its delivery; the sweeper (on by default) would
+    # queue it again only SEGMENT_STUCK_AFTER_S (120 s) + up to an interval after.
+    wait_until("every segment recognized", lambda: all_recognized([call.pk]), timeout=90)
+    print(f"recognized {time.monotonic() - killed_at:.0f} s after the kill")
+    assert broker.hlen("unacked") == 0
 
     segments = list(Segment.objects.filter(call=call).order_by("index"))
     assert all(s.status == "recognized" and s.words for s in segments)
