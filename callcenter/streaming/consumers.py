@@ -516,7 +516,8 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
     their own calls and of the unassigned queue, and ``withdrawn`` when a
     call they could see is taken by another agent (``dashboard.access``).
     Anyone else is refused with 4403. ``?call=<id>`` narrows the feed to one
-    call the user may see.
+    call the user may see. Closed with 4401 when its login ends: logged out,
+    or the user deactivated or given a new password (``dashboard.signals``).
     """
 
     # Calls whose visibility is remembered per socket; over it, forget all.
@@ -525,6 +526,7 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
     # --- lifecycle ---
 
     async def connect(self) -> None:
+        from callcenter.dashboard import selectors as dashboard_selectors
         from callcenter.dashboard.access import viewer_for_user
 
         self.groups_joined: list[str] = []
@@ -547,18 +549,19 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
         if call:
             call_id = int(call)
             try:
-                agent_id = await database_sync_to_async(_call_agent_id)(call_id)
+                await database_sync_to_async(dashboard_selectors.call_for_viewer)(viewer=self.viewer, call_id=call_id)
             except NotFound as exc:
                 await self._refuse(exc.code, exc.message, protocols.CLOSE_PROTOCOL_ERROR)
                 return
-            if not self.viewer.sees(agent_id=agent_id):
-                await self._refuse("forbidden", f"call #{call_id} is another agent's", protocols.CLOSE_FORBIDDEN)
+            except Forbidden as exc:  # another agent's, or an unassigned call that left the queue
+                await self._refuse(exc.code, exc.message, protocols.CLOSE_FORBIDDEN)
                 return
             self.visible[call_id] = True
         self.groups_joined = [messages.call_group(int(call))] if call else [messages.AGENTS_GROUP]
-        session_key = getattr(self.scope.get("session"), "session_key", None)
-        if session_key:
-            self.groups_joined.append(messages.session_group(session_key))
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        if self.session_key:
+            self.groups_joined.append(messages.session_group(self.session_key))
+        self.groups_joined.append(messages.user_group(self.viewer.user_id))
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.send_json({"type": "hello", "user": self.viewer.username, "supervisor": self.viewer.supervisor})
@@ -585,6 +588,20 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "code": "logged_out", "message": "logged out"})
         await self.close(code=protocols.CLOSE_UNAUTHENTICATED)
 
+    async def user_changed(self, event: dict) -> None:
+        """This socket's user got a new password, was deactivated or deleted:
+        closed unless its login session is still valid (one given the new
+        password's hash stays open)."""
+        from callcenter.dashboard.access import session_still_valid
+
+        valid = await database_sync_to_async(session_still_valid)(session_key=self.session_key,
+                                                                  user_id=self.viewer.user_id)  # fmt: skip
+        if valid:
+            return
+        await self.send_json({"type": "error", "code": "session_ended",
+                              "message": "this login ended: the password changed or the account was deactivated"})  # fmt: skip
+        await self.close(code=protocols.CLOSE_UNAUTHENTICATED)
+
     async def transcript_message(self, event: dict) -> None:
         message = event["message"]
         if self.viewer.supervisor:
@@ -605,8 +622,11 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
             return
         visible = self.visible.get(call_id)
         if visible is None:
+            from callcenter.dashboard import selectors as dashboard_selectors
+
             try:
-                visible = self.viewer.sees(agent_id=await database_sync_to_async(_call_agent_id)(call_id))
+                visible = await database_sync_to_async(dashboard_selectors.call_visible)(viewer=self.viewer,
+                                                                                         call_id=call_id)  # fmt: skip
             except NotFound:
                 logger.warning("agents' feed: a %s message of call #%s, which does not exist", message.get("type"),
                                call_id)  # fmt: skip
@@ -614,9 +634,3 @@ class AgentFeedConsumer(AsyncJsonWebsocketConsumer):
             self.visible[call_id] = visible
         if visible:
             await self.send_json(message)
-
-
-def _call_agent_id(call_id: int) -> int | None:
-    from callcenter.calls import selectors
-
-    return selectors.call_get(call_id=call_id).agent_id
