@@ -197,10 +197,11 @@ def test_ops_allowed_networks_replace_loopback(client, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_health_socket_refuses_anonymous_clients_without_queueing(ops_token, pings_published):
-    answer = async_to_sync(_health_socket)(OUTSIDER)
-    wrong = async_to_sync(_health_socket)(OUTSIDER, "/ws/health/?token=not-the-token-at-all-0000")
+    async def both() -> list:
+        return [await _health_socket(OUTSIDER),
+                await _health_socket(OUTSIDER, "/ws/health/?token=not-the-token-at-all-0000")]  # fmt: skip
 
-    for messages, code in (answer, wrong):
+    for messages, code in async_to_sync(both)():
         assert code == 4403
         assert messages[0]["type"] == "error" and messages[0]["code"] == "forbidden"
         assert messages[0]["message"].startswith("operators only")
@@ -215,13 +216,17 @@ def test_the_health_socket_answers_the_token_or_a_staff_session_from_anywhere(
     staff = [(b"cookie", _session_cookie(django_user_model, "ops-staff", is_staff=True))]
     agent = [(b"cookie", _session_cookie(django_user_model, "ops-agent", is_staff=False))]
 
-    by_query = async_to_sync(_health_socket)(OUTSIDER, f"/ws/health/?token={ops_token}")
-    by_header = async_to_sync(_health_socket)(OUTSIDER, headers=[(b"authorization", f"Bearer {ops_token}".encode())])
-    by_staff = async_to_sync(_health_socket)(OUTSIDER, headers=staff)
-    not_staff = async_to_sync(_health_socket)(OUTSIDER, headers=agent)
-    foreign_page = async_to_sync(_health_socket)(
-        "127.0.0.1", f"/ws/health/?token={ops_token}", headers=[(b"origin", b"https://evil.example.com")]
-    )
+    async def each() -> list:  # one event loop for the channel layer (tests/conftest.py)
+        return [
+            await _health_socket(OUTSIDER, f"/ws/health/?token={ops_token}"),
+            await _health_socket(OUTSIDER, headers=[(b"authorization", f"Bearer {ops_token}".encode())]),
+            await _health_socket(OUTSIDER, headers=staff),
+            await _health_socket(OUTSIDER, headers=agent),
+            await _health_socket("127.0.0.1", f"/ws/health/?token={ops_token}",
+                                 headers=[(b"origin", b"https://evil.example.com")]),  # fmt: skip
+        ]
+
+    by_query, by_header, by_staff, not_staff, foreign_page = async_to_sync(each)()
 
     assert by_query == by_header == by_staff == ([{"type": "hello"}, worker], None)
     assert not_staff[1] == 4403 and foreign_page[1] == 4403
