@@ -69,6 +69,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phone_line(a: argparse.Namespace) -> int:
+    from asr_core.phone_line import degrade_manifest
+    print(degrade_manifest(a.manifest, a.line, a.out))
+    return 0
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.backbone != "small":
         return _evaluate_whisper(a)
@@ -391,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("checkpoint")
     wa.add_argument("--out", required=True)
     wa.set_defaults(func=cmd_whisper_adaptation)
+
+    pl = sub.add_parser("phone-line", help="render a manifest's audio through a hard telephone line "
+                                           "(noise, band limits, GSM / AMR / mu-law) into a new manifest")
+    pl.add_argument("--manifest", required=True)
+    pl.add_argument("--line", required=True, choices=["ulaw", "gsm", "amr", "hard", "narrow"])
+    pl.add_argument("--out", required=True, help="folder for manifest.tsv and audio/")
+    pl.set_defaults(func=cmd_phone_line)
 
     b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
     b.add_argument("--out", default="asr_core/checkpoints/lm")

@@ -10,5 +10,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from asr_core.audio import AudioError
     from asr_core.corpus.synth import SynthesisError
     from asr_core.manifest import ManifestError
-    return (AudioError, ManifestError, CheckpointError, SynthesisError, ValueError, FileNotFoundError,
+    from asr_core.phone_line import LineError
+    return (AudioError, ManifestError, CheckpointError, SynthesisError, LineError, ValueError, FileNotFoundError,
             PermissionError, IsADirectoryError)

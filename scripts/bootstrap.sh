@@ -17,6 +17,8 @@ PACKAGES=(
     redis-server postgresql sox libsox-fmt-all espeak-ng flite festival
     festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts wamerican
     chromium chromium-driver
+    # A real speaker's telephone prompts: the real-speech development set (../shared/real-speech/)
+    asterisk-core-sounds-en asterisk-core-sounds-en-wav
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }

@@ -23,6 +23,29 @@ def django_db_setup(django_db_setup):  # noqa: F811 - wraps pytest-django's fixt
     return django_db_setup
 
 
+@pytest.fixture(scope="session")
+def real_dev(tmp_path_factory):
+    """The real-speech development set (``../shared/real-speech/``): a real speaker's telephone
+    prompts, 30 ``adapt`` and 67 ``test``, as a manifest. Only these prompts, never the package's
+    others."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from asr_core.manifest import read_manifest
+
+    script = Path(__file__).resolve().parent.parent.parent / "shared" / "real-speech" / "make_dev_manifest.py"
+    if not script.is_file():
+        pytest.fail(f"the real-speech development set is missing: {script}")
+    out = tmp_path_factory.mktemp("real-dev")
+    done = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"make_dev_manifest.py: {done.stderr.strip() or done.stdout.strip()} (make test installs them)")
+    manifest = out / "manifest.tsv"
+    assert len(read_manifest(str(manifest), ("test",))) == 67
+    return manifest
+
+
 @pytest.fixture(scope="session", autouse=True)
 def media_in_a_temporary_folder(shared_var_dir):  # noqa: F811 - the fixture imported above
     """Every test stores audio and model files under a temporary folder,

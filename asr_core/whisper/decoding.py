@@ -150,6 +150,10 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
         total = (scores[:, None] + logp).flatten()
         top = total.topk(min(2 * k, total.numel()))
         rows, keep, new_seqs, new_scores = [], [], [], []
+        # As Whisper's BeamSearchDecoder: candidates in score order; one that ends the text is
+        # finished only if it ranks above the k-th live one (taking every end-of-text among the
+        # top 2k filled `finished` with early, short endings and stopped the search after the
+        # first sentence).
         for s, idx in zip(top.values.tolist(), top.indices.tolist()):
             r, t = divmod(idx, logp.shape[1])
             if s == float("-inf"):
@@ -157,11 +161,13 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
             if t == eot:
                 n = len(seqs[r]) + 1
                 finished.append((s / n ** opts.length_penalty, seqs[r], s))
-            elif len(new_seqs) < k:
+            else:
                 rows.append(r)
                 keep.append(t)
                 new_seqs.append(seqs[r] + [t])
                 new_scores.append(s)
+                if len(new_seqs) == k:
+                    break
         if len(finished) >= k * opts.patience or not new_seqs:
             break
         if step == 0:

@@ -119,6 +119,23 @@ def test_telephone_audio_at_8k_is_transcribed_with_ordered_word_timings(rec, uns
 
 
 @needs_wheel
+def test_beam_search_transcribes_a_long_real_prompt_past_its_first_sentence(tiny_path, real_dev):
+    """A real speaker's 25 s prompt of six sentences: beam search used to finish every hypothesis
+    that ended in the top 2k candidates, and stopped after "Thank you for calling Super Awesome
+    Company." (52 of 59 words lost)."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    longest = next(u for u in read_manifest(str(real_dev), ("test",))
+                   if u.text.startswith("thank you for calling super awesome company"))
+    assert len(longest.text.split()) == 59
+    rec5 = WhisperRecognizer.load(tiny_path, quantize=True, beam_size=5)
+    errors, words = word_errors(longest.text, rec5.transcribe(load_audio(longest.audio, 8000), 8000).text)
+    assert errors / words < 0.1
+
+
+@needs_wheel
 def test_silence_and_tiny_inputs_give_empty_text(rec):
     quiet = torch.randn(8000 * 3) * 1e-4
     assert rec.transcribe(quiet, 8000).text == ""
