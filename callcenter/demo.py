@@ -33,22 +33,36 @@ GAP_S = 1.0  # quiet line between sentences: longer than the endpointer's silenc
 class SyntheticCall:
     audio: np.ndarray  # (samples,) float32, 8 kHz
     sentences: list[str]
+    spans: list[tuple[int, int]]  # (first, last + 1) sample of each sentence's rendering in ``audio``
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
 
 
-def demo_speaker(voice: str = "en-us+m6"):
-    from asr_core.corpus.speakers import Speaker
+# The demo caller: the most natural installed voice (festival's HTS voice, a
+# statistical model of a recorded speaker), which the default recognizer
+# (Whisper) handles well; espeak-ng voices ("en-us+m6") sound robotic to it.
+DEMO_VOICE = "cmu_us_slt_arctic_hts"
 
+
+def demo_speaker(voice: str = DEMO_VOICE):
+    """The demo caller on a clean telephone line (mu-law): festival ``voice``,
+    or an espeak-ng voice ("en-us+m6")."""
+    from asr_core.corpus.speakers import FESTIVAL_VOICES, Speaker
+
+    if voice in FESTIVAL_VOICES:
+        return Speaker(
+            id="demo", split="test", engine="festival", voice=voice, rate=1.0, pitch=50, formant=1.0, pitch_cents=0,
+            codec="ulaw", amr_mode=0, snr_db=25.0, gain_db=-3.0, band_low=300, band_high=3400,
+        )  # fmt: skip
     return Speaker(
         id="demo", split="test", engine="espeak", voice=voice, rate=160.0, pitch=45, formant=1.05, pitch_cents=-80,
         codec="ulaw", amr_mode=0, snr_db=25.0, gain_db=-3.0, band_low=300, band_high=3400,
     )  # fmt: skip
 
 
-def synthetic_call(*, seed: int = 7, sentences: int = 4, voice: str = "en-us+m6") -> SyntheticCall:
+def synthetic_call(*, seed: int = 7, sentences: int = 4, voice: str = DEMO_VOICE) -> SyntheticCall:
     """A caller saying ``sentences`` customer-service sentences, with a
     second of quiet line before, between and after them."""
     from asr_core.corpus.sentences import sentences as make_sentences
@@ -61,10 +75,13 @@ def synthetic_call(*, seed: int = 7, sentences: int = 4, voice: str = "en-us+m6"
     def line_noise() -> np.ndarray:
         return (rng.normal(size=int(GAP_S * SAMPLE_RATE)) * 3e-4).astype(np.float32)
 
-    parts = [line_noise()]
+    parts, spans, at = [line_noise()], [], int(GAP_S * SAMPLE_RATE)
     for i, text in enumerate(texts):
-        parts += [render(speaker, text, seed * 100 + i).astype(np.float32), line_noise()]
-    return SyntheticCall(audio=np.concatenate(parts), sentences=texts)
+        spoken = render(speaker, text, seed * 100 + i).astype(np.float32)
+        parts += [spoken, line_noise()]
+        spans.append((at, at + len(spoken)))
+        at += len(spoken) + int(GAP_S * SAMPLE_RATE)
+    return SyntheticCall(audio=np.concatenate(parts), sentences=texts, spans=spans)
 
 
 # --- the agent's view --------------------------------------------------------

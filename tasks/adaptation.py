@@ -120,6 +120,19 @@ def _adapt(*, run_id: int) -> dict[str, object]:
                 run_id,
                 current.version,
             )
+    allowed = {"off": (), "supervised": ("supervised",), "all": ("supervised", "label-free")}[
+        settings.ADAPTATION_WHISPER
+    ]
+    if asr.is_whisper(rec) and mode not in allowed:
+        # Label-free: its pseudo-labels came from the small model, wrong on real speech (92-99 % WER),
+        # and the guard rewarded copying them (a real caller's next call: 51 % -> 99 % WER).
+        return _finish_without_profile(
+            run_id=run_id,
+            version=version,
+            mode=mode,
+            figures={"mode": mode, "segments": len(audios), "model_version": version.name},
+            reason=f"{mode} adaptation of Whisper is off (ADAPTATION_WHISPER={settings.ADAPTATION_WHISPER})",
+        )
     if mode == "label-free" and len(audios) < LABEL_FREE_MIN_SEGMENTS:
         # Few unverified segments give a noisy guard and noisy pseudo-labels: wait for more.
         return _finish_without_profile(

@@ -60,6 +60,10 @@ class WhisperRecognizer:
     def sample_rate(self) -> int:
         return SAMPLE_RATE
 
+    def stream(self, sample_rate: int = 8000, params: dict[str, Tensor] | None = None) -> "WhisperStream":
+        """Partial hypotheses of one segment while it grows (`WhisperStream.accept`)."""
+        return WhisperStream(self, sample_rate, params)
+
     def adaptive_names(self) -> list[str]:
         return self.model.adaptive_parameter_names()
 
@@ -201,3 +205,57 @@ def quantize_linear(model: Whisper) -> Whisper:
     per batch at run time). LoRA parameters stay float and still apply through functional_call."""
     from torch.ao.quantization import quantize_dynamic
     return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()
+
+
+class WhisperStream:
+    """Partials of one growing segment: each `accept` re-decodes all the audio so far (greedy, the
+    encoder on the segment plus `PARTIAL_TRIM_S` of padding, no word timings) and stabilizes the
+    words by local agreement (as whisper_streaming's LocalAgreement-2): the longest prefix two
+    consecutive decodes agree on is committed and never taken back; the latest decode's words after
+    it follow. Same interface as the small model's `RecognizerStream.accept`."""
+
+    PARTIAL_TRIM_S = 1.0
+
+    def __init__(self, rec: WhisperRecognizer, sample_rate: int, params: dict[str, Tensor] | None):
+        if sample_rate <= 0:
+            raise AudioError(f"sample_rate must be positive, got {sample_rate}")
+        self.rec, self.sample_rate, self.params = rec, sample_rate, params
+        self.chunks: list[Tensor] = []
+        self.samples_in = 0
+        self.committed: list[str] = []
+        self.previous: list[str] = []
+
+    def accept(self, chunk: Tensor) -> Transcript:
+        """Feed (samples,) float audio at the stream's rate; returns the current partial hypothesis."""
+        x = self.rec.prepare(chunk, self.sample_rate)
+        self.samples_in += x.numel()
+        if x.numel():
+            self.chunks.append(x)
+        audio = torch.cat(self.chunks) if self.chunks else torch.zeros(0)
+        if audio.numel() < 2 * HOP_LENGTH:
+            return Transcript(" ".join(self.committed))
+        latest = self._decode(audio[-MAX_SAMPLES:]).split()
+        agreed = 0
+        while agreed < min(len(latest), len(self.previous)) and _same_word(latest[agreed], self.previous[agreed]):
+            agreed += 1
+        if agreed > len(self.committed):  # committed words stay as they were shown
+            self.committed = self.committed + latest[len(self.committed):agreed]
+        self.previous = latest
+        return Transcript(" ".join(self.committed + latest[len(self.committed):]))
+
+    def _decode(self, audio16k: Tensor) -> str:
+        rec = self.rec
+        mel, frames = rec.features(audio16k)
+        width = min(N_FRAMES, 2 * ((frames + int(self.PARTIAL_TRIM_S * 100) + 1) // 2))
+        enc = rec.encode(mel[None, :, :width], self.params)
+        budget = rec.options.token_budget(audio16k.numel() / SAMPLE_RATE)
+        hyp = rec._guard(enc, rec._decode(enc, 1, budget)[0], budget)
+        if hyp.is_silence(rec.options) or not hyp.tokens:
+            return ""
+        return rec.tokenizer.decode(hyp.tokens).strip()
+
+
+def _same_word(a: str, b: str) -> bool:
+    """Words agree up to case and punctuation ("company." and "Company" are one word)."""
+    norm = lambda w: "".join(c for c in w.lower() if c.isalnum() or c == "'")  # noqa: E731
+    return norm(a) == norm(b)

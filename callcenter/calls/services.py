@@ -742,12 +742,12 @@ def _adaptation_enqueue(*, run_id: int) -> None:
 
 
 def adaptation_backbones() -> list[str]:
-    """Whose profiles a caller's adaptation updates: the small model's
-    (partials; finals too by default) and, with ``ASR_FINAL_BACKBONE`` set
-    to Whisper, the Whisper final pass's."""
-    if settings.ASR_FINAL_BACKBONE == ModelVersion.Backbone.SMALL:
-        return [ModelVersion.Backbone.SMALL]
-    return [ModelVersion.Backbone.SMALL, settings.ASR_FINAL_BACKBONE]
+    """Whose profiles a caller's adaptation updates: those of the backbones
+    that recognize calls, the partials' (``ASR_PARTIAL_BACKBONE``) and the
+    finals' (``ASR_FINAL_BACKBONE``), once each; a Whisper backbone only
+    while ``ADAPTATION_WHISPER`` is not "off" (the default)."""
+    used = dict.fromkeys([settings.ASR_PARTIAL_BACKBONE, settings.ASR_FINAL_BACKBONE])
+    return [b for b in used if b == ModelVersion.Backbone.SMALL or settings.ADAPTATION_WHISPER != "off"]
 
 
 # Fewest usable segments an adaptation after a call needs: its guard adapts
@@ -770,10 +770,11 @@ def _adaptation_usable_segments(*, customer_id: int) -> int:
 def adaptation_schedule_after_call(*, call: Call) -> AdaptationRun | None:
     """Queue the adaptation of the call's customer once the transaction
     commits, one run per backbone (``adaptation_backbones``); once per call
-    (a second hangup schedules nothing). Returns the small model's run; None
-    (no run, no task) without a known caller or while the caller has fewer
-    than ``ADAPTATION_MIN_SEGMENTS`` usable segments."""
-    if call.customer_id is None:
+    (a second hangup schedules nothing). Returns the first run; None (no
+    run, no task) without a known caller, when no backbone in use adapts,
+    or while the caller has fewer than ``ADAPTATION_MIN_SEGMENTS`` usable
+    segments."""
+    if call.customer_id is None or not adaptation_backbones():
         return None
     if _adaptation_usable_segments(customer_id=call.customer_id) < ADAPTATION_MIN_SEGMENTS:
         logger.info("call #%s: no adaptation of customer #%s: fewer than %d segments with usable audio",
@@ -814,6 +815,11 @@ def adaptation_request(
         )
     # A new small-model version re-adapts small-model profiles only.
     backbones = [ModelVersion.Backbone.SMALL] if trigger == AdaptationRun.Trigger.PROMOTION else adaptation_backbones()
+    if not backbones:
+        raise InvalidState(
+            "no recognizer in use adapts to callers: Whisper's adaptation is off (ADAPTATION_WHISPER=off), "
+            "nothing was queued"
+        )
     runs = []
     with transaction.atomic():
         for backbone in backbones:

@@ -1,10 +1,13 @@
 """Partial hypotheses while the caller speaks, computed in the web process.
 
-The streaming model runs on **one** thread beside the event loop (never on
-it), shared by all calls of the process. Each call keeps its own explicit
-stream state (``RecognizerStream``) for the segment in progress and feeds it
-only the audio it has not seen, so a partial costs the new audio, not the
-whole segment.
+The partials' recognizer (``ASR_PARTIAL_BACKBONE``, ``asr.partial_recognizer``)
+runs on **one** thread beside the event loop (never on it), shared by all
+calls of the process. Each call keeps its own explicit stream state
+(``rec.stream()``) for the segment in progress and feeds it only the audio
+it has not seen. Whisper (the default) re-decodes the growing segment and
+commits the words two consecutive decodes agree on (local agreement); the
+small streaming model carries its state forward, so its partial costs only
+the new audio.
 
 Back-pressure drops, it never queues: a call asks for a partial at most
 every ``interval`` seconds; the request is dropped when that call's previous
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from asr_core.decoder import Transcript
-from asr_core.recognizer import Recognizer, RecognizerStream
+from asr_core.recognizer import Recognizer, RecognizerStream  # or asr_core.whisper's, with the same stream()
 from callcenter import metrics
 
 T = TypeVar("T")
@@ -97,13 +100,13 @@ _engine_lock = threading.Lock()
 
 
 def engine() -> PartialEngine:
-    """The process's partial engine (greedy decoder, loaded on first use)."""
+    """The process's partial engine (``ASR_PARTIAL_BACKBONE``, loaded on first use)."""
     global _engine
     with _engine_lock:
         if _engine is None:
-            from callcenter.asr import recognizer
+            from callcenter.asr import partial_recognizer
 
-            _engine = PartialEngine(loader=lambda: recognizer(decoder="greedy"))
+            _engine = PartialEngine(loader=partial_recognizer)
         return _engine
 
 

@@ -84,8 +84,8 @@ def test_evaluate_adapt_writes_the_per_method_table(tmp_path):
                                          test_speakers=0, accent_test_speakers=1, adapt_utts=4, test_utts=2,
                                          workers=1))
     out = tmp_path / "eval.json"
-    rc, stdout, err = run("evaluate", "--manifest", manifest, "--adapt", "all", "--meta-dir", str(tmp_path / "none"),
-                          "--json", str(out), "--decoder", "greedy", timeout=600)
+    rc, stdout, err = run("evaluate", "--backbone", "small", "--manifest", manifest, "--adapt", "all",
+                          "--meta-dir", str(tmp_path / "none"), "--json", str(out), "--decoder", "greedy", timeout=600)
     assert rc == 0, err
     table = json.loads(out.read_text())["adapt"]
     assert {"none", "finetune", "lhuc", "label-free", "supervised"} <= set(table)
@@ -99,13 +99,14 @@ def test_evaluate_adapt_writes_the_per_method_table(tmp_path):
     assert table["supervised"]["seconds_per_speaker"] > 0.0
     assert "supervised" in stdout and "not found, method maml skipped" in err
     # --speakers: only the callers it selects are evaluated; selecting none is a clear error
-    rc, _, err = run("evaluate", "--manifest", manifest, "--adapt", "supervised", "--speakers", "^test0",
-                     "--decoder", "greedy")
+    rc, _, err = run("evaluate", "--backbone", "small", "--manifest", manifest, "--adapt", "supervised",
+                     "--speakers", "^test0", "--decoder", "greedy")
     assert_clean_error(rc, err, "no utterances in split 'test' of speakers matching '^test0'")
 
 
 def test_evaluate_rejects_a_bad_finetune_rate(tmp_path):
-    rc, _, err = run("evaluate", "--manifest", str(tmp_path / "m.tsv"), "--adapt", "all", "--finetune-lr", "0")
+    rc, _, err = run("evaluate", "--backbone", "small", "--manifest", str(tmp_path / "m.tsv"), "--adapt", "all",
+                     "--finetune-lr", "0")
     assert_clean_error(rc, err, "expected a number > 0, got 0")
     rc, _, err = run("meta-train", "--manifest", "m.tsv", "--out", str(tmp_path), "--adapter-lr", "nan")
     assert_clean_error(rc, err, "expected a number > 0, got nan")

@@ -307,3 +307,46 @@ def test_evaluate_uses_the_shipped_adaptation_settings_unless_told_otherwise(tmp
         assert main(["evaluate", "--backbone", "whisper-tiny", "--manifest", str(tmp_path / "m.tsv"), "--int8",
                      "--trim-seconds", "1", "--json", str(out), *extra]) == 0
         assert json.loads(out.read_text())["adaptation_settings"] == expected
+
+
+@needs_wheel
+def test_evaluate_without_a_backbone_measures_the_products_default_recognizer(real_dev, tmp_path):
+    """`python -m asr_core evaluate --manifest M` is what the product recognizes with
+    (asr_core/defaults.py, which the backend's settings default to), on a real speaker."""
+    import json
+
+    from asr_core import defaults
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--manifest", str(real_dev), "--limit", "4", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    decoding = "greedy" if defaults.WHISPER_BEAM_SIZE == 1 else f"beam{defaults.WHISPER_BEAM_SIZE}"
+    assert r["decoder"] == f"{defaults.FINAL_BACKBONE} {decoding}{' int8' if defaults.WHISPER_INT8 else ''}" + (
+        f" trim {defaults.WHISPER_TRIM_S:g}s" if defaults.WHISPER_TRIM_S is not None else "")
+    assert r["utterances"] == 4 and r["wer"] <= 0.1 and set(r["speakers"]) == {"allison"}
+    # a flag still overrides one setting
+    assert main(["evaluate", "--manifest", str(real_dev), "--limit", "1", "--no-int8", "--json", str(out)]) == 0
+    assert "int8" not in json.loads(out.read_text())["decoder"]
+
+
+@needs_wheel
+def test_streamed_partials_of_real_speech_converge_and_never_take_back_a_committed_word(rec, real_dev):
+    """Whisper partials (re-decoding with local agreement), fed 500 ms at a time: the committed
+    words only grow, and the last partial of each prompt is close to its transcript."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    errors = words = 0
+    for u in read_manifest(str(real_dev), ("test",))[:6]:
+        x = load_audio(u.audio, 8000)
+        stream = rec.stream(sample_rate=8000)
+        committed: list[str] = []
+        for start in range(0, x.numel(), 4000):
+            text = stream.accept(x[start:start + 4000]).text
+            assert stream.committed[:len(committed)] == committed and text.split()[:len(stream.committed)] == \
+                stream.committed
+            committed = list(stream.committed)
+        e, n = word_errors(u.text, text)
+        errors, words = errors + e, words + n
+    assert errors / words < 0.1
+    with pytest.raises(Exception, match="sample_rate must be positive"):
+        rec.stream(sample_rate=0)

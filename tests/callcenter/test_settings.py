@@ -45,6 +45,12 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
     assert settings["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]"]
     assert settings["MEDIA_ROOT"] == str(tmp_path / "var" / "media")
     assert settings["ASR_CHECKPOINT"] == str(REPO_ROOT / "asr_core" / "checkpoints" / "base.pt")
+    # Real callers first: Whisper (pretrained on real speech) for partials and finals, with the
+    # decoding chosen on real speech (asr_core/defaults.py, which `asr_core evaluate` measures).
+    assert (settings["ASR_FINAL_BACKBONE"], settings["ASR_PARTIAL_BACKBONE"]) == ("whisper-tiny", "whisper-tiny")
+    assert (settings["ASR_WHISPER_INT8"], settings["ASR_WHISPER_BEAM_SIZE"], settings["ASR_WHISPER_TRIM_S"]) == (
+        False, 5, None)  # fmt: skip
+    assert settings["ADAPTATION_WHISPER"] == "off" and settings["STREAM_MAX_SPEED"] == 4
 
 
 def test_database_and_redis_urls_configure_postgres_celery_and_channels(load_settings):
@@ -109,6 +115,11 @@ def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(
         ({"ASR_WHISPER_TRIM_S": "soon"}, "ASR_WHISPER_TRIM_S='soon' must be a number of seconds or 'none'"),
         ({"ASR_WHISPER_TRIM_S": "45"}, "ASR_WHISPER_TRIM_S='45' must be between 0 and 30 seconds"),
         ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' is not a boolean"),
+        ({"ASR_PARTIAL_BACKBONE": "vosk"}, "ASR_PARTIAL_BACKBONE='vosk' must be 'small', 'whisper-tiny'"),
+        ({"ASR_WHISPER_BEAM_SIZE": "0"}, "ASR_WHISPER_BEAM_SIZE='0' must be at least 1"),
+        ({"ASR_WHISPER_BEAM_SIZE": "32"}, "ASR_WHISPER_BEAM_SIZE=32 must be at most 16"),
+        ({"ADAPTATION_WHISPER": "sometimes"}, "ADAPTATION_WHISPER='sometimes' must be 'off', 'supervised' or 'all'"),
+        ({"STREAM_MAX_SPEED": "0"}, "STREAM_MAX_SPEED='0' must be at least 1"),
         ({"LOGIN_RATE_LIMIT_PER_ADDRESS": "5"}, "LOGIN_RATE_LIMIT_PER_ADDRESS=5 must be at least LOGIN_RATE_LIMIT=10"),
         ({"OPS_TOKEN": "short"}, "OPS_TOKEN must be at least 16 printable characters without spaces"),
         ({"OPS_TOKEN": "sixteen chars and a space"}, "OPS_TOKEN must be at least 16 printable characters"),

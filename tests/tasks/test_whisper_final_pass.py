@@ -62,7 +62,9 @@ def call_audio():
 def whisper_stack(tmp_path, shared_var_dir, **env):
     """Private Redis + web + worker (both queues) with Whisper tiny finals."""
     redis_svc, redis_url = redis_service(tmp_path)
-    env = app_env(shared_var_dir, redis_url, ASR_FINAL_BACKBONE="whisper-tiny", **env)
+    env = app_env(shared_var_dir, redis_url, ASR_FINAL_BACKBONE="whisper-tiny", ASR_PARTIAL_BACKBONE="small",
+                  ADAPTATION_WHISPER="all", ASR_WHISPER_INT8="1", ASR_WHISPER_BEAM_SIZE="1",
+                  ASR_WHISPER_TRIM_S="1", **env)
     web, port = daphne_service(env, tmp_path)
     worker = worker_service(env, tmp_path, "whisper")
     started = []

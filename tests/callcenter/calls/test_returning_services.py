@@ -174,6 +174,27 @@ def test_no_adaptation_is_scheduled_when_the_setting_is_off(media, settings):
 
 
 @pytest.mark.django_db
+def test_with_the_default_recognizers_a_call_ends_with_no_adaptation_and_a_request_is_refused(
+    media, settings, supervisor, django_capture_on_commit_callbacks
+):
+    """Whisper for partials and finals, its adaptation off (the defaults): the call is closed as
+    usual and nothing is queued; the admin's re-adapt says why. (An empty list of backbones
+    once left the call open: "could not be closed".)"""
+    settings.ASR_FINAL_BACKBONE = settings.ASR_PARTIAL_BACKBONE = "whisper-tiny"
+    settings.ADAPTATION_WHISPER = "off"
+    customer, call, _ = _call_with_segments()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        ended = services.call_end(call_id=call.pk)
+
+    assert ended.status == "ended" and not AdaptationRun.objects.exists() and not callbacks
+    with pytest.raises(InvalidState, match="ADAPTATION_WHISPER=off"):
+        services.adaptation_request(customer_id=customer.pk, user=supervisor)
+    assert not AdaptationRun.objects.exists()
+    settings.ADAPTATION_WHISPER = "supervised"
+    assert services.adaptation_backbones() == ["whisper-tiny"]
+
+
+@pytest.mark.django_db
 def test_adaptation_requests_need_permission_and_audio(media, supervisor, django_user_model):
     customer, _call, _segments = _call_with_segments()
     silent = services.customer_create(phone="+15557790002")

@@ -123,13 +123,18 @@ def test_an_agent_follows_her_call_live_and_another_agent_does_not_see_it(
 ):
     from selenium.webdriver.common.by import By
 
-    for name in ("alice", "bob"):
-        Agent.objects.create(user=django_user_model.objects.create_user(name, password=PASSWORD), display_name=name)
+    agents = {
+        name: Agent.objects.create(user=django_user_model.objects.create_user(name, password=PASSWORD),
+                                   display_name=name)
+        for name in ("alice", "bob")
+    }  # fmt: skip
     token = services.line_create(name="e2e-agents")[1]
-    # The caller called before: the page shows that call in the caller's history.
+    # The caller called alice before: her page shows that call in the caller's history (an agent's
+    # history lists the calls she may open: her own, and the queue's while they are in it).
     customer = services.customer_create(phone=CALLER, name="Grace Caller")
     earlier = services.call_start(protocol="twilio", external_id="MZ-before", customer_id=customer.pk,
                                   started_at=timezone.now() - dt.timedelta(days=3))  # fmt: skip
+    services.call_assign_agent(call_id=earlier.pk, agent_id=agents["alice"].pk)
     said = services.segment_create(call_id=earlier.pk, index=0, start_ms=800, end_ms=2900, sample_rate=8000)
     Segment.objects.filter(pk=said.pk).update(status="recognized", text="i want to change my delivery address")
     services.call_end(call_id=earlier.pk, ended_at=earlier.started_at + dt.timedelta(seconds=95))
