@@ -11,12 +11,11 @@ import pytest
 from asgiref.sync import async_to_sync
 from celery.signals import before_task_publish
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.health import PingGate
+from tests.fixtures.calls import session_cookie
 
 OPS_TOKEN = "ops-token-for-the-tests-0123456789"
 OUTSIDER = "203.0.113.9"  # not in OPS_ALLOWED_NETWORKS (loopback by default)
@@ -51,13 +50,7 @@ def _from(address: str):
 
 
 def _session_cookie(django_user_model, username: str, *, is_staff: bool) -> bytes:
-    user = django_user_model.objects.create_user(username, is_staff=is_staff)
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return f"sessionid={session.session_key}".encode()
+    return session_cookie(django_user_model.objects.create_user(username, is_staff=is_staff)).encode()
 
 
 async def _health_socket(address: str, path: str = "/ws/health/", headers=None) -> tuple[list[dict], int | None]:

@@ -10,23 +10,17 @@ import sys
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 
 from callcenter.asgi import application
 from callcenter.calls import services
+from tests.fixtures.calls import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _staff_cookie(django_user_model) -> bytes:
     user = django_user_model.objects.create_user("origin-agent", is_staff=True, is_superuser=True)
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return f"sessionid={session.session_key}".encode()
+    return session_cookie(user).encode()
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from callcenter.calls.models import AdaptationRun, Call, ModelVersion, Segment
 from callcenter.client import stream_twilio
 from callcenter.demo import synthetic_call
 from tests.fixtures.calls import wait_recognized
-from tests.fixtures.services import app_env, daphne_service, redis_service, wait_http, wait_redis, worker_service
+from tests.fixtures.services import app_stack
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -60,25 +60,12 @@ def call_audio():
 
 @contextmanager
 def whisper_stack(tmp_path, shared_var_dir, **env):
-    """Private Redis + web + worker (both queues) with Whisper tiny finals."""
-    redis_svc, redis_url = redis_service(tmp_path)
-    env = app_env(shared_var_dir, redis_url, ASR_FINAL_BACKBONE="whisper-tiny", ASR_PARTIAL_BACKBONE="small",
-                  ADAPTATION_WHISPER="all", ASR_WHISPER_INT8="1", ASR_WHISPER_BEAM_SIZE="1",
-                  ASR_WHISPER_TRIM_S="1", **env)
-    web, port = daphne_service(env, tmp_path)
-    worker = worker_service(env, tmp_path, "whisper")
-    started = []
-    try:
-        for service in (redis_svc, web, worker):
-            service.start()
-            started.append(service)
-        wait_redis(redis_url)
-        wait_http(f"http://127.0.0.1:{port}/healthz", web)
-        worker.wait_for("ready.")
-        yield f"ws://127.0.0.1:{port}", worker
-    finally:
-        for service in reversed(started):
-            service.stop()
+    """Private Redis + web + worker (both queues) with Whisper tiny finals, small-model partials and
+    Whisper adaptation on (the two-pass setup these tests were written for)."""
+    with app_stack(tmp_path, shared_var_dir, ASR_FINAL_BACKBONE="whisper-tiny", ASR_PARTIAL_BACKBONE="small",
+                   ADAPTATION_WHISPER="all", ASR_WHISPER_INT8="1", ASR_WHISPER_BEAM_SIZE="1",
+                   ASR_WHISPER_TRIM_S="1", **env) as (_http_url, ws_url, worker):
+        yield ws_url, worker
 
 
 def _call(ws_url: str, token: str, audio) -> Call:

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import websockets
 from asgiref.sync import async_to_sync
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 
 from asr_core import defaults
 from asr_core.audio import load_audio
@@ -22,8 +20,8 @@ from asr_core.metrics import wer, word_errors
 from callcenter.calls import services
 from callcenter.calls.models import Call
 from callcenter.client import stream_twilio
-from tests.fixtures.calls import wait_recognized
-from tests.fixtures.services import app_env, daphne_service, redis_service, wait_http, wait_redis, worker_service
+from tests.fixtures.calls import session_cookie, wait_recognized
+from tests.fixtures.services import app_stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(400)]
 
@@ -37,34 +35,14 @@ MAX_PARTIAL_WER = 0.35
 @pytest.fixture
 def default_stack(tmp_path, shared_var_dir):
     """Private Redis, web server and worker with the product's default recognizers."""
-    redis_svc, redis_url = redis_service(tmp_path)
-    env = app_env(shared_var_dir, redis_url, ASR_FINAL_BACKBONE=defaults.FINAL_BACKBONE,
-                  ASR_PARTIAL_BACKBONE=defaults.PARTIAL_BACKBONE)
-    web, port = daphne_service(env, tmp_path)
-    worker = worker_service(env, tmp_path, "default-recognizer")
-    started = []
-    try:
-        for service in (redis_svc, web, worker):
-            service.start()
-            started.append(service)
-        wait_redis(redis_url)
-        wait_http(f"http://127.0.0.1:{port}/healthz", web)
-        worker.wait_for("ready.")
-        yield f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-    finally:
-        for service in reversed(started):
-            service.stop()
+    with app_stack(tmp_path, shared_var_dir, ASR_FINAL_BACKBONE=defaults.FINAL_BACKBONE,
+                   ASR_PARTIAL_BACKBONE=defaults.PARTIAL_BACKBONE) as (http_url, ws_url, _worker):
+        yield http_url, ws_url
 
 
 @pytest.fixture
 def staff_cookie(django_user_model) -> str:
-    user = django_user_model.objects.create_user("supervisor-real", is_staff=True, is_superuser=True)
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return f"sessionid={session.session_key}"
+    return session_cookie(django_user_model.objects.create_user("supervisor-real", is_staff=True, is_superuser=True))
 
 
 def test_a_real_speakers_call_gets_accurate_finals_and_partials_that_converge(default_stack, staff_cookie, real_dev):

@@ -14,14 +14,13 @@ import websockets
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.sessions.backends.db import SessionStore
 
 from asr_core.audio import pcm16_encode
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Call, Customer
 from callcenter.streaming import consumers, limits, messages, protocols
+from tests.fixtures.calls import session_cookie, twilio_start_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,24 +38,10 @@ def silence_frame(ms: int = 200) -> bytes:
     return pcm16_encode(__import__("torch").from_numpy(noise.astype(np.float32)))
 
 
-def twilio_start(stream_sid: str, **parameters: str) -> str:
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"streamSid": stream_sid, "callSid": "CA1", "accountSid": "AC1", "tracks": ["inbound"],
-                  "customParameters": parameters,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })  # fmt: skip
-
-
 @pytest.fixture
 def supervisor_headers(django_user_model, web_server) -> dict[str, str]:
     user = django_user_model.objects.create_user("supervisor-quiet", is_staff=True, is_superuser=True)
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return {"Cookie": f"sessionid={session.session_key}", "Origin": web_server.http_url}
+    return {"Cookie": session_cookie(user), "Origin": web_server.http_url}
 
 
 # --- quiet sockets over the real server ---
@@ -105,11 +90,11 @@ def test_a_silent_call_and_a_quiet_agent_feed_stay_open_for_half_a_minute(web_se
 @pytest.mark.parametrize(
     "frame",
     [
-        twilio_start("MZ\ud800bad"),
-        twilio_start("MZagent", agent="\ud800"),
-        twilio_start("MZcustomer", customer_id="cust\udfff"),
-        twilio_start("MZnul\x00"),
-        twilio_start("MZcaller", caller="+1555\n2026-12-02 CRITICAL forged"),
+        twilio_start_frame("MZ\ud800bad"),
+        twilio_start_frame("MZagent", agent="\ud800"),
+        twilio_start_frame("MZcustomer", customer_id="cust\udfff"),
+        twilio_start_frame("MZnul\x00"),
+        twilio_start_frame("MZcaller", caller="+1555\n2026-12-02 CRITICAL forged"),
     ],
     ids=["surrogate-stream-sid", "surrogate-agent", "surrogate-customer-id", "nul-stream-sid", "newline-caller"],
 )
@@ -141,7 +126,7 @@ def test_bad_strings_from_a_line_token_holder_never_use_up_the_servers_stream_sl
 
     async def probe(index: int) -> tuple[dict, int]:
         async with websockets.connect(f"{web_server.ws_url}/ws/media/twilio/{token}") as ws:
-            await ws.send(twilio_start(f"MZprobe{index}\ud800", agent="\ud800", customer_id="\ud800"))
+            await ws.send(twilio_start_frame(f"MZprobe{index}\ud800", agent="\ud800", customer_id="\ud800"))
             answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
             await asyncio.wait_for(ws.wait_closed(), 10)
             return answer, ws.close_code
