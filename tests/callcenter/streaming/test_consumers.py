@@ -19,6 +19,7 @@ from asr_core.audio import mulaw_encode, pcm16_encode
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Call, Line, Segment
+from tests.fixtures.calls import twilio_start_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,12 +51,7 @@ def quiet(ms: int) -> np.ndarray:
 
 
 def start_frame(stream_sid: str = STREAM_SID, **parameters: str) -> str:
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"streamSid": stream_sid, "callSid": "CA1", "accountSid": "AC1", "tracks": ["inbound"],
-                  "customParameters": parameters,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })  # fmt: skip
+    return twilio_start_frame(stream_sid, **parameters)
 
 
 def media_frames(audio: np.ndarray) -> list[str]:
