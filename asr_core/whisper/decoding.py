@@ -170,10 +170,8 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
                     break
         if len(finished) >= k * opts.patience or not new_seqs:
             break
-        if step == 0:
-            cache = reorder_cache(cache, torch.zeros(len(rows), dtype=torch.long))
-        else:
-            cache = reorder_cache(cache, torch.tensor(rows))
+        cache = reorder_cache(cache, torch.zeros(len(rows), dtype=torch.long) if step == 0 else torch.tensor(rows),
+                              shared_audio=True)
         seqs, scores = new_seqs, torch.tensor(new_scores, dtype=torch.float64)
         last, cache, _ = decoder(torch.tensor(keep)[:, None], cache)
         last = last[:, -1]

@@ -126,6 +126,13 @@ class Attention(nn.Module):
             q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
         q = self._split(q)
         k, v = kv
+        if k.shape[0] == 1 < q.shape[0]:   # rows sharing one audio (beam search): (1, heads, S, d_head)
+            if q.shape[2] == 1 and not need_weights:
+                # one step of every row: the rows become the query positions of a single batch
+                y = F.scaled_dot_product_attention(q.transpose(0, 2), k, v).transpose(0, 2)
+                b, h, t, dh = y.shape
+                return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), None
+            k, v = k.expand(q.shape[0], *k.shape[1:]), v.expand(q.shape[0], *v.shape[1:])
         if not need_weights:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
             weights = None
@@ -244,7 +251,15 @@ class Whisper(nn.Module):
         return self.decoder(tokens, self.decoder.init_cache(self.encoder(mel)))[0]
 
 
-def reorder_cache(cache: dict, rows: Tensor) -> dict:
-    """Select batch rows (beam search): rows (new_batch,) indices into the cache's batch."""
+def reorder_cache(cache: dict, rows: Tensor, shared_audio: bool = False) -> dict:
+    """Select batch rows (beam search): rows (new_batch,) indices into the cache's batch.
+
+    shared_audio: every row attends to the same audio (the beams of one segment), so the
+    cross-attention keys/values stay views of row 0 instead of copies (they are the bulk of the
+    cache: layers x 2 x (heads, 1500, d_head) per row, copied at every step before)."""
     pick = lambda kv: (kv[0].index_select(0, rows), kv[1].index_select(0, rows))  # noqa: E731
-    return {"self": [pick(kv) for kv in cache["self"]], "cross": [pick(kv) for kv in cache["cross"]]}
+    if shared_audio:  # one row of keys/values for every row (Attention folds the rows in)
+        cross = [(k[:1], v[:1]) for k, v in cache["cross"]]
+    else:
+        cross = [pick(kv) for kv in cache["cross"]]
+    return {"self": [pick(kv) for kv in cache["self"]], "cross": cross}

@@ -350,3 +350,20 @@ def test_streamed_partials_of_real_speech_converge_and_never_take_back_a_committ
     assert errors / words < 0.1
     with pytest.raises(Exception, match="sample_rate must be positive"):
         rec.stream(sample_rate=0)
+
+
+def test_beams_sharing_one_audio_attend_to_it_as_if_each_had_its_own_copy():
+    """Beam search keeps one row of cross-attention keys/values for all its beams (no copy per
+    step); each beam's step attends exactly as with its own copy."""
+    from asr_core.whisper.model import Attention
+    torch.manual_seed(0)
+    attention = Attention(64, 4).eval()
+    audio = torch.randn(1, 30, 64)
+    k, v = attention.project_kv(audio)
+    steps = torch.randn(5, 1, 64)  # one new token of each of 5 beams
+    with torch.no_grad():
+        shared, _ = attention(steps, (k, v))
+        copied, _ = attention(steps, (k.expand(5, -1, -1, -1), v.expand(5, -1, -1, -1)))
+        weighted, weights = attention(steps, (k, v), need_weights=True)
+    assert torch.allclose(shared, copied, atol=1e-5) and torch.allclose(weighted, copied, atol=1e-5)
+    assert weights.shape == (5, 4, 1, 30)
