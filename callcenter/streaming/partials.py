@@ -58,6 +58,15 @@ class PartialEngine:
         self._runs: deque[tuple[float, float]] = deque()  # (started, ended) of recent jobs, monotonic
         self.max_in_flight = max_in_flight
         self.max_busy = max_busy
+        # Load the model now, on the partials thread, not at the first partial (Whisper takes
+        # seconds to load: the first segment of the first call would get none).
+        self._executor.submit(self._warm)
+
+    def _warm(self) -> None:
+        try:
+            self._loader()
+        except Exception:  # noqa: BLE001 - the first partial reports it again
+            logger.exception("partials: the recognizer could not be loaded")
 
     @property
     def in_flight(self) -> int:
