@@ -59,16 +59,20 @@ def compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
-def cut_repetition(tokens: list[int], min_repeats: int = 3) -> list[int]:
-    """Drop a loop: the first point from which a unit of 1..10 tokens repeats min_repeats+ times
-    back to back keeps one copy of the unit and ends there."""
+def cut_repetition(tokens: list[int], min_repeats: int = 3, max_unit: int = 60) -> list[int]:
+    """Drop a loop: the first point from which a unit of 1..max_unit tokens (a word, or a whole
+    sentence said again and again) repeats min_repeats+ times back to back keeps one copy of the
+    unit and ends there. A loop whose last copy was cut short by the token budget counts too."""
     n = len(tokens)
     for start in range(n):
-        for unit in range(1, 11):
+        for unit in range(1, min(max_unit, (n - start) // 2) + 1):
             reps = 1
             while start + (reps + 1) * unit <= n and \
                     tokens[start + reps * unit:start + (reps + 1) * unit] == tokens[start:start + unit]:
                 reps += 1
+            tail = tokens[start + reps * unit:]
+            if reps == min_repeats - 1 and 0 < len(tail) < unit and tail == tokens[start:start + len(tail)]:
+                reps += 1   # the budget ended the loop inside its last copy
             if reps >= min_repeats:
                 return tokens[:start + unit]
     return tokens

@@ -367,3 +367,15 @@ def test_beams_sharing_one_audio_attend_to_it_as_if_each_had_its_own_copy():
         weighted, weights = attention(steps, (k, v), need_weights=True)
     assert torch.allclose(shared, copied, atol=1e-5) and torch.allclose(weighted, copied, atol=1e-5)
     assert weights.shape == (5, 4, 1, 30)
+
+
+def test_a_repetition_loop_of_a_whole_sentence_is_cut_to_one_copy():
+    """A sentence said again and again until the token budget ran out ("Good morning, I need some
+    help with my account. Good morning, ..."), as a wrongly trimmed window made Whisper do."""
+    from asr_core.whisper.decoding import cut_repetition
+    sentence = list(range(100, 113))                      # 13 tokens
+    assert cut_repetition([1, 2] + sentence * 4 + sentence[:5]) == [1, 2] + sentence
+    assert cut_repetition([1, 2] + sentence * 2 + sentence[:5]) == [1, 2] + sentence   # cut in its last copy
+    assert cut_repetition([7, 7, 7, 7, 8]) == [7]
+    said_twice = [1, 2] + sentence * 2 + [3]              # a sentence said twice is speech, not a loop
+    assert cut_repetition(said_twice) == said_twice
