@@ -138,11 +138,13 @@ class WhisperRecognizer:
             out[i] = self._result(audio[j:j + 1], hyp, feats[j][1], word_timestamps, 0.0)
         return out
 
-    def _width(self, frames: int) -> int:
-        """Mel frames the encoder sees: 3000, or (trimmed) the content plus padding, even."""
-        if self.trim_seconds is None:
+    def _width(self, frames: int, trim_seconds: float | None = None) -> int:
+        """Mel frames the encoder sees: 3000, or (trimmed: this recognizer's `trim_seconds`, or the
+        one given) the content plus padding, even."""
+        trim = self.trim_seconds if trim_seconds is None else trim_seconds
+        if trim is None:
             return N_FRAMES
-        return min(N_FRAMES, 2 * ((frames + int(self.trim_seconds * 100) + 1) // 2))
+        return min(N_FRAMES, 2 * ((frames + int(trim * 100) + 1) // 2))
 
     def _transcribe_window(self, x: Tensor, params, beam_size: int | None, word_timestamps: bool,
                            offset: float) -> Transcript:
@@ -220,21 +222,16 @@ class WhisperStream:
         if sample_rate <= 0:
             raise AudioError(f"sample_rate must be positive, got {sample_rate}")
         self.rec, self.sample_rate, self.params = rec, sample_rate, params
-        self.chunks: list[Tensor] = []
-        self.samples_in = 0
+        self.audio = torch.zeros(0)          # the segment so far, 16 kHz
         self.committed: list[str] = []
         self.previous: list[str] = []
 
     def accept(self, chunk: Tensor) -> Transcript:
         """Feed (samples,) float audio at the stream's rate; returns the current partial hypothesis."""
-        x = self.rec.prepare(chunk, self.sample_rate)
-        self.samples_in += x.numel()
-        if x.numel():
-            self.chunks.append(x)
-        audio = torch.cat(self.chunks) if self.chunks else torch.zeros(0)
-        if audio.numel() < 2 * HOP_LENGTH:
+        self.audio = torch.cat([self.audio, self.rec.prepare(chunk, self.sample_rate)])
+        if self.audio.numel() < 2 * HOP_LENGTH:
             return Transcript(" ".join(self.committed))
-        latest = self._decode(audio[-MAX_SAMPLES:]).split()
+        latest = self._decode(self.audio[-MAX_SAMPLES:]).split()
         agreed = 0
         while agreed < min(len(latest), len(self.previous)) and _same_word(latest[agreed], self.previous[agreed]):
             agreed += 1
@@ -246,13 +243,10 @@ class WhisperStream:
     def _decode(self, audio16k: Tensor) -> str:
         rec = self.rec
         mel, frames = rec.features(audio16k)
-        width = min(N_FRAMES, 2 * ((frames + int(self.PARTIAL_TRIM_S * 100) + 1) // 2))
-        enc = rec.encode(mel[None, :, :width], self.params)
+        enc = rec.encode(mel[None, :, :rec._width(frames, self.PARTIAL_TRIM_S)], self.params)
         budget = rec.options.token_budget(audio16k.numel() / SAMPLE_RATE)
         hyp = rec._guard(enc, rec._decode(enc, 1, budget)[0], budget)
-        if hyp.is_silence(rec.options) or not hyp.tokens:
-            return ""
-        return rec.tokenizer.decode(hyp.tokens).strip()
+        return rec._result(enc, hyp, frames, False, 0.0).text
 
 
 def _same_word(a: str, b: str) -> bool:

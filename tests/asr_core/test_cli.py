@@ -58,6 +58,9 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     (["train", "--manifest", "m.tsv", "--out", "o", "--epochs", "many"], "expected a whole number"),
     (["evaluate", "--manifest", "m.tsv", "--split", "nope"], "invalid choice"),
     (["evaluate", "--manifest", "m.tsv", "--speakers", "test[0"], "bad speaker pattern 'test[0'"),
+    (["evaluate", "--manifest", "m.tsv", "--trim-seconds", "2x"], "expected seconds or 'none', got '2x'"),
+    (["evaluate", "--manifest", "m.tsv", "--trim-seconds", "45"], "expected seconds in [0, 30] or 'none', got 45"),
+    (["phone-line", "--manifest", "m.tsv", "--line", "dialup", "--out", "o"], "invalid choice"),
 ])
 def test_bad_flags(args, pattern):
     rc, _, err = run(*args)
