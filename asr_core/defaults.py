@@ -11,7 +11,7 @@ Chosen on real speech (a real speaker's telephone prompts, clean and through a h
 gives 3.2 % and 30.1 %. int8 and greedy decoding are faster but lose on the hard line (31.7 %,
 33.9 %); trimming the window loses words at the end. The small streaming model trained on
 synthesized voices gives 93 % WER on the same real speaker and is not on the default path. Live
-partials decode greedily with int8 on the segment plus 1 s (`WhisperStream`).
+partials decode greedily with int8 on the segment plus 2 s (`WhisperStream`).
 """
 from __future__ import annotations
 

@@ -271,7 +271,7 @@ ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "m
 ASR_WHISPER_ADAPTATION = _env_str("ASR_WHISPER_ADAPTATION", "")
 # Whisper finals: int8 linear layers; beam size (1: greedy); and the encoder
 # run on the segment plus this much padding instead of the 30 s window
-# ("none": the window). Partials always decode greedily on the segment + 1 s.
+# ("none": the window). Partials always decode greedily on the segment + 2 s.
 ASR_WHISPER_INT8 = _env_bool("ASR_WHISPER_INT8", default=_asr_defaults.WHISPER_INT8)
 ASR_WHISPER_BEAM_SIZE = _env_int("ASR_WHISPER_BEAM_SIZE", _asr_defaults.WHISPER_BEAM_SIZE, minimum=1)
 if ASR_WHISPER_BEAM_SIZE > 16:

@@ -216,7 +216,9 @@ class WhisperStream:
     consecutive decodes agree on is committed and never taken back; the latest decode's words after
     it follow. Same interface as the small model's `RecognizerStream.accept`."""
 
-    PARTIAL_TRIM_S = 1.0
+    # Padding after the segment: with 1 s, the end of the window made Whisper say a prompt twice
+    # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
+    PARTIAL_TRIM_S = 2.0
 
     def __init__(self, rec: WhisperRecognizer, sample_rate: int, params: dict[str, Tensor] | None):
         if sample_rate <= 0:
