@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "callcenter.calls",
     "callcenter.dashboard",
+    "callcenter.analytics",
 ]
 
 MIDDLEWARE = [

@@ -11,5 +11,6 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("", include("callcenter.calls.urls")),
     path("", include("callcenter.dashboard.urls")),
+    path("", include("callcenter.analytics.urls")),
     path("", RedirectView.as_view(pattern_name="dashboard:agent", permanent=False)),
 ]

@@ -32,6 +32,14 @@ class CallProtocol(models.TextChoices):
     PCM = "pcm", "plain PCM"
 
 
+class Speaker(models.TextChoices):
+    """Who speaks in a segment: the caller (Twilio's ``inbound`` track, PCM
+    channel 0) or the agent (``outbound``, channel 1)."""
+
+    CUSTOMER = "customer", "customer"
+    AGENT = "agent", "agent"
+
+
 class SegmentStatus(models.TextChoices):
     PENDING = "pending", "pending"
     RECOGNIZED = "recognized", "recognized"
@@ -109,6 +117,11 @@ class Line(models.Model):
         "token SHA-256", max_length=64, unique=True, editable=False, help_text="Hex SHA-256 of the line's token."
     )
     enabled = models.BooleanField(default=True, help_text="A disabled line refuses new calls.")
+    vocabulary = models.TextField(
+        blank=True,
+        help_text="Product names and words the recognizer should favour on this line, one per line "
+        "(or comma-separated). A stream can add its own (PCM phrase_list, Twilio customParameters).",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -196,16 +209,29 @@ class Call(models.Model):
 
 
 class Segment(models.Model):
-    """A stretch of caller speech between two endpoints, and what was
+    """A stretch of one party's speech between two endpoints, and what was
     recognized (and, after review, verified) in it."""
 
     Status = SegmentStatus
+    Speaker = Speaker
 
     # Indexed through the (call, index) unique constraint.
     call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="segments", db_index=False)
     index = models.PositiveIntegerField(help_text="Position in the call, from 0.")
     start_ms = models.PositiveIntegerField(help_text="Start, in ms from the start of the call.")
     end_ms = models.PositiveIntegerField(help_text="End, in ms from the start of the call.")
+    speaker = models.CharField(
+        max_length=8, choices=Speaker.choices, default=Speaker.CUSTOMER,
+        help_text="Whose track it came from: the customer's (inbound, channel 0) or the agent's (outbound, channel 1).",
+    )  # fmt: skip
+    speech_start_ms = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Where the voiced audio begins, in ms from the start of the call (the audio keeps a pre-roll).",
+    )  # fmt: skip
+    speech_end_ms = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Where the voiced audio ends, in ms from the start of the call (the audio keeps a tail).",
+    )  # fmt: skip
     audio = models.FileField(upload_to="segments/%Y/%m/%d/", blank=True)
     sample_rate = models.PositiveIntegerField(default=8000)
     text = models.TextField("recognized text", blank=True)
@@ -253,6 +279,15 @@ class Segment(models.Model):
                 violation_error_message="A segment needs 0 <= start_ms <= end_ms.",
             ),
             models.CheckConstraint(condition=Q(sample_rate__gt=0), name="segment_sample_rate_positive"),
+            models.CheckConstraint(condition=Q(speaker__in=Speaker.values), name="segment_speaker_valid"),
+            models.CheckConstraint(
+                condition=Q(speech_start_ms__isnull=True)
+                | (Q(speech_start_ms__gte=F("start_ms")) & Q(speech_end_ms__gte=F("speech_start_ms"))
+                   & Q(speech_end_ms__lte=F("end_ms"))),
+                name="segment_speech_within_segment",
+                violation_error_message="The voiced part must lie within the segment: start_ms <= speech_start_ms "
+                "<= speech_end_ms <= end_ms.",
+            ),  # fmt: skip
             models.CheckConstraint(condition=Q(status__in=SegmentStatus.values), name="segment_status_valid"),
             models.CheckConstraint(
                 condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),
@@ -277,6 +312,13 @@ class Segment(models.Model):
     def best_text(self) -> str:
         """The verified transcript where there is one, else the recognized text."""
         return self.verified_text if self.is_verified else self.text
+
+    @property
+    def speech_span_ms(self) -> tuple[int, int]:
+        """(start, end) of the voiced part where the endpointer recorded it, else the segment's bounds."""
+        if self.speech_start_ms is None or self.speech_end_ms is None:
+            return self.start_ms, self.end_ms
+        return self.speech_start_ms, self.speech_end_ms
 
 
 class Backbone(models.TextChoices):
