@@ -3,10 +3,12 @@ agents' feed."""
 
 from django.urls import path
 
+from callcenter.dashboard.routing import websocket_urlpatterns as dashboard_urlpatterns
 from callcenter.health import HealthConsumer
 from callcenter.streaming.routing import websocket_urlpatterns as streaming_urlpatterns
 
 websocket_urlpatterns = [
     path("ws/health/", HealthConsumer.as_asgi()),
     *streaming_urlpatterns,
+    *dashboard_urlpatterns,
 ]

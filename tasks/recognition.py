@@ -34,7 +34,7 @@ from callcenter.calls import selectors, services
 from asr_core.recognizer import Recognizer
 from callcenter.calls.models import ModelVersion, Segment
 from callcenter.errors import ModelVersionInvalid, NotFound, RecognitionFailed
-from callcenter.streaming import messages
+from callcenter.live import messages
 
 logger = logging.getLogger(__name__)
 

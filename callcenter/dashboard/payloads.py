@@ -1,7 +1,7 @@
 """The JSON the agent page reads: pure functions from rows to dicts.
 
 A segment has the keys of a final message on the agents' feed
-(``streaming.messages``), so the page renders both the same way."""
+(``live.messages``), so the page renders both the same way."""
 
 from __future__ import annotations
 

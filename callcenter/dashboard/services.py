@@ -11,7 +11,7 @@ from django.db import transaction
 from callcenter.calls import services as calls_services
 from callcenter.calls.models import Call
 from callcenter.errors import Forbidden
-from callcenter.streaming import messages
+from callcenter.live import messages
 
 from .access import Viewer
 

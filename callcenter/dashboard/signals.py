@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from callcenter.streaming import messages
+from callcenter.live import messages
 
 logger = logging.getLogger(__name__)
 

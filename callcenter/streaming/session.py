@@ -26,7 +26,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from callcenter import logs, metrics
-from callcenter.streaming import messages
+from callcenter.live import messages
 from callcenter.streaming.endpointer import Endpointer, EndpointerConfig, Event, SegmentEnded, SpeechStarted
 from callcenter.streaming.liveness import LIVE_CALLS
 from callcenter.streaming.partials import CallPartials, PartialEngine

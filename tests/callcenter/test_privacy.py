@@ -75,7 +75,7 @@ def test_word_lists_merge_the_card_number_into_one_word_over_its_times():
 
 
 def test_the_agents_feed_hides_card_numbers_in_finals_and_long_digit_runs_in_partials(settings):
-    from callcenter.streaming import messages
+    from callcenter.live import messages
 
     settings.PRIVACY_REDACT_CARD_NUMBERS = True
     spoken = "four one one one one one one one one one one one one one one one"

@@ -18,7 +18,7 @@ from callcenter import asr
 from callcenter.calls import services
 from callcenter.calls.models import Segment
 from callcenter.demo import demo_speaker
-from callcenter.streaming import messages
+from callcenter.live import messages
 from tasks.recognition import recognize_segment
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -225,7 +225,7 @@ def _try_wait(driver, condition, timeout: float) -> None:
 def _publish(call_id: int, message: dict) -> None:
     from channels.layers import get_channel_layer
 
-    from callcenter.streaming import messages
+    from callcenter.live import messages
 
     async def send() -> None:
         layer = get_channel_layer()
@@ -258,7 +258,7 @@ def test_the_transcript_by_keyboard_partials_low_confidence_and_scrolling(web_se
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    from callcenter.streaming import messages
+    from callcenter.live import messages
 
     agent = Agent.objects.create(user=django_user_model.objects.create_user("carol", password=PASSWORD))
     customer = services.customer_create(phone="+15550104444", name="Long Talker")

@@ -21,7 +21,7 @@ from callcenter.calls import services
 from callcenter.calls.models import Agent, Call
 from callcenter.dashboard import services as dashboard_services
 from callcenter.dashboard.access import viewer_for_user
-from callcenter.streaming import messages
+from callcenter.live import messages
 from tests.callcenter.streaming.test_consumers import STOP, exchange, media_frames, quiet, speech, start_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,0 +1,32 @@
+"""Segments: one by id, a call's in order, counts by status."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+
+from callcenter.errors import NotFound
+
+from ..models import Segment
+
+
+def segment_get(*, segment_id: int) -> Segment:
+    segment = Segment.objects.select_related("call").filter(pk=segment_id).first()
+    if segment is None:
+        raise NotFound(f"segment #{segment_id} does not exist", segment_id=segment_id)
+    return segment
+
+
+def call_segments(*, call_id: int) -> QuerySet[Segment]:
+    return Segment.objects.filter(call_id=call_id).order_by("index")
+
+
+def segments_by_id(*, segment_ids: list[int]) -> list[Segment]:
+    return list(Segment.objects.filter(pk__in=segment_ids).order_by("call_id", "index"))
+
+
+def segment_status_counts() -> dict[str, int]:
+    """How many segments are in each status (every status, zeros included)."""
+    counts = dict.fromkeys(Segment.Status.values, 0)
+    for row in Segment.objects.values("status").annotate(n=Count("pk")).order_by():
+        counts[row["status"]] = row["n"]
+    return counts
