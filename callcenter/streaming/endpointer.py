@@ -88,6 +88,11 @@ class SegmentEnded:
     end_ms: int
     audio: np.ndarray  # (samples,) float32 at the config's sample rate, end_ms - start_ms long
     reason: str  # "silence" | "max_length" | "flush"
+    # The voiced part: from the first voiced frame to the end of the last one
+    # (the audio keeps pre-roll before it and tail after it). Talk-time
+    # analytics use it, not the audio's bounds.
+    speech_start_ms: int | None = None
+    speech_end_ms: int | None = None
 
 
 Event = SpeechStarted | SegmentEnded
@@ -121,6 +126,8 @@ class Endpointer:
         self._seg_start = 0  # frame index of self._seg[0]
         self._voiced = 0  # voiced frames of the candidate
         self._gap = 0  # unvoiced frames in a row
+        self._first_voiced = 0  # frame index of the segment's first and last voiced frames
+        self._last_voiced = 0
         self._serial = 0
         self._max_frames = c.frames(c.max_segment_ms)
 
@@ -215,6 +222,7 @@ class Endpointer:
                 self._state = _State.CANDIDATE
                 self._seg = [*self._pre_roll, frame]
                 self._seg_start = index - len(self._pre_roll)
+                self._first_voiced = self._last_voiced = index
                 self._pre_roll.clear()
                 self._voiced, self._gap = 1, 0
                 self._maybe_onset(events)
@@ -226,6 +234,8 @@ class Endpointer:
             self._seg.append(frame)
             self._gap = 0 if voiced else self._gap + 1
             self._voiced += voiced
+            if voiced:
+                self._last_voiced = index
             if self._gap >= c.frames(c.min_speech_ms):
                 # A burst too short to be speech: back to listening.
                 self._state = _State.IDLE
@@ -242,6 +252,7 @@ class Endpointer:
             self._seg = []
             if voiced:
                 self._seg, self._seg_start = [frame], index
+                self._first_voiced = self._last_voiced = index
                 events.append(SpeechStarted(serial=self._serial, start_ms=index * c.frame_ms))
             else:
                 self._state = _State.IDLE
@@ -249,6 +260,8 @@ class Endpointer:
             return
         self._seg.append(frame)
         self._gap = 0 if voiced else self._gap + 1
+        if voiced:
+            self._last_voiced = index
         if self._gap >= c.frames(c.silence_ms):
             drop = self._gap - c.frames(c.tail_ms)
             kept, dropped = self._seg[: len(self._seg) - drop], self._seg[len(self._seg) - drop :]
@@ -267,7 +280,12 @@ class Endpointer:
         c = self.config
         start_ms = self._seg_start * c.frame_ms
         end_ms = start_ms + audio.size * 1000 // c.sample_rate
-        event = SegmentEnded(serial=self._serial, start_ms=start_ms, end_ms=end_ms, audio=audio, reason=reason)
+        speech_start = min(max(start_ms, self._first_voiced * c.frame_ms), end_ms)
+        speech_end = min(max(speech_start, (self._last_voiced + 1) * c.frame_ms), end_ms)
+        event = SegmentEnded(
+            serial=self._serial, start_ms=start_ms, end_ms=end_ms, audio=audio, reason=reason,
+            speech_start_ms=speech_start, speech_end_ms=speech_end,
+        )  # fmt: skip
         self._serial += 1
         self._gap = 0
         return event

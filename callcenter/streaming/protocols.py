@@ -15,10 +15,18 @@ Twilio Media Streams (JSON text frames, wire-compatible with Twilio)::
 
 and back to Twilio (bidirectional streams): ``mark`` and ``clear``.
 
+With ``<Stream track="both_tracks">`` the start lists ``"tracks": ["inbound",
+"outbound"]`` and media frames come for both: ``inbound`` is the caller (the
+customer), ``outbound`` the agent side. A media frame of a track the start
+did not list, or of a track that is neither, is an error.
+
 Plain PCM (vosk-server compatible): a JSON config first
 (``{"config": {"sample_rate": 8000}}``), binary PCM16 little-endian frames,
 ``{"eof": 1}`` at the end; answers ``{"partial": ".."}`` and
-``{"text": "..", "result": [{"word", "start", "end", "conf"}]}``.
+``{"text": "..", "result": [{"word", "start", "end", "conf"}]}``. With
+``"channels": 2`` the frames are interleaved stereo (channel 0 the
+customer, channel 1 the agent; every frame a whole number of sample pairs).
+``"phrase_list"`` (vosk's key) lists words and product names to favour.
 
 Every malformed input raises ``ProtocolError`` with a stable code and the
 websocket close code the consumer ends the connection with.
@@ -147,6 +155,14 @@ CALLER_PARAMETERS = ("caller", "from", "phone", "caller_number", "callernumber")
 CUSTOMER_ID_PARAMETERS = ("customer_id", "customerid", "customer")
 AGENT_PARAMETERS = ("agent",)
 MARKS_PARAMETERS = ("marks", "bidirectional")
+# Words and product names to favour: comma- or newline-separated.
+VOCABULARY_PARAMETERS = ("vocabulary", "phrase_list", "phrases")
+MAX_PHRASES = 100
+MAX_PHRASE_LENGTH = 100
+
+# Which party each track or channel carries.
+TRACK_SPEAKERS = {"inbound": "customer", "outbound": "agent"}
+CHANNEL_SPEAKERS = ("customer", "agent")  # PCM channel 0, channel 1
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,7 @@ class TwilioStart:
     tracks: tuple[str, ...]
     custom_parameters: dict[str, str] = field(default_factory=dict)
     sequence: int | None = None
+    phrase_list: tuple[str, ...] = ()  # from the custom parameter 'vocabulary' (or 'phrase_list', 'phrases')
 
     def parameter(self, names: Sequence[str]) -> str | None:
         lowered = {k.lower(): v for k, v in self.custom_parameters.items()}
@@ -265,7 +282,10 @@ def _twilio_start(message: Mapping) -> TwilioStart:
         )
         for k, v in raw_parameters.items()
     }
+    lowered = {k.lower(): v for k, v in parameters.items()}
+    vocabulary = next((lowered[n] for n in VOCABULARY_PARAMETERS if lowered.get(n, "").strip()), "")
     return TwilioStart(
+        phrase_list=phrases_clean(re.split(r"[,\n]", vocabulary), what="the custom parameter 'vocabulary'"),
         stream_sid=stream_sid,
         call_sid=_string(start.get("callSid"), "start.callSid", required=False),
         account_sid=_string(start.get("accountSid"), "start.accountSid", required=False),
@@ -339,9 +359,22 @@ def twilio_error(*, code: str, message: str) -> str:
     return json.dumps({"event": "error", "code": code, "message": message})
 
 
+def phrases_clean(values: Sequence[object], *, what: str) -> tuple[str, ...]:
+    """A vocabulary list: non-empty strings, whitespace collapsed, duplicates dropped, bounded."""
+    out: list[str] = []
+    for value in values:
+        phrase = " ".join(_string(value, f"a phrase of {what}", max_length=MAX_PHRASE_LENGTH, required=False).split())
+        if phrase and phrase not in out:
+            out.append(phrase)
+    if len(out) > MAX_PHRASES:
+        raise ProtocolError("invalid_message", f"{what} has more than {MAX_PHRASES} phrases")
+    return tuple(out)
+
+
 # --- Plain PCM (vosk-server compatible) --------------------------------------
 
 PCM_SAMPLE_RATES = (8000, 16000)
+PCM_CHANNELS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -351,6 +384,8 @@ class PcmConfig:
     caller: str | None = None
     customer_id: str | None = None
     agent: str | None = None
+    channels: int = 1
+    phrase_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -362,7 +397,8 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
     """A text frame of the PCM protocol: the config or the end of the stream.
     The config may be wrapped as vosk clients send it, ``{"config": {...}}``,
     or given flat; keys other than the ones below are ignored (vosk's
-    ``phrase_list``, ``max_alternatives``)."""
+    ``max_alternatives``). ``channels`` is 1 (the customer) or 2
+    (interleaved: channel 0 the customer, channel 1 the agent)."""
     message = _load_json(text, max_bytes=max_bytes)
     if "eof" in message:
         if len(message) != 1 or message["eof"] not in (1, True):
@@ -371,7 +407,7 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
     config = message["config"] if "config" in message else message
     if not isinstance(config, dict):
         raise ProtocolError("invalid_message", "'config' must be an object")
-    known = {"sample_rate", "words", "caller", "customer_id", "agent"}
+    known = {"sample_rate", "words", "caller", "customer_id", "agent", "channels", "phrase_list"}
     if not known & set(config):
         raise ProtocolError("unknown_message", 'expected a config ({"config": {"sample_rate": 8000}}) or {"eof": 1}')
     rate = config.get("sample_rate", 8000)
@@ -386,6 +422,17 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
     words = config.get("words", True)
     if not isinstance(words, (bool, int)):
         raise ProtocolError("invalid_message", "config.words must be a boolean")
+    channels = config.get("channels", 1)
+    if isinstance(channels, bool) or channels not in PCM_CHANNELS:
+        raise ProtocolError(
+            "unsupported_media_format",
+            f"channels must be 1 (the customer) or 2 (interleaved: channel 0 the customer, channel 1 the agent), "
+            f"got {str(channels)[:20]}",
+            close_code=CLOSE_UNSUPPORTED_MEDIA,
+        )
+    phrase_list = config.get("phrase_list", [])
+    if not isinstance(phrase_list, list):
+        raise ProtocolError("invalid_message", "config.phrase_list must be a list of strings")
     caller = config.get("caller")
     customer_id = config.get("customer_id")
     return PcmConfig(
@@ -394,17 +441,26 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
         caller=_string(caller, "config.caller", required=False) or None,
         customer_id=_string(customer_id, "config.customer_id", required=False) or None,
         agent=_string(config.get("agent"), "config.agent", required=False) or None,
+        channels=int(channels),
+        phrase_list=phrases_clean(phrase_list, what="config.phrase_list"),
     )
 
 
-def pcm_check_audio(frame: bytes, *, max_bytes: int = 65536) -> bytes:
-    """A binary frame of the PCM protocol: PCM16 little-endian samples."""
+def pcm_check_audio(frame: bytes, *, max_bytes: int = 65536, channels: int = 1) -> bytes:
+    """A binary frame of the PCM protocol: PCM16 little-endian samples,
+    ``channels`` interleaved (every frame holds whole sample groups)."""
     if len(frame) > max_bytes:
         raise ProtocolError(
             "frame_too_large", f"frame is larger than {max_bytes} bytes", close_code=CLOSE_FRAME_TOO_LARGE
         )
     if len(frame) % 2:
         raise ProtocolError("odd_pcm_frame", f"PCM16 frame has an odd number of bytes ({len(frame)})")
+    if len(frame) % (2 * channels):
+        raise ProtocolError(
+            "odd_pcm_frame",
+            f"the config announced {channels} interleaved channels: a frame must hold whole sample pairs "
+            f"({2 * channels} bytes each), got {len(frame)} bytes",
+        )
     return frame
 
 

@@ -118,7 +118,7 @@ def test_twilio_bad_frames_raise_a_protocol_error_with_code_and_close_code(frame
 def test_pcm_config_in_vosk_shape_and_flat():
     assert p.pcm_parse_text('{"config": {"sample_rate": 16000, "words": 0}}') == p.PcmConfig(16000, False)
     assert p.pcm_parse_text('{"sample_rate": 8000.0, "caller": "+15551230000", "phrase_list": ["a"]}') == p.PcmConfig(
-        8000, True, caller="+15551230000"
+        8000, True, caller="+15551230000", phrase_list=("a",)
     )
     assert p.pcm_parse_text('{"eof" : 1}') == p.PcmEof()
 
