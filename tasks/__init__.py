@@ -5,4 +5,4 @@ Import every domain module here: the worker imports this package at start
 (``imports`` in ``callcenter/celery.py``) and registers what it finds.
 """
 
-from . import adaptation, maintenance, recognition, system, training  # noqa: F401
+from . import adaptation, analytics, maintenance, recognition, system, training  # noqa: F401

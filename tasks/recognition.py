@@ -112,7 +112,8 @@ def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, objec
     audio = _segment_audio(segment)
     try:
         _version, rec = final_model(decoder=settings.ASR_DECODER)
-        profile_id, params = asr.caller_params(rec, segment.call.customer_id)
+        # The customer's voice profile is for the customer's track only (issue 20).
+        profile_id, params = asr.caller_params(rec, segment.call.customer_id if segment.speaker == "customer" else None)
     except ModelVersionInvalid as exc:
         # The shipped model keeps calls recognized; the admin shows the reason.
         logger.error("segment #%s: %s; recognizing with the shipped model, without profiles", segment_id, exc.message)
@@ -231,6 +232,7 @@ def _publish_final(segment: Segment, *, endpoint_at: float | None, started_at: f
         started_at=started_at,
         recognized_at=time.time(),
         error=segment.failure_reason or None,
+        speaker=segment.speaker,
     )
     _publisher.send(messages.groups_for_call(segment.call_id), messages.layer_event(message))
 

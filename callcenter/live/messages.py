@@ -93,6 +93,7 @@ def partial_message(
     audio_at: float,
     start_ms: int | None = None,
     profile_id: int | None = None,
+    speaker: str | None = None,
 ) -> dict[str, object]:
     text, words = _redacted(text, words, partial=True)
     message: dict[str, object] = {
@@ -108,6 +109,8 @@ def partial_message(
         message["start_ms"] = start_ms
     if profile_id is not None:  # the caller's voice profile shaped this partial
         message["profile"] = profile_id
+    if speaker is not None:  # "customer" or "agent"
+        message["speaker"] = speaker
     return message
 
 
@@ -126,6 +129,7 @@ def final_message(
     started_at: float | None = None,
     recognized_at: float | None = None,
     error: str | None = None,
+    speaker: str | None = None,
 ) -> dict[str, object]:
     text, words = _redacted(text, words, partial=False)
     message: dict[str, object] = {
@@ -145,6 +149,8 @@ def final_message(
     }
     if error is not None:
         message["error"] = error
+    if speaker is not None:  # "customer" or "agent"
+        message["speaker"] = speaker
     return message
 
 

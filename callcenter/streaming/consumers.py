@@ -184,6 +184,7 @@ class MediaConsumer(AsyncWebsocketConsumer):
         caller: str | None,
         customer_id: str | None,
         agent: str | None = None,
+        speakers: tuple[str, ...] = ("customer",),
     ) -> CallSession:
         session = CallSession(
             protocol=self.protocol,
@@ -192,6 +193,7 @@ class MediaConsumer(AsyncWebsocketConsumer):
             stream_settings=self.settings,
             partial_engine=partial_engine(),
             on_partial=self.on_partial,
+            speakers=speakers,
         )
         try:
             call_id = await session.open(
@@ -202,7 +204,8 @@ class MediaConsumer(AsyncWebsocketConsumer):
         self._start_deadline.cancel()
         self.session = session
         self._budget.set_rate(
-            self.limits.max_speed * limits.realtime_bytes_per_s(protocol=self.protocol, sample_rate=sample_rate),
+            self.limits.max_speed
+            * limits.realtime_bytes_per_s(protocol=self.protocol, sample_rate=sample_rate, channels=len(speakers)),
             now=time.monotonic(),
         )
         self.later(self._expire_call())
@@ -299,10 +302,13 @@ class MediaConsumer(AsyncWebsocketConsumer):
 class TwilioMediaConsumer(MediaConsumer):
     """Twilio Media Streams: ``wss://host/ws/media/twilio/<line token>``.
 
-    Only the ``inbound`` track (the caller) is transcribed. With the custom
-    parameter ``marks=true`` (bidirectional streams), the consumer sends
-    ``clear`` when the caller starts speaking (barge-in) and a ``mark`` named
-    ``segment-<index>`` at each endpoint.
+    Each track the start lists is transcribed: ``inbound`` is the caller
+    (the customer), ``outbound`` the agent side (``<Stream
+    track="both_tracks">``), each with its own endpointer. A media frame of
+    a track the start did not list is an error. With the custom parameter
+    ``marks=true`` (bidirectional streams), the consumer sends ``clear``
+    when the caller starts speaking (barge-in) and a ``mark`` named
+    ``segment-<serial>`` at each of the caller's endpoints.
     """
 
     protocol = "twilio"
@@ -334,22 +340,26 @@ class TwilioMediaConsumer(MediaConsumer):
                 raise ProtocolError("duplicate_start", "a stream has one start message")
             self.stream_sid = event.stream_sid
             self.send_marks = event.wants_marks
-            self.inbound = "inbound" in event.tracks
+            self.tracks = tuple(dict.fromkeys(event.tracks))
             await self._begin(
                 sample_rate=protocols.TWILIO_SAMPLE_RATE,
                 external_id=event.stream_sid,
                 caller=event.caller,
                 customer_id=event.customer_id,
                 agent=event.agent,
+                speakers=tuple(protocols.TRACK_SPEAKERS[t] for t in self.tracks),
             )
             return
         if self.session is None:
             raise ProtocolError("start_expected", f"{type(event).__name__[6:].lower()} before start")
         if isinstance(event, protocols.TwilioMedia):
-            if event.track != "inbound":
-                metrics.FRAMES_IGNORED.labels("outbound_track").inc()
-                return
-            await self._media(event.payload)
+            if event.track not in self.tracks:
+                raise ProtocolError(
+                    "track_not_announced",
+                    f"media of the {event.track!r} track, which the start did not list (tracks: "
+                    f"{', '.join(self.tracks)}; both_tracks lists inbound and outbound)",
+                )
+            await self._media(event.payload, speaker=protocols.TRACK_SPEAKERS[event.track])
         elif isinstance(event, protocols.TwilioDtmf):
             await self.session.publish({"type": "dtmf", "call": self.session.call_id, "digit": event.digit})
         elif isinstance(event, protocols.TwilioMark):
@@ -359,9 +369,9 @@ class TwilioMediaConsumer(MediaConsumer):
             # Twilio closes the socket after stop; close it ourselves if it does not.
             self.later(self._close_after_stop())
 
-    async def _media(self, payload: bytes) -> None:
-        events = await self.session.feed(mulaw_to_float(payload))
-        if self.send_marks:
+    async def _media(self, payload: bytes, *, speaker: str) -> None:
+        events = await self.session.feed(mulaw_to_float(payload), speaker=speaker)
+        if self.send_marks and speaker == "customer":
             for event in events:
                 if isinstance(event, SpeechStarted):
                     await self.send(protocols.twilio_clear(stream_sid=self.stream_sid))
@@ -382,6 +392,10 @@ class PcmMediaConsumer(MediaConsumer):
     (the next final result not yet delivered, else the current partial) and
     ``{"eof": 1}`` with one message: every result not yet delivered, joined,
     once the worker has recognized the last segments; then it closes.
+
+    ``"channels": 2`` in the config: frames are interleaved stereo PCM16,
+    channel 0 the customer, channel 1 the agent; each channel gets its own
+    endpointer, and each result and word says its ``speaker``.
     """
 
     protocol = "pcm"
@@ -404,12 +418,17 @@ class PcmMediaConsumer(MediaConsumer):
 
     async def on_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None:
-            frame = protocols.pcm_check_audio(bytes_data, max_bytes=self.settings.max_frame_bytes)
+            channels = self.config.channels if self.config is not None else 1
+            frame = protocols.pcm_check_audio(bytes_data, max_bytes=self.settings.max_frame_bytes, channels=channels)
             if self.eof:
                 raise ProtocolError("frame_after_eof", "audio after eof")
             if self.session is None:
                 raise ProtocolError("config_expected", "send the JSON config before audio")
-            events = await self.session.feed(pcm16_to_float(frame))
+            samples = pcm16_to_float(frame)
+            events = []
+            for channel, speaker in enumerate(self.session.speakers):
+                # (samples,) interleaved -> this channel's (samples / channels,)
+                events += await self.session.feed(samples[channel::channels], speaker=speaker)
             if any(isinstance(e, SegmentEnded) for e in events):
                 self.partial_text = ""
             await self.send(self._reply())
@@ -427,6 +446,7 @@ class PcmMediaConsumer(MediaConsumer):
                 caller=message.caller,
                 customer_id=message.customer_id,
                 agent=message.agent,
+                speakers=protocols.CHANNEL_SPEAKERS[: message.channels],
             )
             return
         if self.session is None:
@@ -444,17 +464,21 @@ class PcmMediaConsumer(MediaConsumer):
         return protocols.pcm_partial(text=self.partial_text)
 
     def _result(self, finals: list[Mapping]) -> str:
+        two = self.config.channels == 2
         words = [
             {
                 **w,
                 "start": round(f["start_ms"] / 1000 + w["start"], 3),
                 "end": round(f["start_ms"] / 1000 + w["end"], 3),
+                **({"speaker": f.get("speaker", "customer")} if two else {}),
             }
             for f in finals
             for w in f["words"]
         ]
         text = " ".join(str(f["text"]) for f in finals if f["text"])
-        return protocols.pcm_result(text=text, words=words, with_words=self.config.words)
+        speakers = {f.get("speaker", "customer") for f in finals}
+        speaker = next(iter(speakers)) if two and len(speakers) == 1 else None
+        return protocols.pcm_result(text=text, words=words, with_words=self.config.words, speaker=speaker)
 
     # --- eof: wait for the last finals, answer once, close ---
 

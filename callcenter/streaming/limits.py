@@ -49,9 +49,10 @@ QUEUE_DEPTH_CACHE_S = 1.0
 TWILIO_REALTIME_BYTES_PER_S = 20_000
 
 
-def realtime_bytes_per_s(*, protocol: str, sample_rate: int) -> int:
-    """Wire bytes a second of one stream of audio sent in real time."""
-    return TWILIO_REALTIME_BYTES_PER_S if protocol == "twilio" else 2 * sample_rate
+def realtime_bytes_per_s(*, protocol: str, sample_rate: int, channels: int = 1) -> int:
+    """Wire bytes a second of one stream of audio sent in real time
+    (``channels``: Twilio tracks, or interleaved PCM channels)."""
+    return channels * (TWILIO_REALTIME_BYTES_PER_S if protocol == "twilio" else 2 * sample_rate)
 
 
 @dataclass(frozen=True)

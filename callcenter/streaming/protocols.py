@@ -468,12 +468,22 @@ def pcm_partial(*, text: str) -> str:
     return json.dumps({"partial": text})
 
 
-def pcm_result(*, text: str, words: Sequence[Mapping[str, object]] = (), with_words: bool = True) -> str:
-    """A final result in vosk's shape; word times are seconds from the start of the stream."""
+def pcm_result(
+    *, text: str, words: Sequence[Mapping[str, object]] = (), with_words: bool = True, speaker: str | None = None
+) -> str:
+    """A final result in vosk's shape; word times are seconds from the start
+    of the stream. Two-channel streams add ``speaker`` (to the result when
+    it is one party's, and to each word)."""
     body: dict[str, object] = {}
     if with_words:
-        body["result"] = [{"conf": w["conf"], "end": w["end"], "start": w["start"], "word": w["w"]} for w in words]
+        body["result"] = [
+            {"conf": w["conf"], "end": w["end"], "start": w["start"], "word": w["w"],
+             **({"speaker": w["speaker"]} if "speaker" in w else {})}
+            for w in words
+        ]  # fmt: skip
     body["text"] = text
+    if speaker is not None:
+        body["speaker"] = speaker
     return json.dumps(body)
 
 

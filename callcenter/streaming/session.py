@@ -1,12 +1,19 @@
 """One live call, whatever protocol brought its audio.
 
 ``CallSession`` is what both media consumers share: it opens the call
-(finding or creating the customer), feeds decoded audio to the call's
-endpointer, opens a segment row at speech onset (so partials carry the
+(finding or creating the customer), feeds decoded audio to the endpointer
+of its track, opens a segment row at speech onset (so partials carry the
 segment's id), stores each segment's audio once at its endpoint and queues
 its recognition after commit, asks for partial hypotheses, publishes
-messages to the agents, and closes the call at hangup, flushing the segment
-in progress first.
+messages to the agents, and closes the call at hangup, flushing the
+segments in progress first.
+
+A call has one track per party it hears: the customer's (Twilio
+``inbound``, PCM channel 0) and, on two-track streams, the agent's (Twilio
+``outbound``, PCM channel 1). Each track has its own endpointer and
+partials; segments of both share the call's index sequence (in order of
+onset) and store their speaker. Only the customer's track uses the
+customer's voice profile.
 
 Everything blocking goes through ``database_sync_to_async``; the model runs
 on the partials thread or in the Celery worker, never on the event loop.
@@ -17,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,13 +110,14 @@ def _call_open(
     return call.pk, call.customer_id, customer.phone if customer else caller, agent if assigned else None
 
 
-def _segment_open(*, call_id: int, index: int, start_ms: int) -> int:
+def _segment_open(*, call_id: int, index: int, start_ms: int, speaker: str) -> int:
     from callcenter.asr import STORED_SAMPLE_RATE
     from callcenter.calls import services
 
     return services.segment_create(
-        call_id=call_id, index=index, start_ms=start_ms, end_ms=start_ms, sample_rate=STORED_SAMPLE_RATE
-    ).pk
+        call_id=call_id, index=index, start_ms=start_ms, end_ms=start_ms, sample_rate=STORED_SAMPLE_RATE,
+        speaker=speaker,
+    ).pk  # fmt: skip
 
 
 def _segment_finish(*, segment_id: int, event: SegmentEnded, sample_rate: int, endpoint_at: float) -> None:
@@ -121,6 +129,8 @@ def _segment_finish(*, segment_id: int, event: SegmentEnded, sample_rate: int, e
         end_ms=event.end_ms,
         audio=wav_bytes(event.audio, sample_rate),
         endpoint_at=endpoint_at,
+        speech_start_ms=event.speech_start_ms,
+        speech_end_ms=event.speech_end_ms,
     )
 
 
@@ -135,6 +145,23 @@ def _call_end(*, call_id: int, status: str, reason: str) -> str | None:
 # --- the session -----------------------------------------------------------
 
 
+SPEAKERS = ("customer", "agent")
+
+
+class _Track:
+    """One party's audio in a call: its endpointer, its partials and its
+    segments in progress."""
+
+    def __init__(self, speaker: str, endpointer: Endpointer, partials: CallPartials | None) -> None:
+        self.speaker = speaker
+        self.endpointer = endpointer
+        self.partials = partials
+        self.open_segments: dict[int, int] = {}  # endpointer serial -> id of the segment row opened at its onset
+        self.indexes: dict[int, int] = {}  # endpointer serial -> the segment's index in the call
+        self.start_ms: dict[int, int] = {}  # serial -> start (ms in the call) of the segment in progress
+        self.last_partial_text = ""
+
+
 class CallSession:
     def __init__(
         self,
@@ -145,31 +172,38 @@ class CallSession:
         stream_settings: StreamSettings,
         partial_engine: PartialEngine | None,
         on_partial: Callable[[Mapping[str, object]], Awaitable[None]] | None = None,
+        speakers: Sequence[str] = ("customer",),
     ) -> None:
+        if not speakers or len(set(speakers)) != len(speakers) or any(s not in SPEAKERS for s in speakers):
+            raise ValueError(f"speakers must be distinct values of {SPEAKERS}, got {tuple(speakers)!r}")
         self.protocol = protocol
         self.line_id = line_id
         self.sample_rate = sample_rate
-        self.endpointer = Endpointer(stream_settings.endpointer_config(sample_rate))
         self.call_id: int | None = None
         self.customer_id: int | None = None
         self.caller: str | None = None
         self.agent: str | None = None
         self.ended = False
-        # serial -> id of the segment row opened at its onset
-        self._open_segments: dict[int, int] = {}
-        # serial -> start (ms in the call) of the segment in progress, for its partials
-        self._segment_start_ms: dict[int, int] = {}
+        with_partials = partial_engine is not None and stream_settings.partial_interval_ms > 0
+        self.tracks = {
+            speaker: _Track(
+                speaker,
+                Endpointer(stream_settings.endpointer_config(sample_rate)),
+                CallPartials(partial_engine, sample_rate=sample_rate,
+                             interval_s=stream_settings.partial_interval_ms / 1000) if with_partials else None,
+            )  # fmt: skip
+            for speaker in speakers
+        }
+        self._next_index = 0
         # ids of the segments queued for recognition, in order
         self.submitted: list[int] = []
-        self._partials = (
-            CallPartials(partial_engine, sample_rate=sample_rate, interval_s=stream_settings.partial_interval_ms / 1000)
-            if partial_engine is not None and stream_settings.partial_interval_ms > 0
-            else None
-        )
         self._on_partial = on_partial
-        self._last_partial_text = ""
         self._tasks: set[asyncio.Task] = set()
         self._layer = get_channel_layer()
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        return tuple(self.tracks)
 
     # --- lifecycle ---
 
@@ -185,20 +219,23 @@ class CallSession:
             customer_external_id=customer_external_id,
             agent=agent,
         )
-        if self._partials is not None:
-            self._partials.customer_id = self.customer_id
+        customer = self.tracks.get("customer")
+        if customer is not None and customer.partials is not None:
+            # The customer's voice profile shapes the customer's partials only.
+            customer.partials.customer_id = self.customer_id
         metrics.CALLS.labels(self.protocol).inc()
         metrics.CALLS_LIVE.inc()
         logs.bind(call=self.call_id)
         LIVE_CALLS.add(self.call_id)
         logger.info(
-            "call #%s opened (%s, caller %s, customer %s)", self.call_id, self.protocol, self.caller, self.customer_id
-        )
+            "call #%s opened (%s, caller %s, customer %s, tracks %s)",
+            self.call_id, self.protocol, self.caller, self.customer_id, "+".join(self.tracks),
+        )  # fmt: skip
         await self._publish_call_status("live")
         return self.call_id
 
     async def hangup(self, *, status: str = "ended", reason: str = "") -> None:
-        """End of the call (stop, eof, socket closed): flush the segment in
+        """End of the call (stop, eof, socket closed): flush the segments in
         progress, then close the call. Safe to call twice."""
         if self.call_id is None or self.ended:
             return
@@ -206,7 +243,8 @@ class CallSession:
         for task in self._tasks:
             task.cancel()
         try:
-            await self._handle(self.endpointer.flush())
+            for track in self.tracks.values():
+                await self._handle(track, track.endpointer.flush())
         except Exception:
             logger.exception("call #%s: could not store the last segment at hangup", self.call_id)
             status, reason = "failed", reason or "the last segment could not be stored"
@@ -228,28 +266,34 @@ class CallSession:
 
     # --- audio ---
 
-    async def feed(self, audio: np.ndarray) -> list[Event]:
-        """Decoded audio at the session's sample rate, in arrival order."""
-        events = self.endpointer.push(audio)
-        await self._handle(events)
-        self._request_partial()
+    async def feed(self, audio: np.ndarray, *, speaker: str = "customer") -> list[Event]:
+        """Decoded audio of one party at the session's sample rate, in arrival order."""
+        track = self.tracks.get(speaker)
+        if track is None:
+            raise ValueError(f"this call has no {speaker!r} track (it has {', '.join(self.tracks)})")
+        events = track.endpointer.push(audio)
+        await self._handle(track, events)
+        self._request_partial(track)
         return events
 
-    async def _handle(self, events: list[Event]) -> None:
+    async def _handle(self, track: _Track, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, SpeechStarted):
+                index = self._next_index
+                self._next_index += 1
                 segment_id = await database_sync_to_async(_segment_open)(
-                    call_id=self.call_id, index=event.serial, start_ms=event.start_ms
+                    call_id=self.call_id, index=index, start_ms=event.start_ms, speaker=track.speaker
                 )
-                self._open_segments[event.serial] = segment_id
-                self._segment_start_ms = {event.serial: event.start_ms}
-                if self._partials is not None:
-                    self._partials.reset(event.serial)
-                self._last_partial_text = ""
+                track.open_segments[event.serial] = segment_id
+                track.indexes = {event.serial: index}
+                track.start_ms = {event.serial: event.start_ms}
+                if track.partials is not None:
+                    track.partials.reset(event.serial)
+                track.last_partial_text = ""
             elif isinstance(event, SegmentEnded):
-                segment_id = self._open_segments.pop(event.serial)
-                if self._partials is not None:
-                    self._partials.reset(None)
+                segment_id = track.open_segments.pop(event.serial)
+                if track.partials is not None:
+                    track.partials.reset(None)
                 await database_sync_to_async(_segment_finish)(
                     segment_id=segment_id, event=event, sample_rate=self.sample_rate, endpoint_at=time.time()
                 )
@@ -258,18 +302,22 @@ class CallSession:
 
     # --- partials ---
 
-    def _request_partial(self) -> None:
-        if self._partials is None or self.ended or not self.endpointer.in_speech:
+    def _request_partial(self, track: _Track) -> None:
+        if track.partials is None or self.ended or not track.endpointer.in_speech:
             return
-        serial = self.endpointer.serial
-        job = self._partials.request(segment_audio=self.endpointer.segment_audio, now=time.monotonic())
+        serial = track.endpointer.serial
+        job = track.partials.request(segment_audio=track.endpointer.segment_audio, now=time.monotonic())
         if job is None:
             return
-        task = asyncio.ensure_future(self._deliver_partial(job, serial, self._open_segments[serial], time.time()))
+        task = asyncio.ensure_future(
+            self._deliver_partial(track, job, serial, track.open_segments[serial], time.time())
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_partial(self, job: asyncio.Future, serial: int, segment_id: int, audio_at: float) -> None:
+    async def _deliver_partial(
+        self, track: _Track, job: asyncio.Future, serial: int, segment_id: int, audio_at: float
+    ) -> None:
         try:
             transcript, seconds = await job
         except asyncio.CancelledError:
@@ -279,22 +327,23 @@ class CallSession:
             metrics.PARTIALS.labels("error").inc()
             return
         metrics.PARTIAL_SECONDS.observe(seconds)
-        if self.ended or self._partials is None or self._partials.serial != serial:
+        if self.ended or track.partials is None or track.partials.serial != serial:
             metrics.PARTIALS.labels("stale").inc()
             return
         text = transcript.text.strip()
-        if not text or text == self._last_partial_text:
+        if not text or text == track.last_partial_text:
             return
-        self._last_partial_text = text
+        track.last_partial_text = text
         message = messages.partial_message(
             call_id=self.call_id,
             segment_id=segment_id,
-            index=serial,
+            index=track.indexes.get(serial, serial),
             text=text,
             words=transcript.as_dict()["words"],
             audio_at=audio_at,
-            start_ms=self._segment_start_ms.get(serial),
-            profile_id=self._partials.profile_id,
+            start_ms=track.start_ms.get(serial),
+            profile_id=track.partials.profile_id,
+            speaker=track.speaker,
         )
         metrics.PARTIALS.labels("sent").inc()
         if self._on_partial is not None:

@@ -47,9 +47,10 @@ def customer_accuracy_history(*, customer_id: int, limit: int = 50) -> list[dict
 
 def customer_adaptation_segments(*, customer_id: int, limit: int) -> list[Segment]:
     """The caller's segments that have audio, oldest first (at most the
-    ``limit`` most recent ones)."""
+    ``limit`` most recent ones). Only the customer's own track: an agent's
+    voice never feeds the customer's profile."""
     recent = (
-        Segment.objects.filter(call__customer_id=customer_id)
+        Segment.objects.filter(call__customer_id=customer_id, speaker=Segment.Speaker.CUSTOMER)
         .exclude(audio="")
         .order_by("-call__started_at", "-call_id", "-index")[:limit]
     )

@@ -68,7 +68,7 @@ def customer_history(*, customer_id: int, recent: int = 5) -> CustomerHistory:
     customer = customer_get(customer_id=customer_id)
     calls = Call.objects.filter(customer_id=customer_id)
     totals = calls.aggregate(n=Count("id"), ended=Count("id", filter=Q(status=Call.Status.ENDED)))
-    segments = Segment.objects.filter(call__customer_id=customer_id)
+    segments = Segment.objects.filter(call__customer_id=customer_id, speaker=Segment.Speaker.CUSTOMER)
     seg = segments.aggregate(
         n=Count("id"),
         verified=Count("id", filter=Q(verified_at__isnull=False)),

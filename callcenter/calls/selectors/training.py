@@ -8,8 +8,12 @@ from ..models import Segment, TrainingRun
 
 
 def verified_segments_since(*, since) -> QuerySet[Segment]:
-    """Verified segments with audio (all of them when ``since`` is None)."""
-    qs = Segment.objects.filter(verified_at__isnull=False).exclude(audio="").exclude(verified_text="")
+    """Verified customers' segments with audio (all of them when ``since`` is
+    None): meta-training treats each customer as a speaker, so agents' tracks stay out."""
+    qs = (
+        Segment.objects.filter(verified_at__isnull=False, speaker=Segment.Speaker.CUSTOMER)
+        .exclude(audio="").exclude(verified_text="")
+    )  # fmt: skip
     if since is not None:
         qs = qs.filter(verified_at__gt=since)
     return qs

@@ -41,7 +41,7 @@ def _adaptation_usable_segments(*, customer_id: int) -> int:
     """The caller's segments an adaptation could use: audio stored and a
     recognition that did not fail (pending ones are still being recognized)."""
     return (
-        Segment.objects.filter(call__customer_id=customer_id)
+        Segment.objects.filter(call__customer_id=customer_id, speaker=Segment.Speaker.CUSTOMER)
         .exclude(audio="")
         .exclude(status=Segment.Status.FAILED)
         .count()
@@ -90,7 +90,9 @@ def adaptation_request(
         raise InvalidInput("adaptations after a call are scheduled when the call ends")
     if not Customer.objects.filter(pk=customer_id).exists():
         raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
-    if not Segment.objects.filter(call__customer_id=customer_id).exclude(audio="").exists():
+    if not Segment.objects.filter(call__customer_id=customer_id, speaker=Segment.Speaker.CUSTOMER).exclude(
+        audio=""
+    ).exists():
         raise AdaptationFailed(
             f"customer #{customer_id} has no stored audio: there is nothing to adapt on", customer_id=customer_id
         )

@@ -13,6 +13,7 @@ from callcenter.errors import Conflict, DuplicateCall, InvalidInput, InvalidStat
 from ..models import Agent, Call, Customer, Line
 from ._common import require_choice
 from .adaptation import adaptation_schedule_after_call
+from .enqueue import analytics_call_enqueue
 
 
 def call_start(
@@ -82,6 +83,7 @@ def call_end(
         call.save(update_fields=["status", "failure_reason", "ended_at"])
         if call.customer_id is not None and settings.ADAPTATION_AFTER_CALL:
             adaptation_schedule_after_call(call=call)
+        transaction.on_commit(lambda: analytics_call_enqueue(call_id=call.pk))
         return call
 
 

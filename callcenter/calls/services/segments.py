@@ -17,7 +17,7 @@ from callcenter.errors import DuplicateSegment, InvalidInput, InvalidState, NotF
 
 from ..models import Call, Segment, VoiceProfile
 from ._common import require_permission
-from .enqueue import recognition_enqueue
+from .enqueue import analytics_final_enqueue, recognition_enqueue
 
 
 def segment_create(
@@ -29,8 +29,13 @@ def segment_create(
     sample_rate: int,
     audio: bytes = b"",
     audio_extension: str = "wav",
+    speaker: str = Segment.Speaker.CUSTOMER,
 ) -> Segment:
-    """Store one endpointed segment (status ``pending``) and its audio file."""
+    """Store one endpointed segment (status ``pending``) of ``speaker``, and its audio file."""
+    if speaker not in Segment.Speaker.values:
+        raise InvalidInput(
+            f"speaker must be one of {', '.join(Segment.Speaker.values)}, got {speaker!r}", speaker=speaker
+        )
     if index < 0:
         raise InvalidInput(f"segment index must be >= 0, got {index}", index=index)
     if not 0 <= start_ms <= end_ms:
@@ -48,8 +53,9 @@ def segment_create(
     try:
         with transaction.atomic():
             segment = Segment.objects.create(
-                call_id=call_id, index=index, start_ms=start_ms, end_ms=end_ms, sample_rate=sample_rate
-            )
+                call_id=call_id, index=index, start_ms=start_ms, end_ms=end_ms, sample_rate=sample_rate,
+                speaker=speaker,
+            )  # fmt: skip
     except IntegrityError:
         if Segment.objects.filter(call_id=call_id, index=index).exists():
             raise DuplicateSegment(
@@ -61,11 +67,21 @@ def segment_create(
     return segment
 
 
-def segment_finish(*, segment_id: int, end_ms: int, audio: bytes, endpoint_at: float | None = None) -> Segment:
+def segment_finish(
+    *,
+    segment_id: int,
+    end_ms: int,
+    audio: bytes,
+    endpoint_at: float | None = None,
+    speech_start_ms: int | None = None,
+    speech_end_ms: int | None = None,
+) -> Segment:
     """Close a segment opened at speech onset: set its end, store its audio
     (a WAV file, written once) and queue its recognition once the
     transaction commits. ``endpoint_at`` (Unix time the endpoint was
-    detected) travels with the task so that latency can be measured."""
+    detected) travels with the task so that latency can be measured.
+    ``speech_start_ms``/``speech_end_ms``: where the voiced audio lies
+    (the endpointer's; talk-time analytics use it)."""
     if not audio:
         raise InvalidInput("a finished segment needs its audio", segment_id=segment_id)
     with transaction.atomic():
@@ -76,9 +92,17 @@ def segment_finish(*, segment_id: int, end_ms: int, audio: bytes, endpoint_at: f
             raise InvalidInput(
                 f"segment end {end_ms} ms is before its start {segment.start_ms} ms", segment_id=segment_id
             )
+        if (speech_start_ms is None) != (speech_end_ms is None) or (
+            speech_start_ms is not None and not segment.start_ms <= speech_start_ms <= speech_end_ms <= end_ms
+        ):
+            raise InvalidInput(
+                f"the voiced part {speech_start_ms}..{speech_end_ms} ms must lie within the segment "
+                f"{segment.start_ms}..{end_ms} ms", segment_id=segment_id,
+            )  # fmt: skip
         segment.end_ms = end_ms
+        segment.speech_start_ms, segment.speech_end_ms = speech_start_ms, speech_end_ms
         segment.audio.save(f"call{segment.call_id}-seg{segment.index}.wav", ContentFile(audio), save=False)
-        segment.save(update_fields=["end_ms", "audio", "updated"])
+        segment.save(update_fields=["end_ms", "speech_start_ms", "speech_end_ms", "audio", "updated"])
         transaction.on_commit(lambda: recognition_enqueue(segment_id=segment.pk, endpoint_at=endpoint_at))
         return segment
 
@@ -163,6 +187,8 @@ def segment_store_result(
         segment.save(
             update_fields=["text", "words", "confidence", "status", "failure_reason", "voice_profile", "updated"]
         )
+        # Category rules match on each final (``analytics.final``: live alerts).
+        transaction.on_commit(lambda: analytics_final_enqueue(segment_id=segment.pk))
         return segment
 
 
