@@ -14,11 +14,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from asr_core.errors import AudioError  # noqa: F401  (raised here; importable from here)
+
 MAX_SECONDS = 3600.0
-
-
-class AudioError(ValueError):
-    pass
 
 
 def _to_mono(x: np.ndarray) -> np.ndarray:

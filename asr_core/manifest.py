@@ -10,12 +10,10 @@ import os
 import re
 from dataclasses import dataclass
 
+from asr_core.errors import ManifestError  # noqa: F401  (raised here; importable from here)
+
 SPLITS = ("train", "dev", "adapt", "test")
 HEADER = ("speaker", "split", "audio", "text")
-
-
-class ManifestError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,9 @@ import soundfile as sf
 
 from asr_core.audio import load_audio
 from asr_core.manifest import HEADER, read_manifest
+from asr_core.errors import LineError  # noqa: F401  (raised here; importable from here)
 
 SAMPLE_RATE = 8000
-
-
-class LineError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)

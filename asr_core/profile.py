@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from asr_core.errors import ProfileError  # noqa: F401  (raised here; importable from here)
+
 FORMAT = "asr_core.profile/1"
 MAX_BYTES = 256 * 1024
-
-
-class ProfileError(ValueError):
-    pass
 
 
 @dataclass

@@ -16,12 +16,9 @@ import numpy as np
 import soundfile as sf
 
 from asr_core.corpus.speakers import Speaker
+from asr_core.errors import SynthesisError  # noqa: F401  (raised here; importable from here)
 
 SAMPLE_RATE = 8000
-
-
-class SynthesisError(RuntimeError):
-    pass
 
 
 def check_tools(engines: set[str]) -> None:

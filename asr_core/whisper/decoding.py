@@ -113,14 +113,19 @@ def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: in
 @torch.no_grad()
 def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
            suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
-           max_new: int | None = None) -> list[Hypothesis]:
-    """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together)."""
+           max_new: int | list[int] | None = None) -> list[Hypothesis]:
+    """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together).
+    max_new: new tokens at most, for all rows or one number per row."""
     last, cache, nsp = _start(decoder, audio, prompt, no_speech)
     b = audio.shape[0]
+    limits = torch.tensor(_budgets(max_new or opts.max_new_tokens, b))
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
     out: list[list[int]] = [[] for _ in range(b)]
     sums, done = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.bool)
-    for step in range(max_new or opts.max_new_tokens):
+    for step in range(int(limits.max())):
+        done |= step >= limits
+        if bool(done.all()):
+            break
         logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)        # (batch, vocab)
         nxt = logp.argmax(-1)
         sums += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0].double())
@@ -139,50 +144,88 @@ def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_
 @torch.no_grad()
 def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
                 suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
-                max_new: int | None = None) -> Hypothesis:
-    """audio (1, S, d) -> best hypothesis by sum log-prob / length ** length_penalty."""
-    if audio.shape[0] != 1:
-        raise ValueError("beam search decodes one segment at a time")
+                max_new: int | list[int] | None = None) -> list[Hypothesis]:
+    """audio (segments, S, d) -> the best hypothesis of each segment by sum log-prob /
+    length ** length_penalty. The segments are searched together: every decoder step runs the
+    beams of all the segments still searching as one batch (each segment's beams attend to its
+    own audio; a segment whose search ended leaves the batch). max_new: new tokens at most, for
+    all segments or one number per segment."""
     k = opts.beam_size
     last, cache, nsp = _start(decoder, audio, prompt, no_speech)
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
-    seqs: list[list[int]] = [[]]
-    scores = torch.zeros(1, dtype=torch.float64)
-    finished: list[tuple[float, list[int], float]] = []      # (normalized score, tokens, sum logprob)
-    for step in range(max_new or opts.max_new_tokens):
-        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None).double()   # (beams, vocab)
-        total = (scores[:, None] + logp).flatten()
-        top = total.topk(min(2 * k, total.numel()))
-        rows, keep, new_seqs, new_scores = [], [], [], []
-        # As Whisper's BeamSearchDecoder: candidates in score order; one that ends the text is
-        # finished only if it ranks above the k-th live one (taking every end-of-text among the
-        # top 2k filled `finished` with early, short endings and stopped the search after the
-        # first sentence).
-        for s, idx in zip(top.values.tolist(), top.indices.tolist()):
-            r, t = divmod(idx, logp.shape[1])
-            if s == float("-inf"):
-                break
-            if t == eot:
-                n = len(seqs[r]) + 1
-                finished.append((s / n ** opts.length_penalty, seqs[r], s))
-            else:
-                rows.append(r)
-                keep.append(t)
-                new_seqs.append(seqs[r] + [t])
-                new_scores.append(s)
-                if len(new_seqs) == k:
-                    break
-        if len(finished) >= k * opts.patience or not new_seqs:
+    n = audio.shape[0]
+    limits = _budgets(max_new or opts.max_new_tokens, n)
+    seqs: list[list[list[int]]] = [[[]] for _ in range(n)]
+    scores = [torch.zeros(1, dtype=torch.float64) for _ in range(n)]
+    finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(n)]   # (normalized, tokens, sum)
+    active = list(range(n))          # segments still searching; their rows of `last` in this order
+    for step in range(max(limits)):
+        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None).double()   # (rows, vocab)
+        per = logp.shape[0] // len(active)
+        rows, keep, still = [], [], []
+        for j, seg in enumerate(active):
+            if step >= limits[seg]:
+                continue
+            picked = _beam_step(logp[j * per:(j + 1) * per], scores[seg], seqs[seg], finished[seg], eot, k,
+                                opts.length_penalty)
+            if len(finished[seg]) >= k * opts.patience or not picked[0]:
+                continue
+            seg_rows, seg_keep, seqs[seg], scores[seg] = picked
+            rows += [j * per + r for r in seg_rows]
+            keep += seg_keep
+            still.append(j)
+        if not still:
             break
-        cache = reorder_cache(cache, torch.zeros(len(rows), dtype=torch.long) if step == 0 else torch.tensor(rows),
-                              shared_audio=True)
-        seqs, scores = new_seqs, torch.tensor(new_scores, dtype=torch.float64)
+        if len(still) < len(active):
+            kept = torch.tensor(still)
+            cache = {"self": cache["self"], "cross": [(kv[0].index_select(0, kept), kv[1].index_select(0, kept))
+                                                     for kv in cache["cross"]]}
+        active = [active[j] for j in still]
+        cache = reorder_cache(cache, torch.tensor(rows), shared_audio=True)
         last, cache, _ = decoder(torch.tensor(keep)[:, None], cache)
         last = last[:, -1]
-    if not finished:   # ran out of length: the best live hypothesis
-        finished = [(float(s) / (len(q) + 1) ** opts.length_penalty, q, float(s)) for q, s in zip(seqs, scores)]
-    _, tokens, total = max(finished, key=lambda f: f[0])
-    return Hypothesis(tokens, total, float(nsp[0]))
+    out = []
+    for seg in range(n):
+        done = finished[seg] or [(float(s) / (len(q) + 1) ** opts.length_penalty, q, float(s))   # ran out of length
+                                 for q, s in zip(seqs[seg], scores[seg])]
+        _, tokens, total = max(done, key=lambda f: f[0])
+        out.append(Hypothesis(tokens, total, float(nsp[seg])))
+    return out
+
+
+def _budgets(max_new: int | list[int], n: int) -> list[int]:
+    if isinstance(max_new, int):
+        return [max_new] * n
+    if len(max_new) != n:
+        raise ValueError(f"{n} segments but {len(max_new)} token budgets")
+    return list(max_new)
+
+
+def _beam_step(logp: Tensor, scores: Tensor, seqs: list[list[int]], finished: list, eot: int, k: int,
+               length_penalty: float) -> tuple[list[int], list[int], list[list[int]], Tensor]:
+    """One step of one segment's beams: logp (beams, vocab) -> (rows kept, their next tokens, new
+    sequences, new scores); candidates that end the text go to `finished`.
+
+    As Whisper's BeamSearchDecoder: candidates in score order; one that ends the text is finished
+    only if it ranks above the k-th live one (taking every end-of-text among the top 2k filled
+    `finished` with early, short endings and stopped the search after the first sentence)."""
+    total = (scores[:, None] + logp).flatten()
+    top = total.topk(min(2 * k, total.numel()))
+    rows, keep, new_seqs, new_scores = [], [], [], []
+    for s, idx in zip(top.values.tolist(), top.indices.tolist()):
+        r, t = divmod(idx, logp.shape[1])
+        if s == float("-inf"):
+            break
+        if t == eot:
+            finished.append((s / (len(seqs[r]) + 1) ** length_penalty, seqs[r], s))
+        else:
+            rows.append(r)
+            keep.append(t)
+            new_seqs.append(seqs[r] + [t])
+            new_scores.append(s)
+            if len(new_seqs) == k:
+                break
+    return rows, keep, new_seqs, torch.tensor(new_scores, dtype=torch.float64)
 
 
 # -- word timings --------------------------------------------------------------------------------

@@ -126,13 +126,17 @@ class Attention(nn.Module):
             q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
         q = self._split(q)
         k, v = kv
-        if k.shape[0] == 1 < q.shape[0]:   # rows sharing one audio (beam search): (1, heads, S, d_head)
+        if k.shape[0] < q.shape[0]:
+            # groups of rows sharing one audio (the beams of each segment, segment-major):
+            # keys/values (segments, heads, S, d_head), queries (segments * group, heads, T, d_head)
+            group = q.shape[0] // k.shape[0]
             if q.shape[2] == 1 and not need_weights:
-                # one step of every row: the rows become the query positions of a single batch
-                y = F.scaled_dot_product_attention(q.transpose(0, 2), k, v).transpose(0, 2)
-                b, h, t, dh = y.shape
-                return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), None
-            k, v = k.expand(q.shape[0], *k.shape[1:]), v.expand(q.shape[0], *v.shape[1:])
+                # one step of every row: a segment's rows become the query positions of its batch row
+                b, h, _, dh = q.shape
+                qg = q.view(k.shape[0], group, h, dh).transpose(1, 2)            # (segments, heads, group, dh)
+                y = F.scaled_dot_product_attention(qg, k, v).transpose(1, 2)     # (segments, group, heads, dh)
+                return self.out(y.reshape(b, 1, h * dh)), None
+            k, v = k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
         if not need_weights:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
             weights = None
@@ -254,12 +258,13 @@ class Whisper(nn.Module):
 def reorder_cache(cache: dict, rows: Tensor, shared_audio: bool = False) -> dict:
     """Select batch rows (beam search): rows (new_batch,) indices into the cache's batch.
 
-    shared_audio: every row attends to the same audio (the beams of one segment), so the
-    cross-attention keys/values stay views of row 0 instead of copies (they are the bulk of the
-    cache: layers x 2 x (heads, 1500, d_head) per row, copied at every step before)."""
+    shared_audio: the rows are the beams of the cache's cross-attention rows (segment-major, the
+    same number per segment), so the cross-attention keys/values stay one row per segment instead
+    of a copy per beam (they are the bulk of the cache: layers x 2 x (heads, 1500, d_head) per row,
+    copied at every step before); Attention folds each segment's beams in."""
     pick = lambda kv: (kv[0].index_select(0, rows), kv[1].index_select(0, rows))  # noqa: E731
-    if shared_audio:  # one row of keys/values for every row (Attention folds the rows in)
-        cross = [(k[:1], v[:1]) for k, v in cache["cross"]]
+    if shared_audio:
+        cross = cache["cross"]
     else:
         cross = [pick(kv) for kv in cache["cross"]]
     return {"self": [pick(kv) for kv in cache["self"]], "cross": cross}

@@ -119,8 +119,10 @@ class WhisperRecognizer:
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, params: dict[str, Tensor] | None = None,
                          word_timestamps: bool = True) -> list[Transcript]:
-        """Concurrent segments (each <= 30 s) of one caller (or none): one batched encoder pass and
-        batched greedy decoding."""
+        """Concurrent segments (each <= 30 s) of one caller (or of callers without a profile): one
+        batched encoder pass and batched decoding (beam search: every segment's beams in one
+        decoder batch), with this recognizer's settings. The same transcripts as `transcribe`
+        one by one."""
         xs = [self.prepare(a, sample_rate) for a in audios]
         if any(x.numel() > MAX_SAMPLES for x in xs):
             raise AudioError("transcribe_batch takes segments of at most 30 s; use transcribe() for longer audio")
@@ -131,10 +133,10 @@ class WhisperRecognizer:
         feats = [self.features(xs[i]) for i in ok]
         width = self._width(max(f for _, f in feats))
         audio = self.encode(torch.stack([m[:, :width] for m, _ in feats]), params)
-        budget = self.options.token_budget(max(xs[i].numel() for i in ok) / SAMPLE_RATE)
-        hyps = self._decode(audio, 1, budget)
+        budgets = [self.options.token_budget(xs[i].numel() / SAMPLE_RATE) for i in ok]
+        hyps = self._decode(audio, self.options.beam_size, budgets)
         for j, i in enumerate(ok):
-            hyp = self._guard(audio[j:j + 1], hyps[j], budget)
+            hyp = self._guard(audio[j:j + 1], hyps[j], budgets[j])
             out[i] = self._result(audio[j:j + 1], hyp, feats[j][1], word_timestamps, 0.0)
         return out
 
@@ -154,12 +156,12 @@ class WhisperRecognizer:
         hyp = self._guard(audio, self._decode(audio, beam_size or self.options.beam_size, budget)[0], budget)
         return self._result(audio, hyp, frames, word_timestamps, offset)
 
-    def _decode(self, audio: Tensor, beam_size: int, budget: int) -> list[Hypothesis]:
+    def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int]) -> list[Hypothesis]:
         tok, dec = self.tokenizer, self.infer.decoder
         args = (tok.prompt, tok.eot, tok.no_speech, list(tok.suppress), list(self.model.cfg.suppress_ids_begin))
         if beam_size == 1:
             return greedy(dec, audio, *args, self.options, budget)
-        return [beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget)]
+        return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget)
 
     def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int) -> Hypothesis:
         """A repetition loop (text compresses too well, or the token budget ran out): retry with beam

@@ -1,0 +1,221 @@
+"""One recognizer interface for every backbone: what the backend (and the CLI) use.
+
+    from asr_core.engines import EngineSettings, load_engine
+
+    rec = load_engine("whisper-tiny")                     # or "whisper-base", "small"
+    rec.transcribe(audio, 8000, params=None)              # one segment -> Transcript
+    rec.transcribe_batch([a1, a2], 8000, params=[p1, None])   # concurrent segments of several callers
+    s = rec.stream(8000, params=None); s.accept(chunk)    # live partials of one growing segment
+    rec.initial_params(); rec.param_shapes()              # a caller's adaptive group without a profile
+    rec.adapt(audios, texts_or_None, 8000, start=None, cfg=AdaptationConfig(...))   # one caller
+    rec.model_version                                     # the weights' SHA-256 (profiles are keyed by it)
+
+`SpeechRecognizer` is the contract (tests/asr_core/test_engines.py checks it once per backbone);
+`SmallEngine` and `WhisperEngine` implement it on top of the backbones' own recognizers, which
+stay usable alone. Backbone-specific habits are attributes, so callers never test the type:
+
+- `label_free_min_confidence`: label-free pseudo-labels below this word confidence are dropped
+  (Whisper's token probabilities run lower than the CTC model's);
+- `reference_text(text)`: a verified transcript as this backbone is taught (Whisper: written text
+  as written; the small model: normalized lowercase letters);
+- `pretrained_on_real_speech`: True for Whisper; the small model learned synthesized voices only.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from asr_core.adaptation import AdaptationConfig, AdaptationResult, adapt_caller
+from asr_core.decoder import Transcript, greedy_decode
+from asr_core.errors import BackboneError
+from asr_core.defaults import (BACKBONES, WHISPER_BEAM_SIZE, WHISPER_INT8, WHISPER_TRIM_S)
+from asr_core.meta import initial_params as small_initial_params
+from asr_core.recognizer import Recognizer
+from asr_core.text import normalize
+from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_LABEL_FREE_MIN_CONFIDENCE
+from asr_core.whisper.adapt import adapt_whisper_caller, initial_whisper_params
+from asr_core.whisper.recognizer import WhisperRecognizer
+
+logger = logging.getLogger(__name__)
+
+Params = dict[str, Tensor]
+
+
+class PartialStream(Protocol):
+    def accept(self, chunk: Tensor) -> Transcript:
+        """Feed (samples,) float audio at the stream's rate; returns the current partial hypothesis."""
+
+
+@runtime_checkable
+class SpeechRecognizer(Protocol):
+    """What every backbone does for the backend."""
+
+    backbone: str
+    meta: dict
+    label_free_min_confidence: float
+    pretrained_on_real_speech: bool
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def transcribe(self, audio: Tensor, sample_rate: int, *, params: Params | None = None) -> Transcript: ...
+
+    def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
+                         params: list[Params | None] | None = None) -> list[Transcript]: ...
+
+    def stream(self, sample_rate: int, *, params: Params | None = None) -> PartialStream: ...
+
+    def initial_params(self) -> Params: ...
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]: ...
+
+    def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
+              start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
+              first_pass=None) -> AdaptationResult: ...
+
+    def reference_text(self, text: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How a backbone is loaded. Whisper: int8 linear layers, beam size, encoder trim (None: the
+    full 30 s window), the meta-learned adaptation file. Small model: its decoder ('beam' with the
+    lexicon and LM, or 'greedy'). `partials`: the live partials' recognizer (Whisper: int8, greedy)."""
+    int8: bool = WHISPER_INT8
+    beam_size: int = WHISPER_BEAM_SIZE
+    trim_seconds: float | None = WHISPER_TRIM_S
+    adaptation: str | None = None
+    decoder: str = "beam"
+    partials: bool = False
+
+
+class _Common:
+    """The interface methods both backbones share."""
+
+    backbone: str
+    meta: dict
+    decoder_fallbacks = 0   # segments the small model's beam search failed on (decoded greedily instead)
+
+    @property
+    def model_version(self) -> str:
+        return self.meta["sha256"]
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.initial_params().items()}
+
+    def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
+                         params: list[Params | None] | None = None) -> list[Transcript]:
+        params = params if params is not None else [None] * len(audios)
+        if len(params) != len(audios):
+            raise ValueError(f"{len(audios)} segments but {len(params)} parameter sets")
+        return [self.transcribe(a, sample_rate, params=p) for a, p in zip(audios, params)]
+
+
+class SmallEngine(_Common, Recognizer):
+    """The small streaming CTC model (trained on synthesized voices: 93 % WER on a real speaker)."""
+
+    backbone = "small"
+    label_free_min_confidence = AdaptationConfig.min_confidence
+    pretrained_on_real_speech = False
+
+    def transcribe(self, audio: Tensor, sample_rate: int | None = None, *, params: Params | None = None,
+                   hotwords: list[str] | None = None) -> Transcript:
+        """The beam decoder can fail on a hypothesis whose timesteps run past the last frame
+        (IndexError in its word timing); that segment is then decoded greedily rather than lost."""
+        try:
+            return super().transcribe(audio, sample_rate, params=params, hotwords=hotwords)
+        except IndexError as exc:
+            logger.warning("beam search failed on a segment (%s): using the greedy decoder for it", exc)
+            self.decoder_fallbacks += 1
+            return greedy_decode(self.log_probs(self.prepare(audio, sample_rate), params), self.model.cfg.frame_seconds)
+
+    def stream(self, sample_rate: int = 8000, *, params: Params | None = None,
+               hotwords: list[str] | None = None):
+        return super().stream(sample_rate, params, hotwords)
+
+    def initial_params(self) -> Params:
+        return small_initial_params(self.model)
+
+    def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
+              start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
+              first_pass=None) -> AdaptationResult:
+        if first_pass is not None:
+            raise ValueError("the small model adapts on its own pseudo-labels (no first_pass)")
+        xs = [self.prepare(a, sample_rate) for a in audios]
+        return adapt_caller(self, xs, texts, start=start, cfg=cfg)
+
+    def reference_text(self, text: str) -> str:
+        return normalize(text)
+
+
+class WhisperEngine(_Common, WhisperRecognizer):
+    """Whisper tiny or base, pretrained on real speech (the default)."""
+
+    backbone = "whisper"        # load_engine sets the size: 'whisper-tiny', 'whisper-base'
+    label_free_min_confidence = WHISPER_LABEL_FREE_MIN_CONFIDENCE
+    pretrained_on_real_speech = True
+
+    def transcribe(self, audio: Tensor, sample_rate: int | None = None, *, params: Params | None = None,
+                   **options) -> Transcript:
+        return super().transcribe(audio, sample_rate, params=params, **options)
+
+    def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
+                         params: list[Params | None] | None = None) -> list[Transcript]:
+        """Segments of callers without a profile share one batched pass (`batch_transcribe`); a
+        caller's adapted parameters change the model, so those segments are recognized one by one."""
+        params = params if params is not None else [None] * len(audios)
+        if len(params) != len(audios):
+            raise ValueError(f"{len(audios)} segments but {len(params)} parameter sets")
+        out: list[Transcript | None] = [None] * len(audios)
+        plain = [i for i, p in enumerate(params) if not p]
+        if len(plain) > 1:
+            for i, t in zip(plain, WhisperRecognizer.transcribe_batch(self, [audios[i] for i in plain], sample_rate)):
+                out[i] = t
+        for i, t in enumerate(out):
+            if t is None:
+                out[i] = self.transcribe(audios[i], sample_rate, params=params[i])
+        return out  # type: ignore[return-value]
+
+    def stream(self, sample_rate: int = 8000, *, params: Params | None = None):
+        return super().stream(sample_rate, params)
+
+    def initial_params(self) -> Params:
+        return initial_whisper_params(self)
+
+    def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
+              start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
+              first_pass=None) -> AdaptationResult:
+        return adapt_whisper_caller(self, audios, texts, sample_rate, start=start, cfg=cfg, first_pass=first_pass)
+
+    def reference_text(self, text: str) -> str:
+        """Whisper is taught written text, as it writes it (empty when nothing speakable is left)."""
+        return " ".join(text.split()) if normalize(text) else ""
+
+
+def load_engine(backbone: str, *, path: str | None = None, settings: EngineSettings = EngineSettings()
+                ) -> SpeechRecognizer:
+    """The recognizer of `backbone` ('small', 'whisper-tiny', 'whisper-base'). path: its checkpoint
+    (default: the small model's shipped checkpoint, or the converted Whisper file of that name).
+    Raises CheckpointError for a missing or corrupt checkpoint, BackboneError for an unknown backbone."""
+    if backbone not in BACKBONES:
+        raise BackboneError(f"unknown backbone {backbone!r}: one of {', '.join(BACKBONES)}")
+    if backbone == "small":
+        return SmallEngine.load(path, decoder="greedy" if settings.partials else settings.decoder)
+    rec = WhisperEngine.load(path or backbone, quantize=settings.partials or settings.int8,
+                             beam_size=1 if settings.partials else settings.beam_size,
+                             trim_seconds=settings.trim_seconds, adaptation=settings.adaptation)
+    rec.backbone = backbone
+    return rec
+
+
+def threads(n: int) -> None:
+    """Set this thread's torch thread count (OpenMP is per thread) when it differs."""
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
