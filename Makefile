@@ -13,11 +13,11 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 .PHONY: demo serve test bootstrap services
 
 demo: bootstrap
-	$(PYTHON) -m callcenter.run --demo --host $(HOST) --port $(PORT)
+	$(PYTHON) -m callcenter.ops.run --demo --host $(HOST) --port $(PORT)
 
 # Only the services (web server + worker), no demo data: make serve PORT=9000
 serve: bootstrap
-	$(PYTHON) -m callcenter.run --host $(HOST) --port $(PORT)
+	$(PYTHON) -m callcenter.ops.run --host $(HOST) --port $(PORT)
 
 test: bootstrap services
 	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(PYTHON) -m pytest $(PYTEST_ARGS)

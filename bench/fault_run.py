@@ -65,8 +65,8 @@ def main() -> int:
     from asr_core.metrics import wer
     from callcenter.calls import services
     from callcenter.calls.models import Call, Segment
-    from callcenter.client import stream_twilio
-    from callcenter.demo import synthetic_call
+    from callcenter.tools.client import stream_twilio
+    from callcenter.tools.demo import synthetic_call
     from tests.fixtures.services import app_env, daphne_service, redis_service, wait_http, wait_redis, worker_service
 
     call_command("migrate", verbosity=0)

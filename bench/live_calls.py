@@ -6,7 +6,7 @@ machine. Prints figures; it is not a test.
     .venv/bin/python bench/live_calls.py --calls 10 --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_bench
     .venv/bin/python bench/live_calls.py --calls 1,5,10 --final-backbone whisper-tiny   # Whisper finals
 
-It starts ``python -m callcenter.run`` in a fresh runtime folder (SQLite and
+It starts ``python -m callcenter.ops.run`` in a fresh runtime folder (SQLite and
 a private Redis unless ``--database-url``/``REDIS_URL`` say otherwise),
 creates a line and a staff session, renders synthetic callers (asr_core's
 sentence generator and synthesizer, different seeds per call), then for
@@ -140,7 +140,7 @@ def _free_port() -> int:
 def start_system(env: dict[str, str], port: int, concurrency: int) -> tuple[subprocess.Popen, dict[str, int]]:
     env = dict(env, CELERY_WORKER_CONCURRENCY=str(concurrency))
     process = subprocess.Popen(
-        [sys.executable, "-m", "callcenter.run", "--port", str(port)],
+        [sys.executable, "-m", "callcenter.ops.run", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     pids: dict[str, int] = {}
@@ -194,7 +194,7 @@ class Round:
 async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller_base: int) -> Round:
     import websockets
 
-    from callcenter.client import stream_twilio
+    from callcenter.tools.client import stream_twilio
 
     result = Round(calls=len(audios))
     async with websockets.connect(f"{ws_url}/ws/agent/", additional_headers=headers, max_size=2**22) as feed:
@@ -269,7 +269,7 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
     print(f"rendering {max(counts)} synthetic calls of {args.sentences} sentences ...", flush=True)
-    from callcenter.demo import synthetic_call
+    from callcenter.tools.demo import synthetic_call
 
     voices = ["en-us+m6", "en-us+f3", "en-us+m3", "en-us+f4", "en+m2"]
     calls = [synthetic_call(seed=100 + i, sentences=args.sentences, voice=voices[i % len(voices)])
@@ -287,7 +287,7 @@ def main() -> int:
 
         from callcenter.calls import services
         from callcenter.calls.models import Segment
-        from callcenter.demo import staff_session_cookie
+        from callcenter.tools.demo import staff_session_cookie
 
         token = services.line_create(name=f"bench-{os.getpid()}")[1]
         if not get_user_model().objects.filter(is_superuser=True).exists():

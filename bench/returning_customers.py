@@ -117,7 +117,7 @@ def call_transcript(call_id: int) -> str:
 def stream_call(ws_url: str, token: str, audio: np.ndarray, caller: str) -> int:
     """Place one call; returns its id once it ended and every segment is recognized."""
     from callcenter.calls.models import Call
-    from callcenter.client import stream_twilio
+    from callcenter.tools.client import stream_twilio
 
     run = asyncio.run(stream_twilio(f"{ws_url}/ws/media/twilio/{token}", audio, caller=caller, realtime=False))
     calls = Call.objects.filter(protocol="twilio", external_id=run.stream_sid)
@@ -203,7 +203,7 @@ def main() -> int:
             backbone = env["ASR_FINAL_BACKBONE"]
             wait_for(lambda: os.path.isfile(asr.whisper_checkpoint(backbone)), 120,
                      "the worker to convert the Whisper weights")  # fmt: skip
-            base = asr.whisper_recognizer(backbone=backbone)
+            base = asr.backbone_recognizer(backbone=backbone)
 
         rows = []
         for i, sp in enumerate(speakers):

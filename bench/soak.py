@@ -6,7 +6,7 @@ Prints figures and checks the memory bound; it is not a test.
     .venv/bin/python bench/soak.py --minutes 2 --calls 10            # shorter
     .venv/bin/python bench/soak.py --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_soak
 
-It starts ``python -m callcenter.run`` in a fresh runtime folder (SQLite and a
+It starts ``python -m callcenter.ops.run`` in a fresh runtime folder (SQLite and a
 private Redis unless ``--database-url``/``REDIS_URL`` say otherwise),
 renders a pool of synthetic callers, warms the system up with one call, and
 then keeps ``--calls`` Twilio calls streaming at real-time pace, each slot
@@ -76,7 +76,7 @@ def _percentiles(values: list[float]) -> str:
 async def soak(ws_url: str, token: str, headers: dict, audios: list, *, calls: int, seconds: float) -> dict:
     import websockets
 
-    from callcenter.client import stream_twilio
+    from callcenter.tools.client import stream_twilio
 
     stats = {"final_ms": [], "partial_ms": [], "per_minute": defaultdict(list), "call_ids": set(),
              "finals": set(), "placed": 0, "sentences": 0, "errors": 0}  # fmt: skip
@@ -166,7 +166,7 @@ def main() -> int:
     os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
-    from callcenter.demo import synthetic_call
+    from callcenter.tools.demo import synthetic_call
 
     pool = min(args.calls, 20)
     print(f"rendering {pool} synthetic callers of {args.sentences} sentences ...", flush=True)
@@ -185,7 +185,7 @@ def main() -> int:
 
         from callcenter.calls import services
         from callcenter.calls.models import Call, Segment
-        from callcenter.demo import staff_session_cookie
+        from callcenter.tools.demo import staff_session_cookie
 
         warmup_token = services.line_create(name=f"soak-warmup-{os.getpid()}")[1]
         line, token = services.line_create(name=f"soak-{os.getpid()}")

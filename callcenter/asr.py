@@ -40,7 +40,7 @@ from django.conf import settings
 
 from asr_core.audio import resample
 from asr_core.recognizer import Recognizer
-from callcenter import metrics
+from callcenter.ops import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.http import HttpRequest, HttpResponse
 
-from callcenter import metrics
+from callcenter.ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _keys(*, client: str, username: str) -> tuple[str, str]:
 def login_refused(*, client: str, username: str) -> bool:
     """Whether this client's failed logins, for this username or in all,
     are at their limit (reads only; a refused attempt counts nothing)."""
-    from callcenter import redisconn
+    from callcenter.ops import redisconn
 
     pair_key, address_key = _keys(client=client, username=username)
     pair, address = (int(v or 0) for v in redisconn.client().mget([pair_key, address_key]))
@@ -92,7 +92,7 @@ def login_refused(*, client: str, username: str) -> bool:
 
 def login_failure_count(*, client: str, username: str) -> None:
     """Count one failed login of ``username`` from ``client``."""
-    from callcenter import redisconn
+    from callcenter.ops import redisconn
 
     window = settings.LOGIN_RATE_WINDOW_S
     pair_key, address_key = _keys(client=client, username=username)
@@ -102,7 +102,7 @@ def login_failure_count(*, client: str, username: str) -> None:
 
 def login_success_forget(*, client: str, username: str) -> None:
     """A successful login clears its pair's failures (not the address's)."""
-    from callcenter import redisconn
+    from callcenter.ops import redisconn
 
     redisconn.client().delete(_keys(client=client, username=username)[0])
 

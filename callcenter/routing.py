@@ -4,7 +4,7 @@ agents' feed."""
 from django.urls import path
 
 from callcenter.dashboard.routing import websocket_urlpatterns as dashboard_urlpatterns
-from callcenter.health import HealthConsumer
+from callcenter.ops.health import HealthConsumer
 from callcenter.streaming.routing import websocket_urlpatterns as streaming_urlpatterns
 
 websocket_urlpatterns = [

@@ -4,7 +4,7 @@ This module is the only place in the project that reads the environment.
 Every variable read here is listed in the README's configuration table
 (a test keeps the two in step). Without any variable set, the settings
 describe the one-machine default: a SQLite file and a private Redis on a
-unix socket, both under ``var/``, started by ``python -m callcenter.run``.
+unix socket, both under ``var/``, started by ``python -m callcenter.ops.run``.
 
 A malformed value raises ``ImproperlyConfigured`` naming the variable, while
 the settings are imported: every process fails at start with one clear line
@@ -79,7 +79,7 @@ _SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
 # Without a secret key this is a developer's machine: DEBUG defaults on there,
 # and off as soon as a real key is configured. The development key is
 # published with the code: the main command refuses to serve other machines
-# with it (callcenter/run.py).
+# with it (callcenter/ops/run.py).
 DEVELOPMENT_SECRET_KEY = "django-insecure-one-machine-development-key-do-not-use-in-production"
 DEBUG = _env_bool("DJANGO_DEBUG", default=not _SECRET_KEY)
 if _SECRET_KEY:
@@ -192,7 +192,7 @@ DATABASES = {"default": _database_from_url(DATABASE_URL, conn_max_age=DATABASE_C
 _REDIS_SCHEMES = {"redis", "rediss", "unix"}
 
 REDIS_URL = _env_str("REDIS_URL", "")
-# Path of the private redis-server that `python -m callcenter.run` starts when
+# Path of the private redis-server that `python -m callcenter.ops.run` starts when
 # REDIS_URL is unset. None when an external Redis is configured.
 EMBEDDED_REDIS_SOCKET: str | None = None
 if REDIS_URL:
@@ -287,6 +287,10 @@ if ASR_WHISPER_TRIM_S is not None and not 0.0 <= ASR_WHISPER_TRIM_S <= 30.0:
     raise ImproperlyConfigured(f"ASR_WHISPER_TRIM_S={_trim!r} must be between 0 and 30 seconds")
 # Limit of one segment's recognition task (the hard limit is 5 s later).
 RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
+# Segments recognized together by one recognition task: the one it was given plus others whose
+# tasks still wait in the queue (one encoder batch, every segment's beams in one decoder batch).
+# 1 turns batching off.
+RECOGNITION_BATCH_MAX = _env_int("RECOGNITION_BATCH_MAX", 4, minimum=1)
 
 # --- Returning customers: adaptation, meta-training, privacy ----------------
 
@@ -399,7 +403,7 @@ LOGIN_RATE_LIMIT_PATHS = ["/admin/login/", "/accounts/login/", "/login/"]
 
 # --- Operations endpoints --------------------------------------------------
 
-# /readyz, /metrics and ws/health/ answer operators only (callcenter/health.py):
+# /readyz, /metrics and ws/health/ answer operators only (callcenter/ops/health.py):
 # a request with "Authorization: Bearer <OPS_TOKEN>" (the websocket may send
 # ?token= instead), from an address in OPS_ALLOWED_NETWORKS, or of a logged-in
 # staff user; anyone else gets 403. /healthz stays public (ok or error only).

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from callcenter.health import healthz, metrics_view, readyz
+from callcenter.ops.health import healthz, metrics_view, readyz
 
 urlpatterns = [
     path("admin/", admin.site.urls),

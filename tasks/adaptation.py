@@ -34,7 +34,8 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from callcenter import asr, metrics, privacy
+from callcenter import asr, privacy
+from callcenter.ops import metrics
 from callcenter.calls import selectors, services
 from callcenter.calls.models import Segment
 from callcenter.errors import AdaptationFailed, Conflict, ModelVersionInvalid, NotFound, RecognitionFailed

@@ -32,7 +32,8 @@ from celery import shared_task
 from celery.signals import task_postrun, worker_process_init
 from django.conf import settings
 
-from callcenter import asr, metrics, redisconn
+from callcenter import asr
+from callcenter.ops import metrics, redisconn
 from callcenter.calls import selectors, services
 from callcenter.errors import InvalidState
 from callcenter.streaming.liveness import TTL_PERIODS
@@ -128,7 +129,7 @@ def _record_task_metrics(sender: object = None, kwargs: dict | None = None, retv
 
 
 def _record_recognition(kwargs: dict, retval: object) -> None:
-    from callcenter import clustermetrics
+    from callcenter.ops import clustermetrics
 
     outcome = retval.get("status", "unknown") if isinstance(retval, dict) else "error"
     endpoint_at = kwargs.get("endpoint_at")
@@ -144,7 +145,7 @@ def _record_recognition(kwargs: dict, retval: object) -> None:
 
 
 def _record_adaptation(retval: object) -> None:
-    from callcenter import clustermetrics
+    from callcenter.ops import clustermetrics
 
     if not isinstance(retval, dict) or retval.get("already_done"):
         return

@@ -29,7 +29,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from callcenter import asr, metrics
+from callcenter import asr
+from callcenter.ops import metrics
 from callcenter.calls import selectors, services
 from asr_core.recognizer import Recognizer
 from callcenter.calls.models import ModelVersion, Segment

@@ -41,7 +41,7 @@ from django.conf import settings
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from callcenter import metrics
+from callcenter.ops import metrics
 from callcenter.calls import selectors, services
 from callcenter.calls.models import Segment, TrainingRun
 from callcenter.errors import CallCenterError, ModelVersionInvalid, TrainingFailed

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from callcenter import metrics
+from callcenter.ops import metrics
 from callcenter.errors import Forbidden, NotFound
 from callcenter.live import messages
 from callcenter.streaming.protocols import CLOSE_FORBIDDEN, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHENTICATED

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from callcenter import metrics
+from callcenter.ops import metrics
 from callcenter.errors import DuplicateCall, InvalidToken, LineDisabled
 from callcenter.live import messages
 from callcenter.streaming import limits, protocols

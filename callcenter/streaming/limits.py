@@ -150,7 +150,7 @@ class QueueDepth:
     async def current(self) -> int | None:
         async with self._lock:
             if time.monotonic() - self._at >= QUEUE_DEPTH_CACHE_S:
-                from callcenter import redisconn
+                from callcenter.ops import redisconn
 
                 try:
                     self._value = await asyncio.get_running_loop().run_in_executor(
@@ -169,7 +169,7 @@ QUEUE = QueueDepth()
 async def admit(limits: Limits) -> None:
     """Take a stream slot or raise ``ProtocolError`` (4503); the caller
     gives the slot back with ``SLOTS.release()`` when the socket closes."""
-    from callcenter import metrics
+    from callcenter.ops import metrics
 
     if limits.max_queue_depth:
         depth = await QUEUE.current()

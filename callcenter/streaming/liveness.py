@@ -37,7 +37,7 @@ class LiveCalls:
         self.call_ids.discard(call_id)
 
     async def _renew_forever(self) -> None:
-        from callcenter import redisconn
+        from callcenter.ops import redisconn
 
         period = settings.STREAM_HEARTBEAT_S
         loop = asyncio.get_running_loop()

@@ -36,7 +36,7 @@ import torch
 
 from asr_core.decoder import Transcript
 from asr_core.recognizer import Recognizer, RecognizerStream  # or asr_core.whisper's, with the same stream()
-from callcenter import metrics
+from callcenter.ops import metrics
 
 T = TypeVar("T")
 

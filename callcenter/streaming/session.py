@@ -32,7 +32,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from callcenter import logs, metrics
+from callcenter import logs
+from callcenter.ops import metrics
 from callcenter.live import messages
 from callcenter.streaming.endpointer import Endpointer, EndpointerConfig, Event, SegmentEnded, SpeechStarted
 from callcenter.streaming.liveness import LIVE_CALLS

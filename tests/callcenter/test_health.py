@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 
 from callcenter.asgi import application
 from callcenter.calls import services
-from callcenter.health import PingGate
+from callcenter.ops.health import PingGate
 from tests.fixtures.calls import session_cookie
 
 OPS_TOKEN = "ops-token-for-the-tests-0123456789"

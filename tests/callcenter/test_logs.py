@@ -19,8 +19,8 @@ from asgiref.sync import async_to_sync
 from callcenter import logs
 from callcenter.calls import services
 from callcenter.calls.models import Call, Segment
-from callcenter.client import stream_twilio
-from callcenter.demo import synthetic_call
+from callcenter.tools.client import stream_twilio
+from callcenter.tools.demo import synthetic_call
 
 
 def _logger(fmt: str) -> tuple[logging.Logger, io.StringIO]:

@@ -8,7 +8,7 @@ import re
 import pytest
 from django.test import Client
 
-from callcenter import metrics, redisconn
+from callcenter.ops import metrics, redisconn
 from callcenter.ratelimit import KEY_PREFIX
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 from callcenter.errors import ConfigurationError
-from callcenter.run import _loopback, exposure_check
+from callcenter.ops.run import _loopback, exposure_check
 from tests.fixtures.processes import group_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_demo_serves_the_admin_and_the_worker_then_stops_every_child(tmp_path):
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "callcenter.run", "--demo", "--port", str(port)],
+        [sys.executable, "-m", "callcenter.ops.run", "--demo", "--port", str(port)],
         cwd=REPO_ROOT,
         env=_fresh_machine_env(tmp_path / "var"),
         stdout=subprocess.PIPE,
@@ -141,7 +141,7 @@ def test_demo_serves_the_admin_and_the_worker_then_stops_every_child(tmp_path):
 def test_demo_streams_a_users_wav_file_and_exits_after_the_call_with_demo_exit(tmp_path):
     import soundfile as sf
 
-    from callcenter.demo import synthetic_call
+    from callcenter.tools.demo import synthetic_call
 
     call = synthetic_call(seed=5, sentences=2)
     wav = tmp_path / "my call.wav"
@@ -149,7 +149,7 @@ def test_demo_streams_a_users_wav_file_and_exits_after_the_call_with_demo_exit(t
     port = _free_port()
 
     result = subprocess.run(
-        [sys.executable, "-m", "callcenter.run", "--wav", str(wav), "--demo-exit", "--port", str(port)],
+        [sys.executable, "-m", "callcenter.ops.run", "--wav", str(wav), "--demo-exit", "--port", str(port)],
         cwd=REPO_ROOT,
         env=_fresh_machine_env(tmp_path / "var"),
         capture_output=True,
@@ -168,7 +168,7 @@ def test_demo_streams_a_users_wav_file_and_exits_after_the_call_with_demo_exit(t
 
 def test_a_missing_wav_file_is_refused_before_anything_starts(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "callcenter.run", "--wav", str(tmp_path / "nope.wav")],
+        [sys.executable, "-m", "callcenter.ops.run", "--wav", str(tmp_path / "nope.wav")],
         cwd=REPO_ROOT,
         env=_fresh_machine_env(tmp_path / "var"),
         capture_output=True,
@@ -186,7 +186,7 @@ def test_a_taken_port_is_refused_with_a_clear_message(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "callcenter.run", "--port", str(port)],
+            [sys.executable, "-m", "callcenter.ops.run", "--port", str(port)],
             cwd=REPO_ROOT,
             env=_fresh_machine_env(tmp_path / "var"),
             capture_output=True,
@@ -202,7 +202,7 @@ def test_a_taken_port_is_refused_with_a_clear_message(tmp_path):
 def test_a_public_address_without_a_secret_key_is_refused_before_anything_starts(tmp_path, host):
     port = _free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "callcenter.run", "--host", host, "--port", str(port)],
+        [sys.executable, "-m", "callcenter.ops.run", "--host", host, "--port", str(port)],
         cwd=REPO_ROOT,
         env=_fresh_machine_env(tmp_path / "var"),
         capture_output=True,
@@ -223,7 +223,7 @@ def test_a_public_address_without_a_secret_key_is_refused_before_anything_starts
 def test_loopback_without_a_secret_key_still_serves(tmp_path):
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "callcenter.run", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
+        [sys.executable, "-m", "callcenter.ops.run", "--host", "127.0.0.1", "--port", str(port), "--no-worker"],
         cwd=REPO_ROOT,
         env=_fresh_machine_env(tmp_path / "var"),
         stdout=subprocess.PIPE,

@@ -142,7 +142,7 @@ def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess:
         [sys.executable, "manage.py", "check"],
         [sys.executable, "-m", "daphne", "callcenter.asgi:application"],
         [sys.executable, "-m", "celery", "-A", "callcenter", "worker"],
-        [sys.executable, "-m", "callcenter.run"],
+        [sys.executable, "-m", "callcenter.ops.run"],
     ],
     ids=["manage.py", "daphne", "celery", "run"],
 )

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from callcenter.supervisor import ChildExited, StopRequested, Supervisor
+from callcenter.ops.supervisor import ChildExited, StopRequested, Supervisor
 from tests.fixtures.processes import group_gone
 
 

@@ -30,8 +30,8 @@ from django.db import OperationalError, connection, connections, transaction
 from asr_core.metrics import wer
 from callcenter.calls import services
 from callcenter.calls.models import Call, Segment
-from callcenter.client import stream_twilio
-from callcenter.demo import synthetic_call
+from callcenter.tools.client import stream_twilio
+from callcenter.tools.demo import synthetic_call
 from tests.fixtures.services import (
     REPO_ROOT,
     app_env,

@@ -10,11 +10,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from callcenter import redisconn
+from callcenter.ops import redisconn
 from callcenter.asr import wav_bytes
 from callcenter.calls import services
 from callcenter.calls.models import Call, Segment
-from callcenter.demo import synthetic_call
+from callcenter.tools.demo import synthetic_call
 from tasks.maintenance import sweep
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,7 +17,7 @@ from asr_core.metrics import wer
 from callcenter import asr
 from callcenter.calls import services
 from callcenter.calls.models import Segment
-from callcenter.demo import demo_speaker
+from callcenter.tools.demo import demo_speaker
 from callcenter.live import messages
 from tasks.recognition import recognize_segment
 

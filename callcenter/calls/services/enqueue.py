@@ -10,7 +10,7 @@ import logging
 import kombu.exceptions
 import redis.exceptions
 
-from callcenter import metrics
+from callcenter.ops import metrics
 from callcenter.celery import app
 
 logger = logging.getLogger(__name__)

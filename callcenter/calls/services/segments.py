@@ -12,7 +12,8 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from callcenter import metrics, privacy
+from callcenter import privacy
+from callcenter.ops import metrics
 from callcenter.errors import DuplicateSegment, InvalidInput, InvalidState, NotFound
 
 from ..models import Call, Segment, VoiceProfile

@@ -24,7 +24,7 @@ from asr_core.metrics import wer
 from asr_core.text import normalize
 from callcenter.calls import services
 from callcenter.calls.models import AdaptationRun, Call, Segment, VoiceProfile
-from callcenter.client import stream_twilio
+from callcenter.tools.client import stream_twilio
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(400)]
 

@@ -18,8 +18,8 @@ from django.utils import timezone
 from asr_core.metrics import wer
 from callcenter.calls import services
 from callcenter.calls.models import Agent, Call, Segment
-from callcenter.client import stream_twilio
-from callcenter.demo import synthetic_call
+from callcenter.tools.client import stream_twilio
+from callcenter.tools.demo import synthetic_call
 from tests.fixtures.calls import wait_recognized
 
 pytestmark = [

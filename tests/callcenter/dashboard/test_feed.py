@@ -15,7 +15,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 from django.utils import timezone
 
-from callcenter import metrics
+from callcenter.ops import metrics
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Agent, Call

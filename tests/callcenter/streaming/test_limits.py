@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
 from asr_core.audio import mulaw_encode, pcm16_encode
-from callcenter import redisconn
+from callcenter.ops import redisconn
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Call, Segment

@@ -17,8 +17,8 @@ from asr_core.audio import resample
 from asr_core.metrics import wer
 from callcenter.calls import services
 from callcenter.calls.models import Call
-from callcenter.client import stream_pcm, stream_twilio
-from callcenter.demo import SAMPLE_RATE, synthetic_call
+from callcenter.tools.client import stream_pcm, stream_twilio
+from callcenter.tools.demo import SAMPLE_RATE, synthetic_call
 from tests.fixtures.calls import wait_recognized
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,7 +19,7 @@ from asr_core.manifest import read_manifest
 from asr_core.metrics import wer, word_errors
 from callcenter.calls import services
 from callcenter.calls.models import Call
-from callcenter.client import stream_twilio
+from callcenter.tools.client import stream_twilio
 from tests.fixtures.calls import session_cookie, wait_recognized
 from tests.fixtures.services import app_stack
 

@@ -1,4 +1,4 @@
-"""The demo call of the main command (``python -m callcenter.run --demo``).
+"""The demo call of the main command (``python -m callcenter.ops.run --demo``).
 
 Once the system runs, the demo places a call the way a telephony integrator
 would: it issues a token for the media line ``demo``, streams a synthetic
@@ -257,7 +257,7 @@ def run_demo_call(
     may raise to abandon the call (Ctrl-C, a child process died)."""
     from asr_core.audio import load_audio
     from asr_core.metrics import wer
-    from callcenter.client import stream_twilio
+    from callcenter.tools.client import stream_twilio
 
     if wav:
         audio, spoken = load_audio(wav, SAMPLE_RATE).numpy(), []

@@ -1,6 +1,6 @@
 """Metrics of the whole system, for ``GET /metrics`` of any web process.
 
-A process's own ``prometheus_client`` metrics (``callcenter.metrics``) only
+A process's own ``prometheus_client`` metrics (``callcenter.ops.metrics``) only
 describe that process, and Celery workers serve no HTTP. What an operator
 needs across processes and machines is computed at scrape time instead
 (``SystemCollector``): calls live and segments by status (database), the
@@ -42,7 +42,7 @@ def _record(pipe, *, outcomes_key: str, outcome: str, key: str, buckets: tuple, 
 def recognition_record(*, outcome: str, latency_s: float | None) -> None:
     """One finished recognition task: its outcome and, where the endpoint
     time is known, seconds from the endpoint to the stored result."""
-    from callcenter import redisconn
+    from callcenter.ops import redisconn
 
     pipe = redisconn.client().pipeline(transaction=False)
     latency = latency_s if latency_s is not None and latency_s >= 0 else None
@@ -53,7 +53,7 @@ def recognition_record(*, outcome: str, latency_s: float | None) -> None:
 def adaptation_record(*, status: str, wer_delta: float | None) -> None:
     """One finished caller adaptation: its status and, when it was measured
     on verified audio, the held-out WER after minus before."""
-    from callcenter import redisconn
+    from callcenter.ops import redisconn
 
     pipe = redisconn.client().pipeline(transaction=False)
     _record(pipe, outcomes_key=ADAPTATIONS_KEY, outcome=status, key=WER_DELTA_KEY, buckets=WER_DELTA_BUCKETS,
@@ -95,7 +95,7 @@ class SystemCollector(Collector):
         yield GaugeMetricFamily("callcenter_calls_live_all", "Calls live in the database (all web processes)", value=live)
 
     def _redis(self) -> Iterator:
-        from callcenter import redisconn
+        from callcenter.ops import redisconn
         from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
 
         try:

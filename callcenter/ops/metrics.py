@@ -4,7 +4,7 @@ that nothing is swallowed silently.
 
 Gauges that describe the whole system rather than one process (segments by
 status, queue depth, live calls in the database) are computed when
-``/metrics`` is scraped (``callcenter.health``), not kept here."""
+``/metrics`` is scraped (``callcenter.ops.health``), not kept here."""
 
 from __future__ import annotations
 

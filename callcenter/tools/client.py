@@ -1,7 +1,7 @@
 """A media client that speaks each protocol as the real peer does.
 
-    python -m callcenter.client twilio call.wav --url ws://127.0.0.1:8000/ws/media/twilio/<token> --caller +15551230000
-    python -m callcenter.client pcm call.wav --url ws://127.0.0.1:8000/ws/media/pcm/<token> --sample-rate 16000
+    python -m callcenter.tools.client twilio call.wav --url ws://127.0.0.1:8000/ws/media/twilio/<token> --caller +15551230000
+    python -m callcenter.tools.client pcm call.wav --url ws://127.0.0.1:8000/ws/media/pcm/<token> --sample-rate 16000
 
 ``twilio`` behaves like Twilio Media Streams: ``connected``, ``start``
 (stream and call sids, ``inbound`` track, ``audio/x-mulaw`` 8000 Hz, custom
@@ -321,7 +321,7 @@ def _print_message(protocol: str, message: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m callcenter.client", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m callcenter.tools.client", description=__doc__.split("\n\n")[0])
     parser.add_argument("protocol", choices=["twilio", "pcm"])
     parser.add_argument("wav", help="audio file (WAV/FLAC/OGG; resampled as needed)")
     parser.add_argument("--url", required=True, help="ws://HOST:PORT/ws/media/<protocol>/<line token>")

@@ -8,8 +8,8 @@
   recognizer loaded (its heartbeat key, ``tasks/maintenance.py``). 503 with
   what is missing otherwise (readiness: keep traffic away meanwhile).
 - ``GET /metrics``: Prometheus metrics: this web process's own
-  (``callcenter.metrics``) and the system's, computed at scrape
-  (``callcenter.clustermetrics``).
+  (``callcenter.ops.metrics``) and the system's, computed at scrape
+  (``callcenter.ops.clustermetrics``).
 - ``ws /ws/health/``: the whole pipeline. On connect the consumer enqueues
   ``system.ping`` with its own channel name; the worker answers through the
   channel layer, and the client receives ``{"type": "pong", ...}``. That is the
@@ -48,6 +48,8 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import is_same_domain
 from django.views.decorators.http import require_GET
+
+from callcenter.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 @operators_only
 def readyz(request: HttpRequest) -> JsonResponse:
-    from callcenter import redisconn
+    from callcenter.ops import redisconn
 
     body: dict[str, object] = {"database": "ok" if _database_ok() else "unavailable"}
     workers: dict[str, str] = {}
@@ -152,7 +154,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from callcenter import clustermetrics
+    from callcenter.ops import clustermetrics
 
     clustermetrics.register()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
@@ -162,9 +164,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 def _enqueue_ping(reply_channel: str) -> None:
-    from tasks.system import ping
-
-    ping.delay(reply_channel=reply_channel)
+    celery_app.send_task("system.ping", kwargs={"reply_channel": reply_channel})
 
 
 class PingGate:

@@ -1,6 +1,6 @@
 """The main command: run the whole system on one machine.
 
-    python -m callcenter.run [--demo] [--host 127.0.0.1] [--port 8000] [--no-worker] ...
+    python -m callcenter.ops.run [--demo] [--host 127.0.0.1] [--port 8000] [--no-worker] ...
 
 Steps: apply migrations; start a private Redis on a unix socket under
 ``var/run/`` unless ``REDIS_URL`` is set; start the web server (Daphne) and
@@ -12,7 +12,7 @@ workers answer a control ping and a ``system.ping`` task has made the round
 trip; print where the admin is; on Ctrl-C or SIGTERM stop every child.
 
 ``--demo`` also creates a demo admin user when there is no superuser yet,
-then places a demo call (``callcenter.demo``): a synthetic caller, or the
+then places a demo call (``callcenter.tools.demo``): a synthetic caller, or the
 WAV file given with ``--wav``, streamed over the Twilio protocol at real-time
 pace, its partial and final transcripts printed as the agents' feed shows
 them, and the admin URL of the stored call. ``--demo-exit`` stops everything
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from callcenter.entry import EXIT_CONFIGURATION, setup_django
 from callcenter.errors import ConfigurationError
-from callcenter.supervisor import ChildExited, StopRequested, Supervisor, install_stop_handlers
+from callcenter.ops.supervisor import ChildExited, StopRequested, Supervisor, install_stop_handlers
 
 # Longest path a unix socket may have (sun_path is 108 bytes, NUL included).
 _MAX_SOCKET_PATH = 107
@@ -242,10 +242,11 @@ def _start_private_redis(sup: Supervisor, socket_path: str, *, timeout: float) -
 
 
 def _worker_round_trip(sup: Supervisor, *, timeout: float) -> dict:
-    """Send ``system.ping`` through the queue and wait for its result."""
-    from tasks.system import ping
+    """Send ``system.ping`` through the queue (by name: the backend never
+    imports ``tasks/``) and wait for its result."""
+    from callcenter.celery import app as celery_app
 
-    result = ping.delay()
+    result = celery_app.send_task("system.ping")
     try:
         sup.wait_until("the system.ping round trip", result.ready, timeout=timeout)
         return result.get(timeout=1)
@@ -365,7 +366,7 @@ def _banner(running: Running) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m callcenter.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m callcenter.ops.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address the web server binds (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
     parser.add_argument("--no-web", dest="web", action="store_false", help="do not start the web server")
@@ -387,7 +388,7 @@ def _demo_call(sup: Supervisor, running: Running, opts: Options) -> bool:
     """Place the demo call; False if it could not be placed (the system keeps running)."""
     from asr_core.audio import AudioError
     from asr_core.corpus.synth import SynthesisError
-    from callcenter.demo import run_demo_call
+    from callcenter.tools.demo import run_demo_call
 
     def watchdog() -> None:
         sup.check_alive()
