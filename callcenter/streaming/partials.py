@@ -34,9 +34,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from asr_core.decoder import Transcript
-from asr_core.recognizer import Recognizer, RecognizerStream  # or asr_core.whisper's, with the same stream()
 from callcenter.ops import metrics
+from callcenter.asr import PartialStream, SpeechRecognizer, Transcript, partial_recognizer
 
 T = TypeVar("T")
 
@@ -50,7 +49,7 @@ BUSY_WINDOW_S = 2.0
 class PartialEngine:
     """One thread running the streaming model for every call of the process."""
 
-    def __init__(self, *, loader: Callable[[], Recognizer], max_in_flight: int = 2, max_busy: float = 0.5) -> None:
+    def __init__(self, *, loader: Callable[[], SpeechRecognizer], max_in_flight: int = 2, max_busy: float = 0.5) -> None:
         self._loader = loader
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="partials")
         self._lock = threading.Lock()
@@ -72,7 +71,7 @@ class PartialEngine:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def try_submit(self, fn: Callable[[Recognizer], T]) -> asyncio.Future[T] | None:
+    def try_submit(self, fn: Callable[[SpeechRecognizer], T]) -> asyncio.Future[T] | None:
         """Run ``fn(recognizer)`` on the partials thread; None (dropped) when
         the engine is already full."""
         with self._lock:
@@ -90,7 +89,7 @@ class PartialEngine:
             self._runs.popleft()
         return sum(end - max(start, since) for start, end in self._runs) / BUSY_WINDOW_S
 
-    def _run(self, fn: Callable[[Recognizer], T]) -> T:
+    def _run(self, fn: Callable[[SpeechRecognizer], T]) -> T:
         rec = self._loader()  # loading the model (once) does not count as busy
         started = time.monotonic()
         try:
@@ -113,8 +112,6 @@ def engine() -> PartialEngine:
     global _engine
     with _engine_lock:
         if _engine is None:
-            from callcenter.asr import partial_recognizer
-
             _engine = PartialEngine(loader=partial_recognizer)
         return _engine
 
@@ -134,7 +131,7 @@ class CallPartials:
         self.profile_id: int | None = None
         self._profile: tuple[int | None, dict | None] | None = None
         self.serial: int | None = None
-        self._box: list[RecognizerStream | None] = [None]
+        self._box: list[PartialStream | None] = [None]
         self._fed = 0
         self._job: asyncio.Future | None = None
         self._last = -math.inf
@@ -163,7 +160,7 @@ class CallPartials:
             return None
         box, sample_rate = self._box, self.sample_rate
 
-        def step(rec: Recognizer) -> tuple[Transcript, float]:
+        def step(rec: SpeechRecognizer) -> tuple[Transcript, float]:
             started = time.perf_counter()
             if box[0] is None:
                 box[0] = rec.stream(sample_rate=sample_rate, params=self._caller_params(rec))
@@ -181,7 +178,7 @@ class CallPartials:
         self._job = job
         return job
 
-    def _caller_params(self, rec: Recognizer) -> dict | None:
+    def _caller_params(self, rec: SpeechRecognizer) -> dict | None:
         """The caller's adapted parameters for the streaming model (partials
         thread; once per call). A database error leaves this call's partials
         on the base model until the next segment tries again."""

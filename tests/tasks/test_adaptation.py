@@ -103,7 +103,7 @@ def test_supervised_adaptation_stores_a_profile_version_with_its_held_out_metric
     assert (profile.version, profile.model_version_id) == (1, selectors.model_version_active().pk)
     rec = asr.recognizer(decoder="greedy")
     parsed = Profile.from_bytes(
-        bytes(profile.state), model_version=asr.model_version(rec), shapes=asr._adaptive_shapes(rec)
+        bytes(profile.state), model_version=asr.model_version(rec), shapes=rec.param_shapes()
     )
     assert set(parsed.params) == set(rec.adaptive_names())
 

@@ -27,6 +27,7 @@ from .segments import (
     call_segments,
     segments_by_id,
     segment_status_counts,
+    segments_waiting_for_recognition,
 )
 from .model_versions import (
     model_version_active,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from callcenter.errors import NotFound
 
@@ -30,3 +33,19 @@ def segment_status_counts() -> dict[str, int]:
     for row in Segment.objects.values("status").annotate(n=Count("pk")).order_by():
         counts[row["status"]] = row["n"]
     return counts
+
+
+def segments_waiting_for_recognition(*, exclude_id: int, limit: int, max_age_s: int) -> list[Segment]:
+    """Other segments whose audio is stored and whose recognition has not run yet (their tasks
+    wait in the queue), oldest first, created in the last ``max_age_s`` seconds: what the worker
+    recognizes in one batch with the segment it was given."""
+    if limit <= 0:
+        return []
+    since = timezone.now() - dt.timedelta(seconds=max_age_s)
+    return list(
+        Segment.objects.select_related("call")
+        .filter(status=Segment.Status.PENDING, created__gte=since)
+        .exclude(audio="")
+        .exclude(pk=exclude_id)
+        .order_by("created")[:limit]
+    )
