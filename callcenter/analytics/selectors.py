@@ -111,3 +111,16 @@ def call_export(*, call_id: int) -> dict[str, object]:
             for c in categories
         ],  # fmt: skip
     }
+
+
+def call_alerts_and_analytics(*, call_id: int) -> dict[str, object]:
+    """For the agent page's call view: the alerts raised so far and the analytics (None until the call ended)."""
+    categories = [c for c in call_categories(call_id=call_id) if c.rule.alert]
+    return {
+        "alerts": [
+            {"type": "alert", "call": call_id, "category": c.rule.name, "speaker": c.speaker or None,
+             "segment": c.segment_id, "text": c.matched_text, "at_ms": c.at_ms}
+            for c in categories
+        ],  # fmt: skip
+        "analytics": analytics_dict(call_analytics(call_id=call_id), [c.rule.name for c in call_categories(call_id=call_id)]),
+    }

@@ -47,6 +47,7 @@ def segment_json(segment: Segment) -> dict:
         "conf": segment.confidence,
         "start_ms": segment.start_ms,
         "end_ms": segment.end_ms,
+        "speaker": segment.speaker,
         "verified": segment.is_verified,
     }
 

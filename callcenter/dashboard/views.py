@@ -16,6 +16,8 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from callcenter.errors import CallCenterError, Conflict, Forbidden, InvalidInput, InvalidState, NotFound
 
+from callcenter.analytics import selectors as analytics_selectors
+
 from . import payloads, selectors, services
 from .access import Viewer, viewer_for_user
 
@@ -101,6 +103,7 @@ def call_detail(request: HttpRequest, viewer: Viewer, call_id: int) -> dict:
         "call": payloads.call_json(call, viewer_agent_id=viewer.agent_id),
         "segments": [payloads.segment_json(s) for s in selectors.segments_after(viewer=viewer, call_id=call_id)],
         "history": payloads.history_json(selectors.caller_history(viewer=viewer, call=call)),
+        **analytics_selectors.call_alerts_and_analytics(call_id=call.pk),
     }
 
 

@@ -141,11 +141,42 @@
     $("take").hidden = !(IS_AGENT && call.status === "live" && !call.agent);
   }
 
+  // --- alerts (category rules matched live) and the call's analytics ---
+
+  function showAlert(msg) {
+    const list = $("alerts");
+    if (list.querySelector(`[data-category="${CSS.escape(msg.category)}"]`)) { return; }
+    const li = document.createElement("li");
+    li.dataset.category = msg.category;
+    const name = document.createElement("strong");
+    name.textContent = msg.category;
+    li.append(name);
+    const where = [msg.speaker ? (SPEAKER_LABEL[msg.speaker] || msg.speaker) : null,
+                   typeof msg.at_ms === "number" ? clock(msg.at_ms) : null].filter(Boolean).join(" at ");
+    if (msg.text || where) { li.append(` — ${msg.text ? `“${msg.text}”` : ""}${msg.text && where ? ", " : ""}${where}`); }
+    list.append(li);
+    list.hidden = false;
+  }
+
+  function seconds(ms) { return `${(ms / 1000).toFixed(1)} s`; }
+
+  function showAnalytics(a) {
+    const box = $("analytics");
+    if (!a) { box.hidden = true; box.textContent = ""; return; }
+    box.textContent = `Talk: customer ${seconds(a.talk_ms.customer)}, agent ${seconds(a.talk_ms.agent)} · ` +
+      `silence ${seconds(a.silence_ms)} (longest ${seconds(a.longest_silence_ms)}) · overlap ${seconds(a.overlap_ms)} · ` +
+      `interruptions: customer ${a.interruptions.customer}, agent ${a.interruptions.agent}`;
+    box.hidden = false;
+  }
+
   async function openCall(id) {
     state.open = id;
     state.segments.clear();
     state.follow = true;
     $("transcript").replaceChildren();
+    $("alerts").replaceChildren();
+    $("alerts").hidden = true;
+    showAnalytics(null);
     $("call-notice").hidden = true;
     $("jump").hidden = true;
     history.replaceState(null, "", `#call-${id}`);
@@ -157,6 +188,8 @@
       mergeCall(body.call);
       renderCallHead(state.calls.get(id));
       body.segments.forEach(applySegment);
+      (body.alerts || []).forEach(showAlert);
+      showAnalytics(body.analytics);
       renderHistory(body.history);
       renderCalls();
     } catch (error) {
@@ -195,14 +228,19 @@
     scrollIfFollowing();
   }
 
+  const SPEAKER_LABEL = {customer: "Customer", agent: "Agent"};
+
   function segmentElement(msg) {
     const li = document.createElement("li");
     li.dataset.segment = msg.segment;
     li.dataset.index = msg.index;
     const time = document.createElement("time");
+    // Who spoke: the customer (inbound track, channel 0) or the agent (outbound, channel 1).
+    const speaker = document.createElement("span");
+    speaker.className = "speaker";
     const text = document.createElement("p");
     text.className = "text";
-    li.append(time, text);
+    li.append(time, speaker, text);
     return li;
   }
 
@@ -216,6 +254,9 @@
     const failed = kind === "final" && msg.status === "failed";
     li.className = `segment ${failed ? "failed" : kind}`;
     li.dataset.state = kind;
+    const who = msg.speaker || "customer";
+    li.dataset.speaker = who;
+    li.querySelector(".speaker").textContent = SPEAKER_LABEL[who] || who;
     // Only final text is announced to screen readers; partials change too often.
     if (kind === "final") { li.removeAttribute("aria-hidden"); } else { li.setAttribute("aria-hidden", "true"); }
     const time = li.querySelector("time");
@@ -383,6 +424,15 @@
       case "partial":
       case "final":
         if (msg.call === state.open) { applySegment(msg); }
+        break;
+      case "alert": {
+        const call = state.calls.get(msg.call);
+        announce(`Alert on the call from ${call ? callName(call) : "a caller"}: ${msg.category}`);
+        if (msg.call === state.open) { showAlert(msg); }
+        break;
+      }
+      case "analytics":
+        if (msg.call === state.open) { showAnalytics(msg); }
         break;
       case "error":
         setConnection("closed", msg.message);
