@@ -56,7 +56,7 @@ def timeline(
 ) -> str:
     """Lanes: customer, agent, and silence/overlap, over the call's duration, with a tick every 10 s."""
     duration = max(duration_ms, 1)
-    left, lane, gap = 70, 16, 6
+    left, lane, gap = 110, 16, 6
     span = WIDTH - left
 
     def x(ms: float) -> float:

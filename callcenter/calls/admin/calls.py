@@ -21,8 +21,8 @@ class SegmentInline(admin.TabularInline):
 
     model = Segment
     form = SegmentReviewForm
-    fields = ["index", "audio_player", "times", "status", "marked_text", "confidence", "verified_text", "mark_verified", "verified_by", "verified_at"]  # fmt: skip
-    readonly_fields = ["index", "audio_player", "times", "status", "marked_text", "confidence", "verified_by", "verified_at"]  # fmt: skip
+    fields = ["index", "speaker", "audio_player", "times", "status", "marked_text", "confidence", "verified_text", "mark_verified", "verified_by", "verified_at"]  # fmt: skip
+    readonly_fields = ["index", "speaker", "audio_player", "times", "status", "marked_text", "confidence", "verified_by", "verified_at"]  # fmt: skip
     ordering = ["index"]
     extra = 0
     can_delete = False
@@ -89,6 +89,7 @@ class CallAdmin(ReviewActions, admin.ModelAdmin):
     list_select_related = ["customer", "agent__user", "line"]
     date_hierarchy = "started_at"
     autocomplete_fields = ["customer", "agent"]
+    readonly_fields = ["analytics_pictures"]
     inlines = [SegmentInline]
     actions = ["mark_verified", "recognize_again", "adapt_callers"]
 
@@ -101,6 +102,13 @@ class CallAdmin(ReviewActions, admin.ModelAdmin):
                 unverified_total=Count("segments", filter=Q(segments__verified_at__isnull=True)),
             )
         )
+
+    @admin.display(description="analytics")
+    def analytics_pictures(self, call: Call) -> str:
+        """Talk time, silence, overlap, interruptions, sentiment; a talk-time bar and a timeline (SVG)."""
+        from callcenter.analytics.admin import call_analytics_html
+
+        return call_analytics_html(call.pk)
 
     @admin.display(description="duration (s)")
     def duration(self, call: Call) -> str:

@@ -197,3 +197,14 @@ def test_the_admin_refuses_a_rule_that_does_not_compile_and_draws_a_call_s_analy
     analytics = services.analytics_compute(call_id=call.pk)
     page = admin_client.get(reverse("admin:analytics_callanalytics_change", args=[analytics.pk])).content.decode()
     assert 'class="talk-bar"' in page and 'class="call-timeline"' in page and "both at once: 0.8 s" in page
+
+
+def test_the_call_s_admin_page_shows_its_analytics_pictures_and_each_segment_s_speaker(admin_client):
+    call = _two_party_call()
+    url = reverse("admin:calls_call_change", args=[call.pk])
+    assert "Not computed yet" in admin_client.get(url).content.decode()
+
+    services.analytics_compute(call_id=call.pk)
+    page = admin_client.get(url).content.decode()
+    assert 'class="talk-bar"' in page and 'class="call-timeline"' in page
+    assert "overlap 8.2 s–9.0 s (0.8 s)" in page and "customer" in page and "agent" in page
