@@ -5,6 +5,15 @@ machine. Prints figures; it is not a test.
     .venv/bin/python bench/live_calls.py                         # N = 1, 5, 10, 20; embedded defaults
     .venv/bin/python bench/live_calls.py --calls 10 --database-url postgres://callcenter:callcenter@127.0.0.1:5432/callcenter_bench
     .venv/bin/python bench/live_calls.py --calls 1,5,10 --final-backbone whisper-tiny   # Whisper finals
+    .venv/bin/python bench/live_calls.py --calls 10 --two-track --manifest data/real-dev/manifest.tsv  # 20 streams
+
+``--two-track``: each call is Twilio ``both_tracks`` (two streams: the
+customer, real development prompts from ``--manifest``'s test split, a
+different ``--sentences`` prompts per call; the agent, the demo's voice),
+built by ``callcenter.tools.two_party.known_call`` with one deliberate
+overlap; per N it also reports the analytics against the known truth
+(worst talk-time error per party in %, worst overlap error in ms,
+interruptions counted / expected).
 
 It starts ``python -m callcenter.ops.run`` in a fresh runtime folder (SQLite and
 a private Redis unless ``--database-url``/``REDIS_URL`` say otherwise),
@@ -192,9 +201,11 @@ class Round:
 
 
 async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller_base: int) -> Round:
+    """``audios``: one float array per call, or (customer, agent) pairs for two-track calls."""
     import websockets
 
     from callcenter.tools.client import stream_twilio
+    from callcenter.tools.two_party import stream_twilio_two_track
 
     result = Round(calls=len(audios))
     async with websockets.connect(f"{ws_url}/ws/agent/", additional_headers=headers, max_size=2**22) as feed:
@@ -225,7 +236,11 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
 
         async def one(i: int, audio) -> None:
             await asyncio.sleep(i / max(1, len(audios)))  # spread the starts over a second
-            await stream_twilio(f"{ws_url}/ws/media/twilio/{token}", audio, caller=f"+1555{caller_base + i:07d}")
+            url, caller = f"{ws_url}/ws/media/twilio/{token}", f"+1555{caller_base + i:07d}"
+            if isinstance(audio, tuple):
+                await stream_twilio_two_track(url, *audio, caller=caller)
+            else:
+                await stream_twilio(url, audio, caller=caller)
 
         started = time.monotonic()
         await asyncio.gather(*(one(i, a) for i, a in enumerate(audios)))
@@ -235,6 +250,47 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
         stop.set()
         await listener
     return result
+
+
+def two_track_calls(count: int, turns: int, manifest: str) -> list:
+    """``count`` known two-party calls: each a different ``turns`` test prompts of the real-speech
+    development set for the customer, the agent's lines (rendered once) for the agent."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from callcenter.tools.two_party import agent_utterances, known_call
+
+    prompts = read_manifest(manifest, ("test",))
+    if len(prompts) < turns:
+        sys.exit(f"{manifest}: {len(prompts)} test prompts, need {turns}")
+    agent = agent_utterances(turns)
+    calls = []
+    for i in range(count):
+        chosen = [prompts[(i * turns + k) % len(prompts)] for k in range(turns)]
+        calls.append(known_call([(load_audio(u.audio, 8000).numpy(), u.text) for u in chosen], agent, seed=i))
+    return calls
+
+
+def analytics_accuracy(call_ids: set[int], known: list, caller_base: int, timeout: float = 120) -> dict[str, str]:
+    """The stored analytics of a round's two-track calls against their truth."""
+    from callcenter.analytics.models import CallAnalytics
+
+    deadline = time.monotonic() + timeout
+    while CallAnalytics.objects.filter(call_id__in=call_ids).count() < len(call_ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    talk_err, overlap_err, interruptions = [], [], 0
+    rows = CallAnalytics.objects.filter(call_id__in=call_ids).select_related("call__customer")
+    for a in rows:
+        k = known[int(a.call.customer.phone[5:]) - caller_base]
+        for party, measured in (("customer", a.talk_ms_customer), ("agent", a.talk_ms_agent)):
+            talk_err.append(100 * abs(measured - k.talk_ms(party)) / k.talk_ms(party))
+        overlap_err.append(abs(a.overlap_ms - k.overlap_ms))
+        interruptions += (a.interruptions_agent, a.interruptions_customer) == (1, 0)
+    return {
+        "analytics": f"{len(rows)}/{len(call_ids)}",
+        "talk err max %": f"{max(talk_err, default=float('nan')):.1f}",
+        "overlap err max ms": f"{max(overlap_err, default=float('nan')):.0f}",
+        "interruption counted": f"{interruptions}/{len(rows)}",
+    }
 
 
 def pct(values: list[float], q: float) -> str:
@@ -253,6 +309,10 @@ def main() -> int:
     ap.add_argument("--partial-interval-ms", type=int, default=None, help="STREAM_PARTIAL_INTERVAL_MS")
     ap.add_argument("--final-backbone", choices=["small", "whisper-tiny", "whisper-base"], default=None,
                     help="ASR_FINAL_BACKBONE: which model gives the finals (default: the setting's, small)")
+    ap.add_argument("--two-track", action="store_true",
+                    help="two-track calls (Twilio both_tracks): customer and agent, 2 streams per call")
+    ap.add_argument("--manifest", default="data/real-dev/manifest.tsv",
+                    help="with --two-track: the customers' prompts (test split; make_dev_manifest.py builds it)")
     args = ap.parse_args()
     counts = [int(n) for n in args.calls.split(",")]
     load_before = os.getloadavg()[0]
@@ -268,13 +328,19 @@ def main() -> int:
     os.environ.update({k: v for k, v in env.items() if k in ("CALLCENTER_VAR_DIR", "DATABASE_URL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
-    print(f"rendering {max(counts)} synthetic calls of {args.sentences} sentences ...", flush=True)
-    from callcenter.tools.demo import synthetic_call
+    if args.two_track:
+        print(f"building {max(counts)} two-track calls of {args.sentences} turns per party ...", flush=True)
+        known = two_track_calls(max(counts), args.sentences, args.manifest)
+        audios_all = [(k.customer, k.agent) for k in known]
+        spoken_segments = 2 * args.sentences
+    else:
+        print(f"rendering {max(counts)} synthetic calls of {args.sentences} sentences ...", flush=True)
+        from callcenter.tools.demo import synthetic_call
 
-    voices = ["en-us+m6", "en-us+f3", "en-us+m3", "en-us+f4", "en+m2"]
-    calls = [synthetic_call(seed=100 + i, sentences=args.sentences, voice=voices[i % len(voices)])
-             for i in range(max(counts))]  # fmt: skip
-    spoken_segments = args.sentences
+        voices = ["en-us+m6", "en-us+f3", "en-us+m3", "en-us+f4", "en+m2"]
+        audios_all = [synthetic_call(seed=100 + i, sentences=args.sentences, voice=voices[i % len(voices)]).audio
+                      for i in range(max(counts))]  # fmt: skip
+        spoken_segments = args.sentences
 
     port = _free_port()
     process, pids = start_system(env, port, args.worker_concurrency)
@@ -295,12 +361,14 @@ def main() -> int:
         headers = {"Cookie": staff_session_cookie(), "Origin": http_url}
         roots = {"web": pids["web"], "worker": pids["worker"]}
         # Warm up (models load in the web process and the worker on first use), then the web's baseline memory.
-        asyncio.run(run_round(ws_url, token, headers, [calls[0].audio[: 8000 * 6]], caller_base=999_000))
+        first = audios_all[0]
+        warm = tuple(a[: 8000 * 6] for a in first) if isinstance(first, tuple) else first[: 8000 * 6]
+        asyncio.run(run_round(ws_url, token, headers, [warm], caller_base=999_000))
         web_idle_mb = _rss_mb(_tree(pids["web"]))
 
         rows = []
         for n in counts:
-            audios = [c.audio for c in calls[:n]]
+            audios = audios_all[:n]
             dropped0 = _metric(http_url, "callcenter_partials_total", 'outcome="dropped"')
             sent0 = _metric(http_url, "callcenter_partials_total", 'outcome="sent"')
             cpu0 = {k: _cpu_seconds(_tree(p)) for k, p in roots.items()}
@@ -341,6 +409,8 @@ def main() -> int:
                 "rss web/worker MB": f"{sampler.peak['web']:.0f}/{sampler.peak['worker']:.0f}",
                 "web MB/call": f"{max(0.0, sampler.peak['web'] - web_idle_mb) / n:.1f}",
             })  # fmt: skip
+            if args.two_track:
+                rows[-1].update(analytics_accuracy(rnd.call_ids, known, caller_base=1000 * n))
             print(json.dumps(rows[-1]), flush=True)
             time.sleep(2)
     finally:
@@ -351,7 +421,8 @@ def main() -> int:
             process.kill()
 
     print()
-    print(f"{max(counts)} calls max, {args.sentences} sentences each at real-time pace; worker concurrency "
+    kind = "two-track (customer + agent) calls" if args.two_track else "calls"
+    print(f"{max(counts)} {kind} max, {args.sentences} sentences each at real-time pace; worker concurrency "
           f"{args.worker_concurrency}; database {env.get('DATABASE_URL', 'SQLite (embedded)')}; "
           f"{os.cpu_count()} CPUs, load average before: {load_before:.1f}")  # fmt: skip
     keys = list(rows[0])
