@@ -46,8 +46,8 @@ def load_backbone(name: str, mode: str, checkpoint: str | None = None):
         def fit(a, t, p, sizes=sizes):
             return detached(adapt(rec.model, p, make_batch(rec.model, a, t), steps, sizes))
         return rec, (lambda a, p: rec.decode(rec.log_probs(a, p))), fit, init, initial_params(rec.model)
-    from asr_core.whisper.adapt import (initial_whisper_params, make_whisper_batch,
-                                        plain_whisper_params, step_settings, whisper_loss)
+    from asr_core.whisper.adapt import (initial_lora_params, make_whisper_batch,
+                                        plain_lora_params, step_settings, whisper_loss)
     from asr_core.whisper.recognizer import WhisperRecognizer
     rec = WhisperRecognizer.load(f"var/models/{name}.pt", quantize=True, trim_seconds=1.0,
                                  adaptation=f"asr_core/checkpoints/{name}-adapt.pt")
@@ -55,7 +55,7 @@ def load_backbone(name: str, mode: str, checkpoint: str | None = None):
     return rec, (lambda a, p: rec.transcribe(a, 8000, params=p)), \
         (lambda a, t, p: detached(adapt(rec.model, p, make_whisper_batch(rec, a, t, 8000), steps, sizes,
                                         loss=whisper_loss))), \
-        initial_whisper_params(rec), plain_whisper_params(rec)
+        initial_lora_params(rec), plain_lora_params(rec)
 
 
 def main() -> int:

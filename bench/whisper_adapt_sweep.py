@@ -1,76 +1,73 @@
-"""Plain (not meta-learned) supervised adaptation of Whisper's LoRA group: a sweep of
-placement, step size and steps on development speakers. Prints figures; it is not a test.
+"""Per-caller adaptation of Whisper (the product's default recognizer) on real speech: every method
+side by side, per speaker, guarded or not. Prints figures (and writes JSON); it is not a test.
 
-    .venv/bin/python bench/whisper_adapt_sweep.py --manifest data/wcorpus/manifest.tsv --speakers 8 \
-        --layers 2,4 --step-sizes 0.02,0.05,0.1 --steps 4,8
+    .venv/bin/python bench/whisper_adapt_sweep.py --manifest data/real-dev-hard/manifest.tsv --json out.json
+    .venv/bin/python bench/whisper_adapt_sweep.py --manifest data/real-dev/manifest.tsv \
+        --methods supervised,supervised_unguarded,supervised_lhuc,label-free,label-free_entropy
 
-Speakers: the first N `train` speakers of the manifest with at least 20 utterances (Whisper never
-saw them; pick speakers meta-training did not use if you compare with it). Per speaker the first
-10 utterances adapt (plain SGD through `meta.adapt()`, from B = 0: plain Whisper), the next 10 are
-scored; WER before/after and seconds of adaptation per speaker, one thread.
+Per speaker: adapt on its `adapt` utterances (`asr_core.whisper.adapt.adapt_whisper_caller`, one
+thread), WER on its `test` utterances recognized as the product does (full 30 s window, the
+default beam size); seconds of adaptation per speaker. Label-free methods start from the
+recognizer's own transcripts of the adapt utterances (what the product stored for the call;
+their cost is reported apart as pseudo_label_seconds). Methods (name -> adapt_whisper_caller
+arguments) are in METHODS: plain fine-tuning (Adam on the final norm's gain and bias), LHUC (the
+gain alone), self-training on confident pseudo-labels, and SUTA-style entropy minimization.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+METHODS = {
+    "supervised": {"mode": "supervised"},
+    "supervised_unguarded": {"mode": "supervised", "guard": False},
+    "supervised_lhuc": {"mode": "supervised", "rule": "lhuc"},
+    "supervised_lhuc_unguarded": {"mode": "supervised", "rule": "lhuc", "guard": False},
+    "supervised_sgd_unguarded": {"mode": "supervised", "rule": "sgd", "lr": 1.0, "guard": False},
+    "label-free": {"mode": "label-free"},
+    "label-free_unguarded": {"mode": "label-free", "guard": False},
+    "label-free_entropy": {"mode": "label-free", "objective": "entropy"},
+    "label-free_entropy_unguarded": {"mode": "label-free", "objective": "entropy", "guard": False},
+}
+
 
 def main() -> int:
-    import torch
-
-    from asr_core.audio import load_audio
-    from asr_core.manifest import read_manifest
-    from asr_core.meta import adapt, detached
-    from asr_core.metrics import wer
-    from asr_core.whisper.adapt import make_whisper_batch, plain_whisper_params, whisper_loss
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--methods", default="supervised,supervised_unguarded,supervised_lhuc,label-free,"
+                   "label-free_unguarded,label-free_entropy")
+    p.add_argument("--steps", type=int, default=None, help="adaptation steps for every method (default: the product's)")
+    p.add_argument("--speakers", default="")
+    p.add_argument("--json")
+    a = p.parse_args()
+    from asr_core.whisper.adapt import evaluate_whisper_adaptation
     from asr_core.whisper.recognizer import WhisperRecognizer
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--manifest", required=True)
-    ap.add_argument("--backbone", default="whisper-tiny")
-    ap.add_argument("--speakers", type=int, default=8)
-    ap.add_argument("--layers", default="2,4", help="encoder blocks (from the top) that carry LoRA")
-    ap.add_argument("--step-sizes", default="0.02,0.05,0.1")
-    ap.add_argument("--steps", default="4,8")
-    a = ap.parse_args()
-    torch.set_num_threads(1)
-    rows = read_manifest(a.manifest, ("train",))
-    by: dict[str, list] = {}
-    for u in rows:
-        by.setdefault(u.speaker, []).append(u)
-    speakers = [s for s in sorted(by) if len(by[s]) >= 20][: a.speakers]
-    data = {s: [(load_audio(u.audio, 8000), u.text) for u in by[s][:20]] for s in speakers}
-    print(f"{len(speakers)} speakers: {' '.join(speakers)}", flush=True)
-    print(f"{'layers':>6s} {'step':>6s} {'steps':>5s} {'WER before':>10s} {'after':>7s} {'rel':>7s} "
-          f"{'worse':>5s} {'s/speaker':>9s}", flush=True)
-    for layers in [int(x) for x in a.layers.split(",")]:
-        rec = WhisperRecognizer.load(a.backbone, quantize=True, trim_seconds=1.0, lora_layers=layers)
-        before = {}
-        for s in speakers:
-            test = data[s][10:]
-            before[s] = [(t, rec.transcribe(x, 8000, params=None, word_timestamps=False).text) for x, t in test]
-        for size in [float(x) for x in a.step_sizes.split(",")]:
-            for steps in [int(x) for x in a.steps.split(",")]:
-                after, seconds, worse = {}, 0.0, 0
-                for s in speakers:
-                    ad, test = data[s][:10], data[s][10:]
-                    t0 = time.perf_counter()
-                    batch = make_whisper_batch(rec, [x for x, _ in ad], [t for _, t in ad], 8000)
-                    params = detached(adapt(rec.model, plain_whisper_params(rec), batch, steps, size, loss=whisper_loss))
-                    seconds += time.perf_counter() - t0
-                    after[s] = [(t, rec.transcribe(x, 8000, params=params, word_timestamps=False).text) for x, t in test]
-                    worse += wer(after[s]) > wer(before[s]) + 0.02
-                w0 = wer([p for s in speakers for p in before[s]])
-                w1 = wer([p for s in speakers for p in after[s]])
-                print(f"{layers:6d} {size:6.3f} {steps:5d} {w0:10.2%} {w1:7.2%} {(w1 - w0) / max(w0, 1e-9):+7.1%} "
-                      f"{worse:5d} {seconds / len(speakers):9.2f}", flush=True)
+    from asr_core import defaults
+    names = [m for m in a.methods.split(",") if m]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        p.error(f"unknown methods {unknown}: one of {', '.join(METHODS)}")
+    todo = {m: dict(METHODS[m], **({"steps": a.steps} if a.steps is not None else {})) for m in names}
+    rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
+                                 beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S)
+    res = evaluate_whisper_adaptation(rec, a.manifest, "none", guard=True, methods=todo, speakers=a.speakers)
+    base = res["none"]["wer"]
+    for name, r in res.items():
+        worst = max((v["wer"] - res["none"]["speakers"][s]["wer"] for s, v in r["speakers"].items()), default=0.0)
+        acc = [v.get("accepted") for v in r["speakers"].values() if "accepted" in v]
+        print(f"{name:30s} WER {r['wer']:.2%}  ({(r['wer'] - base) / max(base, 1e-9):+.1%} relative)  "
+              f"worst speaker {worst * 100:+.2f} points  {r['seconds_per_speaker']:.1f} s/speaker"
+              + (f"  accepted {sum(bool(x) for x in acc)}/{len(acc)}" if acc else ""))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

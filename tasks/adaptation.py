@@ -5,9 +5,9 @@ One run (an ``AdaptationRun`` row, made when the call ended) is one task:
 
 - the caller's most recent segments with audio (``ADAPTATION_MAX_SEGMENTS``);
   supervised on the verified transcripts where there are any, otherwise
-  label-free: the recognizer's own confident hypotheses, or, for the
-  Whisper final pass, the streaming first pass's (the active small model
-  with the caller's profile), judged by word errors against them;
+  label-free: the recognizer's own confident hypotheses (Whisper: its beam
+  output where its greedy pass agrees; never the weaker streaming model's),
+  judged on held-out segments against the unadapted model's transcripts;
 - of one backbone (``AdaptationRun.backbone``): the small model's profile
   for its active version, or the Whisper final pass's
   (``ASR_FINAL_BACKBONE``); after a call there is one run per backbone;
@@ -39,7 +39,8 @@ from callcenter.ops import metrics
 from callcenter.calls import selectors, services
 from callcenter.calls.models import Segment
 from callcenter.errors import AdaptationFailed, Conflict, ModelVersionInvalid, NotFound, RecognitionFailed
-from tasks.recognition import TRANSIENT_ERRORS, backbone_model
+from callcenter.asr import backbone_model
+from tasks.recognition import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     verified = [s for s in segments if s.is_verified and s.verified_text and not privacy.is_redacted(s.verified_text)]
     mode = "supervised" if verified else "label-free"
     chosen = verified or segments
-    audios, texts = _load(chosen, rec)
+    audios, texts, stored = _load(chosen, rec)
     if not audios:
         raise AdaptationFailed(f"none of customer #{run.customer_id}'s {len(chosen)} audio files could be read")
     current = selectors.voice_profile_latest(customer_id=run.customer_id, model_version_id=version.pk)
@@ -144,15 +145,18 @@ def _adapt(*, run_id: int) -> dict[str, object]:
             reason=f"only {len(audios)} unverified segment(s): label-free adaptation waits for "
             f"{LABEL_FREE_MIN_SEGMENTS} (or verified transcripts)",
         )
-    first_pass = _first_pass(run.customer_id, rec.sample_rate) if mode == "label-free" and asr.is_whisper(rec) else None
-    if first_pass is not None:
-        # pseudo-labels made by another model: judged like verified ones (3 chunks of 2)
-        from asr_core.whisper.adapt import FIRST_PASS_MIN_CONFIDENCE
+    if mode == "label-free" and asr.is_whisper(rec):
+        # pseudo-labels from Whisper itself (beam search with the caller's current profile), kept
+        # where its greedy pass agrees and confident; never from the weaker streaming model, whose
+        # transcripts of real speech are wrong (a caller's next call went 51 % -> 99 % WER)
+        from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_MIN_CONFIDENCE
 
-        cfg = AdaptationConfig(mode=mode, holdout=2, min_confidence=FIRST_PASS_MIN_CONFIDENCE)
+        cfg = AdaptationConfig(mode=mode, min_confidence=WHISPER_MIN_CONFIDENCE)
     elif mode == "label-free":
         # own pseudo-labels: asr_core's confidence guard (5 chunks of 2 of all the segments)
         cfg = AdaptationConfig(mode=mode, min_confidence=_label_free_min_confidence(rec))
+    elif asr.is_whisper(rec):
+        cfg = AdaptationConfig(mode=mode)  # asr_core.whisper.adapt's guard: 2 folds of half the segments
     else:
         # the guard holds out chunks of a third of the verified segments (1 to
         # 3), each in turn (asr_core.adaptation: 3 chunks, pooled evidence)
@@ -163,9 +167,9 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     # of a caller's audio) and the current profile. The guard's held-out
     # figures pick the better one, and it must have strictly fewer held-out
     # errors (or a higher confidence) than the current profile.
-    tried = {"init": _adapt_caller(rec, audios, refs, start=None, cfg=cfg, first_pass=first_pass)}
+    tried = {"init": _adapt_caller(rec, audios, refs, start=None, cfg=cfg, stored=stored)}
     if start is not None:
-        tried["current"] = _adapt_caller(rec, audios, refs, start=start, cfg=cfg, first_pass=first_pass)
+        tried["current"] = _adapt_caller(rec, audios, refs, start=start, cfg=cfg, stored=stored)
     started_from, result = _choose(tried)
     figures = dict(result.metrics)
     figures.update(
@@ -213,37 +217,19 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     }
 
 
-def _adapt_caller(rec, audios: list, refs: list[str] | None, *, start, cfg, first_pass=None):
-    """asr_core's guarded adaptation of the run's backbone (small model or Whisper)."""
+def _adapt_caller(rec, audios: list, refs: list[str] | None, *, start, cfg, stored: list[str] | None = None):
+    """asr_core's guarded adaptation of the run's backbone (small model or Whisper).
+    stored: the segments' recognized texts; Whisper's label-free adaptation starts its
+    pseudo-labels from them (each used only where Whisper's own greedy pass of the
+    segment agrees with it, so a text another recognizer made cannot teach it)."""
     if asr.is_whisper(rec):
         from asr_core.whisper.adapt import adapt_whisper_caller
 
-        return adapt_whisper_caller(rec, audios, refs, rec.sample_rate, start=start, cfg=cfg, first_pass=first_pass)
+        hyps = stored if cfg.mode == "label-free" and stored is not None else None
+        return adapt_whisper_caller(rec, audios, refs, rec.sample_rate, start=start, cfg=cfg, hypotheses=hyps)
     from asr_core.adaptation import adapt_caller
 
     return adapt_caller(rec, audios, refs, start=start, cfg=cfg)
-
-
-def _first_pass(customer_id: int, sample_rate: int):
-    """The streaming first pass as a transcriber of the Whisper run's audio
-    (at ``sample_rate``): the active small model with the caller's profile
-    for it. Each utterance is transcribed once, whichever starting point
-    asks for it."""
-    from asr_core.decoder import Transcript
-
-    _version, small = backbone_model(backbone="small", decoder=settings.ASR_DECODER)
-    _profile_id, params = asr.caller_params(small, customer_id)
-    done: dict[int, Transcript] = {}
-
-    def transcribe(audio):
-        if id(audio) not in done:
-            try:
-                done[id(audio)] = small.transcribe(audio, sample_rate, params=params)
-            except IndexError:  # asr_core's beam search on a rare hypothesis: no pseudo-label from it
-                done[id(audio)] = Transcript("")
-        return done[id(audio)]
-
-    return transcribe
 
 
 def _label_free_min_confidence(rec) -> float:
@@ -274,9 +260,12 @@ def _finish_without_profile(*, run_id: int, version, mode: str, figures: dict, r
 
 def _held_out_error(figures: dict) -> float | None:
     """The guard's held-out error after adaptation: WER (supervised) or
-    1 - mean confidence (label-free); None without held-out segments."""
+    1 - mean confidence (label-free; Whisper: minus the mean token
+    log-prob); None without held-out segments."""
     if "wer_after" in figures:
         return float(figures["wer_after"])
+    if "logprob_after" in figures:
+        return round(-float(figures["logprob_after"]), 4)
     if "conf_after" in figures:
         return round(1 - float(figures["conf_after"]), 4)
     return None
@@ -285,6 +274,8 @@ def _held_out_error(figures: dict) -> float | None:
 def _held_out_error_before(figures: dict) -> float | None:
     if "wer_before" in figures:
         return float(figures["wer_before"])
+    if "logprob_before" in figures:
+        return round(-float(figures["logprob_before"]), 4)
     if "conf_before" in figures:
         return round(1 - float(figures["conf_before"]), 4)
     return None
@@ -317,13 +308,14 @@ def _choose(tried: dict) -> tuple[str, object]:
     return min(accepted, key=lambda item: (_held_out_error(item[1].metrics) or 0.0, item[0] != "init"))
 
 
-def _load(segments: list[Segment], rec) -> tuple[list, list[str]]:
-    """Audio tensors at the model's rate and reference texts of the segments
-    whose audio file is readable (a missing file is logged and skipped)."""
+def _load(segments: list[Segment], rec) -> tuple[list, list[str], list[str]]:
+    """Audio tensors at the model's rate, reference texts and recognized texts
+    of the segments whose audio file is readable (a missing file is logged and
+    skipped)."""
     from asr_core.audio import AudioError, load_audio
     from asr_core.text import normalize
 
-    audios, texts = [], []
+    audios, texts, stored = [], [], []
     for segment in segments:
         try:
             with segment.audio.open("rb") as f:
@@ -342,7 +334,8 @@ def _load(segments: list[Segment], rec) -> tuple[list, list[str]]:
             continue
         audios.append(audio)
         texts.append(text)
-    return audios, texts
+        stored.append(segment.text or "")
+    return audios, texts, stored
 
 
 def _fail(run_id: int, reason: str) -> dict[str, object]:

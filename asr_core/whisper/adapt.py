@@ -1,18 +1,45 @@
-"""Per-caller adaptation of the Whisper backbone's LoRA group, through the same `meta.adapt()`.
+"""Per-caller adaptation of the Whisper backbone: cheap, and guarded so that it never harms a caller.
 
-    batch = make_whisper_batch(rec, audios, texts, sample_rate=8000)
-    params = adapt(rec.model, initial_whisper_params(rec), batch, steps, step_sizes, loss=whisper_loss)
-    rec.transcribe(audio, 8000, params=params)
+    result = adapt_whisper_caller(rec, audios, texts, 8000)          # supervised (verified texts)
+    result = adapt_whisper_caller(rec, audios, None, 8000,           # label-free
+                                  cfg=AdaptationConfig("label-free", min_confidence=LABEL_FREE_MIN_CONFIDENCE))
+    rec.transcribe(audio, 8000, params=result.params)                 # the caller's profile
 
-The loss is teacher-forced cross-entropy of the reference tokens (prompt excluded, end-of-text
-included). The encoder blocks below the LoRA group are frozen, so their output is computed once
-per batch (`WhisperBatch.hidden`) and each adaptation step runs only the adapted blocks and the
-decoder. `adapt_whisper_caller` is the production entry: supervised (verified transcripts) or
-label-free (confident pseudo-labels: of the streaming first pass, or of the backbone itself), with
-the same guard as the small model (`asr_core.adaptation`).
+What adapts (`cached.GROUP`): the gain and bias of the encoder's final layer norm, 768 values
+(a 3 KB profile). Everything below it is frozen, so each utterance goes through the encoder ONCE
+(`cached.encode_frozen`, the utterance plus `TRIM_SECONDS`); each adaptation step is a teacher-
+forced pass of the decoder over the cached output, and each held-out decode of the guard is a
+decoder pass too. The serving path applies the profile through `WhisperRecognizer.encode(params=)`,
+unchanged.
+
+Supervised: the caller's verified transcripts. Label-free: pseudo-labels from the backbone itself
+(beam search with the caller's current params), kept where a second pass agrees (the backbone's
+greedy pass, or `first_pass`: another recognizer's transcripts, which only ever remove
+pseudo-labels, never supply them) and where the beam output's mean token probability is at
+least `cfg.min_confidence`. Objective: "ce" (self-training on the kept pseudo-labels) or
+"entropy" (SUTA-style: minimize the entropy of the decoder's token distributions along the
+beam output of every utterance).
+
+The guard (`_guard`): the utterances are cut into `folds` held-out chunks; for each, the group is
+fitted on the others and the chunk is decoded (greedy, cached) with the fitted and with the
+current params. Its evidence never comes from the transcripts being fitted:
+
+- supervised: pooled word errors against the references of the held-out chunk must fall
+  strictly, and no chunk may get worse;
+- label-free: the held-out chunk's transcripts are compared with the UNADAPTED model's beam
+  output (not fitted for that chunk): their mean token log-prob must rise while their word
+  divergence from the unadapted beam output stays within `MAX_DIVERGENCE` (and does not grow by
+  more than `DIVERGENCE_SLACK`);
+- both: hard sanity bounds: a profile whose held-out transcripts lose words (fewer than
+  `MIN_WORD_RATIO` of the unadapted ones) or collapse to few distinct tokens
+  (`MIN_DISTINCT_RATIO`) is rejected, whatever the other figures say.
+
+An accepted profile is then fitted once more on all the usable utterances. Rejected: the caller
+keeps the params they have (`start`, else plain Whisper).
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,20 +49,69 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_core.adaptation import AdaptationConfig, AdaptationResult, guarded_adaptation
+from asr_core.adaptation import AdaptationConfig, AdaptationResult
 from asr_core.decoder import Transcript
-from asr_core.meta import adapt, detached
+from asr_core.meta import detached
 from asr_core.metrics import word_errors
+from asr_core.text import normalize
+from asr_core.whisper import cached
+from asr_core.whisper.cached import GROUP, CallerCache
 from asr_core.whisper.model import Whisper
 from asr_core.whisper.recognizer import WhisperRecognizer
 
-# plain SGD on the LoRA group without meta-learned settings; tuned on 6 training speakers
-# (bench/whisper_adapt_sweep.py: 0.05 x 4 steps -14 % WER, 0.2 made callers worse)
-DEFAULT_STEPS, DEFAULT_STEP_SIZE = 4, 0.05
-LABEL_FREE_MIN_CONFIDENCE = 0.5             # Whisper's token probabilities run lower than the CTC model's
-# label-free from the streaming first pass: its transcripts kept from this confidence (on the 20
-# held-out speakers' adapt utterances: 150 of 200 kept, 12 % WER among them; 0.85: 78, 6.7 %)
-FIRST_PASS_MIN_CONFIDENCE = 0.75
+TRIM_SECONDS = 1.0            # adaptation encodes each utterance plus this much padding (not the 30 s window)
+# Plain fine-tuning (Adam) of the group; chosen on the real-speech development prompts through the
+# hard phone line (bench/whisper_adapt_sweep.py, figures in WHISPER.md).
+SUPERVISED_STEPS, SUPERVISED_LR = 6, 0.01
+LABEL_FREE_STEPS, LABEL_FREE_LR = 6, 0.01
+LABEL_FREE_OBJECTIVE = "ce"
+DEFAULT_STEPS = SUPERVISED_STEPS
+LABEL_FREE_MIN_CONFIDENCE = 0.6      # exp(mean token log-prob) of a pseudo-label's beam output
+FIRST_PASS_MIN_CONFIDENCE = LABEL_FREE_MIN_CONFIDENCE   # kept for callers of the old name
+DEFAULT_FOLDS = 2
+GUARD_PER_FOLD = 8            # held-out utterances the guard decodes per fold (greedy, cached)
+# hard sanity bounds of the guard (held-out transcripts of a fitted profile vs the unadapted model's)
+MIN_WORD_RATIO = 0.9          # words: at least this share of the unadapted transcripts' words
+MIN_DISTINCT_RATIO = 0.8      # distinct words: at least this share of the unadapted transcripts'
+MAX_DIVERGENCE = 0.35         # label-free: word errors against the unadapted beam output, at most
+DIVERGENCE_SLACK = 0.02       # label-free: ... and at most this much above the unadapted greedy pass's
+OBJECTIVES = ("ce", "entropy")
+RULES = ("adam", "lhuc", "sgd")
+
+
+def first_adapted_block(model) -> int:
+    """Kept for the old LoRA tooling (meta_train): the first encoder block with LoRA."""
+    return model.cfg.n_audio_layer - model.cfg.lora_layers
+
+
+def plain_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
+    """The group's values in the model itself: exactly Whisper, what a caller without a profile gets."""
+    return cached.group_params(rec)
+
+
+def initial_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
+    """Where a caller's first adaptation starts, and the shape of every Whisper profile: plain Whisper."""
+    return plain_whisper_params(rec)
+
+
+# -- the LoRA group of the top encoder blocks (meta-training tooling, bench/whisper_adapt_sweep.py) --------
+# Adapting it needs the encoder's top blocks on the whole 30 s window at every step (128-137 s per
+# caller); it is no longer what callers get, but meta_train and the LoRA studies still use it.
+LORA_STEPS, LORA_STEP_SIZE = 4, 0.05
+
+
+def initial_lora_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
+    """The LoRA group's starting point: the meta-learned init if the checkpoint has one, else B = 0."""
+    init = rec.meta.get("adapt", {}).get("init")
+    if init:
+        return detached(init)
+    return plain_lora_params(rec)
+
+
+def plain_lora_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
+    """The model's own LoRA group (B = 0): exactly Whisper."""
+    own = dict(rec.model.named_parameters())
+    return {k: own[k].detach().clone() for k in rec.adaptive_names()}
 
 
 @dataclass
@@ -49,10 +125,6 @@ class WhisperBatch:
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
-
-
-def first_adapted_block(model: Whisper) -> int:
-    return model.cfg.n_audio_layer - model.cfg.lora_layers
 
 
 class _Upper(nn.Module):
@@ -105,78 +177,252 @@ def whisper_loss(model: Whisper, params: dict[str, Tensor], batch: WhisperBatch,
     return (ce * batch.mask).sum() / batch.mask.sum().clamp(min=1.0)
 
 
-def initial_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
-    """Where a caller's first adaptation starts: the meta-learned LoRA init, else the model's own
-    (B = 0: plain Whisper). A meta-learned init is made to be adapted from, not to recognize with:
-    a caller without a profile is recognized with `plain_whisper_params` (params=None)."""
-    init = rec.meta.get("adapt", {}).get("init")
-    if init:
-        return detached(init)
-    return plain_whisper_params(rec)
-
-
-def plain_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
-    """The model's own LoRA group (B = 0): exactly Whisper, what a caller without a profile gets."""
-    own = dict(rec.model.named_parameters())
-    return {k: own[k].detach().clone() for k in rec.adaptive_names()}
-
-
 def step_settings(rec: WhisperRecognizer, steps: int | None = None) -> tuple[int, dict[str, Tensor] | float]:
     a = rec.meta.get("adapt") or {}
-    return (a.get("steps", DEFAULT_STEPS) if steps is None else steps), a.get("step_sizes", DEFAULT_STEP_SIZE)
+    return (a.get("steps", LORA_STEPS) if steps is None else steps), a.get("step_sizes", LORA_STEP_SIZE)
+
+
+# -- the caller's group: encoder.ln_post --------------------------------------------------------------------
+def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch, start: dict[str, Tensor],
+        steps: int, lr: float, subset: list[int] | None = None, objective: str = "ce",
+        rule: str = "adam") -> dict[str, Tensor]:
+    """`steps` updates of the group from `start` on the utterances `subset` of the cache.
+    rule: "adam" (plain fine-tuning of gain and bias), "lhuc" (Adam on the gain alone: per-channel
+    scaling, the bias stays) or "sgd"."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    p = {k: v.detach().clone().requires_grad_(rule != "lhuc" or k == GROUP[0]) for k, v in start.items()}
+    trained = [v for v in p.values() if v.requires_grad]
+    opt = torch.optim.SGD(trained, lr=lr) if rule == "sgd" else torch.optim.Adam(trained, lr=lr)
+    with cached.frozen(rec.model):
+        for _ in range(steps):
+            opt.zero_grad()
+            cached.teacher_forced_loss(rec, p, cache, targets, subset, objective).backward()
+            opt.step()
+    return detached(p)
+
+
+def _words(text: str) -> list[str]:
+    return normalize(text).split()
+
+
+def _held_out_figures(texts: dict[int, str], refs: dict[int, str]) -> tuple[int, int, int, int]:
+    """(word errors against refs, reference words, words, distinct words) over the held-out utterances."""
+    e = n = w = 0
+    distinct: set[str] = set()
+    for i, ref in refs.items():
+        a, b = word_errors(ref, texts[i])
+        e, n = e + a, n + b
+        ws = _words(texts[i])
+        w += len(ws)
+        distinct.update(ws)
+    return e, n, w, len(distinct)
+
+
+def _decoded(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
+             subset: list[int], caps: dict[int, int] | None = None) -> dict[int, tuple[str, float]]:
+    """The guard's cheap decodes: greedy on the cache, each utterance capped at `caps` tokens (a
+    transcript 1.5x longer than its reference is wrong anyway), a loop cut at once
+    -> (text, mean log-prob)."""
+    hyps = cached.greedy_capped(rec, cache, params, subset, caps)
+    return {i: (rec.tokenizer.decode(h.tokens).strip(), h.avg_logprob if h.tokens else -10.0) for i, h in hyps.items()}
+
+
+def _bounds(after: dict[int, str], unadapted: dict[int, str], words0: int | None = None) -> str:
+    """The hard sanity bounds (module docstring): '' if within, else why not."""
+    wa, da = _held_out_figures(after, after)[2:]
+    w0, d0 = _held_out_figures(unadapted, unadapted)[2:]
+    w0 = w0 if words0 is None else min(w0, words0)
+    if wa < MIN_WORD_RATIO * w0:
+        return f"held-out transcripts lost words ({wa} vs {w0})"
+    if da < MIN_DISTINCT_RATIO * d0:
+        return f"held-out transcripts collapsed to few distinct words ({da} vs {d0})"
+    return ""
+
+
+def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], fitted: list[dict[str, Tensor]],
+           current: dict[str, Tensor], references: dict[int, str], supervised: bool,
+           unadapted: dict[int, str] | None = None) -> tuple[bool, dict]:
+    """Cross-validated decision (module docstring). chunks[j]: the utterances fitted[j] did not see;
+    references: what held-out transcripts are compared with (verified texts, or the unadapted
+    model's beam output); unadapted: the beam output the label-free sanity bounds compare with."""
+    judged = [[i for i in c if i in references][:GUARD_PER_FOLD] for c in chunks]
+    every = [i for c in judged for i in c]
+    m: dict = {"held_out": len(every), "folds": len(chunks)}
+    if not every:
+        m["reason"] = "nothing left to hold out for the guard"
+        return False, m
+    caps = {i: 8 + 3 * len(_words(references[i])) for i in every}   # ~1.5x the reference's tokens
+    before = _decoded(rec, cache, current, every, caps)
+    after: dict[int, tuple[str, float]] = {}
+    per_chunk = []
+    for c, p in zip(judged, fitted):
+        if c:
+            after.update(_decoded(rec, cache, p, c, caps))
+            refs_c = {i: references[i] for i in c}
+            per_chunk.append((_held_out_figures({i: before[i][0] for i in c}, refs_c)[0],
+                              _held_out_figures({i: after[i][0] for i in c}, refs_c)[0]))
+    refs = {i: references[i] for i in every}
+    eb, words, wb, db = _held_out_figures({i: before[i][0] for i in every}, refs)
+    ea, _, wa, da = _held_out_figures({i: after[i][0] for i in every}, refs)
+    cb = sum(before[i][1] for i in every) / len(every)
+    ca = sum(after[i][1] for i in every) / len(every)
+    m.update(words_before=wb, words_after=wa, distinct_before=db, distinct_after=da,
+             logprob_before=round(cb, 4), logprob_after=round(ca, 4))
+    key = "wer" if supervised else "divergence"
+    m[f"{key}_before"], m[f"{key}_after"] = round(eb / max(words, 1), 4), round(ea / max(words, 1), 4)
+    # lost words: against the unadapted greedy pass, and (supervised) the references' own count
+    reason = _bounds({i: after[i][0] for i in every}, {i: before[i][0] for i in every}, words if supervised else None)
+    if not reason and unadapted is not None:
+        reason = _bounds({i: after[i][0] for i in every}, {i: unadapted[i] for i in every})
+    if reason:
+        m["reason"] = reason
+    elif supervised and not (ea < eb and all(a <= b for b, a in per_chunk)):
+        m["reason"] = "no fewer held-out word errors" if ea >= eb else "a held-out chunk got worse"
+    elif not supervised and ea / max(words, 1) > min(MAX_DIVERGENCE, eb / max(words, 1) + DIVERGENCE_SLACK):
+        m["reason"] = "held-out transcripts diverge from the unadapted model's beam output"
+    elif not supervised and not ca > cb:
+        m["reason"] = "held-out confidence did not rise"
+    return "reason" not in m, m
 
 
 def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
                          start: dict[str, Tensor] | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-                         first_pass: Callable[[Tensor], Transcript] | None = None) -> AdaptationResult:
-    """Adapt the LoRA group to one caller with the shared guarded procedure
-    (`asr_core.adaptation.guarded_adaptation`). first_pass(audio at `sample_rate`): label-free
-    pseudo-labels from another recognizer (the streaming model) instead of Whisper's own."""
-    steps, sizes = step_settings(rec, cfg.steps)
-    return guarded_adaptation(
-        audios, texts, start=detached(start) if start else initial_whisper_params(rec),
-        baseline=detached(start) if start else plain_whisper_params(rec), cfg=cfg, steps=steps,
-        sample_rate=sample_rate,
-        transcribe=lambda a, p: rec.transcribe(a, sample_rate, params=p), first_pass=first_pass,
-        fit=lambda a, t, p: detached(adapt(rec.model, p, make_whisper_batch(rec, a, t, sample_rate), steps, sizes,
-                                           loss=whisper_loss)))
+                         first_pass: Callable[[Tensor], Transcript] | None = None,
+                         hypotheses: list[str] | None = None, objective: str | None = None,
+                         lr: float | None = None, rule: str = "adam") -> AdaptationResult:
+    """Adapt the group to one caller (module docstring). start: the caller's current profile (the
+    guard compares with it, a rejection returns it); texts: references (supervised) or None.
+    Label-free: hypotheses: the backbone's transcripts of the utterances with the caller's current
+    params, as the product stored them (beam search, full window); None: decoded here (beam
+    search on the cache). first_pass(audio at `sample_rate`): a second recognizer whose
+    transcripts must agree with them for a pseudo-label to be used (default: the greedy pass).
+    The profile is the mean of the fold fits (each on the utterances its fold did not hold out)."""
+    t0 = time.perf_counter()
+    if not audios:
+        raise ValueError("no audio to adapt on")
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    supervised = cfg.mode == "supervised"
+    if supervised and (texts is None or len(texts) != len(audios)):
+        raise ValueError("supervised adaptation needs one reference text per utterance")
+    if hypotheses is not None and len(hypotheses) != len(audios):
+        raise ValueError("need one hypothesis per utterance")
+    own = plain_whisper_params(rec)
+    if start is not None and (set(start) != set(own) or any(start[k].shape != own[k].shape for k in own)):
+        raise ValueError(f"start params are not a profile of this group ({sorted(own)})")
+    current = detached(start) if start is not None else own
+    objective = objective or ("ce" if supervised else LABEL_FREE_OBJECTIVE)
+    steps = cfg.steps if cfg.steps is not None else (SUPERVISED_STEPS if supervised else LABEL_FREE_STEPS)
+    lr = lr if lr is not None else (SUPERVISED_LR if supervised else LABEL_FREE_LR)
+    cache = cached.encode_frozen(rec, audios, sample_rate, TRIM_SECONDS)
+    metrics: dict = {"mode": cfg.mode, "group": "encoder.ln_post", "steps": steps, "objective": objective,
+                     "rule": rule}
+    unadapted = None
+    if supervised:
+        refs = [" ".join(t.split()) for t in texts]
+        usable = [i for i, t in enumerate(refs) if _words(t)]
+        targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
+    else:
+        given = hypotheses is not None
+        if hypotheses is None:
+            beam = cached.decode_cached(rec, cache, current, beam_size=max(2, rec.options.beam_size))
+            hypotheses = [rec.tokenizer.decode(beam[i].tokens) for i in range(len(audios))]
+        refs = [" ".join(str(h).split()) for h in hypotheses]
+        targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
+        conf = cached.target_logprobs(rec, cache, current, targets)
+        if first_pass is not None:
+            second = [first_pass(a).text for a in audios]
+        else:
+            greedy = _decoded(rec, cache, current, list(range(len(audios))))
+            second = [greedy[i][0] for i in range(len(audios))]
+        agree = [i for i in range(len(refs)) if _words(refs[i]) and _words(refs[i]) == _words(second[i])]
+        usable = [i for i in agree if math.exp(conf[i]) >= cfg.min_confidence]
+        unadapted = {i: r for i, r in enumerate(refs) if _words(r)}
+        metrics.update(pseudo_labels="own transcripts" if given else "own beam search",
+                       agreement="first pass" if first_pass else "greedy", agreeing=len(agree), confident=len(usable))
+        if objective == "entropy":   # SUTA: every utterance with a transcript, no filter
+            usable = sorted(unadapted)
+    metrics.update(utterances=len(usable), audio_seconds=round(sum(audios[i].numel() for i in usable) / sample_rate, 2))
+    folds = cfg.folds or DEFAULT_FOLDS
+    chunks = [c for c in ([i for i in range(len(audios)) if i % folds == j] for j in range(folds))
+              if any(i not in c for i in usable)]
+    if len(usable) < 2 or not chunks:
+        return AdaptationResult(current, False, {**metrics, "accepted": False, "reason": "too few usable utterances",
+                                                 "seconds": round(time.perf_counter() - t0, 3)})
+    fitted = [fit(rec, cache, targets, current, steps, lr, [i for i in usable if i not in c], objective, rule)
+              for c in chunks]
+    accepted = True
+    if cfg.guard:
+        references = {i: refs[i] for i in range(len(refs)) if _words(refs[i])} if supervised else unadapted
+        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted)
+        metrics.update(gm)
+    params = {k: torch.stack([p[k] for p in fitted]).mean(0) for k in current} if accepted else current
+    metrics["accepted"] = accepted
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
+    return AdaptationResult(params, accepted, metrics)
 
 
 def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str, threads: int = 1,
                                 max_speakers: int = 0, guard: bool = False, progress=sys.stderr,
-                                first_pass: Callable[[Tensor], Transcript] | None = None, speakers: str = "") -> dict:
+                                first_pass: Callable[[Tensor], Transcript] | None = None, speakers: str = "",
+                                methods: dict[str, dict] | None = None) -> dict:
     """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, before/after.
-    mode: 'supervised', 'label-free' or 'all'. The guard is off by default here so that the raw
-    effect of adaptation is measured (the guard only ever reverts to 'none'). first_pass: label-free
-    pseudo-labels from this recognizer of 8 kHz audio (as the product), else Whisper's own."""
+    mode: 'supervised', 'label-free', 'all' or 'none' (only `methods`). Test utterances are recognized as the product does
+    (full 30 s window, the recognizer's beam size); their encoder output below the group is computed
+    once and shared by every method (the profile only changes the group: the same numbers as
+    `rec.transcribe(params=)`). methods: extra name -> adapt_whisper_caller keyword arguments
+    (bench scripts: objectives, step sizes)."""
     from asr_core.audio import load_audio
     from asr_core.evaluate import speakers_with_tests
     from asr_core.manifest import read_manifest
     torch.set_num_threads(threads)
-    modes = ["supervised", "label-free"] if mode == "all" else [mode]
+    modes = ["supervised", "label-free"] if mode == "all" else [] if mode == "none" else [mode]
+    todo = {m: {"mode": m} for m in modes}
+    todo.update(methods or {})
     rows = read_manifest(manifest, ("adapt", "test"), speakers)
     speakers = speakers_with_tests(rows, manifest, max_speakers)
-    res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in ["none", *modes]}
+    res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in ["none", *todo]}
     for si, spk in enumerate(speakers):
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
         te = [u for u in rows if u.speaker == spk and u.split == "test"]
         ad_audio = [load_audio(u.audio, 8000) for u in ad]
-        te_audio = [load_audio(u.audio, 8000) for u in te]
-        for m in res:
+        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None)
+        stored, label_s = None, 0.0
+        if ad_audio and any(kw["mode"] == "label-free" for kw in todo.values()):
+            # what the product stored for these utterances: the recognizer's transcripts (full window,
+            # its beam size); label-free adaptation starts from them (their cost is the call's, not its)
             t0 = time.perf_counter()
-            params = None
-            if m != "none":
-                cfg = AdaptationConfig(m, guard=guard, min_confidence=FIRST_PASS_MIN_CONFIDENCE if first_pass
-                                       else LABEL_FREE_MIN_CONFIDENCE)
-                params = adapt_whisper_caller(rec, ad_audio, [u.text for u in ad] if m == "supervised" else None, 8000,
-                                              cfg=cfg, first_pass=first_pass).params
-            sec = time.perf_counter() - t0 if m != "none" else 0.0
-            counts = [word_errors(u.text, rec.transcribe(a, 8000, params=params, word_timestamps=False).text)
-                      for u, a in zip(te, te_audio)]
+            hyps = cached.decode_cached(rec, cached.encode_frozen(rec, ad_audio, 8000, None), None,
+                                        beam_size=rec.options.beam_size)
+            stored = [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))]
+            label_s = time.perf_counter() - t0
+        for name in res:
+            t0 = time.perf_counter()
+            params, info = None, {}
+            if name != "none":
+                kw = dict(todo[name])
+                m = kw.pop("mode")
+                cfg = AdaptationConfig(m, guard=kw.pop("guard", guard), min_confidence=LABEL_FREE_MIN_CONFIDENCE,
+                                       steps=kw.pop("steps", None))
+                if ad_audio:
+                    if m == "label-free":
+                        kw.setdefault("hypotheses", stored)
+                        kw.setdefault("first_pass", first_pass)
+                    r = adapt_whisper_caller(rec, ad_audio, [u.text for u in ad] if m == "supervised" else None, 8000,
+                                             cfg=cfg, **kw)
+                    params, info = r.params, {"accepted": r.accepted, "guard": r.metrics}
+                    if m == "label-free":
+                        info["pseudo_label_seconds"] = round(label_s, 3)
+            sec = time.perf_counter() - t0 if name != "none" else 0.0
+            hyps = cached.decode_cached(rec, test_cache, params, beam_size=rec.options.beam_size)
+            counts = [word_errors(u.text, rec.tokenizer.decode(hyps[i].tokens).strip()) for i, u in enumerate(te)]
             e, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
-            r = res[m]
+            r = res[name]
             r["errors"], r["words"], r["seconds"] = r["errors"] + e, r["words"] + n, r["seconds"] + sec
-            r["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n}
+            r["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n, **info}
         print(f"whisper adapt-eval: {si + 1}/{len(speakers)} {spk}  " + "  ".join(
             f"{m} {res[m]['speakers'][spk]['wer']:.3f}" for m in res), file=progress, flush=True)
     return {m: {"wer": round(r["errors"] / max(r["words"], 1), 4),

@@ -28,7 +28,7 @@ from asr_core.checkpoint import state_sha256
 from asr_core.manifest import read_manifest
 from asr_core.meta import adapt
 from asr_core.whisper import convert
-from asr_core.whisper.adapt import initial_whisper_params, make_whisper_batch, whisper_loss
+from asr_core.whisper.adapt import initial_lora_params, make_whisper_batch, whisper_loss
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 
@@ -78,7 +78,7 @@ def meta_train_whisper(cfg: WhisperMetaConfig, progress=sys.stderr) -> str:
     speakers = speakers[: cfg.max_speakers or None]
     if not speakers:
         raise ValueError(f"{cfg.manifest}: no training speaker has {cfg.support + cfg.query} utterances")
-    init = {k: nn.Parameter(v) for k, v in initial_whisper_params(rec).items()}
+    init = {k: nn.Parameter(v) for k, v in initial_lora_params(rec).items()}
     log_lr = {k: nn.Parameter(torch.full_like(v, math.log(cfg.inner_lr))) for k, v in init.items()}
     opt = torch.optim.Adam([*init.values(), *log_lr.values()], lr=cfg.outer_lr)
     for p in rec.model.parameters():

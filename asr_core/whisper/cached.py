@@ -1,0 +1,271 @@
+"""Cheap per-caller adaptation of Whisper: the frozen encoder runs ONCE per utterance.
+
+The adapted group sits at the very top of the encoder (`GROUP`: the final layer norm's gain and
+bias, 768 values): everything below it is frozen, so each utterance's encoder output before that
+norm is computed once (`encode_frozen`) and every adaptation step, every held-out decode of the
+guard and every candidate profile reuses it. A step costs a teacher-forced pass of the decoder
+only; a held-out decode costs the decoder only.
+
+The recognizer applies a profile through `WhisperRecognizer.encode(params=)` (functional_call on
+the encoder), so a profile over `GROUP` needs no change in the serving path: the same numbers.
+
+    cache = encode_frozen(rec, audios, 8000, trim_seconds=1.0)     # list of (S_i, d)
+    loss = teacher_forced_loss(rec, params, batch_of(cache, idx), targets)
+    text = decode_cached(rec, cache[i], params, beam_size=1)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from asr_core.whisper.decoding import Hypothesis, _masked_logprobs, _start, cut_repetition
+from asr_core.whisper.model import N_FRAMES
+from asr_core.whisper.recognizer import WhisperRecognizer
+
+GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
+
+
+def group_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
+    """The model's own values of the group: exactly Whisper (what a caller without a profile gets)."""
+    own = dict(rec.model.named_parameters())
+    return {k: own[k].detach().clone() for k in GROUP}
+
+
+@dataclass
+class CallerCache:
+    """One caller's utterances through the frozen encoder. Utterances of similar length share a
+    bucket, encoded at the bucket's width (its longest + `trim_seconds`): hidden[j] (rows, S_j, d)
+    holds the utterances rows[j]; frames[i] is utterance i's content frames."""
+    hidden: list[Tensor]
+    rows: list[list[int]]
+    frames: list[int]
+    seconds: list[float] | None = None      # each utterance's duration (the decoder's token budget)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def parts(self, subset: list[int] | None = None):
+        """(utterance indices, (n, S, d) hidden) per bucket, restricted to `subset`."""
+        keep = None if subset is None else set(subset)
+        for h, r in zip(self.hidden, self.rows):
+            pos = [k for k, i in enumerate(r) if keep is None or i in keep]
+            if pos:
+                yield [r[k] for k in pos], h[pos] if len(pos) < len(r) else h
+
+
+@torch.no_grad()
+def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int,
+                  trim_seconds: float | None = 1.0, bucket: int = 6) -> CallerCache:
+    """(samples,) utterances -> CallerCache of the encoder output before its final norm. The encoder
+    sees each bucket's longest utterance plus `trim_seconds` of padding (None: the full 30 s window
+    as in serving: exact, but ~7x the cost for 3 s utterances)."""
+    if not audios:
+        raise ValueError("no audio to encode")
+    m = rec.model
+    x16 = [rec.prepare(a, sample_rate)[: N_FRAMES * 160] for a in audios]
+    feats = [rec.features(x) for x in x16]
+    order = sorted(range(len(feats)), key=lambda i: feats[i][1])
+    hidden, rows = [], []
+    for j in range(0, len(order), bucket):
+        r = order[j:j + bucket]
+        longest = max(feats[i][1] for i in r)
+        width = N_FRAMES if trim_seconds is None else \
+            min(N_FRAMES, 2 * ((longest + int(trim_seconds * 100) + 1) // 2))
+        x = torch.stack([feats[i][0][:, :width] for i in r])
+        x = F.gelu(m.encoder.conv2(F.gelu(m.encoder.conv1(x)))).transpose(1, 2)
+        x = x + m.encoder.positional_embedding[:x.shape[1]]
+        for block in m.encoder.blocks:
+            x = block(x)[0]
+        hidden.append(x)
+        rows.append(r)
+    return CallerCache(hidden, rows, [f for _, f in feats], [x.numel() / 16000 for x in x16])
+
+
+def apply_group(rec: WhisperRecognizer, params: dict[str, Tensor] | None, hidden: Tensor) -> Tensor:
+    """(.., S, d) pre-norm encoder output -> the encoder output with `params` (None: the model's)."""
+    ln = rec.model.encoder.ln_post
+    if not params:
+        return ln(hidden)
+    return F.layer_norm(hidden, (hidden.shape[-1],), params[GROUP[0]], params[GROUP[1]], ln.eps)
+
+
+@dataclass
+class TargetBatch:
+    """Teacher-forcing targets of cached utterances. tokens (batch, T): prompt + text + end-of-text,
+    padded with end-of-text; mask (batch, T - 1): 1 where tokens[:, 1:] is a target; weights
+    (batch, T - 1): per-target weight (confidence of a pseudo-label; 1 for references);
+    vocab: the candidate tokens the softmax runs over (every target + the unadapted model's top
+    tokens at each target position: the rest of the 51864 carry ~no probability and cost 20x)."""
+    tokens: Tensor
+    mask: Tensor
+    weights: Tensor
+    vocab: Tensor
+    target_index: Tensor     # (batch, T - 1) index into `vocab` of each target (0 where masked)
+
+    def rows(self, idx: list[int]) -> "TargetBatch":
+        return TargetBatch(self.tokens[idx], self.mask[idx], self.weights[idx], self.vocab, self.target_index[idx])
+
+
+def token_targets(rec: WhisperRecognizer, texts: list[str]) -> list[list[int]]:
+    """Texts -> prompt + text tokens + end-of-text (what teacher forcing predicts)."""
+    tok, m = rec.tokenizer, rec.model
+    return [tok.prompt + tok.encode(" " + t.strip())[: m.cfg.n_text_ctx // 2] + [tok.eot] for t in texts]
+
+
+def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int]], params: dict[str, Tensor] | None,
+                 weights: list[list[float]] | None = None, top: int = 32) -> TargetBatch:
+    """Token sequences (`token_targets`, one per cached utterance) -> TargetBatch; the candidate
+    vocabulary comes from one full-vocabulary pass with `params`. weights[i]: one per text token
+    and end-of-text of seqs[i] (None: all 1)."""
+    tok = rec.tokenizer
+    longest = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), longest), tok.eot, dtype=torch.long)
+    mask, w = torch.zeros(len(seqs), longest - 1), torch.zeros(len(seqs), longest - 1)
+    for i, s in enumerate(seqs):
+        tokens[i, :len(s)] = torch.tensor(s)
+        mask[i, len(tok.prompt) - 1:len(s) - 1] = 1.0
+        w[i, len(tok.prompt) - 1:len(s) - 1] = torch.tensor(weights[i]) if weights else 1.0
+    top_ids = []
+    with torch.no_grad():
+        for idx, h in cache.parts():
+            sel = mask[idx].bool()
+            x = _decoder_states(rec, apply_group(rec, params, h), tokens[idx, :-1])
+            top_ids.append(rec.model.decoder.proj(x[sel]).topk(top, -1).indices.flatten())
+    vocab = torch.unique(torch.cat([*top_ids, tokens[:, 1:][mask.bool()]]))
+    index = torch.searchsorted(vocab, tokens[:, 1:].contiguous()).clamp(max=len(vocab) - 1) * mask.long()
+    return TargetBatch(tokens, mask, w, vocab, index)
+
+
+def _decoder_states(rec: WhisperRecognizer, audio: Tensor, tokens: Tensor) -> Tensor:
+    """audio (batch, S, d), tokens (batch, T) -> final normed decoder states (batch, T, d)."""
+    dec = rec.model.decoder
+    cache = dec.init_cache(audio)
+    x = dec.token_embedding(tokens) + dec.positional_embedding[:tokens.shape[1]]
+    for block, kv, ckv in zip(dec.blocks, cache["self"], cache["cross"]):
+        x = block(x, kv, ckv)[0]
+    return dec.ln(x)
+
+
+def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache: CallerCache,
+                        targets: TargetBatch, subset: list[int] | None = None, objective: str = "ce") -> Tensor:
+    """Weighted mean per text token (prompt excluded, end-of-text included) of the targets of
+    `subset` (None: all), over the candidate vocabulary, with the group at `params`, of
+    objective "ce": the cross-entropy of the targets; "entropy": the entropy of the predicted
+    distribution along the targets (SUTA-style test-time adaptation, no label needed)."""
+    emb = rec.model.decoder.token_embedding.weight[targets.vocab]                       # (|vocab|, d)
+    total, weight = None, 0.0
+    for idx, h in cache.parts(subset):
+        x = _decoder_states(rec, apply_group(rec, params, h), targets.tokens[idx, :-1])
+        sel = targets.mask[idx].bool()
+        logits = x[sel] @ emb.t()
+        if objective == "entropy":
+            logp = logits.log_softmax(-1)
+            ce = -(logp.exp() * logp).sum(-1)
+        else:
+            ce = F.cross_entropy(logits, targets.target_index[idx][sel], reduction="none")
+        w = targets.weights[idx][sel]
+        total = (ce * w).sum() if total is None else total + (ce * w).sum()
+        weight += float(w.sum())
+    if total is None:
+        raise ValueError("no utterance to compute a loss on")
+    return total / max(weight, 1e-6)
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """The model's own weights need no gradients while a caller's group adapts (8x less work)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+@torch.no_grad()
+def decode_cached(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
+                  subset: list[int] | None = None, beam_size: int = 1, retry: bool = True) -> dict[int, Hypothesis]:
+    """Cached utterances of `subset` (None: all) -> their hypotheses, with the recognizer's decoding
+    rules (token budget, no-speech rule; silence -> no tokens). Greedy decodes a bucket together.
+    retry: a repetition loop is decoded again with beam search as the recognizer does (`_guard`);
+    False: the loop is cut at once (the adaptation guard's cheap decodes)."""
+    out = {}
+    for idx, h in cache.parts(subset):
+        audio = apply_group(rec, params, h)
+        budget = max(_budget(rec, cache, i) for i in idx)
+        hyps = rec._decode(audio, 1, budget) if beam_size == 1 else \
+            [rec._decode(audio[k:k + 1], beam_size, _budget(rec, cache, i))[0] for k, i in enumerate(idx)]
+        for k, (i, hyp) in enumerate(zip(idx, hyps)):
+            if retry:
+                hyp = rec._guard(audio[k:k + 1], hyp, budget if beam_size == 1 else _budget(rec, cache, i))
+            else:
+                hyp = Hypothesis(cut_repetition(hyp.tokens), hyp.sum_logprob, hyp.no_speech_prob)
+            out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
+    return out
+
+
+@torch.no_grad()
+def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
+                  subset: list[int], caps: dict[int, int] | None = None) -> dict[int, Hypothesis]:
+    """Greedy decoding of cached utterances as the recognizer's greedy pass, but each row stops at
+    its own token cap (`caps`, else the recognizer's budget) and leaves the batch when it ends: a
+    row that loops costs only itself. A loop is cut (`cut_repetition`), never retried."""
+    dec, tok = rec.model.decoder, rec.tokenizer
+    sup = torch.tensor(list(tok.suppress), dtype=torch.long)
+    sup0 = torch.tensor(list(rec.model.cfg.suppress_ids_begin), dtype=torch.long)
+    out: dict[int, Hypothesis] = {}
+    for idx, h in cache.parts(subset):
+        limit = [min(_budget(rec, cache, i), (caps or {}).get(i, 10 ** 6)) for i in idx]
+        last, kv, nsp = _start(dec, apply_group(rec, params, h), tok.prompt, tok.no_speech)
+        tokens: list[list[int]] = [[] for _ in idx]
+        sums = [0.0] * len(idx)
+        active = list(range(len(idx)))
+        for step in range(max(limit)):
+            logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)
+            nxt = logp.argmax(-1)
+            keep = []
+            for j, r in enumerate(active):
+                t = int(nxt[j])
+                sums[r] += float(logp[j, t])
+                if t != tok.eot:
+                    tokens[r].append(t)
+                    if len(tokens[r]) < limit[r]:
+                        keep.append(j)
+            if not keep:
+                break
+            rows = torch.tensor(keep)
+            if len(keep) < len(active):
+                kv = {"self": [(k[rows], v[rows]) for k, v in kv["self"]],
+                      "cross": [(k[rows], v[rows]) for k, v in kv["cross"]]}
+            active = [active[j] for j in keep]
+            last, kv, _ = dec(nxt[rows][:, None], kv)
+            last = last[:, -1]
+        for r, i in enumerate(idx):
+            hyp = Hypothesis(cut_repetition(tokens[r]), sums[r], float(nsp[r]))
+            out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
+    return out
+
+
+@torch.no_grad()
+def target_logprobs(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
+                    targets: TargetBatch, subset: list[int] | None = None) -> dict[int, float]:
+    """Mean log-prob per target token (full vocabulary, teacher forcing) of each utterance of `subset`:
+    how confident the model is of a given transcript (a pseudo-label's confidence)."""
+    out = {}
+    for idx, h in cache.parts(subset):
+        x = _decoder_states(rec, apply_group(rec, params, h), targets.tokens[idx, :-1])
+        logp = rec.model.decoder.proj(x).log_softmax(-1).gather(-1, targets.tokens[idx, 1:, None])[..., 0]
+        mask = targets.mask[idx]
+        for k, i in enumerate(idx):
+            out[i] = float((logp[k] * mask[k]).sum() / mask[k].sum().clamp(min=1))
+    return out
+
+
+def _budget(rec: WhisperRecognizer, cache: CallerCache, i: int) -> int:
+    return rec.options.token_budget(cache.seconds[i] if cache.seconds else cache.frames[i] / 100.0)
