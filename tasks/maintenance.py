@@ -1,18 +1,9 @@
 """Maintenance: the sweeper (Celery beat) and the worker heartbeat.
 
 ``maintenance.sweep`` runs every ``SEGMENT_SWEEP_INTERVAL_S`` (beat) and
-repairs what a fault left behind, so that no received audio goes
-unrecognized:
-
-- segments with audio still ``pending`` ``SEGMENT_STUCK_AFTER_S`` after
-  their last change are queued again (their task was lost: Redis restarted
-  empty, a worker was killed before its late ack could redeliver it);
-- live calls that no web process holds any more (their liveness key in Redis
-  expired: the process was killed) are closed as ``failed``, keeping their
-  segments; skipped for a while after Redis itself restarted, until every
-  web process has renewed its keys;
-- segments that never got their audio, of calls that are closed, are marked
-  ``failed`` with the reason.
+repairs what a fault left behind (``services.maintenance_sweep``: stuck
+segments queued again, orphaned calls closed, segments that never got their
+audio failed), so that no received audio goes unrecognized.
 
 Each worker process that consumes the recognition queue also announces,
 every ``WORKER_HEARTBEAT_S``, that its recognizer is loaded (a Redis key that
@@ -33,10 +24,8 @@ from celery.signals import task_postrun, worker_process_init
 from django.conf import settings
 
 from callcenter import asr
+from callcenter.calls import services
 from callcenter.ops import metrics, redisconn
-from callcenter.calls import selectors, services
-from callcenter.errors import InvalidState
-from callcenter.streaming.liveness import TTL_PERIODS
 
 logger = logging.getLogger(__name__)
 
@@ -47,45 +36,10 @@ MAX_LATENCY_S = 3600
 
 @shared_task(name="maintenance.sweep", soft_time_limit=120, time_limit=150)
 def sweep() -> dict[str, list[int]]:
-    """One pass of the sweeper; returns what it did, by id."""
-    closed = _close_orphaned_calls()
-    requeued = services.segments_requeue_stuck(older_than_s=settings.SEGMENT_STUCK_AFTER_S)
-    abandoned = selectors.calls_closed_with_segments_without_audio(seconds_ago=settings.SEGMENT_STUCK_AFTER_S)
-    failed = services.segments_fail_without_audio(
-        call_ids=abandoned, reason="the call ended before this segment's audio was stored"
+    """One pass of the sweeper (``services.maintenance_sweep``); returns what it did, by id."""
+    return services.maintenance_sweep(
+        stuck_after_s=settings.SEGMENT_STUCK_AFTER_S, heartbeat_s=settings.STREAM_HEARTBEAT_S
     )
-    metrics.SWEEPS.labels("call_closed").inc(len(closed))
-    metrics.SWEEPS.labels("requeued").inc(len(requeued))
-    metrics.SWEEPS.labels("segment_failed").inc(failed)
-    if closed or requeued or failed:
-        logger.warning(
-            "sweeper: closed %d orphaned call(s) %s, queued %d stuck segment(s) %s, failed %d segment(s) without audio",
-            len(closed), closed, len(requeued), requeued[:50], failed,
-        )  # fmt: skip
-    return {"calls_closed": closed, "segments_requeued": requeued, "segments_failed": [failed]}
-
-
-def _close_orphaned_calls() -> list[int]:
-    heartbeat = settings.STREAM_HEARTBEAT_S
-    expired_after = heartbeat * TTL_PERIODS
-    uptime = redisconn.uptime_s()
-    if uptime < expired_after + heartbeat:
-        logger.info("sweeper: Redis restarted %d s ago; live calls are checked once web processes renewed them", uptime)
-        return []
-    candidates = selectors.calls_live_started_before(seconds_ago=expired_after + heartbeat)
-    alive = redisconn.calls_alive(call_ids=candidates)
-    closed = []
-    for call_id in candidates:
-        if call_id in alive:
-            continue
-        try:
-            services.call_close_orphaned(
-                call_id=call_id, reason=f"its web process stopped (no heartbeat for {expired_after} s)"
-            )
-        except InvalidState:
-            continue  # closed by its process meanwhile
-        closed.append(call_id)
-    return closed
 
 
 # --- worker heartbeat ---------------------------------------------------------

@@ -64,11 +64,15 @@ from .privacy import (
     customer_forget,
 )
 from .training import (
+    TrainingConfig,
+    training_config,
     training_run_start,
     training_run_finish,
     model_version_create_promoted,
+    meta_training_run,
 )
 from .maintenance import (
+    maintenance_sweep,
     segments_requeue_stuck,
     call_close_orphaned,
     segments_fail_without_audio,
@@ -112,6 +116,10 @@ __all__ = [
     "training_run_start",
     "training_run_finish",
     "model_version_create_promoted",
+    "TrainingConfig",
+    "training_config",
+    "meta_training_run",
+    "maintenance_sweep",
     "segments_requeue_stuck",
     "call_close_orphaned",
     "segments_fail_without_audio",

@@ -8,6 +8,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from callcenter.calls import services
+from callcenter.celery import app as celery_app
+
 
 class Command(BaseCommand):
     help = (
@@ -23,15 +26,13 @@ class Command(BaseCommand):
         parser.add_argument("--queue", action="store_true", help="queue the Celery task instead of running here")
 
     def handle(self, *args, outer_steps: int | None, force: bool, queue: bool, **options) -> None:
-        from tasks.training import default_config, meta_train_customers, run_meta_training
-
         if outer_steps is not None and outer_steps < 1:
             raise CommandError(f"--outer-steps must be at least 1, got {outer_steps}")
         if queue:
-            result = meta_train_customers.delay(outer_steps=outer_steps, force=force)
+            result = celery_app.send_task("training.meta_train", kwargs={"outer_steps": outer_steps, "force": force})
             self.stdout.write(f"queued meta-training task {result.id}")
             return
-        run = run_meta_training(default_config(outer_steps=outer_steps, force=force))
+        run = services.meta_training_run(cfg=services.training_config(outer_steps=outer_steps, force=force))
         self.stdout.write(f"meta-training #{run.pk}: {run.status}: {run.reason}")
         self.stdout.write(json.dumps(run.metrics, indent=2, sort_keys=True))
         if run.status == run.Status.FAILED:

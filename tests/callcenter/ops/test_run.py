@@ -23,7 +23,7 @@ from callcenter.errors import ConfigurationError
 from callcenter.ops.run import _loopback, exposure_check
 from tests.fixtures.processes import group_gone
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # WER of the demo call's finals against its sentences (tightened when the trained checkpoint lands).
 MAX_WER = 0.3  # the shipped checkpoint: ~15 % on unseen test callers, ~2 % on the demo voice
 
