@@ -158,6 +158,7 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
         metrics.RECOGNITIONS.labels("recognized").inc()
         _publish_final(stored, endpoint_at=endpoint_at, started_at=started_at)
         if results:  # a batch-mate: its own task, when it runs, neither sends its final again nor records its latency
+            logger.info("segment #%s recognized in the batch of segment #%s", stored.pk, batch[0][0].pk)
             _mark_batched_final_sent(stored.pk)
             record_recognition_latency(outcome="recognized", endpoint_at=endpoint_at)
         results.append({"segment": stored.pk, "status": stored.status, "text": stored.text})
