@@ -102,21 +102,24 @@ def _masked_logprobs(logits: Tensor, suppress: Tensor, suppress_begin: Tensor | 
     return F.log_softmax(logits, dim=-1)
 
 
-def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: int) -> tuple[Tensor, dict, Tensor]:
-    """Run the prompt: -> last logits (batch, vocab), cache, no-speech probabilities (batch,)."""
+def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: int,
+           sot_index: int = 0) -> tuple[Tensor, dict, Tensor]:
+    """Run the prompt: -> last logits (batch, vocab), cache, no-speech probabilities (batch,).
+    sot_index: where <|startoftranscript|> is in the prompt (after <|startofprev|> and the previous
+    text when there is one)."""
     tokens = torch.tensor([prompt] * audio.shape[0])
     logits, cache, _ = decoder(tokens, decoder.init_cache(audio))
-    no_speech_prob = logits[:, 0].softmax(-1)[:, no_speech]        # at <|startoftranscript|>, prompt[0]
+    no_speech_prob = logits[:, sot_index].softmax(-1)[:, no_speech]        # at <|startoftranscript|>
     return logits[:, -1], cache, no_speech_prob
 
 
 @torch.no_grad()
 def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
            suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
-           max_new: int | list[int] | None = None) -> list[Hypothesis]:
+           max_new: int | list[int] | None = None, sot_index: int = 0) -> list[Hypothesis]:
     """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together).
     max_new: new tokens at most, for all rows or one number per row."""
-    last, cache, nsp = _start(decoder, audio, prompt, no_speech)
+    last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index)
     b = audio.shape[0]
     limits = torch.tensor(_budgets(max_new or opts.max_new_tokens, b))
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
@@ -144,14 +147,14 @@ def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_
 @torch.no_grad()
 def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
                 suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
-                max_new: int | list[int] | None = None) -> list[Hypothesis]:
+                max_new: int | list[int] | None = None, sot_index: int = 0) -> list[Hypothesis]:
     """audio (segments, S, d) -> the best hypothesis of each segment by sum log-prob /
     length ** length_penalty. The segments are searched together: every decoder step runs the
     beams of all the segments still searching as one batch (each segment's beams attend to its
     own audio; a segment whose search ended leaves the batch). max_new: new tokens at most, for
     all segments or one number per segment."""
     k = opts.beam_size
-    last, cache, nsp = _start(decoder, audio, prompt, no_speech)
+    last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index)
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
     n = audio.shape[0]
     limits = _budgets(max_new or opts.max_new_tokens, n)

@@ -103,22 +103,24 @@ class WhisperRecognizer:
     # -- transcription ----------------------------------------------------------------------------
     def transcribe(self, audio: Tensor | str | bytes, sample_rate: int | None = None,
                    params: dict[str, Tensor] | None = None, beam_size: int | None = None,
-                   word_timestamps: bool = True, offset: float = 0.0) -> Transcript:
-        """One segment -> Transcript. Empty or too-short audio -> empty text."""
+                   word_timestamps: bool = True, offset: float = 0.0, prompt: str | None = None) -> Transcript:
+        """One segment -> Transcript. Empty or too-short audio -> empty text. prompt: words and
+        names to favour (a line's vocabulary), given to the decoder as previous text."""
         x = self.prepare(audio, sample_rate)
         texts, words = [], []
         for start in range(0, max(x.numel(), 1), MAX_SAMPLES):
             piece = x[start:start + MAX_SAMPLES]
             if piece.numel() < 2 * HOP_LENGTH:
                 continue
-            t = self._transcribe_window(piece, params, beam_size, word_timestamps, offset + start / SAMPLE_RATE)
+            t = self._transcribe_window(piece, params, beam_size, word_timestamps, offset + start / SAMPLE_RATE,
+                                        prompt)
             if t.text:
                 texts.append(t.text)
                 words.extend(t.words)
         return Transcript(" ".join(texts), words)
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, params: dict[str, Tensor] | None = None,
-                         word_timestamps: bool = True) -> list[Transcript]:
+                         word_timestamps: bool = True, prompt: str | None = None) -> list[Transcript]:
         """Concurrent segments (each <= 30 s) of one caller (or of callers without a profile): one
         batched encoder pass and batched decoding (beam search: every segment's beams in one
         decoder batch), with this recognizer's settings. The same transcripts as `transcribe`
@@ -134,9 +136,9 @@ class WhisperRecognizer:
         width = self._width(max(f for _, f in feats))
         audio = self.encode(torch.stack([m[:, :width] for m, _ in feats]), params)
         budgets = [self.options.token_budget(xs[i].numel() / SAMPLE_RATE) for i in ok]
-        hyps = self._decode(audio, self.options.beam_size, budgets)
+        hyps = self._decode(audio, self.options.beam_size, budgets, prompt)
         for j, i in enumerate(ok):
-            hyp = self._guard(audio[j:j + 1], hyps[j], budgets[j])
+            hyp = self._guard(audio[j:j + 1], hyps[j], budgets[j], prompt)
             out[i] = self._result(audio[j:j + 1], hyp, feats[j][1], word_timestamps, 0.0)
         return out
 
@@ -149,21 +151,26 @@ class WhisperRecognizer:
         return min(N_FRAMES, 2 * ((frames + int(trim * 100) + 1) // 2))
 
     def _transcribe_window(self, x: Tensor, params, beam_size: int | None, word_timestamps: bool,
-                           offset: float) -> Transcript:
+                           offset: float, prompt: str | None = None) -> Transcript:
         mel, frames = self.features(x)
         audio = self.encode(mel[None, :, :self._width(frames)], params)
         budget = self.options.token_budget(x.numel() / SAMPLE_RATE)
-        hyp = self._guard(audio, self._decode(audio, beam_size or self.options.beam_size, budget)[0], budget)
+        hyp = self._guard(audio, self._decode(audio, beam_size or self.options.beam_size, budget, prompt)[0], budget,
+                          prompt)
         return self._result(audio, hyp, frames, word_timestamps, offset)
 
-    def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int]) -> list[Hypothesis]:
+    def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int],
+                prompt: str | None = None) -> list[Hypothesis]:
         tok, dec = self.tokenizer, self.infer.decoder
-        args = (tok.prompt, tok.eot, tok.no_speech, list(tok.suppress), list(self.model.cfg.suppress_ids_begin))
+        # With a prompt: <|startofprev|> + its last tokens (half the text context, as openai/whisper) + SOT.
+        start = tok.prompt_with_previous(prompt, self.model.cfg.n_text_ctx // 2 - 1) if prompt else tok.prompt
+        sot_index = len(start) - len(tok.prompt)
+        args = (start, tok.eot, tok.no_speech, list(tok.suppress), list(self.model.cfg.suppress_ids_begin))
         if beam_size == 1:
-            return greedy(dec, audio, *args, self.options, budget)
-        return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget)
+            return greedy(dec, audio, *args, self.options, budget, sot_index=sot_index)
+        return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget, sot_index=sot_index)
 
-    def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int) -> Hypothesis:
+    def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int, prompt: str | None = None) -> Hypothesis:
         """A repetition loop (text compresses too well, or the token budget ran out): retry with beam
         search; if that loops too, cut the loop."""
         limit = self.options.compression_ratio_threshold
@@ -172,7 +179,7 @@ class WhisperRecognizer:
         looping = lambda h: compression_ratio(self.tokenizer.decode(h.tokens)) > limit or len(h.tokens) >= budget  # noqa: E731
         if not looping(hyp):
             return hyp
-        retry = self._decode(audio, max(5, self.options.beam_size), budget)[0]
+        retry = self._decode(audio, max(5, self.options.beam_size), budget, prompt)[0]
         best = retry if not looping(retry) else hyp
         return Hypothesis(cut_repetition(best.tokens), best.sum_logprob, best.no_speech_prob)
 

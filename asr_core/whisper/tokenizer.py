@@ -43,6 +43,13 @@ class WhisperTokenizer:
         lang = [self._id("<|en|>"), self.transcribe] if self.multilingual else []
         return [self.sot, *lang, self.no_timestamps]
 
+    def prompt_with_previous(self, text: str, max_tokens: int) -> list[int]:
+        """``<|startofprev|>``, the last ``max_tokens`` tokens of `` text``, then `prompt`: the decoder
+        reads the text as what was said before (openai/whisper's ``initial_prompt``), which biases it
+        towards those words and spellings."""
+        previous = self.encode(" " + " ".join(text.split()))[-max_tokens:] if max_tokens > 0 else []
+        return [self.sot_prev, *previous, *self.prompt]
+
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
