@@ -29,7 +29,11 @@ Callers:
 - ``transcribe(rec, audio, params=)`` / ``transcribe_batch(rec, audios, params=)``: the final pass.
 
 Audio and files: ``decode_audio``, ``wav_bytes``, ``to_stored_rate``, ``mulaw_decode``,
-``mulaw_encode``, ``pcm16_encode``, ``checkpoint_sha256``, ``word_error_rate``.
+``mulaw_encode``, ``pcm16_encode``, ``checkpoint_sha256``, ``word_error_rate``; ``load_audio``
+(asr_core's reader, raising ``AudioError``) for the developer tools.
+
+Synthetic callers (the demo and the benches): ``Speaker``, ``FESTIVAL_VOICES``, ``synthesize``
+(``render(speaker, text, seed)``), ``synthetic_sentences``; ``SynthesisError``.
 """
 
 from __future__ import annotations
@@ -49,9 +53,12 @@ from django.conf import settings
 from asr_core import engines
 from asr_core.audio import load_audio, mulaw_decode, mulaw_encode, pcm16_encode, resample
 from asr_core.checkpoint import load_checkpoint
+from asr_core.corpus.sentences import sentences as synthetic_sentences
+from asr_core.corpus.speakers import FESTIVAL_VOICES, Speaker
+from asr_core.corpus.synth import render as synthesize
 from asr_core.decoder import Transcript
 from asr_core.engines import PartialStream, SpeechRecognizer
-from asr_core.errors import AsrError, AudioError, ProfileError
+from asr_core.errors import AsrError, AudioError, ProfileError, SynthesisError
 from asr_core.metrics import wer
 from asr_core.profile import Profile
 from asr_core.whisper import convert
@@ -65,6 +72,7 @@ __all__ = [
     "decode_audio", "wav_bytes", "to_stored_rate", "mulaw_decode", "mulaw_encode", "pcm16_encode",
     "checkpoint_sha256", "word_error_rate", "model_version", "whisper_checkpoint",
     "SpeechRecognizer", "PartialStream", "Transcript",
+    "load_audio", "SynthesisError", "FESTIVAL_VOICES", "Speaker", "synthesize", "synthetic_sentences",
 ]
 
 logger = logging.getLogger(__name__)
@@ -309,11 +317,16 @@ def transcribe(rec: engines.SpeechRecognizer, audio: torch.Tensor, *, params: di
 
 
 def transcribe_batch(
-    rec: engines.SpeechRecognizer, audios: list[torch.Tensor], *, params: list[dict[str, torch.Tensor] | None]
+    rec: engines.SpeechRecognizer,
+    audios: list[torch.Tensor],
+    *,
+    params: list[dict[str, torch.Tensor] | None],
+    vocabularies: list[list[str] | None] | None = None,
 ) -> list[dict]:
-    """Recognize concurrent segments (8 kHz float audio) together -> one dict per segment."""
+    """Recognize concurrent segments (8 kHz float audio) together -> one dict per segment.
+    ``vocabularies``: each segment's call vocabulary (Whisper prompt, the small model's hotwords)."""
     fallbacks = rec.decoder_fallbacks
-    results = rec.transcribe_batch(audios, STORED_SAMPLE_RATE, params=params)
+    results = rec.transcribe_batch(audios, STORED_SAMPLE_RATE, params=params, vocabularies=vocabularies)
     if rec.decoder_fallbacks > fallbacks:
         metrics.DECODER_FALLBACKS.inc(rec.decoder_fallbacks - fallbacks)
     return [t.as_dict() for t in results]

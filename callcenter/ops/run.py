@@ -258,9 +258,6 @@ def start(sup: Supervisor, opts: Options) -> Running:
     """Bring the system up under ``sup``; returns once everything answers."""
     from django.conf import settings
 
-    from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
-    from callcenter.celery import app as celery_app
-
     probe_host = _local_host(opts.host)
     http_url = f"http://{_url_host(probe_host)}:{opts.port}"
     if opts.web:
@@ -271,62 +268,25 @@ def start(sup: Supervisor, opts: Options) -> Running:
         raise ConfigurationError(f"port {opts.port} on {opts.host} is in use: choose another with --port")
 
     _database_check()
-    if settings.EMBEDDED_REDIS_SOCKET:
-        _start_private_redis(sup, settings.EMBEDDED_REDIS_SOCKET, timeout=opts.ready_timeout)
-    elif _redis_answers(settings.REDIS_URL):
-        sup.say(f"using Redis at {_redact(settings.REDIS_URL)}")
-    else:
-        raise ConfigurationError(f"cannot reach Redis at {_redact(settings.REDIS_URL)} (REDIS_URL)")
-
+    _redis_start_or_check(sup, opts)
     if opts.migrate:
         _migrate(sup)
     admin_login = demo_admin_ensure(var_dir=settings.VAR_DIR) if opts.demo else None
 
     env = _child_env()
-    worker_name = adaptation_worker_name = None
     if opts.web:
         sup.start(
             "web",
             [sys.executable, "-m", "daphne", "-b", opts.host, "-p", str(opts.port), "callcenter.asgi:application"],
             env=env,
         )
-    if opts.worker:
-        worker_name = f"callcenter-{os.getpid()}@{socket.gethostname()}"
-        adaptation_worker_name = f"callcenter-adaptation-{os.getpid()}@{socket.gethostname()}"
-        Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
-        celery_worker = [sys.executable, "-m", "celery", "-A", "callcenter", "worker", "-l", "info"]
-        sup.start(
-            "worker",
-            [
-                *celery_worker, "-Q", RECOGNITION_QUEUE,
-                "-c", str(settings.CELERY_WORKER_CONCURRENCY), "-n", worker_name,
-                "--without-gossip", "--without-mingle",
-                # Beat inside the worker: the sweeper and periodic meta-training (one machine, one beat).
-                "-B", "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
-            ],
-            env=env,
-        )  # fmt: skip
-        sup.start(
-            "adaptation",
-            [
-                *celery_worker, "-Q", ADAPTATION_QUEUE, "-c", "1", "-n", adaptation_worker_name,
-                "--without-gossip", "--without-mingle",
-            ],
-            env=env,
-            nice=ADAPTATION_NICE,
-        )  # fmt: skip
+    worker_name, adaptation_worker_name = _workers_start(sup, env) if opts.worker else (None, None)
     if opts.web:
         sup.wait_until("the web server", lambda: _http_ok(f"{http_url}/healthz"), timeout=opts.ready_timeout)
         sup.say(f"web server answers at {http_url}/healthz")
     if opts.worker:
-        for what, name in (("the worker", worker_name), ("the adaptation worker", adaptation_worker_name)):
-            sup.wait_until(
-                what,
-                lambda name=name: bool(celery_app.control.ping(destination=[name], timeout=0.5)),
-                timeout=opts.ready_timeout,
-            )
-        answer = _worker_round_trip(sup, timeout=opts.ready_timeout)
-        sup.say(f"worker {answer['worker']} answered system.ping ({answer['customers']} customers in the database)")
+        _workers_wait(sup, [("the worker", worker_name), ("the adaptation worker", adaptation_worker_name)],
+                      timeout=opts.ready_timeout)  # fmt: skip
     return Running(
         http_url=http_url,
         admin_url=f"{http_url}/admin/",
@@ -336,6 +296,63 @@ def start(sup: Supervisor, opts: Options) -> Running:
         adaptation_worker_name=adaptation_worker_name,
         admin_login=admin_login,
     )
+
+
+def _redis_start_or_check(sup: Supervisor, opts: Options) -> None:
+    """The private Redis (``EMBEDDED_REDIS_SOCKET``), or ``REDIS_URL``'s answering."""
+    from django.conf import settings
+
+    if settings.EMBEDDED_REDIS_SOCKET:
+        _start_private_redis(sup, settings.EMBEDDED_REDIS_SOCKET, timeout=opts.ready_timeout)
+    elif _redis_answers(settings.REDIS_URL):
+        sup.say(f"using Redis at {_redact(settings.REDIS_URL)}")
+    else:
+        raise ConfigurationError(f"cannot reach Redis at {_redact(settings.REDIS_URL)} (REDIS_URL)")
+
+
+def _workers_start(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
+    """The recognition worker (with beat) and the adaptation worker (one
+    process, lower CPU priority); returns their names."""
+    from django.conf import settings
+
+    from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
+
+    worker_name = f"callcenter-{os.getpid()}@{socket.gethostname()}"
+    adaptation_worker_name = f"callcenter-adaptation-{os.getpid()}@{socket.gethostname()}"
+    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+    celery_worker = [sys.executable, "-m", "celery", "-A", "callcenter", "worker", "-l", "info"]
+    sup.start(
+        "worker",
+        [
+            *celery_worker, "-Q", RECOGNITION_QUEUE,
+            "-c", str(settings.CELERY_WORKER_CONCURRENCY), "-n", worker_name,
+            "--without-gossip", "--without-mingle",
+            # Beat inside the worker: the sweeper and periodic meta-training (one machine, one beat).
+            "-B", "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
+        ],
+        env=env,
+    )  # fmt: skip
+    sup.start(
+        "adaptation",
+        [
+            *celery_worker, "-Q", ADAPTATION_QUEUE, "-c", "1", "-n", adaptation_worker_name,
+            "--without-gossip", "--without-mingle",
+        ],
+        env=env,
+        nice=ADAPTATION_NICE,
+    )  # fmt: skip
+    return worker_name, adaptation_worker_name
+
+
+def _workers_wait(sup: Supervisor, workers: list[tuple[str, str]], *, timeout: float) -> None:
+    """Until each worker answers a control ping, then ``system.ping`` made the round trip."""
+    from callcenter.celery import app as celery_app
+
+    for what, name in workers:
+        sup.wait_until(what, lambda name=name: bool(celery_app.control.ping(destination=[name], timeout=0.5)),
+                       timeout=timeout)  # fmt: skip
+    answer = _worker_round_trip(sup, timeout=timeout)
+    sup.say(f"worker {answer['worker']} answered system.ping ({answer['customers']} customers in the database)")
 
 
 def _redact(url: str) -> str:
@@ -386,8 +403,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def _demo_call(sup: Supervisor, running: Running, opts: Options) -> bool:
     """Place the demo call; False if it could not be placed (the system keeps running)."""
-    from asr_core.audio import AudioError
-    from asr_core.corpus.synth import SynthesisError
+    from callcenter.asr import AudioError, SynthesisError
     from callcenter.tools.demo import run_demo_call
 
     def watchdog() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import secrets
 import sys
@@ -176,85 +177,110 @@ async def _stream_twilio_once(
 ) -> StreamRun:
     import torch
 
-    from asr_core.audio import mulaw_encode
+    from callcenter.asr import mulaw_encode
 
     run = run or StreamRun(stream_sid=stream_sid or _twilio_sid("MZ"))
-    call_sid, account_sid = _twilio_sid("CA"), _twilio_sid("AC")
-    parameters = dict(extra_parameters or {})
+    call = _TwilioCall(
+        run=run,
+        call_sid=_twilio_sid("CA"),
+        account_sid=_twilio_sid("AC"),
+        parameters=_twilio_parameters(caller, customer_id, marks, extra_parameters),
+        seq=itertools.count(1).__next__,
+    )
+    payload = mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
+    started = time.monotonic()
+    async with websockets.connect(url, max_size=2**22, open_timeout=20) as ws:
+        reading = asyncio.ensure_future(_twilio_read(ws, call, on_message))
+        try:
+            await _twilio_send(ws, call, payload, started=started, realtime=realtime, send_stop=send_stop)
+        except websockets.ConnectionClosed:
+            pass
+        await _hang_up(ws, reading, abort=abort)
+        run.close_code, run.close_reason = _close_info(ws)
+    run.seconds = time.monotonic() - started
+    return run
+
+
+@dataclass
+class _TwilioCall:
+    """One Twilio media stream as it is being sent: ids, custom parameters,
+    and the sequence numbers of its messages (shared by sender and reader)."""
+
+    run: StreamRun
+    call_sid: str
+    account_sid: str
+    parameters: dict[str, str]
+    seq: Callable[[], int]
+
+
+def _twilio_parameters(
+    caller: str | None, customer_id: str | None, marks: bool, extra: dict[str, str] | None
+) -> dict[str, str]:
+    parameters = dict(extra or {})
     if caller:
         parameters["caller"] = caller
     if customer_id:
         parameters["customer_id"] = customer_id
     if marks:
         parameters["marks"] = "true"
-    payload = mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
-    frame_bytes = 8000 * TWILIO_FRAME_MS // 1000
-    started = time.monotonic()
-    async with websockets.connect(url, max_size=2**22, open_timeout=20) as ws:
+    return parameters
 
-        async def reader() -> None:
-            async for raw in ws:
-                message = json.loads(raw)
-                run.messages.append(message)
-                if on_message:
-                    on_message(message)
-                if message.get("event") == "mark":
-                    # Twilio echoes a mark once the audio sent before it has played.
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "event": "mark",
-                                "sequenceNumber": str(seq()),
-                                "streamSid": run.stream_sid,
-                                "mark": message.get("mark", {}),
-                            }
-                        )
-                    )
 
-        counter = iter(range(1, 1 << 40))
-
-        def seq() -> int:
-            return next(counter)
-
-        reading = asyncio.ensure_future(reader())
-        try:
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+async def _twilio_read(ws, call: _TwilioCall, on_message: Callable[[dict], None] | None) -> None:
+    """Collect the server's messages; echo each mark, as Twilio does once
+    the audio sent before it has played."""
+    async for raw in ws:
+        message = json.loads(raw)
+        call.run.messages.append(message)
+        if on_message:
+            on_message(message)
+        if message.get("event") == "mark":
             await ws.send(json.dumps({
-                "event": "start", "sequenceNumber": str(seq()), "streamSid": run.stream_sid,
-                "start": {
-                    "accountSid": account_sid, "streamSid": run.stream_sid, "callSid": call_sid,
-                    "tracks": ["inbound"], "customParameters": parameters,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
+                "event": "mark", "sequenceNumber": str(call.seq()), "streamSid": call.run.stream_sid,
+                "mark": message.get("mark", {}),
             }))  # fmt: skip
-            for chunk, offset in enumerate(range(0, len(payload), frame_bytes), start=1):
-                await _paced(chunk - 1, TWILIO_FRAME_MS / 1000, started, realtime)
-                await ws.send(json.dumps({
-                    "event": "media", "sequenceNumber": str(seq()), "streamSid": run.stream_sid,
-                    "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * TWILIO_FRAME_MS),
-                              "payload": base64.b64encode(payload[offset:offset + frame_bytes]).decode("ascii")},
-                }))  # fmt: skip
-                run.frames_sent += 1
-            if send_stop:
-                await ws.send(json.dumps({
-                    "event": "stop", "sequenceNumber": str(seq()), "streamSid": run.stream_sid,
-                    "stop": {"accountSid": account_sid, "callSid": call_sid},
-                }))  # fmt: skip
-        except websockets.ConnectionClosed:
-            pass
-        if abort:
-            ws.transport.abort()
-            reading.cancel()
-        else:
-            # Twilio closes its side after stop.
-            await ws.close()
-            try:
-                await asyncio.wait_for(reading, timeout=10)
-            except (asyncio.TimeoutError, websockets.ConnectionClosed):
-                reading.cancel()
-        run.close_code, run.close_reason = _close_info(ws)
-    run.seconds = time.monotonic() - started
-    return run
+
+
+async def _twilio_send(ws, call: _TwilioCall, payload: bytes, *, started: float, realtime: bool, send_stop: bool) -> None:
+    """``connected``, ``start``, the audio as 20 ms ``media`` frames (paced
+    in real time when ``realtime``), then ``stop`` when ``send_stop``."""
+    run, frame_bytes = call.run, 8000 * TWILIO_FRAME_MS // 1000
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    await ws.send(json.dumps({
+        "event": "start", "sequenceNumber": str(call.seq()), "streamSid": run.stream_sid,
+        "start": {
+            "accountSid": call.account_sid, "streamSid": run.stream_sid, "callSid": call.call_sid,
+            "tracks": ["inbound"], "customParameters": call.parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }))  # fmt: skip
+    for chunk, offset in enumerate(range(0, len(payload), frame_bytes), start=1):
+        await _paced(chunk - 1, TWILIO_FRAME_MS / 1000, started, realtime)
+        await ws.send(json.dumps({
+            "event": "media", "sequenceNumber": str(call.seq()), "streamSid": run.stream_sid,
+            "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str((chunk - 1) * TWILIO_FRAME_MS),
+                      "payload": base64.b64encode(payload[offset:offset + frame_bytes]).decode("ascii")},
+        }))  # fmt: skip
+        run.frames_sent += 1
+    if send_stop:
+        await ws.send(json.dumps({
+            "event": "stop", "sequenceNumber": str(call.seq()), "streamSid": run.stream_sid,
+            "stop": {"accountSid": call.account_sid, "callSid": call.call_sid},
+        }))  # fmt: skip
+
+
+async def _hang_up(ws, reading: asyncio.Future, *, abort: bool) -> None:
+    """Drop the connection (``abort``: as a lost network would), or close
+    it as Twilio does after ``stop`` and wait for the server's last messages."""
+    if abort:
+        ws.transport.abort()
+        reading.cancel()
+        return
+    await ws.close()
+    try:
+        await asyncio.wait_for(reading, timeout=10)
+    except (asyncio.TimeoutError, websockets.ConnectionClosed):
+        reading.cancel()
 
 
 async def stream_pcm(
@@ -274,7 +300,7 @@ async def stream_pcm(
     one answer read after each frame, one after eof."""
     import torch
 
-    from asr_core.audio import pcm16_encode
+    from callcenter.asr import pcm16_encode
 
     run = StreamRun()
     pcm = pcm16_encode(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
@@ -333,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
     args = parser.parse_args(argv)
 
-    from asr_core.audio import AudioError, load_audio
+    from callcenter.asr import AudioError, load_audio
 
     rate = 8000 if args.protocol == "twilio" else args.sample_rate
     try:

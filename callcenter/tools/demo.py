@@ -49,7 +49,7 @@ DEMO_VOICE = "cmu_us_slt_arctic_hts"
 def demo_speaker(voice: str = DEMO_VOICE):
     """The demo caller on a clean telephone line (mu-law): festival ``voice``,
     or an espeak-ng voice ("en-us+m6")."""
-    from asr_core.corpus.speakers import FESTIVAL_VOICES, Speaker
+    from callcenter.asr import FESTIVAL_VOICES, Speaker
 
     if voice in FESTIVAL_VOICES:
         return Speaker(
@@ -65,8 +65,8 @@ def demo_speaker(voice: str = DEMO_VOICE):
 def synthetic_call(*, seed: int = 7, sentences: int = 4, voice: str = DEMO_VOICE) -> SyntheticCall:
     """A caller saying ``sentences`` customer-service sentences, with a
     second of quiet line before, between and after them."""
-    from asr_core.corpus.sentences import sentences as make_sentences
-    from asr_core.corpus.synth import render
+    from callcenter.asr import synthesize as render
+    from callcenter.asr import synthetic_sentences as make_sentences
 
     texts = make_sentences(random.Random(seed), sentences)
     rng = np.random.default_rng(seed)
@@ -255,8 +255,8 @@ def run_demo_call(
     """Place the demo call against the running system and print it as an
     agent sees it. ``watchdog()`` is called every few tenths of a second and
     may raise to abandon the call (Ctrl-C, a child process died)."""
-    from asr_core.audio import load_audio
-    from asr_core.metrics import wer
+    from callcenter.asr import load_audio
+    from callcenter.asr import word_error_rate as wer
     from callcenter.tools.client import stream_twilio
 
     if wav:

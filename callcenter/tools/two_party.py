@@ -124,7 +124,7 @@ def agent_utterances(count: int, *, seed: int = 0) -> list[tuple[np.ndarray, str
     """The agent's lines spoken by the demo's voice (festival HTS) over a clean mu-law line."""
     import dataclasses
 
-    from asr_core.corpus.synth import render
+    from callcenter.asr import synthesize as render
     from callcenter.tools.demo import demo_speaker
 
     speaker = dataclasses.replace(demo_speaker(), id="agent", snr_db=50.0)
@@ -148,7 +148,7 @@ async def stream_twilio_two_track(
     (the customer) and ``outbound`` (the agent), 20 ms frames of each, in step."""
     import torch
 
-    from asr_core.audio import mulaw_encode
+    from callcenter.asr import mulaw_encode
 
     run = StreamRun(stream_sid=_twilio_sid("MZ"))
     call_sid = _twilio_sid("CA")
