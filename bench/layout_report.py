@@ -3,7 +3,7 @@ the layering rules of DESIGN.md. Prints figures; changes nothing.
 
     python3 -m venv var/layout-venv
     var/layout-venv/bin/pip install -r bench/requirements-layout.txt
-    var/layout-venv/bin/python bench/layout_report.py [--max-lines 400] [--max-function-lines 60]
+    var/layout-venv/bin/python bench/layout_report.py [--max-lines 400] [--max-function-lines 60] [--root DIR]
 
 The import graph comes from grimp (every ``import`` statement, those inside
 functions too); the sizes from the files. Migrations are left out.
@@ -117,7 +117,11 @@ def main() -> int:
     parser.add_argument("--max-lines", type=int, default=400)
     parser.add_argument("--max-function-lines", type=int, default=60)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--root", type=Path, default=None, help="another checkout to measure (e.g. a git worktree)")
     args = parser.parse_args()
+    if args.root is not None:
+        global REPO_ROOT
+        REPO_ROOT = args.root.resolve()
     sys.path.insert(0, str(REPO_ROOT))
 
     files = _sources()

@@ -1,5 +1,7 @@
-"""The sweeper (maintenance.sweep) and the requeue_segments command, with
-the real database, Redis and Celery worker."""
+"""The sweeper task (maintenance.sweep: its rules are tested in
+tests/callcenter/calls/services/test_maintenance.py), the requeue_segments
+command and the workers' metrics, with the real database, Redis and Celery
+worker."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from callcenter.ops import redisconn
 from callcenter.asr import wav_bytes
 from callcenter.calls import services
 from callcenter.calls.models import Call, Segment
@@ -58,38 +59,6 @@ def test_the_sweeper_queues_stuck_segments_once_and_the_worker_recognizes_them(c
     recognized = _wait_status(stuck.pk, "recognized")
     assert recognized.text and recognized.words
     assert Segment.objects.get(pk=fresh.pk).status == "pending"
-
-
-def test_the_sweeper_closes_live_calls_no_web_process_holds(speech_wav):
-    orphan = services.call_start(protocol="twilio", external_id="MZorphan",
-                                 started_at=timezone.now() - dt.timedelta(minutes=5))  # fmt: skip
-    held = services.call_start(protocol="twilio", external_id="MZheld",
-                               started_at=timezone.now() - dt.timedelta(minutes=5))  # fmt: skip
-    young = services.call_start(protocol="pcm")  # its web process has not renewed its key yet
-    kept = _segment(orphan, 0, speech_wav)
-    lost = _segment(orphan, 1)  # opened at speech onset; its audio died with the process
-    redisconn.calls_alive_renew(call_ids=[held.pk], owner="test:1", ttl_s=30)
-
-    result = sweep()
-
-    assert result["calls_closed"] == [orphan.pk]
-    orphan.refresh_from_db()
-    assert orphan.status == "failed" and "web process stopped" in orphan.failure_reason and orphan.ended_at
-    assert Call.objects.get(pk=held.pk).status == "live" and Call.objects.get(pk=young.pk).status == "live"
-    assert Segment.objects.get(pk=kept.pk).status == "pending"  # kept: it has audio
-    lost = Segment.objects.get(pk=lost.pk)
-    assert lost.status == "failed" and lost.failure_reason.startswith("no audio stored")
-    assert sweep()["calls_closed"] == []
-
-
-def test_the_sweeper_fails_segments_without_audio_of_long_closed_calls():
-    call = services.call_start(protocol="pcm", started_at=timezone.now() - dt.timedelta(minutes=10))
-    services.call_end(call_id=call.pk, ended_at=timezone.now() - dt.timedelta(minutes=5))
-    onset = _segment(call, 0)
-
-    assert sweep()["segments_failed"] == [1]
-    onset.refresh_from_db()
-    assert onset.status == "failed" and "ended before" in onset.failure_reason
 
 
 def test_requeue_segments_queues_failed_ones_of_a_call(celery_worker, speech_wav, capsys):
