@@ -68,7 +68,8 @@ class SpeechRecognizer(Protocol):
     def transcribe(self, audio: Tensor, sample_rate: int, *, params: Params | None = None) -> Transcript: ...
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
-                         params: list[Params | None] | None = None) -> list[Transcript]: ...
+                         params: list[Params | None] | None = None,
+                         vocabularies: list[list[str] | None] | None = None) -> list[Transcript]: ...
 
     def stream(self, sample_rate: int, *, params: Params | None = None) -> PartialStream: ...
 
@@ -111,11 +112,21 @@ class _Common:
         return {k: tuple(v.shape) for k, v in self.initial_params().items()}
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
-                         params: list[Params | None] | None = None) -> list[Transcript]:
-        params = params if params is not None else [None] * len(audios)
-        if len(params) != len(audios):
-            raise ValueError(f"{len(audios)} segments but {len(params)} parameter sets")
-        return [self.transcribe(a, sample_rate, params=p) for a, p in zip(audios, params)]
+                         params: list[Params | None] | None = None,
+                         vocabularies: list[list[str] | None] | None = None) -> list[Transcript]:
+        """vocabularies: each segment's words and names to favour (a line's vocabulary), or None:
+        the small model's hotword boost (shallow fusion in its beam search)."""
+        params, vocabularies = _per_segment(audios, params, vocabularies)
+        return [self.transcribe(a, sample_rate, params=p, hotwords=v or None)
+                for a, p, v in zip(audios, params, vocabularies)]
+
+
+def _per_segment(audios: list, params: list | None, vocabularies: list | None) -> tuple[list, list]:
+    params = params if params is not None else [None] * len(audios)
+    vocabularies = vocabularies if vocabularies is not None else [None] * len(audios)
+    if len(params) != len(audios) or len(vocabularies) != len(audios):
+        raise ValueError(f"{len(audios)} segments but {len(params)} parameter sets and {len(vocabularies)} vocabularies")
+    return params, vocabularies
 
 
 class SmallEngine(_Common, Recognizer):
@@ -167,20 +178,22 @@ class WhisperEngine(_Common, WhisperRecognizer):
         return super().transcribe(audio, sample_rate, params=params, **options)
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
-                         params: list[Params | None] | None = None) -> list[Transcript]:
+                         params: list[Params | None] | None = None,
+                         vocabularies: list[list[str] | None] | None = None) -> list[Transcript]:
         """Segments of callers without a profile share one batched pass (`batch_transcribe`); a
-        caller's adapted parameters change the model, so those segments are recognized one by one."""
-        params = params if params is not None else [None] * len(audios)
-        if len(params) != len(audios):
-            raise ValueError(f"{len(audios)} segments but {len(params)} parameter sets")
+        caller's adapted parameters change the model, so those segments are recognized one by one.
+        vocabularies: each segment's words and names to favour, given to Whisper as a prompt;
+        segments with a vocabulary are recognized one by one too."""
+        params, vocabularies = _per_segment(audios, params, vocabularies)
         out: list[Transcript | None] = [None] * len(audios)
-        plain = [i for i, p in enumerate(params) if not p]
+        plain = [i for i, (p, v) in enumerate(zip(params, vocabularies)) if not p and not v]
         if len(plain) > 1:
             for i, t in zip(plain, WhisperRecognizer.transcribe_batch(self, [audios[i] for i in plain], sample_rate)):
                 out[i] = t
         for i, t in enumerate(out):
             if t is None:
-                out[i] = self.transcribe(audios[i], sample_rate, params=params[i])
+                prompt = ", ".join(vocabularies[i]) if vocabularies[i] else None
+                out[i] = self.transcribe(audios[i], sample_rate, params=params[i], prompt=prompt)
         return out  # type: ignore[return-value]
 
     def stream(self, sample_rate: int = 8000, *, params: Params | None = None):

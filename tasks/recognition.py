@@ -145,7 +145,8 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
                 raise
             _fail(segment.pk, endpoint_at, exc.message)
     rec, profiles = _model_and_profiles([segment for segment, _ in ready])
-    transcripts = asr.transcribe_batch(rec, audios, params=[params for _, params in profiles])
+    transcripts = asr.transcribe_batch(rec, audios, params=[params for _, params in profiles],
+                                       vocabularies=[segment.call.vocabulary or None for segment, _ in ready])  # fmt: skip
     results = []
     for (segment, endpoint_at), (profile_id, _), transcript in zip(ready, profiles, transcripts):
         stored = services.segment_store_result(

@@ -7,6 +7,8 @@ constraints below hold whatever path a row takes (admin, shell, a bug).
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -134,6 +136,23 @@ class Line(models.Model):
     def __str__(self) -> str:
         return self.name if self.enabled else f"{self.name} (disabled)"
 
+    def vocabulary_list(self) -> list[str]:
+        """The line's vocabulary: one phrase per line or comma, whitespace collapsed, no duplicates."""
+        return split_vocabulary(self.vocabulary)
+
+
+MAX_VOCABULARY = 100
+
+
+def split_vocabulary(text: str) -> list[str]:
+    """Phrases from text with one per line or comma-separated."""
+    phrases: list[str] = []
+    for part in re.split(r"[,\n]", text or ""):
+        phrase = " ".join(part.split())
+        if phrase and phrase not in phrases:
+            phrases.append(phrase)
+    return phrases
+
 
 class Call(models.Model):
     """One telephone call, live or finished."""
@@ -166,6 +185,10 @@ class Call(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
+    vocabulary = models.JSONField(
+        default=list, blank=True,
+        help_text="Words and names the recognizer favours on this call: the line's vocabulary and the stream's list.",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -185,6 +185,7 @@ class MediaConsumer(AsyncWebsocketConsumer):
         customer_id: str | None,
         agent: str | None = None,
         speakers: tuple[str, ...] = ("customer",),
+        vocabulary: tuple[str, ...] = (),
     ) -> CallSession:
         session = CallSession(
             protocol=self.protocol,
@@ -197,8 +198,9 @@ class MediaConsumer(AsyncWebsocketConsumer):
         )
         try:
             call_id = await session.open(
-                external_id=external_id, caller=caller, customer_external_id=customer_id, agent=agent
-            )
+                external_id=external_id, caller=caller, customer_external_id=customer_id, agent=agent,
+                vocabulary=vocabulary,
+            )  # fmt: skip
         except DuplicateCall as exc:
             raise ProtocolError("duplicate_stream", exc.message, protocols.CLOSE_DUPLICATE_STREAM) from None
         self._start_deadline.cancel()
@@ -348,6 +350,7 @@ class TwilioMediaConsumer(MediaConsumer):
                 customer_id=event.customer_id,
                 agent=event.agent,
                 speakers=tuple(protocols.TRACK_SPEAKERS[t] for t in self.tracks),
+                vocabulary=event.phrase_list,
             )
             return
         if self.session is None:
@@ -447,6 +450,7 @@ class PcmMediaConsumer(MediaConsumer):
                 customer_id=message.customer_id,
                 agent=message.agent,
                 speakers=protocols.CHANNEL_SPEAKERS[: message.channels],
+                vocabulary=message.phrase_list,
             )
             return
         if self.session is None:

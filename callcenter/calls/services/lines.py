@@ -17,9 +17,10 @@ def line_token_hash(*, token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def line_create(*, name: str, enabled: bool = True) -> tuple[Line, str]:
+def line_create(*, name: str, enabled: bool = True, vocabulary: str = "") -> tuple[Line, str]:
     """Create a media line; returns it and its secret token, which is not
-    stored (only its SHA-256 is) and cannot be shown again."""
+    stored (only its SHA-256 is) and cannot be shown again. ``vocabulary``:
+    words and names the recognizer favours on its calls (one per line or comma)."""
     name = name.strip()
     if not name:
         raise InvalidInput("a line needs a name")
@@ -28,7 +29,9 @@ def line_create(*, name: str, enabled: bool = True) -> tuple[Line, str]:
     token = secrets.token_urlsafe(32)
     try:
         with transaction.atomic():
-            line = Line.objects.create(name=name, token_hash=line_token_hash(token=token), enabled=enabled)
+            line = Line.objects.create(
+                name=name, token_hash=line_token_hash(token=token), enabled=enabled, vocabulary=vocabulary
+            )
     except IntegrityError:
         if Line.objects.filter(name=name).exists():
             raise Conflict(f"a line named {name!r} already exists", name=name) from None
