@@ -28,7 +28,7 @@ from callcenter.analytics.models import CallAnalytics
 from callcenter.calls import services
 from callcenter.calls.models import Call
 from callcenter.tools.client import stream_twilio
-from callcenter.tools.two_party import agent_utterances, known_call, stream_twilio_two_track
+from callcenter.tools.two_party import agent_utterances, known_call, stream_pcm_stereo, stream_twilio_two_track
 from tests.fixtures.calls import session_cookie, wait_recognized
 from tests.fixtures.services import app_stack
 
@@ -38,9 +38,9 @@ TURNS = 4  # per party: about 27 s of call
 CALLER, CUSTOMER_ALONE, AGENT_ALONE = "+15550102001", "+15550102002", "+15550102003"
 
 
-@pytest.fixture
-def default_stack(tmp_path, shared_var_dir):
-    with app_stack(tmp_path, shared_var_dir, ASR_FINAL_BACKBONE=defaults.FINAL_BACKBONE,
+@pytest.fixture(scope="module")
+def default_stack(tmp_path_factory, shared_var_dir):
+    with app_stack(tmp_path_factory.mktemp("stack"), shared_var_dir, ASR_FINAL_BACKBONE=defaults.FINAL_BACKBONE,
                    ASR_PARTIAL_BACKBONE=defaults.PARTIAL_BACKBONE) as (http_url, ws_url, _worker):  # fmt: skip
         yield http_url, ws_url
 
@@ -135,3 +135,38 @@ def test_a_two_track_call_gets_both_parties_transcribed_its_analytics_and_a_live
     assert exported["analytics"]["talk_ms"] == measured and exported["analytics"]["categories"] == ["Monkeys"]
     assert [s["speaker"] for s in exported["segments"]] == [s.speaker for s in sorted(segments, key=lambda s: s.start_ms)]
     np.testing.assert_equal(len(exported["segments"]), len(segments))
+
+
+def test_a_two_channel_pcm_call_with_a_vocabulary_spells_the_product_name_and_labels_each_result(default_stack):
+    """PCM ``"channels": 2`` with a ``phrase_list``: the line's vocabulary and the stream's are stored
+    on the call, the worker gives them to Whisper as a prompt, each result says its speaker."""
+    import dataclasses
+
+    from asr_core.corpus.synth import render
+    from callcenter.calls.models import Line
+    from callcenter.tools.demo import demo_speaker
+
+    _, ws_url = default_stack
+    token = services.line_create(name="two-party-pcm")[1]
+    Line.objects.filter(name="two-party-pcm").update(vocabulary="Zentrix\nFlexPay, Quorvo")
+    voice = dataclasses.replace(demo_speaker(), snr_db=40.0)
+    said = render(voice, "can you move my Velmora subscription to next month", 502)
+    (greeting, _), = agent_utterances(1)
+    rng = np.random.default_rng(1)
+    length = 8000 * 3 + len(greeting) + len(said)
+    customer, agent = ((rng.normal(size=length) * 3e-4).astype(np.float32) for _ in range(2))
+    agent[4000 : 4000 + len(greeting)] += greeting
+    customer[length - len(said) - 8000 : length - 8000] += said
+
+    run = async_to_sync(stream_pcm_stereo)(f"{ws_url}/ws/media/pcm/{token}", customer, agent,
+                                           caller="+15550102004", phrase_list=["Velmora", "Quorvo"])  # fmt: skip
+
+    assert run.close_code == 1000
+    call = Call.objects.get(customer__phone="+15550102004")
+    assert call.vocabulary == ["Zentrix", "FlexPay", "Quorvo", "Velmora"]
+    segments = wait_recognized(call, timeout=120)
+    assert [s.speaker for s in segments] == ["agent", "customer"]
+    assert "Velmora" in segments[1].text, segments[1].text
+    results = [m for m in run.messages if "result" in m and m["result"]]
+    assert results and all(w["speaker"] in ("customer", "agent") for m in results for w in m["result"])
+    assert {w["speaker"] for m in results for w in m["result"]} == {"customer", "agent"}
