@@ -180,7 +180,7 @@ class WhisperEngine(_Common, WhisperRecognizer):
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
                          params: list[Params | None] | None = None,
                          vocabularies: list[list[str] | None] | None = None) -> list[Transcript]:
-        """Segments of callers without a profile share one batched pass (`batch_transcribe`); a
+        """Segments of callers without a profile share one batched pass (`WhisperRecognizer.transcribe_batch`); a
         caller's adapted parameters change the model, so those segments are recognized one by one.
         vocabularies: each segment's words and names to favour, given to Whisper as a prompt;
         segments with a vocabulary are recognized one by one too."""
