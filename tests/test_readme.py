@@ -164,3 +164,7 @@ def test_the_layout_section_names_every_package_of_the_project():
             assert f"  {child.name}/" in layout, f"README's layout lacks callcenter/{child.name}/"
         elif child.suffix == ".py" and child.name != "__init__.py":
             assert child.name in layout, f"README's layout lacks callcenter/{child.name}"
+    for folder in ("ops", "tools"):
+        for module in sorted((REPO_ROOT / "callcenter" / folder).glob("*.py")):
+            if module.name != "__init__.py":
+                assert module.name in layout, f"README's layout lacks callcenter/{folder}/{module.name}"

@@ -29,20 +29,18 @@ address) is refused with one line until the key is set.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import secrets
 import shutil
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from callcenter.entry import EXIT_CONFIGURATION, setup_django
 from callcenter.errors import ConfigurationError
+from callcenter.ops import probes
 from callcenter.ops.supervisor import ChildExited, StopRequested, Supervisor, install_stop_handlers
 
 # Longest path a unix socket may have (sun_path is 108 bytes, NUL included).
@@ -87,83 +85,6 @@ class Running:
     adaptation_worker_name: str | None
     # (username, password or None) of the demo admin, with --demo.
     admin_login: tuple[str, str | None] | None
-
-
-def _local_host(host: str) -> str:
-    """Where to reach a server bound to ``host`` from this machine."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-
-
-def _loopback(host: str) -> bool:
-    """Whether a server bound to ``host`` can be reached from this machine only."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        addresses = {info[4][0].split("%")[0] for info in socket.getaddrinfo(host, None)}
-    except (socket.gaierror, UnicodeError):
-        return False
-    return bool(addresses) and all(ipaddress.ip_address(address).is_loopback for address in addresses)
-
-
-def exposure_check(*, host: str, development_key: bool) -> None:
-    """Refuse to serve other machines with the published development key
-    (and the debug pages that come with it)."""
-    if development_key and not _loopback(host):
-        raise ConfigurationError(
-            f"--host {host or repr(host)} lets other machines reach the web server, but DJANGO_SECRET_KEY is not set "
-            "(the development key is public and debug pages are on): set DJANGO_SECRET_KEY "
-            "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))') and DJANGO_ALLOWED_HOSTS, "
-            "or serve this machine only with --host 127.0.0.1"
-        )
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def _redis_answers(url: str) -> bool:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def _database_check() -> None:
-    from django.db import OperationalError, connection
-
-    try:
-        connection.ensure_connection()
-    except OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ConfigurationError(f"cannot reach the database (DATABASE_URL): {reason}") from None
-    finally:
-        connection.close()
 
 
 def _child_env() -> dict[str, str]:
@@ -212,7 +133,7 @@ def _start_private_redis(sup: Supervisor, socket_path: str, *, timeout: float) -
             f"the private Redis socket path is longer than {_MAX_SOCKET_PATH} bytes: {socket_path}; "
             "set CALLCENTER_VAR_DIR to a shorter folder or REDIS_URL to a running Redis"
         )
-    if _redis_answers(f"unix://{socket_path}"):
+    if probes.redis_answers(f"unix://{socket_path}"):
         sup.say(f"using the private Redis already running at {socket_path}")
         return
     redis_server = shutil.which("redis-server")
@@ -238,7 +159,7 @@ def _start_private_redis(sup: Supervisor, socket_path: str, *, timeout: float) -
             "--loglevel", "warning",
         ],
     )  # fmt: skip
-    sup.wait_until("the private Redis", lambda: _redis_answers(f"unix://{socket_path}"), timeout=timeout)
+    sup.wait_until("the private Redis", lambda: probes.redis_answers(f"unix://{socket_path}"), timeout=timeout)
 
 
 def _worker_round_trip(sup: Supervisor, *, timeout: float) -> dict:
@@ -258,16 +179,16 @@ def start(sup: Supervisor, opts: Options) -> Running:
     """Bring the system up under ``sup``; returns once everything answers."""
     from django.conf import settings
 
-    probe_host = _local_host(opts.host)
-    http_url = f"http://{_url_host(probe_host)}:{opts.port}"
+    probe_host = probes.local_host(opts.host)
+    http_url = f"http://{probes.url_host(probe_host)}:{opts.port}"
     if opts.web:
-        exposure_check(host=opts.host, development_key=settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY)
-        if settings.DEBUG and not _loopback(opts.host):
+        probes.exposure_check(host=opts.host, development_key=settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY)
+        if settings.DEBUG and not probes.loopback(opts.host):
             sup.say(f"warning: DJANGO_DEBUG is on and --host {opts.host} serves other machines: debug pages show code")
-    if opts.web and not _port_free(opts.host, opts.port):
+    if opts.web and not probes.port_free(opts.host, opts.port):
         raise ConfigurationError(f"port {opts.port} on {opts.host} is in use: choose another with --port")
 
-    _database_check()
+    probes.database_check()
     _redis_start_or_check(sup, opts)
     if opts.migrate:
         _migrate(sup)
@@ -282,7 +203,7 @@ def start(sup: Supervisor, opts: Options) -> Running:
         )
     worker_name, adaptation_worker_name = _workers_start(sup, env) if opts.worker else (None, None)
     if opts.web:
-        sup.wait_until("the web server", lambda: _http_ok(f"{http_url}/healthz"), timeout=opts.ready_timeout)
+        sup.wait_until("the web server", lambda: probes.http_ok(f"{http_url}/healthz"), timeout=opts.ready_timeout)
         sup.say(f"web server answers at {http_url}/healthz")
     if opts.worker:
         _workers_wait(sup, [("the worker", worker_name), ("the adaptation worker", adaptation_worker_name)],
@@ -290,7 +211,7 @@ def start(sup: Supervisor, opts: Options) -> Running:
     return Running(
         http_url=http_url,
         admin_url=f"{http_url}/admin/",
-        health_ws_url=f"ws://{_url_host(probe_host)}:{opts.port}/ws/health/",
+        health_ws_url=f"ws://{probes.url_host(probe_host)}:{opts.port}/ws/health/",
         redis_url=settings.REDIS_URL,
         worker_name=worker_name,
         adaptation_worker_name=adaptation_worker_name,
@@ -304,10 +225,10 @@ def _redis_start_or_check(sup: Supervisor, opts: Options) -> None:
 
     if settings.EMBEDDED_REDIS_SOCKET:
         _start_private_redis(sup, settings.EMBEDDED_REDIS_SOCKET, timeout=opts.ready_timeout)
-    elif _redis_answers(settings.REDIS_URL):
-        sup.say(f"using Redis at {_redact(settings.REDIS_URL)}")
+    elif probes.redis_answers(settings.REDIS_URL):
+        sup.say(f"using Redis at {probes.redact_url(settings.REDIS_URL)}")
     else:
-        raise ConfigurationError(f"cannot reach Redis at {_redact(settings.REDIS_URL)} (REDIS_URL)")
+        raise ConfigurationError(f"cannot reach Redis at {probes.redact_url(settings.REDIS_URL)} (REDIS_URL)")
 
 
 def _workers_start(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
@@ -353,15 +274,6 @@ def _workers_wait(sup: Supervisor, workers: list[tuple[str, str]], *, timeout: f
                        timeout=timeout)  # fmt: skip
     answer = _worker_round_trip(sup, timeout=timeout)
     sup.say(f"worker {answer['worker']} answered system.ping ({answer['customers']} customers in the database)")
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
 
 
 def _banner(running: Running) -> str:

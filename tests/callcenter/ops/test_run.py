@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from callcenter.errors import ConfigurationError
-from callcenter.ops.run import _loopback, exposure_check
 from tests.fixtures.processes import group_gone
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -244,19 +242,3 @@ def test_loopback_without_a_secret_key_still_serves(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True), ("localhost", True),
-     ("0.0.0.0", False), ("::", False), ("", False), ("10.1.2.3", False), ("no-such-host.invalid", False)],
-)  # fmt: skip
-def test_which_addresses_serve_this_machine_only(host, loopback):
-    assert _loopback(host) is loopback
-
-
-def test_a_secret_key_lets_the_web_server_serve_other_machines():
-    exposure_check(host="0.0.0.0", development_key=False)
-    exposure_check(host="127.0.0.1", development_key=True)
-    with pytest.raises(ConfigurationError):
-        exposure_check(host="0.0.0.0", development_key=True)
