@@ -16,8 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from callcenter.calls import selectors
+from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
+from callcenter.ops import redisconn
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +47,6 @@ def _record(pipe, *, outcomes_key: str, outcome: str, key: str, buckets: tuple, 
 def recognition_record(*, outcome: str, latency_s: float | None) -> None:
     """One finished recognition task: its outcome and, where the endpoint
     time is known, seconds from the endpoint to the stored result."""
-    from callcenter.ops import redisconn
-
     pipe = redisconn.client().pipeline(transaction=False)
     latency = latency_s if latency_s is not None and latency_s >= 0 else None
     _record(pipe, outcomes_key=OUTCOMES_KEY, outcome=outcome, key=LATENCY_KEY, buckets=LATENCY_BUCKETS, value=latency)
@@ -53,8 +56,6 @@ def recognition_record(*, outcome: str, latency_s: float | None) -> None:
 def adaptation_record(*, status: str, wer_delta: float | None) -> None:
     """One finished caller adaptation: its status and, when it was measured
     on verified audio, the held-out WER after minus before."""
-    from callcenter.ops import redisconn
-
     pipe = redisconn.client().pipeline(transaction=False)
     _record(pipe, outcomes_key=ADAPTATIONS_KEY, outcome=status, key=WER_DELTA_KEY, buckets=WER_DELTA_BUCKETS,
             value=wer_delta)  # fmt: skip
@@ -80,8 +81,6 @@ class SystemCollector(Collector):
         yield from self._redis()
 
     def _database(self) -> Iterator:
-        from callcenter.calls import selectors
-
         try:
             counts = selectors.segment_status_counts()
             live = selectors.calls_live_count()
@@ -95,9 +94,6 @@ class SystemCollector(Collector):
         yield GaugeMetricFamily("callcenter_calls_live_all", "Calls live in the database (all web processes)", value=live)
 
     def _redis(self) -> Iterator:
-        from callcenter.ops import redisconn
-        from callcenter.celery import ADAPTATION_QUEUE, RECOGNITION_QUEUE
-
         try:
             r = redisconn.client()
             depths = {queue: redisconn.queue_depth(queue=queue) for queue in (RECOGNITION_QUEUE, ADAPTATION_QUEUE)}
@@ -138,7 +134,5 @@ def register() -> None:
     """Add the collector to the default registry (once per process)."""
     global _registered
     if not _registered:
-        from prometheus_client import REGISTRY
-
         REGISTRY.register(SystemCollector())
         _registered = True

@@ -48,8 +48,10 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import is_same_domain
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from callcenter.celery import app as celery_app
+from callcenter.ops import clustermetrics, redisconn
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +131,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 @operators_only
 def readyz(request: HttpRequest) -> JsonResponse:
-    from callcenter.ops import redisconn
-
     body: dict[str, object] = {"database": "ok" if _database_ok() else "unavailable"}
     workers: dict[str, str] = {}
     try:
@@ -152,10 +152,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @require_GET
 @operators_only
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from callcenter.ops import clustermetrics
-
     clustermetrics.register()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 

@@ -13,6 +13,8 @@ import threading
 import redis
 from django.conf import settings
 
+from callcenter.celery import RECOGNITION_QUEUE
+
 PREFIX = "callcenter:"
 WORKER_KEY = PREFIX + "worker:"  # + hostname -> model name; expires
 CALL_ALIVE_KEY = PREFIX + "call-alive:"  # + call id -> web process; expires
@@ -40,8 +42,6 @@ def client() -> redis.Redis:
 
 def queue_name() -> str:
     """The recognition queue (Celery's default queue)."""
-    from callcenter.celery import RECOGNITION_QUEUE
-
     return RECOGNITION_QUEUE
 
 
