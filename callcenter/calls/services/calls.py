@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -90,7 +91,7 @@ def call_end(
         call.save(update_fields=["status", "failure_reason", "ended_at"])
         if call.customer_id is not None and settings.ADAPTATION_AFTER_CALL:
             adaptation_schedule_after_call(call=call)
-        transaction.on_commit(lambda: analytics_call_enqueue(call_id=call.pk))
+        transaction.on_commit(partial(analytics_call_enqueue, call_id=call.pk))
         return call
 
 

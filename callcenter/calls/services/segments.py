@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -189,7 +190,7 @@ def segment_store_result(
             update_fields=["text", "words", "confidence", "status", "failure_reason", "voice_profile", "updated"]
         )
         # Category rules match on each final (``analytics.final``: live alerts).
-        transaction.on_commit(lambda: analytics_final_enqueue(segment_id=segment.pk))
+        transaction.on_commit(partial(analytics_final_enqueue, segment_id=segment.pk))
         return segment
 
 

@@ -208,3 +208,20 @@ def test_the_call_s_admin_page_shows_its_analytics_pictures_and_each_segment_s_s
     page = admin_client.get(url).content.decode()
     assert 'class="talk-bar"' in page and 'class="call-timeline"' in page
     assert "overlap 8.2 s–9.0 s (0.8 s)" in page and "customer" in page and "agent" in page
+
+
+def test_a_stored_final_queues_its_category_matching_and_an_ended_call_its_analytics_after_commit(
+    django_capture_on_commit_callbacks, shared_var_dir
+):
+    from callcenter.calls import services as call_services
+    from callcenter.calls.services.enqueue import analytics_call_enqueue, analytics_final_enqueue
+
+    call = call_services.call_start(protocol="pcm")
+    segment = call_services.segment_create(call_id=call.pk, index=0, start_ms=0, end_ms=0, sample_rate=8000,
+                                           speaker="agent")  # fmt: skip
+    with django_capture_on_commit_callbacks() as callbacks:
+        call_services.segment_store_result(segment_id=segment.pk, text="hello", words=[], confidence=0.9)
+        call_services.call_end(call_id=call.pk)
+        call_services.call_end(call_id=call.pk)  # ended already: nothing more
+    assert [(c.func, c.keywords) for c in callbacks] == [
+        (analytics_final_enqueue, {"segment_id": segment.pk}), (analytics_call_enqueue, {"call_id": call.pk})]
