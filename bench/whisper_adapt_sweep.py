@@ -29,6 +29,8 @@ METHODS = {
     "supervised_lhuc": {"mode": "supervised", "rule": "lhuc"},
     "supervised_lhuc_unguarded": {"mode": "supervised", "rule": "lhuc", "guard": False},
     "supervised_sgd_unguarded": {"mode": "supervised", "rule": "sgd", "lr": 1.0, "guard": False},
+    "supervised_meta": {"mode": "supervised", "rule": "meta"},
+    "supervised_meta_unguarded": {"mode": "supervised", "rule": "meta", "guard": False},
     "label-free": {"mode": "label-free"},
     "label-free_unguarded": {"mode": "label-free", "guard": False},
     "label-free_entropy": {"mode": "label-free", "objective": "entropy"},

@@ -76,7 +76,7 @@ MIN_DISTINCT_RATIO = 0.8      # distinct words: at least this share of the unada
 MAX_DIVERGENCE = 0.35         # label-free: word errors against the unadapted beam output, at most
 DIVERGENCE_SLACK = 0.02       # label-free: ... and at most this much above the unadapted greedy pass's
 OBJECTIVES = ("ce", "entropy")
-RULES = ("adam", "lhuc", "sgd")
+RULES = ("adam", "lhuc", "sgd", "meta")
 
 
 def first_adapted_block(model) -> int:
@@ -185,21 +185,50 @@ def step_settings(rec: WhisperRecognizer, steps: int | None = None) -> tuple[int
 # -- the caller's group: encoder.ln_post --------------------------------------------------------------------
 def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch, start: dict[str, Tensor],
         steps: int, lr: float, subset: list[int] | None = None, objective: str = "ce",
-        rule: str = "adam") -> dict[str, Tensor]:
+        rule: str = "adam", sizes: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """`steps` updates of the group from `start` on the utterances `subset` of the cache.
-    rule: "adam" (plain fine-tuning of gain and bias), "lhuc" (Adam on the gain alone: per-channel
-    scaling, the bias stays) or "sgd"."""
+    rule: "adam" (plain fine-tuning of gain and bias, step `lr`), "lhuc" (Adam on the gain alone:
+    per-channel scaling, the bias stays), "sgd" (plain SGD, step `lr`) or "meta" (SGD with the
+    meta-learned per-value step `sizes`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     p = {k: v.detach().clone().requires_grad_(rule != "lhuc" or k == GROUP[0]) for k, v in start.items()}
     trained = [v for v in p.values() if v.requires_grad]
-    opt = torch.optim.SGD(trained, lr=lr) if rule == "sgd" else torch.optim.Adam(trained, lr=lr)
+    opt = torch.optim.Adam(trained, lr=lr) if rule in ("adam", "lhuc") else None
     with cached.frozen(rec.model):
         for _ in range(steps):
-            opt.zero_grad()
-            cached.teacher_forced_loss(rec, p, cache, targets, subset, objective).backward()
-            opt.step()
+            loss = cached.teacher_forced_loss(rec, p, cache, targets, subset, objective)
+            if opt is not None:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                continue
+            grads = torch.autograd.grad(loss, trained)
+            with torch.no_grad():
+                for (k, v), g in zip(p.items(), grads):
+                    v -= (sizes[k] if rule == "meta" else lr) * g
     return detached(p)
+
+
+_SETTINGS: dict[str, dict | None] = {}
+
+
+def caller_settings(rec: WhisperRecognizer) -> dict | None:
+    """The meta-learned settings of the caller group shipped for these weights
+    (asr_core/checkpoints/<backbone>-callers.pt, `meta_callers.py`), or None."""
+    import os
+    path = rec.meta.get("path", "")
+    if path not in _SETTINGS:
+        from asr_core.whisper.meta_callers import read_settings
+        name = os.path.basename(path).removesuffix(".pt")
+        shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                               f"{name}-callers.pt")
+        found = None
+        if os.path.isfile(shipped) and os.path.isfile(path):
+            digest = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("sha256")
+            found = read_settings(shipped, digest)
+        _SETTINGS[path] = found
+    return _SETTINGS[path]
 
 
 def _words(text: str) -> list[str]:
@@ -242,7 +271,8 @@ def _bounds(after: dict[int, str], unadapted: dict[int, str], words0: int | None
 
 def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], fitted: list[dict[str, Tensor]],
            current: dict[str, Tensor], references: dict[int, str], supervised: bool,
-           unadapted: dict[int, str] | None = None) -> tuple[bool, dict]:
+           unadapted: dict[int, str] | None = None,
+           decoded: dict[int, tuple[str, float]] | None = None) -> tuple[bool, dict]:
     """Cross-validated decision (module docstring). chunks[j]: the utterances fitted[j] did not see;
     references: what held-out transcripts are compared with (verified texts, or the unadapted
     model's beam output); unadapted: the beam output the label-free sanity bounds compare with."""
@@ -253,7 +283,10 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
         m["reason"] = "nothing left to hold out for the guard"
         return False, m
     caps = {i: 8 + 3 * len(_words(references[i])) for i in every}   # ~1.5x the reference's tokens
-    before = _decoded(rec, cache, current, every, caps)
+    before = dict(decoded or {})   # the current params' greedy pass, where already decoded with these caps
+    missing = [i for i in every if i not in before]
+    if missing:
+        before.update(_decoded(rec, cache, current, missing, caps))
     after: dict[int, tuple[str, float]] = {}
     per_chunk = []
     for c, p in zip(judged, fitted):
@@ -298,7 +331,7 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     search on the cache). first_pass(audio at `sample_rate`): a second recognizer whose
     transcripts must agree with them for a pseudo-label to be used (default: the greedy pass).
     The profile is the mean of the fold fits (each on the utterances its fold did not hold out)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if not audios:
         raise ValueError("no audio to adapt on")
     if objective is not None and objective not in OBJECTIVES:
@@ -320,7 +353,7 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     cache = cached.encode_frozen(rec, audios, sample_rate, TRIM_SECONDS)
     metrics: dict = {"mode": cfg.mode, "group": "encoder.ln_post", "steps": steps, "objective": objective,
                      "rule": rule}
-    unadapted = None
+    unadapted, decoded = None, None
     if supervised:
         refs = [" ".join(t.split()) for t in texts]
         usable = [i for i, t in enumerate(refs) if _words(t)]
@@ -332,11 +365,12 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
             hypotheses = [rec.tokenizer.decode(beam[i].tokens) for i in range(len(audios))]
         refs = [" ".join(str(h).split()) for h in hypotheses]
         targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
-        conf = cached.target_logprobs(rec, cache, current, targets)
+        conf = targets.logprobs
         if first_pass is not None:
             second = [first_pass(a).text for a in audios]
         else:
-            greedy = _decoded(rec, cache, current, list(range(len(audios))))
+            greedy = decoded = _decoded(rec, cache, current, list(range(len(audios))),
+                                        {i: 8 + 3 * len(_words(r)) for i, r in enumerate(refs)})
             second = [greedy[i][0] for i in range(len(audios))]
         agree = [i for i in range(len(refs)) if _words(refs[i]) and _words(refs[i]) == _words(second[i])]
         usable = [i for i in agree if math.exp(conf[i]) >= cfg.min_confidence]
@@ -351,17 +385,29 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
               if any(i not in c for i in usable)]
     if len(usable) < 2 or not chunks:
         return AdaptationResult(current, False, {**metrics, "accepted": False, "reason": "too few usable utterances",
-                                                 "seconds": round(time.perf_counter() - t0, 3)})
-    fitted = [fit(rec, cache, targets, current, steps, lr, [i for i in usable if i not in c], objective, rule)
+                                                 "seconds": round(time.perf_counter() - t0, 3),
+                                                 "cpu_seconds": round(time.process_time() - c0, 3)})
+    sizes, origin = None, current
+    if rule == "meta":
+        settings = caller_settings(rec)
+        if settings is None:
+            raise ValueError("rule 'meta' needs the meta-learned caller settings shipped for these weights")
+        sizes = settings["step_sizes"]
+        origin = current if start is not None else detached(settings["init"])
+        if cfg.steps is None:
+            steps = metrics["steps"] = settings["steps"]
+    fitted = [fit(rec, cache, targets, origin, steps, lr, [i for i in usable if i not in c], objective, rule, sizes)
               for c in chunks]
     accepted = True
     if cfg.guard:
         references = {i: refs[i] for i in range(len(refs)) if _words(refs[i])} if supervised else unadapted
-        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted)
+        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted, decoded)
         metrics.update(gm)
     params = {k: torch.stack([p[k] for p in fitted]).mean(0) for k in current} if accepted else current
     metrics["accepted"] = accepted
+    # wall time, and the CPU time of this process (one thread: what it costs on an idle core)
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
+    metrics["cpu_seconds"] = round(time.process_time() - c0, 3)
     return AdaptationResult(params, accepted, metrics)
 
 
@@ -384,7 +430,7 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
     todo.update(methods or {})
     rows = read_manifest(manifest, ("adapt", "test"), speakers)
     speakers = speakers_with_tests(rows, manifest, max_speakers)
-    res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}} for m in ["none", *todo]}
+    res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "cpu": 0.0, "speakers": {}} for m in ["none", *todo]}
     for si, spk in enumerate(speakers):
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
         te = [u for u in rows if u.speaker == spk and u.split == "test"]
@@ -422,9 +468,11 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
             e, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
             r = res[name]
             r["errors"], r["words"], r["seconds"] = r["errors"] + e, r["words"] + n, r["seconds"] + sec
+            r["cpu"] += info.get("guard", {}).get("cpu_seconds", 0.0)
             r["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n, **info}
         print(f"whisper adapt-eval: {si + 1}/{len(speakers)} {spk}  " + "  ".join(
             f"{m} {res[m]['speakers'][spk]['wer']:.3f}" for m in res), file=progress, flush=True)
     return {m: {"wer": round(r["errors"] / max(r["words"], 1), 4),
                 "seconds_per_speaker": round(r["seconds"] / max(len(speakers), 1), 3),
+                "cpu_seconds_per_speaker": round(r["cpu"] / max(len(speakers), 1), 3),
                 "speakers": r["speakers"]} for m, r in res.items()}

@@ -105,9 +105,8 @@ class TargetBatch:
     weights: Tensor
     vocab: Tensor
     target_index: Tensor     # (batch, T - 1) index into `vocab` of each target (0 where masked)
-
-    def rows(self, idx: list[int]) -> "TargetBatch":
-        return TargetBatch(self.tokens[idx], self.mask[idx], self.weights[idx], self.vocab, self.target_index[idx])
+    logprobs: dict[int, float]   # each utterance's mean target log-prob (full vocabulary) with the params
+                                 # the targets were made with: how confident the model is of them
 
 
 def token_targets(rec: WhisperRecognizer, texts: list[str]) -> list[list[int]]:
@@ -129,15 +128,19 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
         tokens[i, :len(s)] = torch.tensor(s)
         mask[i, len(tok.prompt) - 1:len(s) - 1] = 1.0
         w[i, len(tok.prompt) - 1:len(s) - 1] = torch.tensor(weights[i]) if weights else 1.0
-    top_ids = []
+    top_ids, logprobs = [], {}
     with torch.no_grad():
         for idx, h in cache.parts():
-            sel = mask[idx].bool()
             x = _decoder_states(rec, apply_group(rec, params, h), tokens[idx, :-1])
-            top_ids.append(rec.model.decoder.proj(x[sel]).topk(top, -1).indices.flatten())
+            for k, i in enumerate(idx):
+                sel = mask[i].bool()
+                logits = rec.model.decoder.proj(x[k][sel])                               # (targets, vocab)
+                top_ids.append(logits.topk(top, -1).indices.flatten())
+                lp = logits.log_softmax(-1).gather(1, tokens[i, 1:][sel][:, None])
+                logprobs[i] = float(lp.mean()) if lp.numel() else -10.0
     vocab = torch.unique(torch.cat([*top_ids, tokens[:, 1:][mask.bool()]]))
     index = torch.searchsorted(vocab, tokens[:, 1:].contiguous()).clamp(max=len(vocab) - 1) * mask.long()
-    return TargetBatch(tokens, mask, w, vocab, index)
+    return TargetBatch(tokens, mask, w, vocab, index, logprobs)
 
 
 def _decoder_states(rec: WhisperRecognizer, audio: Tensor, tokens: Tensor) -> Tensor:
@@ -249,21 +252,6 @@ def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
         for r, i in enumerate(idx):
             hyp = Hypothesis(cut_repetition(tokens[r]), sums[r], float(nsp[r]))
             out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
-    return out
-
-
-@torch.no_grad()
-def target_logprobs(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
-                    targets: TargetBatch, subset: list[int] | None = None) -> dict[int, float]:
-    """Mean log-prob per target token (full vocabulary, teacher forcing) of each utterance of `subset`:
-    how confident the model is of a given transcript (a pseudo-label's confidence)."""
-    out = {}
-    for idx, h in cache.parts(subset):
-        x = _decoder_states(rec, apply_group(rec, params, h), targets.tokens[idx, :-1])
-        logp = rec.model.decoder.proj(x).log_softmax(-1).gather(-1, targets.tokens[idx, 1:, None])[..., 0]
-        mask = targets.mask[idx]
-        for k, i in enumerate(idx):
-            out[i] = float((logp[k] * mask[k]).sum() / mask[k].sum().clamp(min=1))
     return out
 
 

@@ -1,0 +1,168 @@
+"""Meta-learned settings of the caller group (`cached.GROUP`, the encoder's final norm): first-order
+Meta-SGD over synthetic voices x phone lines, with every utterance through the frozen encoder once.
+
+    .venv/bin/python -m asr_core.whisper.meta_callers --manifest data/wsyn/manifest.tsv \
+        --out asr_core/checkpoints/whisper-tiny-callers.pt --outer-steps 60
+
+Tasks are speakers: each speaker's `train` utterances are rendered through one phone line drawn at
+random (`asr_core.phone_line.LINES`: band limits, noise, codecs, levels), cut into support and
+query sets; the inner loop is `steps` SGD steps with per-value step sizes from the init, on the
+support set's teacher-forced loss (`cached.teacher_forced_loss`), and the query loss after them
+updates the init and the (log) step sizes (first order: the inner gradients are constants).
+Written as a small settings file (`write_settings`, a few KB) for exactly these weights (their
+sha256); `adapt_whisper_caller(rule="meta")` uses it. Resumable: the state is saved after every
+outer step next to --out (`.state`), and a rerun continues from it.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+from asr_core.errors import CheckpointError
+from asr_core.whisper import cached
+
+FORMAT = "asr_core.whisper-callers/1"
+
+
+def write_settings(info: dict, sha256: str, out: str) -> str:
+    payload = {"format": FORMAT, "backbone_sha256": sha256, "group": list(cached.GROUP), **info}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    torch.save(payload, out + ".part")
+    os.replace(out + ".part", out)
+    return out
+
+
+def read_settings(path: str, sha256: str) -> dict:
+    """{"steps", "init", "step_sizes", ...} of a settings file made for the weights `sha256`."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"caller adaptation settings not found: {path}")
+    try:
+        p = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the caller
+        raise CheckpointError(f"cannot read {path}: corrupt or not a settings file ({type(e).__name__})") from None
+    if not isinstance(p, dict) or p.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a caller adaptation settings file")
+    if p.get("backbone_sha256") != sha256:
+        raise CheckpointError(f"{path}: made for other weights ({str(p.get('backbone_sha256'))[:12]})")
+    for part in ("init", "step_sizes"):
+        if set(p.get(part, {})) != set(cached.GROUP) or \
+                not all(torch.isfinite(v).all() for v in p[part].values()):
+            raise CheckpointError(f"{path}: malformed {part}")
+    if not isinstance(p.get("steps"), int) or not 1 <= p["steps"] <= 50:
+        raise CheckpointError(f"{path}: malformed steps")
+    return p
+
+
+def _speaker_tasks(rec, manifest: str, support: int, query: int, seed: int, progress) -> list:
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.phone_line import LINES, render
+    rows = read_manifest(manifest, ("train",))
+    by_spk: dict[str, list] = {}
+    for u in rows:
+        by_spk.setdefault(u.speaker, []).append(u)
+    rng = random.Random(seed)
+    tasks = []
+    for spk in sorted(by_spk):
+        us = by_spk[spk][: support + query]
+        if len(us) < support + query:
+            continue
+        line = rng.choice(sorted(LINES))
+        audios = [torch.from_numpy(render(load_audio(u.audio, 8000).numpy(), LINES[line], seed=rng.randrange(1 << 30)))
+                  for u in us]
+        cache = cached.encode_frozen(rec, audios, 8000, 1.0)
+        plain = cached.group_params(rec)
+        targets = cached.make_targets(rec, cache, cached.token_targets(rec, [u.text for u in us]), plain)
+        tasks.append((spk, line, cache, targets))
+        print(f"meta-callers: cached {spk} ({line})", file=progress, flush=True)
+    return tasks
+
+
+def meta_train(manifest: str, out: str, *, steps: int = 6, support: int = 8, query: int = 8, outer_steps: int = 60,
+               meta_batch: int = 2, outer_lr: float = 3e-3, first_step: float = 0.01, seed: int = 0,
+               progress=sys.stderr) -> str:
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rec = WhisperRecognizer.load("whisper-tiny")
+    tasks = _speaker_tasks(rec, manifest, support, query, seed, progress)
+    if not tasks:
+        raise ValueError(f"{manifest}: no training speaker has {support + query} utterances")
+    plain = cached.group_params(rec)
+    state_path = out + ".state"
+    init = {k: v.clone().requires_grad_() for k, v in plain.items()}
+    # step sizes start where one SGD step moves each value by ~first_step (as Adam's first step)
+    with cached.frozen(rec.model):
+        p = {k: v.clone().requires_grad_() for k, v in plain.items()}
+        sup = list(range(support))
+        g = torch.autograd.grad(cached.teacher_forced_loss(rec, p, tasks[0][2], tasks[0][3], sup), list(p.values()))
+    log_lr = {k: torch.full_like(v, math.log(first_step / max(float(gi.abs().mean()), 1e-8))).requires_grad_()
+              for (k, v), gi in zip(plain.items(), g)}
+    opt = torch.optim.Adam([*init.values(), *log_lr.values()], lr=outer_lr)
+    done = 0
+    if os.path.isfile(state_path):
+        st = torch.load(state_path, weights_only=True)
+        with torch.no_grad():
+            for k in init:
+                init[k].copy_(st["init"][k])
+                log_lr[k].copy_(st["log_lr"][k])
+        opt.load_state_dict(st["opt"])
+        done = st["done"]
+    rng = np.random.default_rng(seed + done)
+    t0 = time.perf_counter()
+    with cached.frozen(rec.model):
+        for step in range(done, outer_steps):
+            opt.zero_grad()
+            before = after = 0.0
+            for j in rng.choice(len(tasks), size=min(meta_batch, len(tasks)), replace=False):
+                _spk, _line, cache, targets = tasks[j]
+                order = rng.permutation(support + query).tolist()
+                sup, qry = order[:support], order[support:]
+                p = dict(init)
+                for _ in range(steps):
+                    leaves = {k: v.detach().requires_grad_() for k, v in p.items()}
+                    grads = torch.autograd.grad(cached.teacher_forced_loss(rec, leaves, cache, targets, sup),
+                                                list(leaves.values()))
+                    p = {k: p[k] - log_lr[k].exp() * gk for k, gk in zip(p, grads)}
+                q = cached.teacher_forced_loss(rec, p, cache, targets, qry) / meta_batch
+                q.backward()
+                after += float(q)
+                with torch.no_grad():
+                    before += float(cached.teacher_forced_loss(rec, init, cache, targets, qry)) / meta_batch
+            opt.step()
+            torch.save({"init": {k: v.detach() for k, v in init.items()},
+                        "log_lr": {k: v.detach() for k, v in log_lr.items()},
+                        "opt": opt.state_dict(), "done": step + 1}, state_path)
+            print(f"meta-callers: step {step + 1}/{outer_steps} query loss at init {before:.3f} adapted {after:.3f}"
+                  f"  {time.perf_counter() - t0:.0f}s", file=progress, flush=True)
+    info = {"algo": "metasgd-fo", "steps": steps, "support": support, "query": query, "outer_steps": outer_steps,
+            "speakers": len(tasks), "lines": sorted({t[1] for t in tasks}),
+            "init": {k: v.detach().clone() for k, v in init.items()},
+            "step_sizes": {k: v.detach().exp() for k, v in log_lr.items()}}
+    return write_settings(info, rec.meta["sha256"], out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--outer-steps", type=int, default=60)
+    p.add_argument("--meta-batch", type=int, default=2)
+    p.add_argument("--outer-lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    print(meta_train(a.manifest, a.out, steps=a.steps, outer_steps=a.outer_steps, meta_batch=a.meta_batch,
+                     outer_lr=a.outer_lr, seed=a.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
