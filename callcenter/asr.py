@@ -17,10 +17,10 @@ torch thread count, ``ASR_THREADS``, is per thread):
   here); with ``sha256``, other weights raise ``ModelVersionMismatch``.
 - ``partial_recognizer()``: the live partials' recognizer (``ASR_PARTIAL_BACKBONE``).
 
-Model choice (which model version gives segments their stored text):
-
-- ``final_model()`` / ``backbone_model(backbone=)``: (ModelVersion, recognizer); ``ModelVersionInvalid``
-  when it cannot load. ``final_model_recognizer()``: the same without the database (worker warm-up).
+- ``final_model_recognizer()``: the final pass's recognizer (``ASR_FINAL_BACKBONE``), no database
+  (the worker's warm-up). Which model *version* recognizes is the services' choice
+  (``services.final_model()``, ``services.backbone_model()``): the bridge never touches the database
+  for it, so the services import the bridge and not the other way round.
 
 Callers:
 
@@ -63,12 +63,11 @@ from asr_core.metrics import wer
 from asr_core.profile import Profile
 from asr_core.whisper import convert
 from callcenter.ops import metrics
-from callcenter.errors import BadAudio, ModelVersionInvalid, RecognizerUnavailable
+from callcenter.errors import BadAudio, RecognizerUnavailable
 
 __all__ = [
     "STORED_SAMPLE_RATE", "AsrError", "AudioError", "Profile", "ProfileError", "ModelVersionMismatch",
-    "backbone_recognizer", "recognizer", "partial_recognizer", "final_model", "final_model_recognizer",
-    "backbone_model", "active_model", "caller_params", "profile_params", "transcribe", "transcribe_batch",
+    "backbone_recognizer", "recognizer", "partial_recognizer", "final_model_recognizer", "caller_params", "profile_params", "transcribe", "transcribe_batch",
     "decode_audio", "wav_bytes", "to_stored_rate", "mulaw_decode", "mulaw_encode", "pcm16_encode",
     "checkpoint_sha256", "word_error_rate", "model_version", "whisper_checkpoint",
     "SpeechRecognizer", "PartialStream", "Transcript",
@@ -216,55 +215,10 @@ def is_whisper(rec: engines.SpeechRecognizer) -> bool:
     return rec.backbone.startswith("whisper")
 
 
-# -- model choice ---------------------------------------------------------------------------------
 def final_model_recognizer() -> engines.SpeechRecognizer:
     """The recognizer of the final pass (``ASR_FINAL_BACKBONE``), loaded once per process; no
     database access (the worker's warm-up)."""
     return backbone_recognizer(backbone=settings.ASR_FINAL_BACKBONE)
-
-
-def final_model():
-    """(model version, recognizer) that give segments their stored text (``ASR_FINAL_BACKBONE``)."""
-    return backbone_model(backbone=settings.ASR_FINAL_BACKBONE)
-
-
-def backbone_model(*, backbone: str, decoder: str | None = None):
-    """(model version, recognizer) of ``backbone``: for 'small' the active model version (the shipped
-    checkpoint becomes the first on a fresh install); for Whisper, its version is recorded on first
-    use. ``ModelVersionInvalid`` when it cannot be loaded."""
-    from callcenter.calls import services
-
-    if backbone == "small":
-        return active_model(decoder=decoder or settings.ASR_DECODER)
-    try:
-        rec = backbone_recognizer(backbone=backbone)
-    except RecognizerUnavailable as exc:
-        metrics.MODEL_ERRORS.inc()
-        raise ModelVersionInvalid(f"the {backbone} final pass cannot be loaded: {exc.message}") from None
-    version = services.model_version_ensure_backbone(
-        backbone=backbone, checkpoint=whisper_checkpoint(backbone), sha256=rec.model_version
-    )
-    return version, rec
-
-
-def active_model(*, decoder: str):
-    """The active small-model version and its recognizer. A fresh install has no version yet: the
-    shipped checkpoint (``ASR_CHECKPOINT``) becomes the first. ``ModelVersionInvalid`` when the
-    active version's checkpoint is missing, corrupt or other weights; ``RecognizerUnavailable``
-    when the shipped checkpoint itself cannot be loaded."""
-    from callcenter.calls import selectors, services
-
-    version = selectors.model_version_active()
-    if version is None:
-        rec = recognizer(decoder=decoder)
-        version = services.model_version_ensure_active(checkpoint=settings.ASR_CHECKPOINT, sha256=rec.model_version)
-    try:
-        return version, recognizer(decoder=decoder, checkpoint=version.checkpoint, sha256=version.sha256)
-    except RecognizerUnavailable as exc:
-        metrics.MODEL_ERRORS.inc()
-        raise ModelVersionInvalid(
-            f"the active model version {version.name!r} cannot be loaded: {exc.message}", model_version_id=version.pk
-        ) from None
 
 
 # -- callers' profiles ----------------------------------------------------------------------------

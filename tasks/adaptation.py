@@ -39,7 +39,6 @@ from callcenter.ops import metrics
 from callcenter.calls import selectors, services
 from callcenter.calls.models import Segment
 from callcenter.errors import AdaptationFailed, Conflict, ModelVersionInvalid, NotFound, RecognitionFailed
-from callcenter.asr import backbone_model
 from tasks.recognition import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ def _adapt(*, run_id: int) -> dict[str, object]:
     if run is None:
         done = selectors.adaptation_run_get(run_id=run_id)
         return {"run": run_id, "status": done.status, "already_done": True}
-    version, rec = backbone_model(backbone=run.backbone, decoder=settings.ASR_DECODER)
+    version, rec = services.backbone_model(backbone=run.backbone, decoder=settings.ASR_DECODER)
     segments = selectors.customer_adaptation_segments(
         customer_id=run.customer_id, limit=settings.ADAPTATION_MAX_SEGMENTS
     )

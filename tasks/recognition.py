@@ -44,8 +44,6 @@ from callcenter.live import messages
 from callcenter.ops import redisconn
 from tasks.maintenance import record_recognition_latency
 
-backbone_model = asr.backbone_model  # TEMPORARY: tasks.adaptation's old import, until its rewrite lands
-
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (
@@ -172,7 +170,7 @@ def _model_and_profiles(segments: list[Segment]):
     """The final pass's recognizer and each segment's (profile id, parameters). The customer's
     voice profile is for the customer's track only (issue 20)."""
     try:
-        _version, rec = asr.final_model()
+        _version, rec = services.final_model()
         return rec, [
             asr.caller_params(rec, segment.call.customer_id if segment.speaker == "customer" else None)
             for segment in segments

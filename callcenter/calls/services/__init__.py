@@ -51,6 +51,9 @@ from .model_versions import (
     model_version_rollback,
     model_version_ensure_active,
     model_version_ensure_backbone,
+    final_model,
+    backbone_model,
+    active_model,
 )
 from .adaptation import (
     adaptation_backbones,

@@ -7,15 +7,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from callcenter import asr
+from callcenter.ops import metrics
 from callcenter.errors import Conflict, InvalidInput, InvalidState, ModelVersionInvalid, NotFound, RecognizerUnavailable
 
 from ..models import SHA256_REGEX, Customer, ModelVersion, VoiceProfile
+from ..selectors import model_version_active
 from ._common import require_permission
 
 _SHA256 = re.compile(SHA256_REGEX)
@@ -197,3 +200,44 @@ def model_version_ensure_backbone(*, backbone: str, checkpoint: str, sha256: str
             )
     except IntegrityError:  # recorded concurrently by another worker
         return ModelVersion.objects.get(name=name)
+
+
+# -- which model version recognizes ------------------------------------------------------------------
+def final_model() -> tuple[ModelVersion, asr.SpeechRecognizer]:
+    """(model version, recognizer) that give segments their stored text (``ASR_FINAL_BACKBONE``)."""
+    return backbone_model(backbone=settings.ASR_FINAL_BACKBONE)
+
+
+def backbone_model(*, backbone: str, decoder: str | None = None) -> tuple[ModelVersion, asr.SpeechRecognizer]:
+    """(model version, recognizer) of ``backbone``: for 'small' the active model version (the
+    shipped checkpoint becomes the first on a fresh install); for Whisper, its version is recorded
+    on first use. ``ModelVersionInvalid`` when it cannot be loaded."""
+    if backbone == "small":
+        return active_model(decoder=decoder or settings.ASR_DECODER)
+    try:
+        rec = asr.backbone_recognizer(backbone=backbone)
+    except RecognizerUnavailable as exc:
+        metrics.MODEL_ERRORS.inc()
+        raise ModelVersionInvalid(f"the {backbone} final pass cannot be loaded: {exc.message}") from None
+    version = model_version_ensure_backbone(
+        backbone=backbone, checkpoint=asr.whisper_checkpoint(backbone), sha256=rec.model_version
+    )
+    return version, rec
+
+
+def active_model(*, decoder: str) -> tuple[ModelVersion, asr.SpeechRecognizer]:
+    """The active small-model version and its recognizer. A fresh install has no version yet: the
+    shipped checkpoint (``ASR_CHECKPOINT``) becomes the first. ``ModelVersionInvalid`` when the
+    active version's checkpoint is missing, corrupt or other weights; ``RecognizerUnavailable``
+    when the shipped checkpoint itself cannot be loaded."""
+    version = model_version_active()
+    if version is None:
+        rec = asr.recognizer(decoder=decoder)
+        version = model_version_ensure_active(checkpoint=settings.ASR_CHECKPOINT, sha256=rec.model_version)
+    try:
+        return version, asr.recognizer(decoder=decoder, checkpoint=version.checkpoint, sha256=version.sha256)
+    except RecognizerUnavailable as exc:
+        metrics.MODEL_ERRORS.inc()
+        raise ModelVersionInvalid(
+            f"the active model version {version.name!r} cannot be loaded: {exc.message}", model_version_id=version.pk
+        ) from None

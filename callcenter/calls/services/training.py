@@ -40,13 +40,13 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from callcenter import asr
 from callcenter.errors import CallCenterError, ModelVersionInvalid
 from callcenter.ops import metrics
 
 from ..models import AdaptationRun, ModelVersion, Segment, TrainingRun
 from ..selectors.training import verified_segments_since
 from . import meta_training
+from .model_versions import active_model
 from ._common import require_choice
 from .adaptation import adaptation_request
 from .model_versions import model_version_check, model_version_promote, model_version_register
@@ -144,7 +144,7 @@ def meta_training_run(
             run_id=run.pk, status=TrainingRun.Status.SKIPPED, reason=f"meta-training #{busy.pk} is still running"
         )
     try:
-        base, _rec = asr.active_model(decoder="greedy")
+        base, _rec = active_model(decoder="greedy")
     except ModelVersionInvalid as exc:
         run = training_run_start(base_id=exc.details.get("model_version_id"))
         metrics.TRAININGS.labels("failed").inc()
