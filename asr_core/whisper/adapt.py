@@ -65,6 +65,7 @@ TRIM_SECONDS = 1.0            # adaptation encodes each utterance plus this much
 SUPERVISED_STEPS, SUPERVISED_LR = 6, 0.01
 LABEL_FREE_STEPS, LABEL_FREE_LR = 6, 0.01
 LABEL_FREE_OBJECTIVE = "ce"
+SUPERVISED_RULE = "adam"     # "meta": the shipped meta-learned settings (see WHISPER.md for the comparison)
 DEFAULT_STEPS = SUPERVISED_STEPS
 LABEL_FREE_MIN_CONFIDENCE = 0.6      # exp(mean token log-prob) of a pseudo-label's beam output
 FIRST_PASS_MIN_CONFIDENCE = LABEL_FREE_MIN_CONFIDENCE   # kept for callers of the old name
@@ -323,7 +324,7 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
                          start: dict[str, Tensor] | None = None, cfg: AdaptationConfig = AdaptationConfig(),
                          first_pass: Callable[[Tensor], Transcript] | None = None,
                          hypotheses: list[str] | None = None, objective: str | None = None,
-                         lr: float | None = None, rule: str = "adam") -> AdaptationResult:
+                         lr: float | None = None, rule: str | None = None) -> AdaptationResult:
     """Adapt the group to one caller (module docstring). start: the caller's current profile (the
     guard compares with it, a rejection returns it); texts: references (supervised) or None.
     Label-free: hypotheses: the backbone's transcripts of the utterances with the caller's current
@@ -336,9 +337,13 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
         raise ValueError("no audio to adapt on")
     if objective is not None and objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    supervised = cfg.mode == "supervised"
+    if rule is None:   # the default: meta-learned settings where they ship for these weights, else plain Adam
+        rule = SUPERVISED_RULE if supervised else "adam"
+        if rule == "meta" and caller_settings(rec) is None:
+            rule = "adam"
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    supervised = cfg.mode == "supervised"
     if supervised and (texts is None or len(texts) != len(audios)):
         raise ValueError("supervised adaptation needs one reference text per utterance")
     if hypotheses is not None and len(hypotheses) != len(audios):

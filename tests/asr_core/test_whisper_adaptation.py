@@ -16,6 +16,8 @@ from asr_core.profile import Profile
 from asr_core.whisper import adapt as A
 from asr_core.whisper import cached
 
+pytestmark = pytest.mark.timeout(600)   # one CPU thread per adaptation; the test machine is shared
+
 ADAPT_PROMPTS = 12
 TEST_PROMPTS = 10
 
@@ -151,12 +153,16 @@ def test_the_guards_sanity_bounds_reject_a_profile_that_loses_words_or_collapses
 
 
 def test_label_free_self_training_and_entropy_minimization_start_from_whispers_own_transcripts(rec, hard):
+    """As the product: the segments' stored transcripts (Whisper's beam output) are the pseudo-labels."""
     (audios, _), _ = hard
+    full = cached.encode_frozen(rec, audios, 8000, None)
+    stored = [rec.tokenizer.decode(h.tokens).strip()
+              for _, h in sorted(cached.decode_cached(rec, full, None, beam_size=rec.options.beam_size).items())]
     for objective in A.OBJECTIVES:
-        r = A.adapt_whisper_caller(rec, audios, None, 8000, objective=objective,
+        r = A.adapt_whisper_caller(rec, audios, None, 8000, objective=objective, hypotheses=stored,
                                    cfg=AdaptationConfig("label-free", min_confidence=A.LABEL_FREE_MIN_CONFIDENCE))
         m = r.metrics
-        assert m["objective"] == objective and m["pseudo_labels"] == "own beam search"
+        assert m["objective"] == objective and m["pseudo_labels"] == "own transcripts"
         assert m["confident"] <= m["agreeing"] <= len(audios)
         if objective == "entropy":
             assert m["utterances"] >= m["agreeing"]
@@ -185,3 +191,26 @@ def test_bad_input_gets_a_clear_error(rec, hard):
         A.adapt_whisper_caller(rec, audios[:4], texts[:4], 8000, rule="newton")
     with pytest.raises(ValueError, match="mode"):
         AdaptationConfig("unsupervised")
+
+
+def test_the_meta_learned_caller_settings_ship_small_for_exactly_these_weights(rec, tmp_path):
+    from asr_core.errors import CheckpointError
+    from asr_core.whisper.meta_callers import read_settings, write_settings
+    settings = A.caller_settings(rec)
+    assert settings is not None and settings["steps"] >= 1 and set(settings["step_sizes"]) == set(cached.GROUP)
+    assert all(torch.all(v > 0) for v in settings["step_sizes"].values())
+    import os
+    shipped = os.path.join(os.path.dirname(A.__file__), "..", "checkpoints", "whisper-tiny-callers.pt")
+    assert os.path.getsize(shipped) <= 256 * 1024
+    info = {k: settings[k] for k in ("steps", "init", "step_sizes")}
+    with pytest.raises(CheckpointError, match="made for other weights"):
+        read_settings(write_settings(info, "0" * 64, str(tmp_path / "other.pt")), settings["backbone_sha256"])
+    nan = {**info, "step_sizes": {k: v * float("nan") for k, v in info["step_sizes"].items()}}
+    with pytest.raises(CheckpointError, match="malformed step_sizes"):
+        read_settings(write_settings(nan, settings["backbone_sha256"], str(tmp_path / "nan.pt")),
+                      settings["backbone_sha256"])
+    (tmp_path / "junk.pt").write_bytes(b"not a settings file")
+    with pytest.raises(CheckpointError, match="corrupt or not a settings file"):
+        read_settings(str(tmp_path / "junk.pt"), settings["backbone_sha256"])
+    with pytest.raises(CheckpointError, match="not found"):
+        read_settings(str(tmp_path / "none.pt"), settings["backbone_sha256"])
