@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from asr_core.decoder import Transcript
+from asr_core.transcript import Transcript
 from asr_core.meta import adapt, adaptation_init, detached, initial_params, make_batch
 from asr_core.metrics import word_errors
-from asr_core.recognizer import Recognizer
+from asr_core.small.recognizer import Recognizer
 
 MODES = ("supervised", "label-free")
 # Without meta-learned settings: 3 plain SGD steps with step sizes tuned on the dev speakers

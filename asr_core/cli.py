@@ -79,7 +79,7 @@ def cmd_corpus(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from asr_core.train import TrainConfig, train
+    from asr_core.small.train import TrainConfig, train
     cfg = TrainConfig(manifest=a.manifest, out=a.out, epochs=a.epochs, lr=a.lr, batch_frames=a.batch_frames,
                       threads=a.threads, device=a.device, d_model=a.d_model, n_blocks=a.n_blocks,
                       max_train_utts=a.max_train_utts, init=a.init or "", seed=a.seed)
@@ -103,8 +103,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         a.trim_seconds = (defaults.WHISPER_TRIM_S if product else None) if a.trim_seconds is _PRODUCT \
             else a.trim_seconds
         return _evaluate_whisper(a)
-    from asr_core.evaluate import evaluate
-    from asr_core.recognizer import Recognizer
+    from asr_core.small.evaluate import evaluate
+    from asr_core.small.recognizer import Recognizer
     t0 = time.perf_counter()
     rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
     load_s = time.perf_counter() - t0
@@ -144,7 +144,7 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
         # guarded, as the product adapts (the guard can only fall back to plain Whisper for a caller)
         first_pass = None
         if a.pseudo_labels == "first-pass" and a.adapt != "supervised":
-            from asr_core.recognizer import Recognizer
+            from asr_core.small.recognizer import Recognizer
             small = Recognizer.load(decoder=a.decoder)
             first_pass = lambda audio: small.transcribe(audio, 8000)  # noqa: E731
         result["adapt"] = evaluate_whisper_adaptation(rec, a.manifest, a.adapt, threads=a.threads,
@@ -162,9 +162,9 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
 
 def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
     import os
-    from asr_core.checkpoint import BASE_CTC_CHECKPOINT
-    from asr_core.evaluate import ADAPT_METHODS, evaluate_adaptation
-    from asr_core.recognizer import Recognizer
+    from asr_core.small.checkpoint import BASE_CTC_CHECKPOINT
+    from asr_core.small.evaluate import ADAPT_METHODS, evaluate_adaptation
+    from asr_core.small.recognizer import Recognizer
     methods = {"supervised": ["none", "supervised"], "label-free": ["none", "label-free"],
                "all": list(ADAPT_METHODS)}[a.adapt]
     meta = {}
@@ -193,7 +193,7 @@ def _evaluate_adaptation(a: argparse.Namespace, rec) -> dict:
 
 
 def cmd_meta_train(a: argparse.Namespace) -> int:
-    from asr_core.meta_train import MetaTrainConfig, meta_train
+    from asr_core.small.meta_train import MetaTrainConfig, meta_train
     cfg = MetaTrainConfig(manifest=a.manifest, checkpoint=a.checkpoint, out=a.out, algo=a.algo,
                           inner_steps=a.inner_steps, inner_lr=a.inner_lr, lhuc_lr=a.lhuc_lr, support=a.support, query=a.query,
                           meta_batch=a.meta_batch, outer_steps=a.outer_steps, outer_lr=a.outer_lr,
@@ -206,7 +206,7 @@ def cmd_meta_train(a: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(a: argparse.Namespace) -> int:
-    from asr_core.recognizer import Recognizer
+    from asr_core.small.recognizer import Recognizer
     rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
     for path in a.files:
         t = rec.transcribe(path, hotwords=a.hotword)
@@ -218,7 +218,7 @@ def cmd_transcribe(a: argparse.Namespace) -> int:
 
 
 def cmd_tune_decoder(a: argparse.Namespace) -> int:
-    from asr_core.tune import tune_decoder, write_decoder_settings
+    from asr_core.small.tune import tune_decoder, write_decoder_settings
     best = tune_decoder(a.checkpoint, a.manifest, split=a.split, limit=a.limit)
     print(json.dumps(best))
     if a.write:
@@ -227,7 +227,7 @@ def cmd_tune_decoder(a: argparse.Namespace) -> int:
 
 
 def cmd_build_lm(a: argparse.Namespace) -> int:
-    from asr_core.lm import build_lm
+    from asr_core.small.lm import build_lm
     lex, arpa = build_lm(a.out, n_sentences=a.sentences, seed=a.seed)
     print(lex)
     print(arpa)

@@ -30,11 +30,12 @@ import torch
 from torch import Tensor
 
 from asr_core.adaptation import AdaptationConfig, AdaptationResult, adapt_caller
-from asr_core.decoder import Transcript, greedy_decode
+from asr_core.transcript import Transcript
+from asr_core.small.decoder import greedy_decode
 from asr_core.errors import BackboneError
 from asr_core.defaults import (BACKBONES, WHISPER_BEAM_SIZE, WHISPER_INT8, WHISPER_TRIM_S)
 from asr_core.meta import initial_params as small_initial_params
-from asr_core.recognizer import Recognizer
+from asr_core.small.recognizer import Recognizer
 from asr_core.text import normalize
 from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_LABEL_FREE_MIN_CONFIDENCE
 from asr_core.whisper.adapt import adapt_whisper_caller, initial_whisper_params

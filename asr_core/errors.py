@@ -39,6 +39,10 @@ class SynthesisError(AsrError, RuntimeError):
     """Speech synthesis that failed (a TTS program missing or failing)."""
 
 
+class TrainingError(AsrError, RuntimeError):
+    """Training that could not finish (a loss that diverged)."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """What the CLI reports as one line rather than a traceback."""
     return (AsrError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError)

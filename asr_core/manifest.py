@@ -70,3 +70,11 @@ def write_manifest(path: str, rows: list[tuple[str, str, str, str]]) -> None:
                 raise ManifestError(f"tab or newline inside a manifest field: {row!r}")
             f.write("\t".join(row) + "\n")
     os.replace(tmp, path)
+
+
+def speakers_with_tests(rows: list, manifest: str, max_speakers: int = 0) -> list[str]:
+    """The speakers with `test` utterances (the first `max_speakers`); none is an error."""
+    found = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
+    if not found:
+        raise ValueError(f"{manifest}: no speaker (of those selected) has test utterances to evaluate adaptation on")
+    return found

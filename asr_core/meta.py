@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_core.model import ADAPTER_NAMES, StreamingCTC
+from asr_core.small.model import ADAPTER_NAMES, StreamingCTC
 from asr_core.text import encode
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd")

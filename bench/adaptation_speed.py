@@ -25,7 +25,7 @@ from asr_core.audio import load_audio  # noqa: E402
 from asr_core.manifest import read_manifest  # noqa: E402
 from asr_core.meta import adapt, detached, initial_params, make_batch  # noqa: E402
 from asr_core.profile import Profile  # noqa: E402
-from asr_core.recognizer import Recognizer  # noqa: E402
+from asr_core.small.recognizer import Recognizer  # noqa: E402
 
 
 def main() -> int:

@@ -39,7 +39,7 @@ def load_backbone(name: str, mode: str, checkpoint: str | None = None):
     if name == "small":
         from asr_core.adaptation import adaptation_settings
         from asr_core.meta import initial_params, make_batch
-        from asr_core.recognizer import Recognizer
+        from asr_core.small.recognizer import Recognizer
         rec = Recognizer.load(checkpoint)
         steps, sizes, init = adaptation_settings(rec, mode)  # as the product adapts in this mode
 
@@ -85,7 +85,7 @@ def main() -> int:
         from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as min_conf
     judge = None
     if a.judge:
-        from asr_core.recognizer import Recognizer
+        from asr_core.small.recognizer import Recognizer
         small = Recognizer.load()
         judge = lambda x: small.transcribe(x, rec.sample_rate).text  # noqa: E731
     rows = read_manifest(a.manifest, ("adapt", "test"))

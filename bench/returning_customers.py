@@ -187,7 +187,7 @@ def main() -> int:
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Permission
 
-        from asr_core.recognizer import Recognizer
+        from asr_core.small.recognizer import Recognizer
         from callcenter.calls import services
         from callcenter.calls.models import AdaptationRun, Customer
 

@@ -32,6 +32,12 @@ Audio and files: ``decode_audio``, ``wav_bytes``, ``to_stored_rate``, ``mulaw_de
 ``mulaw_encode``, ``pcm16_encode``, ``checkpoint_sha256``, ``word_error_rate``; ``load_audio``
 (asr_core's reader, raising ``AudioError``) for the developer tools.
 
+Meta-training from customers (``services.training`` keeps the rules; asr_core's
+``small.caller_meta`` does the work): ``meta_recognizer(checkpoint=, sha256=, name=)`` (a model
+version's small model, ``ModelVersionInvalid`` when it holds other weights), ``meta_train_candidate``
+(-> ``MetaCandidate``: path, sha256, recognizer), ``held_out_wer``, ``normalize_text``; asr_core's
+errors there become ``TrainingFailed``.
+
 Synthetic callers (the demo and the benches): ``Speaker``, ``FESTIVAL_VOICES``, ``synthesize``
 (``render(speaker, text, seed)``), ``synthetic_sentences``; ``SynthesisError``.
 """
@@ -52,18 +58,21 @@ from django.conf import settings
 
 from asr_core import engines
 from asr_core.audio import load_audio, mulaw_decode, mulaw_encode, pcm16_encode, resample
-from asr_core.checkpoint import load_checkpoint
+from asr_core.small.checkpoint import load_checkpoint
 from asr_core.corpus.sentences import sentences as synthetic_sentences
 from asr_core.corpus.speakers import FESTIVAL_VOICES, Speaker
 from asr_core.corpus.synth import render as synthesize
-from asr_core.decoder import Transcript
+from asr_core.transcript import Transcript
 from asr_core.engines import PartialStream, SpeechRecognizer
 from asr_core.errors import AsrError, AudioError, ProfileError, SynthesisError
 from asr_core.metrics import wer
 from asr_core.profile import Profile
+from asr_core.small import caller_meta
+from asr_core.small.caller_meta import Candidate as MetaCandidate
+from asr_core.text import normalize
 from asr_core.whisper import convert
 from callcenter.ops import metrics
-from callcenter.errors import BadAudio, RecognizerUnavailable
+from callcenter.errors import BadAudio, ModelVersionInvalid, RecognizerUnavailable, TrainingFailed
 
 __all__ = [
     "STORED_SAMPLE_RATE", "AsrError", "AudioError", "Profile", "ProfileError", "ModelVersionMismatch",
@@ -72,6 +81,7 @@ __all__ = [
     "checkpoint_sha256", "word_error_rate", "model_version", "whisper_checkpoint",
     "SpeechRecognizer", "PartialStream", "Transcript",
     "load_audio", "SynthesisError", "FESTIVAL_VOICES", "Speaker", "synthesize", "synthetic_sentences",
+    "MetaCandidate", "meta_recognizer", "meta_train_candidate", "held_out_wer", "normalize_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -321,3 +331,42 @@ def checkpoint_sha256(path: str) -> str:
 def word_error_rate(pairs: list[tuple[str, str]]) -> float:
     """Corpus WER of (reference, hypothesis) pairs, normalized as asr_core scores."""
     return wer(pairs)
+
+
+# -- meta-training from customers -----------------------------------------------------------------
+def normalize_text(text: str) -> str:
+    """A verified transcript as the recognizers' vocabulary spells it."""
+    return normalize(text)
+
+
+def meta_recognizer(*, checkpoint: str, sha256: str, name: str) -> caller_meta.Recognizer:
+    """The small model of model version ``name`` (its own copy, not the cached recognizer, for
+    meta-training); ``ModelVersionInvalid`` when its checkpoint cannot be read or holds other weights."""
+    try:
+        return caller_meta.load_verified(checkpoint, sha256=sha256, decoder=settings.ASR_DECODER)
+    except AsrError as exc:
+        raise ModelVersionInvalid(f"model version {name!r}: {exc}") from None
+
+
+def meta_train_candidate(
+    current: caller_meta.Recognizer, tasks: caller_meta.Utterances, *, outer_steps: int, meta_batch: int,
+    outer_lr: float, seed: int, folder: str, provenance: dict,
+) -> MetaCandidate:
+    """Meta-train a copy of ``current`` over the customers in ``tasks`` (customer id -> [(audio path,
+    normalized text)]) into ``folder/candidate.pt``; ``TrainingFailed`` when it cannot."""
+    cfg = caller_meta.CallerMetaConfig(outer_steps=outer_steps, meta_batch=meta_batch, outer_lr=outer_lr, seed=seed)
+    try:
+        return caller_meta.candidate_train(
+            current, tasks, cfg, folder=folder, provenance=provenance, decoder=settings.ASR_DECODER
+        )
+    except AsrError as exc:
+        raise TrainingFailed(str(exc)) from None
+
+
+def held_out_wer(rec: caller_meta.Recognizer, held: caller_meta.Utterances) -> float:
+    """Corpus WER of ``rec`` on held-out customers after adapting to each (``caller_meta.held_out_wer``);
+    ``TrainingFailed`` when their audio cannot be read."""
+    try:
+        return caller_meta.held_out_wer(rec, held)
+    except AsrError as exc:
+        raise TrainingFailed(str(exc)) from None

@@ -168,3 +168,9 @@ def test_the_layout_section_names_every_package_of_the_project():
         for module in sorted((REPO_ROOT / "callcenter" / folder).glob("*.py")):
             if module.name != "__init__.py":
                 assert module.name in layout, f"README's layout lacks callcenter/{folder}/{module.name}"
+    for child in sorted((REPO_ROOT / "asr_core").iterdir()):
+        if child.is_dir() and (child / "__init__.py").exists():
+            assert f"{child.name}/" in layout, f"README's layout lacks asr_core/{child.name}/"
+    for module in sorted((REPO_ROOT / "asr_core" / "small").glob("*.py")):
+        if module.name != "__init__.py":
+            assert module.stem in layout, f"README's layout lacks asr_core/small/{module.name}"

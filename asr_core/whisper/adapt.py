@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_core.adaptation import AdaptationConfig, AdaptationResult
-from asr_core.decoder import Transcript
+from asr_core.transcript import Transcript
 from asr_core.meta import detached
 from asr_core.metrics import word_errors
 from asr_core.text import normalize
@@ -427,7 +427,7 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
     `rec.transcribe(params=)`). methods: extra name -> adapt_whisper_caller keyword arguments
     (bench scripts: objectives, step sizes)."""
     from asr_core.audio import load_audio
-    from asr_core.evaluate import speakers_with_tests
+    from asr_core.manifest import speakers_with_tests
     from asr_core.manifest import read_manifest
     torch.set_num_threads(threads)
     modes = ["supervised", "label-free"] if mode == "all" else [] if mode == "none" else [mode]

@@ -246,8 +246,15 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
 ADAPTATION_FORMAT = "asr_core.whisper-adapt/1"
 
 
+def adapt_payload_tensors(adapt_info: dict) -> dict[str, torch.Tensor]:
+    """The adaptation tensors as they enter the checkpoint's sha256."""
+    out = {f"adapt.init.{k}": v for k, v in adapt_info["init"].items()}
+    out.update({f"adapt.step_sizes.{k}": v for k, v in adapt_info["step_sizes"].items()})
+    out[f"adapt.{adapt_info['algo']}.{adapt_info['steps']}"] = torch.zeros(0)
+    return out
+
+
 def _adapt_tensors(adapt: dict, where: str) -> dict:
-    from asr_core.whisper.meta_train import adapt_payload_tensors
     try:
         return adapt_payload_tensors(adapt)
     except (KeyError, AttributeError, TypeError):

@@ -28,6 +28,7 @@ from asr_core.checkpoint import state_sha256
 from asr_core.manifest import read_manifest
 from asr_core.meta import adapt
 from asr_core.whisper import convert
+from asr_core.whisper.convert import adapt_payload_tensors
 from asr_core.whisper.adapt import initial_lora_params, make_whisper_batch, whisper_loss
 from asr_core.whisper.recognizer import WhisperRecognizer
 
@@ -55,14 +56,6 @@ class WhisperMetaConfig:
             raise ValueError("inner_steps, support, query, meta_batch and outer_steps must be >= 1")
         if self.inner_lr <= 0 or self.outer_lr <= 0:
             raise ValueError("learning rates must be > 0")
-
-
-def adapt_payload_tensors(adapt_info: dict) -> dict[str, torch.Tensor]:
-    """The adaptation tensors as they enter the checkpoint's sha256."""
-    out = {f"adapt.init.{k}": v for k, v in adapt_info["init"].items()}
-    out.update({f"adapt.step_sizes.{k}": v for k, v in adapt_info["step_sizes"].items()})
-    out[f"adapt.{adapt_info['algo']}.{adapt_info['steps']}"] = torch.zeros(0)
-    return out
 
 
 def meta_train_whisper(cfg: WhisperMetaConfig, progress=sys.stderr) -> str:

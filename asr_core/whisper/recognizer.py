@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from asr_core.audio import AudioError, load_audio, resample
-from asr_core.decoder import Transcript, Word
+from asr_core.transcript import Transcript, Word
 from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
                                        greedy, token_timings)

@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 
-from asr_core.checkpoint import DEFAULT_CHECKPOINT
+from asr_core.small.checkpoint import DEFAULT_CHECKPOINT
 
 
 @pytest.fixture(scope="session")
 def recognizer():
-    from asr_core.recognizer import Recognizer
+    from asr_core.small.recognizer import Recognizer
     return Recognizer.load(DEFAULT_CHECKPOINT)
 
 

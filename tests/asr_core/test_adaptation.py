@@ -9,7 +9,7 @@ from asr_core.corpus.sentences import sentences
 from asr_core.corpus.synth import render
 from asr_core.meta import adaptation_init, initial_params
 from asr_core.profile import Profile
-from asr_core.recognizer import Recognizer
+from asr_core.small.recognizer import Recognizer
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_the_label_free_guard_judges_all_utterances_and_learns_from_the_confiden
     """Own pseudo-labels: 5 chunks of 2 of all the utterances, confident or not, are each recognized
     by an adaptation on the confident pseudo-labels outside the chunk; the update is kept only if
     their mean confidence does not fall, then refit on every confident pseudo-label."""
-    from asr_core.decoder import Transcript, Word
+    from asr_core.transcript import Transcript, Word
 
     def said(text, confidence):
         return Transcript(text, [Word(w, 0.0, 0.1, confidence) for w in text.split()])

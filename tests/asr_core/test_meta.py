@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from asr_core.meta import ALGORITHMS, Batch, MetaLearner, adapt, ctc_loss, detached, initial_params, make_batch
-from asr_core.model import ModelConfig, StreamingCTC
+from asr_core.small.model import ModelConfig, StreamingCTC
 from asr_core.profile import Profile, ProfileError
 
 
@@ -120,10 +120,10 @@ def test_autograd_ctc_matches_torch_ctc(tiny):
 def test_meta_train_keeps_the_base_values_in_the_model_and_the_learned_init_apart(tmp_path):
     """`meta-train --adapter-rank`: the written checkpoint recognizes callers without a profile with
     the pre-meta values (adapters off), and carries the learned init in its adapt section."""
-    from asr_core.checkpoint import BASE_CTC_CHECKPOINT, load_checkpoint
+    from asr_core.small.checkpoint import BASE_CTC_CHECKPOINT, load_checkpoint
     from asr_core.corpus.build import CorpusConfig, build_corpus
     from asr_core.meta import adaptation_init
-    from asr_core.meta_train import MetaTrainConfig, meta_train
+    from asr_core.small.meta_train import MetaTrainConfig, meta_train
 
     manifest = build_corpus(CorpusConfig(out=str(tmp_path / "c"), seed=4, train_speakers=2, dev_speakers=1,
                                          test_speakers=0, train_utts=4, dev_utts=4, workers=2))
@@ -146,11 +146,11 @@ def test_label_free_meta_training_adds_its_section_and_leaves_the_rest(tmp_path)
     plus an `adapt.label_free` section that the product's label-free adaptation then starts from."""
     from asr_core.adaptation import AdaptationConfig, adapt_caller, adaptation_settings
     from asr_core.audio import load_audio
-    from asr_core.checkpoint import load_checkpoint
+    from asr_core.small.checkpoint import load_checkpoint
     from asr_core.corpus.build import CorpusConfig, build_corpus
     from asr_core.manifest import read_manifest
-    from asr_core.meta_train import MetaTrainConfig, meta_train
-    from asr_core.recognizer import Recognizer
+    from asr_core.small.meta_train import MetaTrainConfig, meta_train
+    from asr_core.small.recognizer import Recognizer
 
     with pytest.raises(ValueError, match="label-free meta-training learns only the adaptation"):
         MetaTrainConfig(manifest="m.tsv", checkpoint=None, out="o", label_free=True, learn_base=True)

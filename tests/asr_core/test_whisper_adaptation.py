@@ -9,7 +9,7 @@ import torch
 
 from asr_core.adaptation import AdaptationConfig
 from asr_core.audio import load_audio
-from asr_core.decoder import Transcript
+from asr_core.transcript import Transcript
 from asr_core.manifest import read_manifest
 from asr_core.metrics import word_errors
 from asr_core.profile import Profile

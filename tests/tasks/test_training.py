@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from asr_core.checkpoint import DEFAULT_CHECKPOINT
+from asr_core.small.checkpoint import DEFAULT_CHECKPOINT
 
 from callcenter import asr
 from callcenter.calls import services

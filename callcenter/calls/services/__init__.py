@@ -2,8 +2,8 @@
 ``zerver/actions/``): ``customers``, ``lines``, ``calls``, ``segments``,
 ``model_versions``, ``adaptation``, ``privacy``, ``training`` and
 ``maintenance``; ``enqueue`` is the one place that queues Celery tasks (by
-name: the backend never imports ``tasks/``); ``meta_training`` is the model
-side of the training rules (no database).
+name: the backend never imports ``tasks/``). The model side of the training
+rules is asr_core's, through the bridge ``callcenter.asr``.
 
 Every function takes keyword-only arguments, validates them, and raises
 ``callcenter.errors`` exceptions, never a bare ``IntegrityError``: the caller

@@ -11,7 +11,8 @@ a candidate that beat its parent.
    active model's adaptable initialization and step sizes (asr_core's
    ``MetaLearner``, the algorithm and inner steps of the active
    checkpoint; support = half of a customer's utterances, query = the other
-   half). The model side is ``meta_training``.
+   half). The model side is asr_core's, through the bridge
+   (``asr.meta_train_candidate``, ``asr.held_out_wer``).
 3. Evaluation on the held-out customers' verified audio: each model adapts
    on the first half of a customer's utterances and is scored (WER) on the
    other half. The candidate is promoted only when its WER is lower: its
@@ -40,12 +41,12 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from callcenter import asr
 from callcenter.errors import CallCenterError, ModelVersionInvalid
 from callcenter.ops import metrics
 
 from ..models import AdaptationRun, ModelVersion, Segment, TrainingRun
 from ..selectors.training import verified_segments_since
-from . import meta_training
 from .model_versions import active_model
 from ._common import require_choice
 from .adaptation import adaptation_request
@@ -183,7 +184,7 @@ def _train_and_gate(cfg: TrainingConfig, base: ModelVersion) -> tuple[str, str, 
             "at least 2 are needed (one to train on, one held out)"
         )
         return "skipped", reason, figures, None
-    current = meta_training.recognizer_load(checkpoint=base.checkpoint, sha256=base.sha256, name=base.name)
+    current = asr.meta_recognizer(checkpoint=base.checkpoint, sha256=base.sha256, name=base.name)
     provenance = {
         "parent": base.name,
         "outer_steps": cfg.outer_steps,
@@ -191,12 +192,13 @@ def _train_and_gate(cfg: TrainingConfig, base: ModelVersion) -> tuple[str, str, 
         "utterances": sum(len(by_customer[c]) for c in train_ids),
     }
     with tempfile.TemporaryDirectory(dir=_model_dir()) as tmp:
-        candidate = meta_training.candidate_train(
-            cfg, current, {c: by_customer[c] for c in train_ids}, folder=tmp, provenance=provenance
+        candidate = asr.meta_train_candidate(
+            current, {c: by_customer[c] for c in train_ids}, outer_steps=cfg.outer_steps, meta_batch=cfg.meta_batch,
+            outer_lr=cfg.outer_lr, seed=cfg.seed, folder=tmp, provenance=provenance,
         )
         held = {c: by_customer[c] for c in held_ids}
-        figures["current_wer"] = meta_training.held_out_wer(current, held)
-        figures["candidate_wer"] = meta_training.held_out_wer(candidate.recognizer, held)
+        figures["current_wer"] = asr.held_out_wer(current, held)
+        figures["candidate_wer"] = asr.held_out_wer(candidate.recognizer, held)
         figures["held_out_utterances"] = sum(len(v) // 2 for v in held.values())
         if not figures["candidate_wer"] < figures["current_wer"]:
             reason = (
@@ -240,7 +242,7 @@ def _verified_by_customer() -> dict[int, list[tuple[str, str]]]:
         .order_by("call__customer_id", "call__started_at", "index")
     )
     for segment in rows:
-        text = meta_training.text_normalize(segment.verified_text)
+        text = asr.normalize_text(segment.verified_text)
         if text and "[" not in segment.verified_text and _exists(segment):
             groups[segment.call.customer_id].append((segment.audio.path, text))
     return {c: items for c, items in groups.items() if len(items) >= MIN_UTTERANCES}

@@ -15,7 +15,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from asr_core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from asr_core.small.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from callcenter.calls import selectors, services
 from callcenter.calls.models import AdaptationRun, Call, Customer, ModelVersion, Segment, VoiceProfile
 from callcenter.errors import (

@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 
-from asr_core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from asr_core.small.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from callcenter.calls import services
 from callcenter.calls.models import AdaptationRun, Customer, ModelVersion, Segment
 

@@ -189,7 +189,7 @@ def test_partials_and_finals_of_a_returning_caller_use_their_voice_profile(
     the worker's finals."""
     import torch
 
-    from asr_core.checkpoint import load_checkpoint
+    from asr_core.small.checkpoint import load_checkpoint
     from asr_core.meta import initial_params
     from asr_core.profile import Profile
 

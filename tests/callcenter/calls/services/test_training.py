@@ -13,7 +13,7 @@ import shutil
 import pytest
 from django.contrib.auth.models import Permission
 
-from asr_core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from asr_core.small.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from asr_core.corpus.sentences import sentences
 from asr_core.corpus.speakers import make_speaker
 from asr_core.corpus.synth import render

@@ -18,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from asr_core.audio import AudioError, load_audio, resample
-from asr_core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from asr_core.decoder import BeamDecoder, Transcript, greedy_decode
-from asr_core.model import StreamingCTC
+from asr_core.small.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from asr_core.transcript import Transcript
+from asr_core.small.decoder import BeamDecoder, greedy_decode
+from asr_core.small.model import StreamingCTC
 
-DEFAULT_LM_DIR = os.path.join(os.path.dirname(__file__), "checkpoints", "lm")
+DEFAULT_LM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "lm")
 HOTWORD_BONUS = 4.0
 
 

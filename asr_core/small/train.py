@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from asr_core.audio import load_audio
-from asr_core.checkpoint import load_checkpoint, save_checkpoint
-from asr_core.decoder import greedy_decode
+from asr_core.small.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.small.decoder import greedy_decode
 from asr_core.manifest import read_manifest
 from asr_core.metrics import wer
-from asr_core.model import ModelConfig, StreamingCTC
+from asr_core.small.model import ModelConfig, StreamingCTC
 from asr_core.text import encode
 
 

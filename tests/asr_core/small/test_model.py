@@ -2,7 +2,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from asr_core.model import ModelConfig, StreamingCTC
+from asr_core.small.model import ModelConfig, StreamingCTC
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,21 @@
-"""The model side of periodic meta-training (``services.training`` holds its
-rules): meta-learn a candidate from the active model over customers'
-verified utterances, and score a model on held-out customers after adapting
-to each. asr_core's ``MetaLearner`` and ``adapt_caller`` do the work; nothing
-here touches the database.
+"""Meta-learning the small model from a deployment's own callers, and scoring it on held-out ones.
 
-Utterances are ``(audio file path, normalized text)`` pairs, grouped by
-customer id.
+The backend's periodic meta-training (``callcenter.calls.services.training``, through the bridge
+``callcenter.asr``) keeps the rules: which callers, when, and whether a candidate is promoted. Here
+is the model side:
+
+- ``load_verified(checkpoint, sha256=, decoder=)``: a recognizer whose weights must be ``sha256``.
+- ``candidate_train(current, tasks, cfg, folder=, provenance=, decoder=)``: meta-train a copy of
+  ``current``'s adaptable initialization and step sizes (``MetaLearner``, the algorithm and inner
+  steps of ``current``'s checkpoint; support = the first half of a caller's utterances, query = the
+  rest) and write it as ``folder/candidate.pt``.
+- ``held_out_wer(rec, held)``: corpus WER on the second half of each held-out caller's utterances
+  after supervised adaptation (no guard) on the first half.
+
+``tasks`` / ``held``: caller id -> [(audio file path, normalized text)].
+Errors: ``CheckpointError`` (a checkpoint that cannot be read or holds other weights),
+``TrainingError`` (meta-training diverged).
 """
-
 from __future__ import annotations
 
 import math
@@ -16,32 +24,26 @@ import random
 from dataclasses import dataclass
 
 import torch
-from django.conf import settings
 
 from asr_core.adaptation import AdaptationConfig, adapt_caller
 from asr_core.audio import load_audio
-from asr_core.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.errors import CheckpointError, TrainingError
 from asr_core.meta import MetaLearner, adaptation_init, initial_params, load_params, make_batch
 from asr_core.metrics import wer
-from asr_core.recognizer import Recognizer
-from asr_core.text import normalize
-from callcenter.errors import ModelVersionInvalid, TrainingFailed
+from asr_core.small.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.small.recognizer import Recognizer
 
 Utterances = dict[int, list[tuple[str, str]]]
 
 
-def text_normalize(text: str) -> str:
-    """A verified transcript as the recognizer's vocabulary spells it."""
-    return normalize(text)
+@dataclass(frozen=True)
+class CallerMetaConfig:
+    """Outer steps, callers per outer step, the outer learning rate and the seed."""
 
-
-def recognizer_load(*, checkpoint: str, sha256: str, name: str) -> Recognizer:
-    """The recognizer of a model version; ``ModelVersionInvalid`` when its
-    checkpoint holds other weights than the version records."""
-    rec = Recognizer.load(checkpoint, decoder=settings.ASR_DECODER)
-    if rec.meta["sha256"] != sha256:
-        raise ModelVersionInvalid(f"model version {name!r}: the checkpoint holds other weights")
-    return rec
+    outer_steps: int
+    meta_batch: int = 4
+    outer_lr: float = 3e-3
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,21 +55,29 @@ class Candidate:
     recognizer: Recognizer
 
 
-def candidate_train(cfg, current: Recognizer, tasks: Utterances, *, folder: str, provenance: dict) -> Candidate:
-    """Meta-train a copy of ``current``'s model over the customers in
-    ``tasks`` (``cfg``: outer steps, meta batch, outer learning rate, seed)
-    and write it as ``folder/candidate.pt`` with ``provenance`` in its meta."""
+def load_verified(checkpoint: str, *, sha256: str, decoder: str) -> Recognizer:
+    """The recognizer of ``checkpoint``; ``CheckpointError`` when it holds other weights than ``sha256``."""
+    rec = Recognizer.load(checkpoint, decoder=decoder)
+    if rec.meta["sha256"] != sha256:
+        raise CheckpointError(f"{checkpoint}: the checkpoint holds other weights")
+    return rec
+
+
+def candidate_train(current: Recognizer, tasks: Utterances, cfg: CallerMetaConfig, *, folder: str,
+                    provenance: dict, decoder: str) -> Candidate:
+    """Meta-train a copy of ``current``'s model over the callers in ``tasks`` and write it as
+    ``folder/candidate.pt`` with ``provenance`` in its meta (``meta_train_customers``)."""
     torch.manual_seed(cfg.seed)
     model, adapt_section = _meta_learn(cfg, current, tasks)
     meta = {k: v for k, v in current.meta.items() if k not in ("sha256", "path", "adapt")}
     meta["meta_train_customers"] = provenance
     path = os.path.join(folder, "candidate.pt")
     sha = save_checkpoint(model, path, meta=meta, adapt=adapt_section)
-    return Candidate(path=path, sha256=sha, recognizer=Recognizer.load(path, decoder=settings.ASR_DECODER))
+    return Candidate(path=path, sha256=sha, recognizer=Recognizer.load(path, decoder=decoder))
 
 
-def _meta_learn(cfg, rec, tasks: dict[int, list[tuple[str, str]]]):
-    """Meta-train a copy of ``rec``'s model over the customers in ``tasks``;
+def _meta_learn(cfg: CallerMetaConfig, rec: Recognizer, tasks: Utterances):
+    """Meta-train a copy of ``rec``'s model over the callers in ``tasks``;
     returns (model, adapt section for the checkpoint)."""
     model, meta = load_checkpoint(rec.meta["path"])
     model.eval()
@@ -85,21 +95,21 @@ def _meta_learn(cfg, rec, tasks: dict[int, list[tuple[str, str]]]):
     groups = [{"params": g["params"], "lr": cfg.outer_lr} for g in learner.outer_parameters()]
     opt = torch.optim.Adam(groups) if adapt["algo"] != "reptile" else torch.optim.SGD(groups)
     batches = {}
-    for customer, items in tasks.items():
+    for caller, items in tasks.items():
         audios, texts = _load(items, model.cfg.sample_rate)
         half = max(1, len(audios) // 2)
-        batches[customer] = (make_batch(model, audios[:half], texts[:half]), make_batch(model, audios[half:], texts[half:]))
+        batches[caller] = (make_batch(model, audios[:half], texts[:half]), make_batch(model, audios[half:], texts[half:]))
     rng = random.Random(cfg.seed)
-    customers = sorted(batches)
+    callers = sorted(batches)
     steps = int(adapt["steps"])
     for _ in range(cfg.outer_steps):
         opt.zero_grad(set_to_none=True)
-        chosen = rng.sample(customers, min(cfg.meta_batch, len(customers)))
-        for customer in chosen:
-            support, query = batches[customer]
+        chosen = rng.sample(callers, min(cfg.meta_batch, len(callers)))
+        for caller in chosen:
+            support, query = batches[caller]
             loss = learner.task_loss(support, query, steps, scale=1.0 / len(chosen))
             if not math.isfinite(float(loss)):
-                raise TrainingFailed(f"meta-training diverged (query loss {float(loss)})")
+                raise TrainingError(f"meta-training diverged (query loss {float(loss)})")
         opt.step()
     learned = learner.step_sizes()
     section = {
@@ -115,7 +125,7 @@ def _meta_learn(cfg, rec, tasks: dict[int, list[tuple[str, str]]]):
 
 
 def held_out_wer(rec: Recognizer, held: Utterances) -> float:
-    """Corpus WER on the second half of each held-out customer's utterances
+    """Corpus WER on the second half of each held-out caller's utterances
     after supervised adaptation (no guard) on the first half."""
     pairs = []
     for items in held.values():

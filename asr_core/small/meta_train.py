@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from asr_core.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.small.checkpoint import load_checkpoint, save_checkpoint
 from asr_core.manifest import read_manifest
 from asr_core.meta import (ALGORITHMS, Batch, MetaLearner, adapt, adaptation_init, ctc_loss, detached, initial_params,
                            load_params, log_probs)
 from asr_core.text import encode
-from asr_core.train import _features
+from asr_core.small.train import _features
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ class _PseudoLabels:
     `min_confidence`. Each utterance is decoded once."""
 
     def __init__(self, model, params: dict[str, torch.Tensor], checkpoint: str | None, min_confidence: float):
-        from asr_core.recognizer import Recognizer
+        from asr_core.small.recognizer import Recognizer
         self.model, self.params, self.min_confidence = model, detached(params), min_confidence
         self.decoder = Recognizer.load(checkpoint)  # the product's decoder (lexicon + LM) for these log-probs
         self.done: dict[tuple[int, int], tuple[str, float]] = {}

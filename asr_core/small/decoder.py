@@ -1,4 +1,4 @@
-"""CTC decoding: greedy (always available) and lexicon + n-gram beam search.
+"""The small model's CTC decoding: greedy (always available) and lexicon + n-gram beam search.
 
 Both return a `Transcript`: text plus words with start/end seconds and a
 confidence in [0, 1] (mean of the best-path posteriors over the word's frames).
@@ -7,35 +7,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 
 import torch
 
 from asr_core.text import SPACE, VOCAB
-
-
-@dataclass(frozen=True)
-class Word:
-    w: str
-    start: float
-    end: float
-    conf: float
-
-    def as_dict(self) -> dict:
-        return {"w": self.w, "start": round(self.start, 3), "end": round(self.end, 3), "conf": round(self.conf, 3)}
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    words: list[Word] = field(default_factory=list)
-
-    @property
-    def confidence(self) -> float:
-        return sum(w.conf for w in self.words) / len(self.words) if self.words else 0.0
-
-    def as_dict(self) -> dict:
-        return {"text": self.text, "words": [w.as_dict() for w in self.words], "conf": round(self.confidence, 3)}
+from asr_core.transcript import Transcript, Word
 
 
 def _words_from_path(tokens: list[int], frame_ids: list[int], probs: torch.Tensor,

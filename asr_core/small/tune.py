@@ -13,11 +13,11 @@ import sys
 import torch
 
 from asr_core.audio import load_audio
-from asr_core.checkpoint import load_checkpoint
-from asr_core.decoder import BeamDecoder
+from asr_core.small.checkpoint import load_checkpoint
+from asr_core.small.decoder import BeamDecoder
 from asr_core.manifest import read_manifest
 from asr_core.metrics import wer
-from asr_core.recognizer import DEFAULT_LM_DIR, Recognizer
+from asr_core.small.recognizer import DEFAULT_LM_DIR, Recognizer
 
 
 def tune_decoder(checkpoint: str, manifest: str, split: str = "dev", lm_weights=(0.4, 0.8, 1.2, 1.6),

@@ -1,7 +1,7 @@
 import math
 
-from asr_core.lm import build_arpa, lexicon_words, training_text
-from asr_core.recognizer import DEFAULT_LM_DIR
+from asr_core.small.lm import build_arpa, lexicon_words, training_text
+from asr_core.small.recognizer import DEFAULT_LM_DIR
 
 
 def _unigrams(path):

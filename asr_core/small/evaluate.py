@@ -19,9 +19,9 @@ import torch
 
 from asr_core.audio import load_audio
 from asr_core.checkpoint import state_sha256
-from asr_core.manifest import read_manifest
+from asr_core.manifest import read_manifest, speakers_with_tests
 from asr_core.metrics import char_errors, word_errors
-from asr_core.recognizer import Recognizer
+from asr_core.small.recognizer import Recognizer
 
 
 def stream_transcribe(rec: Recognizer, audio: torch.Tensor, chunk_ms: int = 200) -> tuple[str, float]:
@@ -98,14 +98,6 @@ def evaluate(rec: Recognizer, manifest: str, split: str = "test", threads: int =
 
 
 ADAPT_METHODS = ("none", "finetune", "lhuc", "maml", "fomaml", "reptile", "metasgd", "label-free", "supervised")
-
-
-def speakers_with_tests(rows: list, manifest: str, max_speakers: int = 0) -> list[str]:
-    """The speakers with `test` utterances (the first `max_speakers`); none is an error."""
-    found = sorted({u.speaker for u in rows if u.split == "test"})[: max_speakers or None]
-    if not found:
-        raise ValueError(f"{manifest}: no speaker (of those selected) has test utterances to evaluate adaptation on")
-    return found
 
 
 def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta: dict[str, Recognizer],

@@ -12,7 +12,7 @@ from asr_core.metrics import wer
 
 def test_shipped_checkpoint_loads_fast_and_is_small(recognizer):
     import os
-    from asr_core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from asr_core.small.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     t0 = time.perf_counter()
     load_checkpoint(DEFAULT_CHECKPOINT)
     assert time.perf_counter() - t0 < 5.0          # target 1 s; generous bound on a busy CI machine

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from asr_core.checkpoint import load_checkpoint, save_checkpoint
+from asr_core.small.checkpoint import load_checkpoint, save_checkpoint
 from asr_core.errors import CheckpointError
-from asr_core.model import ModelConfig, StreamingCTC
+from asr_core.small.model import ModelConfig, StreamingCTC
 
 
 @pytest.fixture
