@@ -19,7 +19,8 @@ from asr_core.audio import pcm16_encode
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Call, Customer
-from callcenter.streaming import consumers, limits, messages, protocols
+from callcenter.live import messages
+from callcenter.streaming import consumers, limits, protocols
 from tests.fixtures.calls import session_cookie, twilio_start_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
