@@ -1,5 +1,3 @@
-import math
-
 from asr_core.small.lm import build_arpa, lexicon_words, training_text
 from asr_core.small.recognizer import DEFAULT_LM_DIR
 
