@@ -168,7 +168,7 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
             assert m["utterances"] >= m["agreeing"]
         if r.accepted:
             assert m["logprob_after"] > m["logprob_before"]
-            assert m["divergence_after"] <= A.MAX_DIVERGENCE
+            assert m["divergence_after"] < m["divergence_before"] and m["divergence_after"] <= A.MAX_DIVERGENCE
         else:
             assert m["reason"]
 
