@@ -26,7 +26,8 @@ from callcenter.live import messages
 
 # One publisher per worker process: its event loop keeps the channel layer's
 # Redis connections open between tasks (the recognition task's).
-from tasks.recognition import TRANSIENT_ERRORS, _publisher
+from callcenter.live.publish import publisher
+from tasks.recognition import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ MAX_RETRIES = 3
 
 
 def _publish(call_id: int, message: dict) -> None:
-    _publisher.send(messages.groups_for_call(call_id), messages.layer_event(message))
+    publisher.send(messages.groups_for_call(call_id), messages.layer_event(message))
 
 
 def _alert(categories) -> None:

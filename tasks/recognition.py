@@ -22,7 +22,6 @@ call's group and the agents' group.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -31,7 +30,6 @@ import redis.exceptions
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -41,6 +39,7 @@ from callcenter.calls import selectors, services
 from callcenter.calls.models import Segment
 from callcenter.errors import BadAudio, ModelVersionInvalid, NotFound, RecognitionFailed, RecognizerUnavailable
 from callcenter.live import messages
+from callcenter.live.publish import publisher
 from callcenter.ops import redisconn
 from tasks.maintenance import record_recognition_latency
 
@@ -53,7 +52,6 @@ TRANSIENT_ERRORS = (
     redis.exceptions.TimeoutError,
     TimeoutError,  # publishing to the channel layer took too long
 )
-PUBLISH_TIMEOUT_S = 10
 MAX_RETRIES = 3
 
 
@@ -294,36 +292,4 @@ def _publish_final(segment: Segment, *, endpoint_at: float | None, started_at: f
         error=segment.failure_reason or None,
         speaker=segment.speaker,
     )
-    _publisher.send(messages.groups_for_call(segment.call_id), messages.layer_event(message))
-
-
-class _Publisher:
-    """Sends to channel-layer groups from the worker through one event loop
-    kept running in a thread of the worker process, so the layer's Redis
-    connections stay open between tasks (``async_to_sync`` would start a new
-    loop, and connect again, for every message)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._thread is None or not self._thread.is_alive():
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, name="channel-layer", daemon=True)
-                self._thread.start()
-            return self._loop
-
-    def send(self, groups: tuple[str, ...], event: dict) -> None:
-        layer = get_channel_layer()
-
-        async def send_all() -> None:
-            for group in groups:
-                await layer.group_send(group, event)
-
-        asyncio.run_coroutine_threadsafe(send_all(), self._running_loop()).result(timeout=PUBLISH_TIMEOUT_S)
-
-
-_publisher = _Publisher()
+    publisher.send(messages.groups_for_call(segment.call_id), messages.layer_event(message))
