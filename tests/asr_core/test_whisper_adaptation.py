@@ -214,3 +214,29 @@ def test_the_meta_learned_caller_settings_ship_small_for_exactly_these_weights(r
         read_settings(str(tmp_path / "junk.pt"), settings["backbone_sha256"])
     with pytest.raises(CheckpointError, match="not found"):
         read_settings(str(tmp_path / "none.pt"), settings["backbone_sha256"])
+
+
+def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(hard, tmp_path):
+    """`python -m asr_core evaluate --adapt all` (no --backbone: the product's recognizer) keeps
+    adapt.{method}.wer, seconds_per_speaker and speakers."""
+    import json
+
+    import soundfile as sf
+    from asr_core.cli import main
+    from asr_core.text import normalize
+    (audios, texts), (test_audios, test_texts) = hard
+    rows = ["speaker\tsplit\taudio\ttext"]
+    for split, aa, tt in (("adapt", audios[:4], texts[:4]), ("test", test_audios[:2], test_texts[:2])):
+        for i, (a, t) in enumerate(zip(aa, tt)):
+            sf.write(tmp_path / f"{split}{i}.wav", a.numpy(), 8000)
+            rows.append(f"caller\t{split}\t{split}{i}.wav\t{t}")
+    (tmp_path / "m.tsv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--manifest", str(tmp_path / "m.tsv"), "--adapt", "all", "--json", str(out)]) == 0
+    adapt = json.loads(out.read_text())["adapt"]
+    assert set(adapt) == {"none", "supervised", "label-free"}
+    for method, r in adapt.items():
+        assert 0.0 <= r["wer"] and r["seconds_per_speaker"] >= 0.0 and set(r["speakers"]) == {"caller"}
+        assert r["speakers"]["caller"]["words"] == sum(len(normalize(t).split()) for t in test_texts[:2])
+        if method != "none":
+            assert r["seconds_per_speaker"] > 0 and "accepted" in r["speakers"]["caller"]
