@@ -11,6 +11,7 @@ import sys
 import time
 
 from asr_core import defaults
+from asr_core.errors import CheckpointError
 
 
 def _int_at_least(low: int):
