@@ -58,7 +58,8 @@ def test_the_sweeper_queues_stuck_segments_once_and_the_worker_recognizes_them(c
     assert first["segments_requeued"] == [stuck.pk] and second["segments_requeued"] == []
     recognized = _wait_status(stuck.pk, "recognized")
     assert recognized.text and recognized.words
-    assert Segment.objects.get(pk=fresh.pk).status == "pending"
+    # The fresh one was not queued again; the stuck one's task may still recognize it in its batch
+    # (its own task would then find it done), so its status says nothing about the sweeper.
 
 
 def test_requeue_segments_queues_failed_ones_of_a_call(celery_worker, speech_wav, capsys):
