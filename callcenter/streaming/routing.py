@@ -8,7 +8,8 @@ checked here.
 
 from django.urls import re_path
 
-from callcenter.streaming.consumers import PcmMediaConsumer, TwilioMediaConsumer
+from callcenter.streaming.consumers.pcm import PcmMediaConsumer
+from callcenter.streaming.consumers.twilio import TwilioMediaConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/media/twilio(?:/(?P<token>[^/]*))?/?$", TwilioMediaConsumer.as_asgi()),

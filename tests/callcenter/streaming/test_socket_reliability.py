@@ -21,6 +21,7 @@ from callcenter.calls import services
 from callcenter.calls.models import Call, Customer
 from callcenter.live import messages
 from callcenter.streaming import consumers, limits, protocols
+from callcenter.streaming.session import CallSession
 from tests.fixtures.calls import session_cookie, twilio_start_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,7 +165,7 @@ def test_an_internal_error_closes_with_a_code_daphne_sends_and_gives_everything_
     async def broken_feed(self, samples):
         raise RuntimeError("a bug in the audio path")
 
-    monkeypatch.setattr(consumers.CallSession, "feed", broken_feed)
+    monkeypatch.setattr(CallSession, "feed", broken_feed)
 
     async def scenario() -> tuple[list[dict], int, int]:
         communicator = WebsocketCommunicator(application, f"/ws/media/pcm/{token}")
