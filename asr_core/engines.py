@@ -80,7 +80,9 @@ class SpeechRecognizer(Protocol):
 
     def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
               start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-              first_pass=None) -> AdaptationResult: ...
+              hypotheses: list[str] | None = None) -> AdaptationResult: ...
+
+    def adaptation_config(self, mode: str, segments: int) -> AdaptationConfig: ...
 
     def reference_text(self, text: str) -> str: ...
 
@@ -157,11 +159,19 @@ class SmallEngine(_Common, Recognizer):
 
     def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
               start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-              first_pass=None) -> AdaptationResult:
-        if first_pass is not None:
-            raise ValueError("the small model adapts on its own pseudo-labels (no first_pass)")
+              hypotheses: list[str] | None = None) -> AdaptationResult:
+        """hypotheses (the segments' stored texts) are not used: label-free, the small model's
+        pseudo-labels are its own confident hypotheses."""
         xs = [self.prepare(a, sample_rate) for a in audios]
         return adapt_caller(self, xs, texts, start=start, cfg=cfg)
+
+    def adaptation_config(self, mode: str, segments: int) -> AdaptationConfig:
+        """Supervised: the guard holds out chunks of a third of the verified segments (1 to 3),
+        each in turn; label-free: its confidence guard (5 chunks of 2) with the small model's
+        threshold (0.75, chosen on tuning callers: model card)."""
+        if mode == "label-free":
+            return AdaptationConfig(mode=mode, min_confidence=self.label_free_min_confidence)
+        return AdaptationConfig(mode=mode, holdout=max(1, min(3, segments // 3)))
 
     def reference_text(self, text: str) -> str:
         return normalize(text)
@@ -205,8 +215,19 @@ class WhisperEngine(_Common, WhisperRecognizer):
 
     def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
               start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-              first_pass=None) -> AdaptationResult:
-        return adapt_whisper_caller(self, audios, texts, sample_rate, start=start, cfg=cfg, first_pass=first_pass)
+              hypotheses: list[str] | None = None) -> AdaptationResult:
+        """hypotheses: the segments' stored texts; label-free pseudo-labels start from them, each
+        used only where Whisper's own greedy pass of the segment agrees (so a text another
+        recognizer made cannot teach it)."""
+        return adapt_whisper_caller(self, audios, texts, sample_rate, start=start, cfg=cfg,
+                                    hypotheses=hypotheses if cfg.mode == "label-free" else None)
+
+    def adaptation_config(self, mode: str, segments: int) -> AdaptationConfig:
+        """asr_core.whisper.adapt's guard (2 folds of half the segments); label-free pseudo-labels
+        from Whisper's beam output above its confidence threshold."""
+        if mode == "label-free":
+            return AdaptationConfig(mode=mode, min_confidence=self.label_free_min_confidence)
+        return AdaptationConfig(mode=mode)
 
     def reference_text(self, text: str) -> str:
         """Whisper is taught written text, as it writes it (empty when nothing speakable is left)."""

@@ -77,7 +77,7 @@ from callcenter.errors import BadAudio, ModelVersionInvalid, RecognizerUnavailab
 __all__ = [
     "STORED_SAMPLE_RATE", "AsrError", "AudioError", "Profile", "ProfileError", "ModelVersionMismatch",
     "backbone_recognizer", "recognizer", "partial_recognizer", "final_model_recognizer", "caller_params", "profile_params", "transcribe", "transcribe_batch",
-    "decode_audio", "wav_bytes", "to_stored_rate", "mulaw_decode", "mulaw_encode", "pcm16_encode",
+    "profile_bytes", "decode_audio", "wav_bytes", "to_stored_rate", "mulaw_decode", "mulaw_encode", "pcm16_encode",
     "checkpoint_sha256", "word_error_rate", "model_version", "whisper_checkpoint",
     "SpeechRecognizer", "PartialStream", "Transcript",
     "load_audio", "SynthesisError", "FESTIVAL_VOICES", "Speaker", "synthesize", "synthetic_sentences",
@@ -220,11 +220,6 @@ def model_version(rec: engines.SpeechRecognizer) -> str:
     return rec.model_version
 
 
-def is_whisper(rec: engines.SpeechRecognizer) -> bool:
-    """Whether ``rec`` is a Whisper backbone (only the adaptation task's ADAPTATION_WHISPER switch asks)."""
-    return rec.backbone.startswith("whisper")
-
-
 def final_model_recognizer() -> engines.SpeechRecognizer:
     """The recognizer of the final pass (``ASR_FINAL_BACKBONE``), loaded once per process; no
     database access (the worker's warm-up)."""
@@ -258,6 +253,11 @@ def profile_params(
         while len(_profiles) > _PROFILE_CACHE_SIZE:
             _profiles.popitem(last=False)
     return params
+
+
+def profile_bytes(rec: engines.SpeechRecognizer, *, params: dict[str, torch.Tensor], version: int, metrics_: dict) -> bytes:
+    """A caller's adapted parameters as the stored profile (``asr_core.profile``, at most 256 KB)."""
+    return Profile(model_version=rec.model_version, params=params, version=version, metrics=metrics_).to_bytes()
 
 
 def caller_params(rec, customer_id: int | None) -> tuple[int | None, dict[str, torch.Tensor] | None]:

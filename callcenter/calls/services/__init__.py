@@ -64,6 +64,9 @@ from .adaptation import (
     adaptation_run_fail,
     adaptation_run_finish,
 )
+from .adaptation_run import (
+    adaptation_run_execute,
+)
 from .privacy import (
     customer_forget,
 )
