@@ -50,7 +50,7 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
     assert (settings["ASR_FINAL_BACKBONE"], settings["ASR_PARTIAL_BACKBONE"]) == ("whisper-tiny", "whisper-tiny")
     assert (settings["ASR_WHISPER_INT8"], settings["ASR_WHISPER_BEAM_SIZE"], settings["ASR_WHISPER_TRIM_S"]) == (
         False, 5, None)  # fmt: skip
-    assert settings["ADAPTATION_WHISPER"] == "off" and settings["STREAM_MAX_SPEED"] == 4
+    assert settings["ADAPTATION_WHISPER"] == "supervised" and settings["STREAM_MAX_SPEED"] == 4
 
 
 def test_database_and_redis_urls_configure_postgres_celery_and_channels(load_settings):

@@ -26,7 +26,7 @@ def adaptation_backbones() -> list[str]:
     """Whose profiles a caller's adaptation updates: those of the backbones
     that recognize calls, the partials' (``ASR_PARTIAL_BACKBONE``) and the
     finals' (``ASR_FINAL_BACKBONE``), once each; a Whisper backbone only
-    while ``ADAPTATION_WHISPER`` is not "off" (the default)."""
+    while ``ADAPTATION_WHISPER`` is not "off" (default "supervised")."""
     used = dict.fromkeys([settings.ASR_PARTIAL_BACKBONE, settings.ASR_FINAL_BACKBONE])
     return [b for b in used if b == ModelVersion.Backbone.SMALL or settings.ADAPTATION_WHISPER != "off"]
 
