@@ -13,57 +13,21 @@ the settings are imported: every process fails at start with one clear line
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from asr_core import defaults as _asr_defaults
+from callcenter.conf import database_from_url as _database_from_url
+from callcenter.conf import env_bool as _env_bool
+from callcenter.conf import env_int as _env_int
+from callcenter.conf import env_list as _env_list
+from callcenter.conf import env_str as _env_str
+from callcenter.conf import ip_networks as _networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip()
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
-
-
-def _env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
 
 # --- Files -----------------------------------------------------------------
 
@@ -153,33 +117,6 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Database --------------------------------------------------------------
-
-_DATABASE_SCHEMES = {"postgres", "postgresql", "pgsql", "sqlite"}
-
-
-def _database_from_url(url: str, *, conn_max_age: int) -> dict:
-    scheme = urlsplit(url).scheme
-    if scheme not in _DATABASE_SCHEMES:
-        raise ImproperlyConfigured(
-            f"DATABASE_URL has scheme {scheme!r}; expected postgres://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
-        )
-    try:
-        config = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"DATABASE_URL could not be parsed: {exc}") from None
-    if not config.get("NAME"):
-        raise ImproperlyConfigured("DATABASE_URL names no database (expected .../NAME or sqlite:///PATH)")
-    if config["ENGINE"] == "django.db.backends.sqlite3":
-        # Web server and worker write concurrently: wait for the lock instead
-        # of failing, and take it at BEGIN so upgrades cannot deadlock.
-        config["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-        if config["NAME"] != ":memory:":
-            try:
-                Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ImproperlyConfigured(f"DATABASE_URL: cannot create the SQLite file's folder: {exc}") from None
-    return config
-
 
 DATABASE_URL = _env_str("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 # Seconds a process keeps its database connection between requests and tasks
@@ -414,19 +351,6 @@ if OPS_TOKEN and (len(OPS_TOKEN) < 16 or any(c.isspace() or not c.isprintable() 
         "OPS_TOKEN must be at least 16 printable characters without spaces, e.g. "
         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
     )
-
-
-def _networks(name: str, values: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{name}: {value!r} is not a network: use addresses or CIDR blocks, e.g. 127.0.0.0/8,10.0.0.0/8"
-            ) from None
-    return tuple(networks)
-
 
 # Comma-separated; empty: no network, only the token or a staff login.
 OPS_ALLOWED_NETWORKS = _networks(
