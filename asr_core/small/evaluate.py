@@ -17,9 +17,11 @@ from collections import defaultdict
 
 import torch
 
+from asr_core.adaptation import AdaptationConfig, adapt_caller, finetune, step_settings
 from asr_core.audio import load_audio
 from asr_core.checkpoint import state_sha256
 from asr_core.manifest import read_manifest, speakers_with_tests
+from asr_core.meta import adapt, adaptation_init, detached, initial_params, make_batch
 from asr_core.metrics import char_errors, word_errors
 from asr_core.small.recognizer import Recognizer
 
@@ -113,28 +115,15 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
     at `finetune_lr` on the product's adaptive group (adapters included, added to `base` when
     `rec` has them); lhuc: plain gradient steps on `base`'s own group with the default step sizes.
     """
-    from asr_core.adaptation import AdaptationConfig, adapt_caller, finetune, step_settings
-    from asr_core.meta import adapt, adaptation_init, detached, initial_params, make_batch
     if finetune_lr <= 0:
         raise ValueError(f"finetune_lr must be > 0, got {finetune_lr}")
     torch.set_num_threads(threads)
     rows = read_manifest(manifest, ("adapt", "test"), speakers)
     speakers = speakers_with_tests(rows, manifest, max_speakers)
     steps, _ = step_settings(rec)
-    tuned = base  # finetune adapts the product's own group: add the same adapters to the base model
-    rank = rec.model.cfg.adapter_rank
-    if rank and not base.model.cfg.adapter_rank:
-        seed = int((rec.meta.get("meta_train") or {}).get("seed", 0))
-        tuned = Recognizer(base.model.with_adapters(rank, seed=seed), base.meta, base.beam)
+    tuned = _finetune_model(rec, base)
     results = {m: {"errors": 0, "words": 0, "seconds": 0.0, "speakers": {}, "before": 0} for m in methods}
     weights: dict[int, str] = {}  # id(recognizer) -> hash of its weights (several methods share a model)
-
-    def errors(r: Recognizer, params: dict, te: list, te_audio: list) -> tuple[int, int]:
-        e = n = 0
-        for u, a in zip(te, te_audio):
-            ue, un = word_errors(u.text, r.decode(r.log_probs(a, params)).text)
-            e, n = e + ue, n + un
-        return e, n
 
     for si, spk in enumerate(speakers):
         unadapted: dict[str, tuple[int, int]] = {}  # weights hash -> errors of that model with no adaptation
@@ -144,35 +133,13 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
         te_audio = [load_audio(u.audio, rec.sample_rate) for u in te]
         for m in methods:
             t0 = time.perf_counter()
-            r = rec
-            if m == "none":
-                params = initial_params(rec.model)
-            elif m == "finetune":
-                r = tuned
-                params = finetune(tuned, initial_params(tuned.model), ad_audio, [u.text for u in ad], steps,
-                                  lr=finetune_lr)
-            elif m == "lhuc":
-                r = base
-                _, size = step_settings(base)
-                params = detached(adapt(base.model, initial_params(base.model),
-                                        make_batch(base.model, ad_audio, [u.text for u in ad]), steps, size))
-            elif m in meta:
-                r = meta[m]
-                s, sizes = step_settings(r)
-                params = detached(adapt(r.model, adaptation_init(r.model, r.meta),
-                                        make_batch(r.model, ad_audio, [u.text for u in ad]), s, sizes))
-            elif m == "supervised":
-                params = adapt_caller(rec, ad_audio, [u.text for u in ad], cfg=AdaptationConfig("supervised")).params
-            elif m == "label-free":
-                params = adapt_caller(rec, ad_audio, None, cfg=AdaptationConfig("label-free")).params
-            else:
-                raise ValueError(f"no checkpoint for method {m!r}")
+            r, params = _adapted(m, rec, tuned, base, meta, ad, ad_audio, steps, finetune_lr)
             sec = time.perf_counter() - t0 if m != "none" else 0.0
-            e, n = errors(r, params, te, te_audio)
+            e, n = _test_errors(r, params, te, te_audio)
             # the same model before adaptation: each method is compared with its own starting model
             key = weights.setdefault(id(r), state_sha256(dict(r.model.state_dict())))
             if key not in unadapted:
-                unadapted[key] = (e, n) if m == "none" else errors(r, initial_params(r.model), te, te_audio)
+                unadapted[key] = (e, n) if m == "none" else _test_errors(r, initial_params(r.model), te, te_audio)
             res = results[m]
             res["errors"], res["words"], res["seconds"] = res["errors"] + e, res["words"] + n, res["seconds"] + sec
             res["before"] += unadapted[key][0]
@@ -184,3 +151,51 @@ def evaluate_adaptation(rec: Recognizer, manifest: str, methods: list[str], meta
                 "wer_unadapted": round(r["before"] / max(r["words"], 1), 4),
                 "seconds_per_speaker": round(r["seconds"] / max(len(speakers), 1), 3),
                 "speakers": r["speakers"]} for m, r in results.items()}
+
+
+def _finetune_model(rec: Recognizer, base: Recognizer) -> Recognizer:
+    """The model finetune adapts: `base`, with the same adapters as the product's `rec` when it has them
+    (finetune adapts the product's own group)."""
+    rank = rec.model.cfg.adapter_rank
+    if rank and not base.model.cfg.adapter_rank:
+        seed = int((rec.meta.get("meta_train") or {}).get("seed", 0))
+        return Recognizer(base.model.with_adapters(rank, seed=seed), base.meta, base.beam)
+    return base
+
+
+def _adapted(m: str, rec: Recognizer, tuned: Recognizer, base: Recognizer, meta: dict[str, Recognizer],
+             ad: list, ad_audio: list, steps: int, finetune_lr: float) -> tuple[Recognizer, dict]:
+    """(the recognizer method `m` adapts, its parameters after adapting on one speaker's `ad` utterances)."""
+    r = rec
+    if m == "none":
+        params = initial_params(rec.model)
+    elif m == "finetune":
+        r = tuned
+        params = finetune(tuned, initial_params(tuned.model), ad_audio, [u.text for u in ad], steps,
+                          lr=finetune_lr)
+    elif m == "lhuc":
+        r = base
+        _, size = step_settings(base)
+        params = detached(adapt(base.model, initial_params(base.model),
+                                make_batch(base.model, ad_audio, [u.text for u in ad]), steps, size))
+    elif m in meta:
+        r = meta[m]
+        s, sizes = step_settings(r)
+        params = detached(adapt(r.model, adaptation_init(r.model, r.meta),
+                                make_batch(r.model, ad_audio, [u.text for u in ad]), s, sizes))
+    elif m == "supervised":
+        params = adapt_caller(rec, ad_audio, [u.text for u in ad], cfg=AdaptationConfig("supervised")).params
+    elif m == "label-free":
+        params = adapt_caller(rec, ad_audio, None, cfg=AdaptationConfig("label-free")).params
+    else:
+        raise ValueError(f"no checkpoint for method {m!r}")
+    return r, params
+
+
+def _test_errors(r: Recognizer, params: dict, te: list, te_audio: list) -> tuple[int, int]:
+    """(word errors, words) of `r` with `params` on one speaker's test utterances."""
+    e = n = 0
+    for u, a in zip(te, te_audio):
+        ue, un = word_errors(u.text, r.decode(r.log_probs(a, params)).text)
+        e, n = e + ue, n + un
+    return e, n

@@ -122,49 +122,22 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
-    model, base_meta = load_checkpoint(cfg.checkpoint or None)
-    if cfg.adapter_rank and model.cfg.adapter_rank not in (0, cfg.adapter_rank):
-        raise ValueError(f"the checkpoint already has rank-{model.cfg.adapter_rank} adapters, not {cfg.adapter_rank}")
-    if cfg.adapter_rank and not model.cfg.adapter_rank:
-        model = model.with_adapters(cfg.adapter_rank, seed=cfg.seed)
-    start = initial_params(model)  # the adaptive group before meta-learning: what no-profile callers get
-    sup = base_meta.get("adapt") or {}
-    label_free = sup.get("label_free") or {}
-    if cfg.label_free and not sup.get("init"):
-        raise ValueError(f"{cfg.checkpoint or 'the shipped checkpoint'} has no meta-learned adaptation to start "
-                         "label-free meta-training from")
-    # continue from a previous meta-learned init (label-free: its own, else the supervised one)
-    load_params(model, label_free.get("init") or adaptation_init(model, base_meta))
-    model.eval()  # no dropout: adaptation behaves as in serving
+    model, base_meta, start, sup, label_free = _start_model(cfg)
     t0 = time.time()
     data, spk = _load_split(model, cfg.manifest, "train", cfg.max_speakers)
     dev_data, dev_spk = _load_split(model, cfg.manifest, "dev", 0)
     groups = {s: ix for s, ix in _by_speaker(data, spk).items() if len(ix) >= cfg.support + cfg.query}
-    dev_groups = {s: ix for s, ix in _by_speaker(dev_data, dev_spk).items() if len(ix) >= 4}
     if not groups:
         raise ValueError(f"no training speaker has {cfg.support + cfg.query} utterances")
     support_batch = _batch
     if cfg.label_free:
         support_batch = _PseudoLabels(model, start, cfg.checkpoint, cfg.min_confidence).batch
-    dev_tasks = [(support_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:]))
-                 for ix in dev_groups.values()]
-    dev_tasks = [(su, q) for su, q in dev_tasks if su is not None]
+    dev_tasks = _dev_tasks(dev_data, dev_spk, support_batch)
     print(f"meta-train {cfg.algo}{' label-free' if cfg.label_free else ''}: {len(groups)} train speakers, "
           f"{len(dev_tasks)} dev speakers, features in {time.time() - t0:.0f}s", file=log, flush=True)
-    init_sizes = None
-    if cfg.label_free and label_free.get("step_sizes"):  # continue from earlier label-free step sizes
-        init_sizes = {k: v.clone() for k, v in label_free["step_sizes"].items()}
-    elif cfg.label_free:  # from the supervised step sizes, all but the feature transform's cut to a tenth
-        own = dict(model.named_parameters())
-        init_sizes = {k: (v if isinstance(v, torch.Tensor) else torch.full_like(own[k], v))
-                      * (1.0 if k.startswith("input_adapter.") else 0.1) for k, v in _sizes(model, sup).items()}
     learner = MetaLearner(model, cfg.algo, cfg.inner_lr, cfg.learn_base, lhuc_lr=cfg.lhuc_lr,
-                          adapter_lr=cfg.adapter_lr, init_sizes=init_sizes)
-    groups_opt = []
-    for g in learner.outer_parameters():
-        lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr
-        groups_opt.append({"params": g["params"], "lr": lr})
-    opt = torch.optim.Adam(groups_opt) if cfg.algo != "reptile" else torch.optim.SGD(groups_opt)
+                          adapter_lr=cfg.adapter_lr, init_sizes=_initial_step_sizes(cfg, model, sup, label_free))
+    opt = _outer_optimizer(cfg, learner)
     name = f"{cfg.algo}_label_free" if cfg.label_free else cfg.algo
     state_path, best_path = os.path.join(cfg.out, f"meta_state_{name}.pt"), os.path.join(cfg.out, f"{name}.pt")
     step, best = 0, float("inf")
@@ -201,6 +174,54 @@ def meta_train(cfg: MetaTrainConfig, log=sys.stderr) -> str:
                         "step": step, "best": best}, state_path + ".part")
             os.replace(state_path + ".part", state_path)
     return best_path
+
+
+def _start_model(cfg: MetaTrainConfig):
+    """The checkpoint's model (with adapters when asked), set to the adaptive group meta-training
+    continues from; returns (model, its metadata, the group before meta-learning, the supervised
+    adaptation's metadata, the label-free one's)."""
+    model, base_meta = load_checkpoint(cfg.checkpoint or None)
+    if cfg.adapter_rank and model.cfg.adapter_rank not in (0, cfg.adapter_rank):
+        raise ValueError(f"the checkpoint already has rank-{model.cfg.adapter_rank} adapters, not {cfg.adapter_rank}")
+    if cfg.adapter_rank and not model.cfg.adapter_rank:
+        model = model.with_adapters(cfg.adapter_rank, seed=cfg.seed)
+    start = initial_params(model)  # the adaptive group before meta-learning: what no-profile callers get
+    sup = base_meta.get("adapt") or {}
+    label_free = sup.get("label_free") or {}
+    if cfg.label_free and not sup.get("init"):
+        raise ValueError(f"{cfg.checkpoint or 'the shipped checkpoint'} has no meta-learned adaptation to start "
+                         "label-free meta-training from")
+    # continue from a previous meta-learned init (label-free: its own, else the supervised one)
+    load_params(model, label_free.get("init") or adaptation_init(model, base_meta))
+    model.eval()  # no dropout: adaptation behaves as in serving
+    return model, base_meta, start, sup, label_free
+
+
+def _dev_tasks(dev_data, dev_spk: list[str], support_batch) -> list[tuple[Batch, Batch]]:
+    """(support, query) of each dev speaker with 4 or more utterances: the first half adapts."""
+    dev_groups = {s: ix for s, ix in _by_speaker(dev_data, dev_spk).items() if len(ix) >= 4}
+    dev_tasks = [(support_batch(dev_data, ix[: len(ix) // 2]), _batch(dev_data, ix[len(ix) // 2:]))
+                 for ix in dev_groups.values()]
+    return [(su, q) for su, q in dev_tasks if su is not None]
+
+
+def _initial_step_sizes(cfg: MetaTrainConfig, model, sup: dict, label_free: dict) -> dict | None:
+    """Where label-free meta-training starts its step sizes; None (the learner's own) when supervised."""
+    if cfg.label_free and label_free.get("step_sizes"):  # continue from earlier label-free step sizes
+        return {k: v.clone() for k, v in label_free["step_sizes"].items()}
+    if cfg.label_free:  # from the supervised step sizes, all but the feature transform's cut to a tenth
+        own = dict(model.named_parameters())
+        return {k: (v if isinstance(v, torch.Tensor) else torch.full_like(own[k], v))
+                * (1.0 if k.startswith("input_adapter.") else 0.1) for k, v in _sizes(model, sup).items()}
+    return None
+
+
+def _outer_optimizer(cfg: MetaTrainConfig, learner: MetaLearner) -> torch.optim.Optimizer:
+    groups_opt = []
+    for g in learner.outer_parameters():
+        lr = cfg.base_lr if g["name"] == "base" else cfg.outer_lr
+        groups_opt.append({"params": g["params"], "lr": lr})
+    return torch.optim.Adam(groups_opt) if cfg.algo != "reptile" else torch.optim.SGD(groups_opt)
 
 
 def _tasks(cfg: MetaTrainConfig, rng: random.Random, groups: dict[str, list[int]], speakers: list[str], data,

@@ -127,19 +127,17 @@ def evaluate_greedy(model: StreamingCTC, data, device: str) -> float:
     return wer(pairs)
 
 
-def train(cfg: TrainConfig, log=sys.stderr) -> str:
-    """Train (or resume) and return the path of the best checkpoint."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    os.makedirs(cfg.out, exist_ok=True)
-    state_path, best_path = os.path.join(cfg.out, "train_state.pt"), os.path.join(cfg.out, "best.pt")
+def _initial_model(cfg: TrainConfig) -> StreamingCTC:
+    """The model training starts from: `cfg.init`'s checkpoint, else a new one of the configured size."""
     if cfg.init:
         model, _ = load_checkpoint(cfg.init)
-    else:
-        model = StreamingCTC(ModelConfig(d_model=cfg.d_model, n_blocks=cfg.n_blocks,
-                                         right_context=ModelConfig().right_context[:cfg.n_blocks]
-                                         + (0,) * max(0, cfg.n_blocks - 8)))
+        return model
+    return StreamingCTC(ModelConfig(d_model=cfg.d_model, n_blocks=cfg.n_blocks,
+                                    right_context=ModelConfig().right_context[:cfg.n_blocks]
+                                    + (0,) * max(0, cfg.n_blocks - 8)))
+
+
+def _train_and_dev_features(cfg: TrainConfig, model: StreamingCTC, log) -> tuple[list, list]:
     train_utts = read_manifest(cfg.manifest, ("train",))
     if cfg.max_train_utts:
         train_utts = train_utts[: cfg.max_train_utts]
@@ -149,6 +147,36 @@ def train(cfg: TrainConfig, log=sys.stderr) -> str:
     t0 = time.time()
     data, dev = _features(model, train_utts, cfg.device), _features(model, dev_utts, cfg.device)
     print(f"features: {len(data)} train / {len(dev)} dev utterances in {time.time() - t0:.0f} s", file=log, flush=True)
+    return data, dev
+
+
+def _train_step(model: StreamingCTC, opt: torch.optim.Optimizer, data, idx: list[int], cfg: TrainConfig,
+                grng: torch.Generator, *, lr: float) -> float:
+    """One optimizer step on the batch `idx` (random gain and SpecAugment); returns its CTC loss."""
+    x, frames, labels, label_lens = _collate(data, idx, cfg.device)
+    x = (x - model.feat_mean) / model.feat_std
+    x = x + (torch.rand(x.shape[0], 1, 1, generator=grng).to(x.device) - 0.5) * 0.5  # gain
+    x = spec_augment(x, frames, grng)
+    logp, lens = model.encode(model.input_adapter(x), frames)
+    loss = F.ctc_loss(logp.transpose(0, 1), labels, lens, label_lens, zero_infinity=True)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return float(loss.detach())
+
+
+def train(cfg: TrainConfig, log=sys.stderr) -> str:
+    """Train (or resume) and return the path of the best checkpoint."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    os.makedirs(cfg.out, exist_ok=True)
+    state_path, best_path = os.path.join(cfg.out, "train_state.pt"), os.path.join(cfg.out, "best.pt")
+    model = _initial_model(cfg)
+    data, dev = _train_and_dev_features(cfg, model, log)
     if not cfg.init:
         allf = torch.cat([d[0].float() for d in data[:3000]])
         model.feat_mean.copy_(allf.mean(0))
@@ -170,19 +198,8 @@ def train(cfg: TrainConfig, log=sys.stderr) -> str:
     for epoch in range(epoch0, cfg.epochs):
         t_ep, loss_sum, n_b = time.time(), 0.0, 0
         for bi, idx in enumerate(_batches(data, cfg.batch_frames, rng)):
-            x, frames, labels, label_lens = _collate(data, idx, cfg.device)
-            x = (x - model.feat_mean) / model.feat_std
-            x = x + (torch.rand(x.shape[0], 1, 1, generator=grng).to(x.device) - 0.5) * 0.5  # gain
-            x = spec_augment(x, frames, grng)
-            logp, lens = model.encode(model.input_adapter(x), frames)
-            loss = F.ctc_loss(logp.transpose(0, 1), labels, lens, label_lens, zero_infinity=True)
-            for g in opt.param_groups:
-                g["lr"] = _lr(step, total, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            step, loss_sum, n_b = step + 1, loss_sum + float(loss.detach()), n_b + 1
+            loss = _train_step(model, opt, data, idx, cfg, grng, lr=_lr(step, total, cfg))
+            step, loss_sum, n_b = step + 1, loss_sum + loss, n_b + 1
             if bi % 50 == 0:
                 el = time.time() - t_ep
                 print(f"epoch {epoch + 1}/{cfg.epochs} batch {bi}/{steps_per_epoch} loss {loss_sum / n_b:.3f} "

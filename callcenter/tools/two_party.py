@@ -134,6 +134,36 @@ def agent_utterances(count: int, *, seed: int = 0) -> list[tuple[np.ndarray, str
 # --- clients ---------------------------------------------------------------------
 
 
+def _mulaw_tracks(customer: np.ndarray, agent: np.ndarray) -> dict[str, bytes]:
+    """Twilio's track name -> that party's audio as mu-law bytes."""
+    import torch
+
+    from callcenter.asr import mulaw_encode
+
+    return {
+        track: mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
+        for track, audio in (("inbound", customer), ("outbound", agent))
+    }
+
+
+def _twilio_two_track_start(stream_sid: str, call_sid: str, sequence: int, parameters: dict[str, str]) -> str:
+    return json.dumps({
+        "event": "start", "sequenceNumber": str(sequence), "streamSid": stream_sid,
+        "start": {"streamSid": stream_sid, "callSid": call_sid, "accountSid": _twilio_sid("AC"),
+                  "tracks": ["inbound", "outbound"], "customParameters": parameters,
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+    })  # fmt: skip
+
+
+def _twilio_media(stream_sid: str, sequence: int, track: str, chunk: int, piece: bytes) -> str:
+    """The media frame of 20 ms chunk number `chunk` (from 0) of one track."""
+    return json.dumps({
+        "event": "media", "sequenceNumber": str(sequence), "streamSid": stream_sid,
+        "media": {"track": track, "chunk": str(chunk + 1), "timestamp": str(chunk * TWILIO_FRAME_MS),
+                  "payload": base64.b64encode(piece).decode("ascii")},
+    })  # fmt: skip
+
+
 async def stream_twilio_two_track(
     url: str,
     customer: np.ndarray,
@@ -146,19 +176,12 @@ async def stream_twilio_two_track(
 ) -> StreamRun:
     """Stream two 8 kHz float tracks as Twilio's ``both_tracks``: ``inbound``
     (the customer) and ``outbound`` (the agent), 20 ms frames of each, in step."""
-    import torch
-
-    from callcenter.asr import mulaw_encode
-
     run = StreamRun(stream_sid=_twilio_sid("MZ"))
     call_sid = _twilio_sid("CA")
     parameters = dict(extra_parameters or {})
     if caller:
         parameters["caller"] = caller
-    payloads = {
-        track: mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
-        for track, audio in (("inbound", customer), ("outbound", agent))
-    }
+    payloads = _mulaw_tracks(customer, agent)
     frame_bytes = SAMPLE_RATE * TWILIO_FRAME_MS // 1000
     frames = max(len(p) for p in payloads.values()) // frame_bytes
     sequence = iter(range(1, 1 << 40))
@@ -175,21 +198,12 @@ async def stream_twilio_two_track(
         reading = asyncio.ensure_future(reader())
         try:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            await ws.send(json.dumps({
-                "event": "start", "sequenceNumber": str(next(sequence)), "streamSid": run.stream_sid,
-                "start": {"streamSid": run.stream_sid, "callSid": call_sid, "accountSid": _twilio_sid("AC"),
-                          "tracks": ["inbound", "outbound"], "customParameters": parameters,
-                          "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-            }))  # fmt: skip
+            await ws.send(_twilio_two_track_start(run.stream_sid, call_sid, next(sequence), parameters))
             for chunk in range(frames):
                 await _paced(chunk, TWILIO_FRAME_MS / 1000, started, realtime)
                 for track, payload in payloads.items():
                     piece = payload[chunk * frame_bytes : (chunk + 1) * frame_bytes]
-                    await ws.send(json.dumps({
-                        "event": "media", "sequenceNumber": str(next(sequence)), "streamSid": run.stream_sid,
-                        "media": {"track": track, "chunk": str(chunk + 1), "timestamp": str(chunk * TWILIO_FRAME_MS),
-                                  "payload": base64.b64encode(piece).decode("ascii")},
-                    }))  # fmt: skip
+                    await ws.send(_twilio_media(run.stream_sid, next(sequence), track, chunk, piece))
                 run.frames_sent += 1
             await ws.send(json.dumps({"event": "stop", "sequenceNumber": str(next(sequence)),
                                       "streamSid": run.stream_sid, "stop": {"callSid": call_sid}}))  # fmt: skip
