@@ -46,8 +46,8 @@ def load_backbone(name: str, mode: str, checkpoint: str | None = None):
         def fit(a, t, p, sizes=sizes):
             return detached(adapt(rec.model, p, make_batch(rec.model, a, t), steps, sizes))
         return rec, (lambda a, p: rec.decode(rec.log_probs(a, p))), fit, init, initial_params(rec.model)
-    from asr_core.whisper.adapt import (initial_lora_params, make_whisper_batch,
-                                        plain_lora_params, step_settings, whisper_loss)
+    from asr_core.whisper.lora import (initial_lora_params, make_whisper_batch,
+                                       plain_lora_params, step_settings, whisper_loss)
     from asr_core.whisper.recognizer import WhisperRecognizer
     rec = WhisperRecognizer.load(f"var/models/{name}.pt", quantize=True, trim_seconds=1.0,
                                  adaptation=f"asr_core/checkpoints/{name}-adapt.pt")

@@ -47,7 +47,7 @@ def main() -> int:
     p.add_argument("--speakers", default="")
     p.add_argument("--json")
     a = p.parse_args()
-    from asr_core.whisper.adapt import evaluate_whisper_adaptation
+    from asr_core.whisper.adapt_eval import evaluate_whisper_adaptation
     from asr_core.whisper.recognizer import WhisperRecognizer
     from asr_core import defaults
     names = [m for m in a.methods.split(",") if m]

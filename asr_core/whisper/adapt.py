@@ -40,14 +40,11 @@ keeps the params they have (`start`, else plain Whisper).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from asr_core.adaptation import AdaptationConfig, AdaptationResult
 from asr_core.transcript import Transcript
@@ -56,7 +53,6 @@ from asr_core.metrics import word_errors
 from asr_core.text import normalize
 from asr_core.whisper import cached
 from asr_core.whisper.cached import GROUP, CallerCache
-from asr_core.whisper.model import Whisper
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 TRIM_SECONDS = 1.0            # adaptation encodes each utterance plus this much padding (not the 30 s window)
@@ -79,11 +75,6 @@ OBJECTIVES = ("ce", "entropy")
 RULES = ("adam", "lhuc", "sgd", "meta")
 
 
-def first_adapted_block(model) -> int:
-    """Kept for the old LoRA tooling (meta_train): the first encoder block with LoRA."""
-    return model.cfg.n_audio_layer - model.cfg.lora_layers
-
-
 def plain_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
     """The group's values in the model itself: exactly Whisper, what a caller without a profile gets."""
     return cached.group_params(rec)
@@ -92,94 +83,6 @@ def plain_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
 def initial_whisper_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
     """Where a caller's first adaptation starts, and the shape of every Whisper profile: plain Whisper."""
     return plain_whisper_params(rec)
-
-
-# -- the LoRA group of the top encoder blocks (meta-training tooling, bench/whisper_adapt_sweep.py) --------
-# Adapting it needs the encoder's top blocks on the whole 30 s window at every step (128-137 s per
-# caller); it is no longer what callers get, but meta_train and the LoRA studies still use it.
-LORA_STEPS, LORA_STEP_SIZE = 4, 0.05
-
-
-def initial_lora_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
-    """The LoRA group's starting point: the meta-learned init if the checkpoint has one, else B = 0."""
-    init = rec.meta.get("adapt", {}).get("init")
-    if init:
-        return detached(init)
-    return plain_lora_params(rec)
-
-
-def plain_lora_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
-    """The model's own LoRA group (B = 0): exactly Whisper."""
-    own = dict(rec.model.named_parameters())
-    return {k: own[k].detach().clone() for k in rec.adaptive_names()}
-
-
-@dataclass
-class WhisperBatch:
-    """Utterances of one caller. hidden: (batch, frames // 2, d) output of the frozen encoder blocks;
-    tokens: (batch, T) prompt + text + end-of-text, padded with end-of-text; mask: (batch, T - 1),
-    1 where tokens[:, 1:] is a target."""
-    hidden: Tensor
-    tokens: Tensor
-    mask: Tensor
-
-    def __len__(self) -> int:
-        return self.hidden.shape[0]
-
-
-class _Upper(nn.Module):
-    """Adapted encoder blocks + decoder, as one module so functional_call can swap the LoRA group."""
-
-    def __init__(self, model: Whisper):
-        super().__init__()
-        self.model = model
-
-    def forward(self, hidden: Tensor, tokens: Tensor) -> Tensor:
-        """hidden (batch, S, d), tokens (batch, T) -> logits (batch, T, vocab)."""
-        m = self.model
-        for block in m.encoder.blocks[first_adapted_block(m):]:
-            hidden = block(hidden)[0]
-        audio = m.encoder.ln_post(hidden)
-        return m.decoder(tokens, m.decoder.init_cache(audio))[0]
-
-
-def make_whisper_batch(rec: WhisperRecognizer, audios: list[Tensor], texts: list[str], sample_rate: int) -> WhisperBatch:
-    """(samples,) audios at `sample_rate` + their texts -> WhisperBatch (frozen part precomputed)."""
-    if len(audios) != len(texts) or not audios:
-        raise ValueError("need one text per utterance, and at least one utterance")
-    m = rec.model
-    feats = [rec.features(rec.prepare(a, sample_rate)) for a in audios]
-    width = rec._width(max(f for _, f in feats))
-    mels = torch.stack([mel[:, :width] for mel, _ in feats])                  # (batch, n_mels, width)
-    with torch.no_grad():
-        x = F.gelu(m.encoder.conv2(F.gelu(m.encoder.conv1(mels)))).transpose(1, 2)
-        x = x + m.encoder.positional_embedding[:x.shape[1]]
-        for block in m.encoder.blocks[:first_adapted_block(m)]:
-            x = block(x)[0]
-    tok = rec.tokenizer
-    seqs = [tok.prompt + tok.encode(" " + t.strip())[: m.cfg.n_text_ctx // 2] + [tok.eot] for t in texts]
-    longest = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), longest), tok.eot, dtype=torch.long)
-    mask = torch.zeros(len(seqs), longest - 1)
-    for i, s in enumerate(seqs):
-        tokens[i, :len(s)] = torch.tensor(s)
-        mask[i, len(tok.prompt) - 1:len(s) - 1] = 1.0
-    return WhisperBatch(x, tokens, mask)
-
-
-def whisper_loss(model: Whisper, params: dict[str, Tensor], batch: WhisperBatch,
-                 twice_differentiable: bool = True) -> Tensor:
-    """Mean cross-entropy per target token with `params` in place of the model's LoRA group.
-    Plain tensor ops, so second-order MAML can differentiate it twice."""
-    logits = torch.func.functional_call(_Upper(model), {f"model.{k}": v for k, v in params.items()},
-                                        (batch.hidden, batch.tokens[:, :-1]), strict=False)
-    ce = F.cross_entropy(logits.transpose(1, 2), batch.tokens[:, 1:], reduction="none")   # (batch, T - 1)
-    return (ce * batch.mask).sum() / batch.mask.sum().clamp(min=1.0)
-
-
-def step_settings(rec: WhisperRecognizer, steps: int | None = None) -> tuple[int, dict[str, Tensor] | float]:
-    a = rec.meta.get("adapt") or {}
-    return (a.get("steps", LORA_STEPS) if steps is None else steps), a.get("step_sizes", LORA_STEP_SIZE)
 
 
 # -- the caller's group: encoder.ln_post --------------------------------------------------------------------
@@ -337,21 +240,8 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     transcripts must agree with them for a pseudo-label to be used (default: the greedy pass).
     The profile is the mean of the fold fits (each on the utterances its fold did not hold out)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    if not audios:
-        raise ValueError("no audio to adapt on")
-    if objective is not None and objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     supervised = cfg.mode == "supervised"
-    if rule is None:   # the default: meta-learned settings where they ship for these weights, else plain Adam
-        rule = SUPERVISED_RULE if supervised else "adam"
-        if rule == "meta" and caller_settings(rec) is None:
-            rule = "adam"
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if supervised and (texts is None or len(texts) != len(audios)):
-        raise ValueError("supervised adaptation needs one reference text per utterance")
-    if hypotheses is not None and len(hypotheses) != len(audios):
-        raise ValueError("need one hypothesis per utterance")
+    rule = _checked_rule(rec, audios, texts, supervised, hypotheses=hypotheses, objective=objective, rule=rule)
     own = plain_whisper_params(rec)
     if start is not None and (set(start) != set(own) or any(start[k].shape != own[k].shape for k in own)):
         raise ValueError(f"start params are not a profile of this group ({sorted(own)})")
@@ -368,26 +258,8 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
         usable = [i for i, t in enumerate(refs) if _words(t)]
         targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
     else:
-        given = hypotheses is not None
-        if hypotheses is None:
-            beam = cached.decode_cached(rec, cache, current, beam_size=max(2, rec.options.beam_size))
-            hypotheses = [rec.tokenizer.decode(beam[i].tokens) for i in range(len(audios))]
-        refs = [" ".join(str(h).split()) for h in hypotheses]
-        targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
-        conf = targets.logprobs
-        if first_pass is not None:
-            second = [first_pass(a).text for a in audios]
-        else:
-            greedy = decoded = _decoded(rec, cache, current, list(range(len(audios))),
-                                        {i: 8 + 3 * len(_words(r)) for i, r in enumerate(refs)})
-            second = [greedy[i][0] for i in range(len(audios))]
-        agree = [i for i in range(len(refs)) if _words(refs[i]) and _words(refs[i]) == _words(second[i])]
-        usable = [i for i in agree if math.exp(conf[i]) >= cfg.min_confidence]
-        unadapted = {i: r for i, r in enumerate(refs) if _words(r)}
-        metrics.update(pseudo_labels="own transcripts" if given else "own beam search",
-                       agreement="first pass" if first_pass else "greedy", agreeing=len(agree), confident=len(usable))
-        if objective == "entropy":   # SUTA: every utterance with a transcript, no filter
-            usable = sorted(unadapted)
+        refs, targets, usable, unadapted, decoded = _pseudo_labels(rec, cache, current, audios, hypotheses,
+                                                                   first_pass, cfg, objective, metrics)
     metrics.update(utterances=len(usable), audio_seconds=round(sum(audios[i].numel() for i in usable) / sample_rate, 2))
     folds = cfg.folds or DEFAULT_FOLDS
     chunks = [c for c in ([i for i in range(len(audios)) if i % folds == j] for j in range(folds))
@@ -398,13 +270,8 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
                                                  "cpu_seconds": round(time.process_time() - c0, 3)})
     sizes, origin = None, current
     if rule == "meta":
-        settings = caller_settings(rec)
-        if settings is None:
-            raise ValueError("rule 'meta' needs the meta-learned caller settings shipped for these weights")
-        sizes = settings["step_sizes"]
-        origin = current if start is not None else detached(settings["init"])
-        if cfg.steps is None:
-            steps = metrics["steps"] = settings["steps"]
+        sizes, origin, steps = _meta_settings(rec, current, start, cfg, steps)
+        metrics["steps"] = steps
     fitted = [fit(rec, cache, targets, origin, steps, lr, [i for i in usable if i not in c], objective, rule, sizes)
               for c in chunks]
     accepted = True
@@ -420,68 +287,61 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     return AdaptationResult(params, accepted, metrics)
 
 
-def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str, threads: int = 1,
-                                max_speakers: int = 0, guard: bool = False, progress=sys.stderr,
-                                first_pass: Callable[[Tensor], Transcript] | None = None, speakers: str = "",
-                                methods: dict[str, dict] | None = None) -> dict:
-    """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, before/after.
-    mode: 'supervised', 'label-free', 'all' or 'none' (only `methods`). Test utterances are recognized as the product does
-    (full 30 s window, the recognizer's beam size); their encoder output below the group is computed
-    once and shared by every method (the profile only changes the group: the same numbers as
-    `rec.transcribe(params=)`). methods: extra name -> adapt_whisper_caller keyword arguments
-    (bench scripts: objectives, step sizes)."""
-    from asr_core.audio import load_audio
-    from asr_core.manifest import speakers_with_tests
-    from asr_core.manifest import read_manifest
-    torch.set_num_threads(threads)
-    modes = ["supervised", "label-free"] if mode == "all" else [] if mode == "none" else [mode]
-    todo = {m: {"mode": m} for m in modes}
-    todo.update(methods or {})
-    rows = read_manifest(manifest, ("adapt", "test"), speakers)
-    speakers = speakers_with_tests(rows, manifest, max_speakers)
-    res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "cpu": 0.0, "speakers": {}} for m in ["none", *todo]}
-    for si, spk in enumerate(speakers):
-        ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
-        te = [u for u in rows if u.speaker == spk and u.split == "test"]
-        ad_audio = [load_audio(u.audio, 8000) for u in ad]
-        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None)
-        stored, label_s = None, 0.0
-        if ad_audio and any(kw["mode"] == "label-free" for kw in todo.values()):
-            # what the product stored for these utterances: the recognizer's transcripts (full window,
-            # its beam size); label-free adaptation starts from them (their cost is the call's, not its)
-            t0 = time.perf_counter()
-            hyps = cached.decode_cached(rec, cached.encode_frozen(rec, ad_audio, 8000, None), None,
-                                        beam_size=rec.options.beam_size)
-            stored = [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))]
-            label_s = time.perf_counter() - t0
-        for name in res:
-            t0 = time.perf_counter()
-            params, info = None, {}
-            if name != "none":
-                kw = dict(todo[name])
-                m = kw.pop("mode")
-                cfg = AdaptationConfig(m, guard=kw.pop("guard", guard), min_confidence=LABEL_FREE_MIN_CONFIDENCE,
-                                       steps=kw.pop("steps", None))
-                if ad_audio:
-                    if m == "label-free":
-                        kw.setdefault("hypotheses", stored)
-                        kw.setdefault("first_pass", first_pass)
-                    r = adapt_whisper_caller(rec, ad_audio, [u.text for u in ad] if m == "supervised" else None, 8000,
-                                             cfg=cfg, **kw)
-                    params, info = r.params, {"accepted": r.accepted, "guard": r.metrics}
-                    if m == "label-free":
-                        info["pseudo_label_seconds"] = round(label_s, 3)
-            sec = time.perf_counter() - t0 if name != "none" else 0.0
-            hyps = cached.decode_cached(rec, test_cache, params, beam_size=rec.options.beam_size)
-            counts = [word_errors(u.text, rec.tokenizer.decode(hyps[i].tokens).strip()) for i, u in enumerate(te)]
-            e, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
-            r = res[name]
-            r["errors"], r["words"], r["seconds"] = r["errors"] + e, r["words"] + n, r["seconds"] + sec
-            r["cpu"] += info.get("guard", {}).get("cpu_seconds", 0.0)
-            r["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n, **info}
-        print(f"whisper adapt-eval: {si + 1}/{len(speakers)} {spk}  " + "  ".join(
-            f"{m} {res[m]['speakers'][spk]['wer']:.3f}" for m in res), file=progress, flush=True)
-    return {m: {"wer": round(r["errors"] / max(r["words"], 1), 4),
-                "seconds_per_speaker": round(r["seconds"] / max(len(speakers), 1), 3),
-                "cpu_seconds_per_speaker": round(r["cpu"] / max(len(speakers), 1), 3),
-                "speakers": r["speakers"]} for m, r in res.items()}
+def _checked_rule(rec: WhisperRecognizer, audios: list[Tensor], texts: list[str] | None, supervised: bool, *,
+                  hypotheses: list[str] | None, objective: str | None, rule: str | None) -> str:
+    """adapt_whisper_caller's arguments checked (ValueError); returns the update rule it uses."""
+    if not audios:
+        raise ValueError("no audio to adapt on")
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if rule is None:   # the default: meta-learned settings where they ship for these weights, else plain Adam
+        rule = SUPERVISED_RULE if supervised else "adam"
+        if rule == "meta" and caller_settings(rec) is None:
+            rule = "adam"
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if supervised and (texts is None or len(texts) != len(audios)):
+        raise ValueError("supervised adaptation needs one reference text per utterance")
+    if hypotheses is not None and len(hypotheses) != len(audios):
+        raise ValueError("need one hypothesis per utterance")
+    return rule
+
+
+def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str, Tensor], audios: list[Tensor],
+                   hypotheses: list[str] | None, first_pass: Callable[[Tensor], Transcript] | None,
+                   cfg: AdaptationConfig, objective: str, metrics: dict):
+    """Label-free: the pseudo-labels (module docstring) -> (refs, targets, usable, unadapted,
+    decoded: the greedy pass already made with the current params, or None); adds its figures to
+    `metrics`."""
+    decoded = None
+    given = hypotheses is not None
+    if hypotheses is None:
+        beam = cached.decode_cached(rec, cache, current, beam_size=max(2, rec.options.beam_size))
+        hypotheses = [rec.tokenizer.decode(beam[i].tokens) for i in range(len(audios))]
+    refs = [" ".join(str(h).split()) for h in hypotheses]
+    targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
+    conf = targets.logprobs
+    if first_pass is not None:
+        second = [first_pass(a).text for a in audios]
+    else:
+        greedy = decoded = _decoded(rec, cache, current, list(range(len(audios))),
+                                    {i: 8 + 3 * len(_words(r)) for i, r in enumerate(refs)})
+        second = [greedy[i][0] for i in range(len(audios))]
+    agree = [i for i in range(len(refs)) if _words(refs[i]) and _words(refs[i]) == _words(second[i])]
+    usable = [i for i in agree if math.exp(conf[i]) >= cfg.min_confidence]
+    unadapted = {i: r for i, r in enumerate(refs) if _words(r)}
+    metrics.update(pseudo_labels="own transcripts" if given else "own beam search",
+                   agreement="first pass" if first_pass else "greedy", agreeing=len(agree), confident=len(usable))
+    if objective == "entropy":   # SUTA: every utterance with a transcript, no filter
+        usable = sorted(unadapted)
+    return refs, targets, usable, unadapted, decoded
+
+
+def _meta_settings(rec: WhisperRecognizer, current: dict[str, Tensor], start: dict[str, Tensor] | None,
+                   cfg: AdaptationConfig, steps: int) -> tuple[dict[str, Tensor], dict[str, Tensor], int]:
+    """Rule "meta": (the shipped step sizes, where fitting starts, the number of steps)."""
+    settings = caller_settings(rec)
+    if settings is None:
+        raise ValueError("rule 'meta' needs the meta-learned caller settings shipped for these weights")
+    origin = current if start is not None else detached(settings["init"])
+    return settings["step_sizes"], origin, settings["steps"] if cfg.steps is None else steps

@@ -29,7 +29,7 @@ from asr_core.manifest import read_manifest
 from asr_core.meta import adapt
 from asr_core.whisper import convert
 from asr_core.whisper.convert import adapt_payload_tensors
-from asr_core.whisper.adapt import initial_lora_params, make_whisper_batch, whisper_loss
+from asr_core.whisper.lora import initial_lora_params, make_whisper_batch, whisper_loss
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 

@@ -190,7 +190,7 @@ def fast(rec):
 
 @needs_wheel
 def test_initial_lora_group_leaves_whisper_unchanged(fast, phone_utterances):
-    from asr_core.whisper.adapt import initial_lora_params
+    from asr_core.whisper.lora import initial_lora_params
     params = initial_lora_params(fast)
     assert 10_000 <= sum(v.numel() for v in params.values()) <= 100_000
     audio = phone_utterances[0][1]
@@ -200,7 +200,7 @@ def test_initial_lora_group_leaves_whisper_unchanged(fast, phone_utterances):
 @needs_wheel
 def test_supervised_adaptation_through_meta_adapt_lowers_the_callers_loss(fast, phone_utterances):
     from asr_core.meta import adapt
-    from asr_core.whisper.adapt import initial_lora_params, make_whisper_batch, whisper_loss
+    from asr_core.whisper.lora import initial_lora_params, make_whisper_batch, whisper_loss
     texts, audios = zip(*phone_utterances[:3])
     batch = make_whisper_batch(fast, list(audios), list(texts), 16000)
     start = initial_lora_params(fast)

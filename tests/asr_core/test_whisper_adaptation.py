@@ -14,7 +14,7 @@ from asr_core.manifest import read_manifest
 from asr_core.metrics import word_errors
 from asr_core.profile import Profile
 from asr_core.whisper import adapt as A
-from asr_core.whisper import cached
+from asr_core.whisper import cached, lora
 
 pytestmark = pytest.mark.timeout(600)   # one CPU thread per adaptation; the test machine is shared
 
@@ -184,7 +184,7 @@ def test_bad_input_gets_a_clear_error(rec, hard):
     with pytest.raises(ValueError, match="one hypothesis per utterance"):
         A.adapt_whisper_caller(rec, audios[:2], None, 8000, hypotheses=["a"], cfg=AdaptationConfig("label-free"))
     with pytest.raises(ValueError, match="not a profile of this group"):
-        A.adapt_whisper_caller(rec, audios[:2], texts[:2], 8000, start=A.plain_lora_params(rec))
+        A.adapt_whisper_caller(rec, audios[:2], texts[:2], 8000, start=lora.plain_lora_params(rec))
     with pytest.raises(ValueError, match="objective"):
         A.adapt_whisper_caller(rec, audios[:4], texts[:4], 8000, objective="guess")
     with pytest.raises(ValueError, match="rule"):

@@ -1,0 +1,98 @@
+"""`python -m asr_core evaluate --backbone whisper-* --adapt ...`: Whisper caller adaptation per test
+speaker (adapt on its `adapt` utterances, WER on its `test` utterances, before and after), with
+`asr_core.whisper.adapt.adapt_whisper_caller` as the product adapts."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from asr_core.adaptation import AdaptationConfig
+from asr_core.audio import load_audio
+from asr_core.manifest import read_manifest, speakers_with_tests
+from asr_core.metrics import word_errors
+from asr_core.transcript import Transcript
+from asr_core.whisper import cached
+from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE, adapt_whisper_caller
+from asr_core.whisper.recognizer import WhisperRecognizer
+
+
+def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str, threads: int = 1,
+                                max_speakers: int = 0, guard: bool = False, progress=sys.stderr,
+                                first_pass: Callable[[Tensor], Transcript] | None = None, speakers: str = "",
+                                methods: dict[str, dict] | None = None) -> dict:
+    """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, before/after.
+    mode: 'supervised', 'label-free', 'all' or 'none' (only `methods`). Test utterances are recognized as the product does
+    (full 30 s window, the recognizer's beam size); their encoder output below the group is computed
+    once and shared by every method (the profile only changes the group: the same numbers as
+    `rec.transcribe(params=)`). methods: extra name -> adapt_whisper_caller keyword arguments
+    (bench scripts: objectives, step sizes)."""
+    torch.set_num_threads(threads)
+    modes = ["supervised", "label-free"] if mode == "all" else [] if mode == "none" else [mode]
+    todo = {m: {"mode": m} for m in modes}
+    todo.update(methods or {})
+    rows = read_manifest(manifest, ("adapt", "test"), speakers)
+    speakers = speakers_with_tests(rows, manifest, max_speakers)
+    res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "cpu": 0.0, "speakers": {}} for m in ["none", *todo]}
+    for si, spk in enumerate(speakers):
+        ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
+        te = [u for u in rows if u.speaker == spk and u.split == "test"]
+        ad_audio = [load_audio(u.audio, 8000) for u in ad]
+        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None)
+        stored, label_s = None, 0.0
+        if ad_audio and any(kw["mode"] == "label-free" for kw in todo.values()):
+            stored, label_s = _stored_transcripts(rec, ad_audio)
+        for name in res:
+            t0 = time.perf_counter()
+            params, info = None, {}
+            if name != "none":
+                params, info = _adapted(rec, todo[name], ad, ad_audio, guard=guard, first_pass=first_pass,
+                                        stored=stored, label_s=label_s)
+            sec = time.perf_counter() - t0 if name != "none" else 0.0
+            hyps = cached.decode_cached(rec, test_cache, params, beam_size=rec.options.beam_size)
+            counts = [word_errors(u.text, rec.tokenizer.decode(hyps[i].tokens).strip()) for i, u in enumerate(te)]
+            e, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
+            r = res[name]
+            r["errors"], r["words"], r["seconds"] = r["errors"] + e, r["words"] + n, r["seconds"] + sec
+            r["cpu"] += info.get("guard", {}).get("cpu_seconds", 0.0)
+            r["speakers"][spk] = {"wer": round(e / max(n, 1), 4), "words": n, **info}
+        print(f"whisper adapt-eval: {si + 1}/{len(speakers)} {spk}  " + "  ".join(
+            f"{m} {res[m]['speakers'][spk]['wer']:.3f}" for m in res), file=progress, flush=True)
+    return {m: {"wer": round(r["errors"] / max(r["words"], 1), 4),
+                "seconds_per_speaker": round(r["seconds"] / max(len(speakers), 1), 3),
+                "cpu_seconds_per_speaker": round(r["cpu"] / max(len(speakers), 1), 3),
+                "speakers": r["speakers"]} for m, r in res.items()}
+
+
+def _stored_transcripts(rec: WhisperRecognizer, ad_audio: list[Tensor]) -> tuple[list[str], float]:
+    """What the product stored for these utterances: the recognizer's transcripts (full window, its
+    beam size), and the seconds they took; label-free adaptation starts from them (their cost is the
+    call's, not its)."""
+    t0 = time.perf_counter()
+    hyps = cached.decode_cached(rec, cached.encode_frozen(rec, ad_audio, 8000, None), None,
+                                beam_size=rec.options.beam_size)
+    return [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))], time.perf_counter() - t0
+
+
+def _adapted(rec: WhisperRecognizer, method: dict, ad: list, ad_audio: list[Tensor], *, guard: bool,
+             first_pass: Callable[[Tensor], Transcript] | None, stored: list[str] | None,
+             label_s: float) -> tuple[dict[str, Tensor] | None, dict]:
+    """One method (`mode` + adapt_whisper_caller keyword arguments) on one speaker's `adapt`
+    utterances -> (the params, what the row reports); (None, {}) without such utterances."""
+    kw = dict(method)
+    m = kw.pop("mode")
+    cfg = AdaptationConfig(m, guard=kw.pop("guard", guard), min_confidence=LABEL_FREE_MIN_CONFIDENCE,
+                           steps=kw.pop("steps", None))
+    if not ad_audio:
+        return None, {}
+    if m == "label-free":
+        kw.setdefault("hypotheses", stored)
+        kw.setdefault("first_pass", first_pass)
+    r = adapt_whisper_caller(rec, ad_audio, [u.text for u in ad] if m == "supervised" else None, 8000, cfg=cfg, **kw)
+    info = {"accepted": r.accepted, "guard": r.metrics}
+    if m == "label-free":
+        info["pseudo_label_seconds"] = round(label_s, 3)
+    return r.params, info
