@@ -165,35 +165,48 @@ def guarded_adaptation(audios: list[Tensor], texts: list[str] | None, *, start: 
         sum(audios[i].numel() for i in usable) / sample_rate, 2))
     accepted, judged, used = True, [], 0
     if chunks:
-        after = {}
-        for c in chunks:
-            rest = [i for i in usable if i not in c]
-            if not rest:
-                continue
-            p = fit([audios[i] for i in rest], [texts[i] for i in rest], start)
-            judged, used = judged + c, used + 1
-            after.update({i: transcribe(audios[i], p) for i in c})
-        if by_errors:
-            before = {i: transcribe(audios[i], current) for i in judged}
-            counts = {name: [word_errors(texts[i], hyps[i].text) for i in judged]
-                      for name, hyps in (("before", before), ("after", after))}
-            words = max(sum(w for _, w in counts["before"]), 1)
-            e_before, e_after = (sum(e for e, _ in counts[name]) for name in ("before", "after"))
-            metrics["wer_before"], metrics["wer_after"] = round(e_before / words, 4), round(e_after / words, 4)
-            accepted = e_after < e_before
-        elif judged:
-            metrics["conf_before"] = round(sum(first[i].confidence for i in judged) / len(judged), 4)
-            metrics["conf_after"] = round(sum(after[i].confidence for i in judged) / len(judged), 4)
-            accepted = metrics["conf_after"] >= metrics["conf_before"]
-        else:
-            accepted = False
-            metrics["reason"] = "no held-out chunk left confident pseudo-labels to adapt on"
+        accepted, judged, used = _cross_validate(audios, texts, usable, chunks, start=start, current=current,
+                                                 first=first, by_errors=by_errors, transcribe=transcribe, fit=fit,
+                                                 metrics=metrics)
     metrics["held_out"], metrics["folds"] = len(judged), used
     # the guard decided on held-out utterances; the kept profile learns from all the usable ones
     params = fit([audios[i] for i in usable], [texts[i] for i in usable], start) if accepted else current
     metrics["accepted"] = accepted
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     return AdaptationResult(params, accepted, metrics)
+
+
+def _cross_validate(audios: list[Tensor], texts: list[str], usable: list[int], chunks: list[list[int]], *,
+                    start: dict[str, Tensor], current: dict[str, Tensor], first: list[Transcript], by_errors: bool,
+                    transcribe: Callable[[Tensor, dict[str, Tensor]], Transcript],
+                    fit: Callable[[list[Tensor], list[str], dict[str, Tensor]], dict[str, Tensor]],
+                    metrics: dict) -> tuple[bool, list[int], int]:
+    """The guard (module docstring): fit without each held-out chunk, transcribe the chunk, compare
+    with `current` -> (accepted, the utterances judged, the folds used); adds its figures to `metrics`."""
+    judged: list[int] = []
+    used = 0
+    after = {}
+    for c in chunks:
+        rest = [i for i in usable if i not in c]
+        if not rest:
+            continue
+        p = fit([audios[i] for i in rest], [texts[i] for i in rest], start)
+        judged, used = judged + c, used + 1
+        after.update({i: transcribe(audios[i], p) for i in c})
+    if by_errors:
+        before = {i: transcribe(audios[i], current) for i in judged}
+        counts = {name: [word_errors(texts[i], hyps[i].text) for i in judged]
+                  for name, hyps in (("before", before), ("after", after))}
+        words = max(sum(w for _, w in counts["before"]), 1)
+        e_before, e_after = (sum(e for e, _ in counts[name]) for name in ("before", "after"))
+        metrics["wer_before"], metrics["wer_after"] = round(e_before / words, 4), round(e_after / words, 4)
+        return e_after < e_before, judged, used
+    if judged:
+        metrics["conf_before"] = round(sum(first[i].confidence for i in judged) / len(judged), 4)
+        metrics["conf_after"] = round(sum(after[i].confidence for i in judged) / len(judged), 4)
+        return metrics["conf_after"] >= metrics["conf_before"], judged, used
+    metrics["reason"] = "no held-out chunk left confident pseudo-labels to adapt on"
+    return False, judged, used
 
 
 def guard_chunks(n: int, size: int, folds: int) -> list[list[int]]:

@@ -98,23 +98,9 @@ def meta_train(manifest: str, out: str, *, steps: int = 6, support: int = 8, que
     plain = cached.group_params(rec)
     state_path = out + ".state"
     init = {k: v.clone().requires_grad_() for k, v in plain.items()}
-    # step sizes start where one SGD step moves each value by ~first_step (as Adam's first step)
-    with cached.frozen(rec.model):
-        p = {k: v.clone().requires_grad_() for k, v in plain.items()}
-        sup = list(range(support))
-        g = torch.autograd.grad(cached.teacher_forced_loss(rec, p, tasks[0][2], tasks[0][3], sup), list(p.values()))
-    log_lr = {k: torch.full_like(v, math.log(first_step / max(float(gi.abs().mean()), 1e-8))).requires_grad_()
-              for (k, v), gi in zip(plain.items(), g)}
+    log_lr = _initial_log_step_sizes(rec, plain, tasks[0], support, first_step)
     opt = torch.optim.Adam([*init.values(), *log_lr.values()], lr=outer_lr)
-    done = 0
-    if os.path.isfile(state_path):
-        st = torch.load(state_path, weights_only=True)
-        with torch.no_grad():
-            for k in init:
-                init[k].copy_(st["init"][k])
-                log_lr[k].copy_(st["log_lr"][k])
-        opt.load_state_dict(st["opt"])
-        done = st["done"]
+    done = _resume(state_path, init, log_lr, opt)
     rng = np.random.default_rng(seed + done)
     t0 = time.perf_counter()
     with cached.frozen(rec.model):
@@ -147,6 +133,33 @@ def meta_train(manifest: str, out: str, *, steps: int = 6, support: int = 8, que
             "init": {k: v.detach().clone() for k, v in init.items()},
             "step_sizes": {k: v.detach().exp() for k, v in log_lr.items()}}
     return write_settings(info, rec.meta["sha256"], out)
+
+
+def _initial_log_step_sizes(rec, plain: dict[str, torch.Tensor], task: tuple, support: int,
+                            first_step: float) -> dict[str, torch.Tensor]:
+    """Log step sizes that start where one SGD step on `task`'s support moves each value by
+    ~first_step (as Adam's first step)."""
+    _spk, _line, cache, targets = task
+    with cached.frozen(rec.model):
+        p = {k: v.clone().requires_grad_() for k, v in plain.items()}
+        sup = list(range(support))
+        g = torch.autograd.grad(cached.teacher_forced_loss(rec, p, cache, targets, sup), list(p.values()))
+    return {k: torch.full_like(v, math.log(first_step / max(float(gi.abs().mean()), 1e-8))).requires_grad_()
+            for (k, v), gi in zip(plain.items(), g)}
+
+
+def _resume(state_path: str, init: dict[str, torch.Tensor], log_lr: dict[str, torch.Tensor],
+            opt: torch.optim.Optimizer) -> int:
+    """Load an interrupted run's state into init, log_lr and opt; returns the outer steps done (0: none)."""
+    if not os.path.isfile(state_path):
+        return 0
+    st = torch.load(state_path, weights_only=True)
+    with torch.no_grad():
+        for k in init:
+            init[k].copy_(st["init"][k])
+            log_lr[k].copy_(st["log_lr"][k])
+    opt.load_state_dict(st["opt"])
+    return st["done"]
 
 
 def main(argv: list[str] | None = None) -> int:
