@@ -162,7 +162,7 @@ async def _slots_held(expected: int, timeout: float = 5.0) -> int:
 
 
 def test_an_internal_error_closes_with_a_code_daphne_sends_and_gives_everything_back(token, monkeypatch):
-    async def broken_feed(self, samples):
+    async def broken_feed(self, samples, **kwargs):
         raise RuntimeError("a bug in the audio path")
 
     monkeypatch.setattr(CallSession, "feed", broken_feed)
