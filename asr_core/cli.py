@@ -239,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "overrides its path)")
     e.add_argument("--beam-size", type=_positive_int, default=None,
                    help=f"whisper backbones: 1 = greedy (default {defaults.WHISPER_BEAM_SIZE})")
-    e.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
-                   help="whisper backbones: int8 dynamic quantization of linears (default: on for the product's "
-                        "default, off for a --backbone named)")
+    e.add_argument("--int8", nargs="?", const="all", choices=defaults.INT8_MODES, default=None,
+                   help="whisper backbones: int8 dynamic quantization of the linear layers: off, decoder (the "
+                        "decoder's only) or all (--int8 alone); default: the product's "
+                        f"({defaults.WHISPER_INT8}) for the product's recognizer, off for a --backbone named")
+    e.add_argument("--no-int8", dest="int8", action="store_const", const="off", help="the same as --int8 off")
     e.add_argument("--trim-seconds", type=_trim_seconds, default=PRODUCT,
                    help="whisper backbones: encode only the segment + this much padding; 'none': the 30 s "
                         "window (default: the product's)")

@@ -6,12 +6,15 @@ The backend's settings (``ASR_FINAL_BACKBONE``, ``ASR_PARTIAL_BACKBONE``, ``ASR_
 with the CLI is the product's.
 
 Chosen on real speech (a real speaker's telephone prompts, clean and through a hard phone line;
-``bench/real_speech_settings.py``, table in the README): Whisper tiny, float32, beam 5, the full
-30 s window: 3.2 % WER clean and 25.4 % on the hard line, where faster-whisper tiny (int8, beam 5)
-gives 3.2 % and 30.1 %. int8 and greedy decoding are faster but lose on the hard line (31.7 %,
-33.9 %); trimming the window loses words at the end. The small streaming model trained on
-synthesized voices gives 93 % WER on the same real speaker and is not on the default path. Live
-partials decode greedily with int8 on the segment plus 2 s (`WhisperStream`).
+``bench/real_speech_settings.py``, table in docs/recognizer.md): Whisper tiny, int8 linear layers in
+the decoder only (the encoder stays float32), beam 5, the full 30 s window: 4.2 % WER clean and
+25.1 % on the hard line at RTF 0.21 on one thread, where faster-whisper tiny (int8, beam 5) gives
+3.8 % and 27.2 % at RTF 0.21, and all-float32 3.2 % / 25.4 % at RTF 0.31 (the same run). int8 in
+the encoder loses on the hard line (31.7 %), greedy decoding stops long prompts early, and trimming
+the window (``ASR_WHISPER_TRIM_S=8``: RTF 0.10, 5.5 % / 25.3 %) drops or invents words at the
+edges. The small streaming model trained on synthesized voices gives 93 % WER on the same real
+speaker and is not on the default path. Live partials decode greedily with int8 on the segment
+plus 2 s (`WhisperStream`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ BACKBONES = ("small", "whisper-tiny", "whisper-base")
 
 FINAL_BACKBONE = "whisper-tiny"      # each segment's stored text
 PARTIAL_BACKBONE = "whisper-tiny"    # live partials (re-decoded with local agreement)
-WHISPER_INT8 = False
+INT8_MODES = ("off", "decoder", "all")   # int8 linear layers: none, the decoder's, all
+WHISPER_INT8 = "decoder"
 WHISPER_BEAM_SIZE = 5
 WHISPER_TRIM_S: float | None = None  # None: the encoder sees the full 30 s window, as Whisper was trained

@@ -89,10 +89,10 @@ class SpeechRecognizer(Protocol):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How a backbone is loaded. Whisper: int8 linear layers, beam size, encoder trim (None: the
+    """How a backbone is loaded. Whisper: int8 linear layers (none, the decoder's, all), beam size, encoder trim (None: the
     full 30 s window), the meta-learned adaptation file. Small model: its decoder ('beam' with the
     lexicon and LM, or 'greedy'). `partials`: the live partials' recognizer (Whisper: int8, greedy)."""
-    int8: bool = WHISPER_INT8
+    int8: str = WHISPER_INT8   # INT8_MODES: "off", "decoder", "all"
     beam_size: int = WHISPER_BEAM_SIZE
     trim_seconds: float | None = WHISPER_TRIM_S
     adaptation: str | None = None
@@ -243,7 +243,7 @@ def load_engine(backbone: str, *, path: str | None = None, settings: EngineSetti
         raise BackboneError(f"unknown backbone {backbone!r}: one of {', '.join(BACKBONES)}")
     if backbone == "small":
         return SmallEngine.load(path, decoder="greedy" if settings.partials else settings.decoder)
-    rec = WhisperEngine.load(path or backbone, quantize=settings.partials or settings.int8,
+    rec = WhisperEngine.load(path or backbone, quantize="all" if settings.partials else settings.int8,
                              beam_size=1 if settings.partials else settings.beam_size,
                              trim_seconds=settings.trim_seconds, adaptation=settings.adaptation)
     rec.backbone = backbone

@@ -4,7 +4,7 @@ faster-whisper tiny beside it, on the same utterances, one CPU thread each, one 
     .venv/bin/python -m asr_core phone-line --manifest data/real-dev/manifest.tsv --line hard \\
         --out data/real-dev-hard
     .venv/bin/python bench/real_speech_settings.py --manifest clean=data/real-dev/manifest.tsv \\
-        --manifest hard=data/real-dev-hard/manifest.tsv [--only 'tiny int8'] [--json out.json]
+        --manifest hard=data/real-dev-hard/manifest.tsv [--only 'default|tiny int8'] [--json out.json]
 
 Every row is `python -m asr_core evaluate` (the `test` split) with the flags shown, so each figure
 can be reproduced alone; the peer row is `bench/peer_decode.py --system whisper-tiny` (faster-whisper
@@ -24,11 +24,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BENCH_PY = os.path.join(ROOT, "var", "bench-venv", "bin", "python")
 PEER_PY = _BENCH_PY if os.path.exists(_BENCH_PY) else sys.executable
 
-# (label, evaluate flags); the product's default is the first row.
+# (label, evaluate flags); the product's default (no flags) is the first row.
 SETTINGS = [
+    ("default", []),
+    ("tiny fp32 beam5 full window", ["--backbone", "whisper-tiny", "--int8", "off", "--beam-size", "5"]),
+    ("tiny int8-decoder beam5 full window", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5"]),
+    ("tiny int8-decoder beam5 trim 4 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5",
+                                          "--trim-seconds", "4"]),
+    ("tiny int8-decoder beam5 trim 6 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5",
+                                          "--trim-seconds", "6"]),
+    ("tiny int8-decoder beam5 trim 8 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5",
+                                          "--trim-seconds", "8"]),
+    ("tiny fp32 beam5 trim 6 s", ["--backbone", "whisper-tiny", "--beam-size", "5", "--trim-seconds", "6"]),
     ("tiny int8 beam5 full window", ["--backbone", "whisper-tiny", "--int8", "--beam-size", "5"]),
     ("tiny int8 greedy full window", ["--backbone", "whisper-tiny", "--int8"]),
-    ("tiny fp32 beam5 full window", ["--backbone", "whisper-tiny", "--beam-size", "5"]),
     ("tiny fp32 greedy full window", ["--backbone", "whisper-tiny"]),
     ("tiny int8 greedy trim 1 s", ["--backbone", "whisper-tiny", "--int8", "--trim-seconds", "1"]),
     ("tiny int8 beam5 trim 3 s", ["--backbone", "whisper-tiny", "--int8", "--beam-size", "5", "--trim-seconds", "3"]),
@@ -42,7 +51,8 @@ SETTINGS = [
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", action="append", required=True, help="LABEL=PATH (repeatable)")
-    ap.add_argument("--only", default="", help="only settings whose label contains this")
+    ap.add_argument("--only", default="", help="only settings whose label contains this (or one of these, "
+                    "separated by '|')")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--json", help="write all rows here")
     a = ap.parse_args()
@@ -58,7 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
         for label, flags in SETTINGS:
-            if a.only not in label:
+            if not any(part in label for part in a.only.split("|")):
                 continue
             for mlabel, path in manifests:
                 subprocess.run([sys.executable, "-m", "asr_core", "evaluate", "--manifest", path, "--threads", "1",

@@ -34,6 +34,19 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
 
 
+def env_choice_or_bool(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (off, ..., all); a boolean value is the last (true) or the first (false)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in choices:
+        return value
+    if value in _TRUE or value in _FALSE:
+        return choices[-1] if value in _TRUE else choices[0]
+    raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(choices)} (or 1/0, true/false)")
+
+
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():

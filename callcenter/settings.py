@@ -22,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from asr_core import defaults as _asr_defaults
 from callcenter.conf import database_from_url as _database_from_url
 from callcenter.conf import env_bool as _env_bool
+from callcenter.conf import env_choice_or_bool as _env_choice_or_bool
 from callcenter.conf import env_int as _env_int
 from callcenter.conf import env_list as _env_list
 from callcenter.conf import env_str as _env_str
@@ -207,10 +208,11 @@ ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "m
 # a file, or "none" for plain (non-meta-learned) adaptation. Default: the
 # shipped asr_core/checkpoints/<backbone>-adapt.pt where there is one.
 ASR_WHISPER_ADAPTATION = _env_str("ASR_WHISPER_ADAPTATION", "")
-# Whisper finals: int8 linear layers; beam size (1: greedy); and the encoder
-# run on the segment plus this much padding instead of the 30 s window
+# Whisper finals: int8 linear layers ("off", "decoder": the decoder's only,
+# "all"; 1/0 and true/false are "all"/"off"); beam size (1: greedy); and the
+# encoder run on the segment plus this much padding instead of the 30 s window
 # ("none": the window). Partials always decode greedily on the segment + 2 s.
-ASR_WHISPER_INT8 = _env_bool("ASR_WHISPER_INT8", default=_asr_defaults.WHISPER_INT8)
+ASR_WHISPER_INT8 = _env_choice_or_bool("ASR_WHISPER_INT8", _asr_defaults.WHISPER_INT8, _asr_defaults.INT8_MODES)
 ASR_WHISPER_BEAM_SIZE = _env_int("ASR_WHISPER_BEAM_SIZE", _asr_defaults.WHISPER_BEAM_SIZE, minimum=1)
 if ASR_WHISPER_BEAM_SIZE > 16:
     raise ImproperlyConfigured(f"ASR_WHISPER_BEAM_SIZE={ASR_WHISPER_BEAM_SIZE} must be at most 16")

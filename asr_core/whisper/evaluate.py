@@ -54,7 +54,7 @@ def evaluate_whisper(rec: WhisperRecognizer, manifest: str, split: str = "test",
         "params": sum(p.numel() for p in rec.model.parameters()),
         "checkpoint_bytes": os.path.getsize(path) if path and os.path.exists(path) else None,
         "decoder": f"{rec.model.cfg.name} {'beam' + str(rec.options.beam_size) if rec.options.beam_size > 1 else 'greedy'}"
-                   f"{' int8' if rec.quantized else ''}"
+                   f"{'' if rec.int8 == 'off' else ' int8' if rec.int8 == 'all' else ' int8 decoder'}"
                    f"{f' trim {rec.trim_seconds:g}s' if rec.trim_seconds is not None else ''}",
         "backbone": rec.model.cfg.name,
         "chunk_ms": None,

@@ -8,7 +8,8 @@
 Returns the same `Transcript`/`Word` types as the small model's `Recognizer`. Segments longer than
 30 s are cut into 30 s windows. A caller's params (dict name -> tensor over
 `adaptive_names()`) are applied with `torch.func.functional_call`; the model is never modified.
-`quantize=True` runs the linear layers in int8 (dynamic quantization) for inference; adaptation
+`quantize=True` (or "all") runs the linear layers in int8 (dynamic quantization) for inference,
+`quantize="decoder"` only the decoder's (the encoder stays float32); adaptation
 always differentiates through the float model (`rec.model`).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from asr_core.audio import AudioError, load_audio, resample
+from asr_core.defaults import INT8_MODES
 from asr_core.transcript import Transcript, Word
 from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
@@ -35,18 +37,20 @@ MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
 
 class WhisperRecognizer:
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, meta: dict | None = None,
-                 quantize: bool = False, options: DecodeOptions = DecodeOptions(), trim_seconds: float | None = None):
+                 quantize: bool | str = False, options: DecodeOptions = DecodeOptions(),
+                 trim_seconds: float | None = None):
         """trim_seconds: None runs the encoder on the full 30 s window (as Whisper was trained); a
         number runs it on the segment plus that much padding only (faster, approximate)."""
         if trim_seconds is not None and not 0.0 <= trim_seconds <= 30.0:
             raise ValueError(f"trim_seconds must be in [0, 30] or None, got {trim_seconds}")
         self.model = model.eval()
         self.tokenizer, self.meta, self.options, self.trim_seconds = tokenizer, meta or {}, options, trim_seconds
-        self.infer = quantize_linear(self.model) if quantize else self.model
-        self.quantized = quantize
+        self.int8 = int8_mode(quantize)
+        self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
+        self.quantized = self.int8 != "off"
 
     @classmethod
-    def load(cls, path: str | None = None, quantize: bool = False, beam_size: int = 1,
+    def load(cls, path: str | None = None, quantize: bool | str = False, beam_size: int = 1,
              lora_rank: int | None = None, lora_layers: int | None = None, options: DecodeOptions | None = None,
              trim_seconds: float | None = None, adaptation: str | None = None) -> "WhisperRecognizer":
         """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base');
@@ -211,11 +215,29 @@ class WhisperRecognizer:
         return words
 
 
-def quantize_linear(model: Whisper) -> Whisper:
-    """A copy with every nn.Linear in int8 (dynamic quantization: int8 weights, activations quantized
-    per batch at run time). LoRA parameters stay float and still apply through functional_call."""
+def int8_mode(quantize: bool | str | None) -> str:
+    """`quantize` as one of INT8_MODES: True is "all", False or None "off"."""
+    if quantize is None or isinstance(quantize, bool):
+        return "all" if quantize else "off"
+    if quantize not in INT8_MODES:
+        raise ValueError(f"int8 must be one of {', '.join(INT8_MODES)} (or a boolean), got {quantize!r}")
+    return quantize
+
+
+def quantize_linear(model: Whisper, part: str = "all") -> Whisper:
+    """A copy with the nn.Linear layers of `part` ("all", or "decoder": the encoder stays float32) in
+    int8 (dynamic quantization: int8 weights, activations quantized per batch at run time). LoRA
+    parameters stay float and still apply through functional_call."""
+    import copy
+
     from torch.ao.quantization import quantize_dynamic
-    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()
+    if part == "all":
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()
+    if part != "decoder":
+        raise ValueError(f"part must be 'all' or 'decoder', got {part!r}")
+    out = copy.deepcopy(model)
+    out.decoder = quantize_dynamic(out.decoder, {nn.Linear}, dtype=torch.qint8)
+    return out.eval()
 
 
 class WhisperStream:

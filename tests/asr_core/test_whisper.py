@@ -136,6 +136,35 @@ def test_beam_search_transcribes_a_long_real_prompt_past_its_first_sentence(tiny
 
 
 @needs_wheel
+def test_int8_in_the_decoder_only_keeps_the_encoder_float_and_the_words(tiny_path, real_dev):
+    """The product's default quantizes the decoder's linear layers only (the encoder's int8 is what
+    costs accuracy on hard lines): the encoder is exactly float32 Whisper, and a real prompt gets
+    the same words as all-float32 decoding within a word."""
+    from torch import nn
+
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    fp32 = WhisperRecognizer.load(tiny_path, beam_size=5)
+    dec8 = WhisperRecognizer.load(tiny_path, quantize="decoder", beam_size=5)
+    assert dec8.int8 == "decoder" and fp32.int8 == "off"
+    assert {type(m) for m in dec8.infer.encoder.modules() if "Linear" in type(m).__name__} == {nn.Linear}
+    assert all(type(m) is not nn.Linear for m in dec8.infer.decoder.modules() if "Linear" in type(m).__name__)
+    assert type(dec8.model.decoder.proj) is nn.Linear   # the float model (adaptation's) is left as it was
+    audio = torch.randn(8000) * 0.1
+    mel = dec8.features(dec8.prepare(audio, 8000))[0][None]
+    torch.testing.assert_close(dec8.encode(mel), fp32.encode(mel))
+    prompt = read_manifest(str(real_dev), ("test",))[0]
+    a = load_audio(prompt.audio, 8000)
+    reference = fp32.transcribe(a, 8000).text
+    errors, _ = word_errors(reference, dec8.transcribe(a, 8000).text)
+    assert errors <= 1, (reference, dec8.transcribe(a, 8000).text)
+    with pytest.raises(ValueError, match="int8 must be one of off, decoder, all"):
+        WhisperRecognizer.load(tiny_path, quantize="encoder")
+
+
+@needs_wheel
 def test_silence_and_tiny_inputs_give_empty_text(rec):
     quiet = torch.randn(8000 * 3) * 1e-4
     assert rec.transcribe(quiet, 8000).text == ""
@@ -295,7 +324,8 @@ def test_evaluate_without_a_backbone_measures_the_products_default_recognizer(re
     assert main(["evaluate", "--manifest", str(real_dev), "--limit", "4", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     decoding = "greedy" if defaults.WHISPER_BEAM_SIZE == 1 else f"beam{defaults.WHISPER_BEAM_SIZE}"
-    assert r["decoder"] == f"{defaults.FINAL_BACKBONE} {decoding}{' int8' if defaults.WHISPER_INT8 else ''}" + (
+    int8 = {"off": "", "all": " int8", "decoder": " int8 decoder"}[defaults.WHISPER_INT8]
+    assert r["decoder"] == f"{defaults.FINAL_BACKBONE} {decoding}{int8}" + (
         f" trim {defaults.WHISPER_TRIM_S:g}s" if defaults.WHISPER_TRIM_S is not None else "")
     assert r["utterances"] == 4 and r["wer"] <= 0.1 and set(r["speakers"]) == {"allison"}
     # a flag still overrides one setting

@@ -49,7 +49,7 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
     # decoding chosen on real speech (asr_core/defaults.py, which `asr_core evaluate` measures).
     assert (settings["ASR_FINAL_BACKBONE"], settings["ASR_PARTIAL_BACKBONE"]) == ("whisper-tiny", "whisper-tiny")
     assert (settings["ASR_WHISPER_INT8"], settings["ASR_WHISPER_BEAM_SIZE"], settings["ASR_WHISPER_TRIM_S"]) == (
-        False, 5, None)  # fmt: skip
+        "decoder", 5, None)  # fmt: skip
     assert settings["ADAPTATION_WHISPER"] == "supervised" and settings["STREAM_MAX_SPEED"] == 4
 
 
@@ -85,6 +85,12 @@ def test_production_variables_turn_debug_off_and_security_on(load_settings):
     assert settings["ASR_CHECKPOINT"] == "/models/meta-3.pt"
 
 
+@pytest.mark.parametrize("value, mode", [("decoder", "decoder"), ("ALL", "all"), ("off", "off"), ("1", "all"),
+                                         ("false", "off"), ("", "decoder")])
+def test_whisper_int8_takes_a_mode_or_a_boolean(load_settings, value, mode):
+    assert load_settings(ASR_WHISPER_INT8=value)["ASR_WHISPER_INT8"] == mode
+
+
 def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(load_settings):
     import ipaddress
 
@@ -114,7 +120,7 @@ def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(
         ({"ASR_FINAL_BACKBONE": "whisper-large"}, "ASR_FINAL_BACKBONE='whisper-large' must be 'small'"),
         ({"ASR_WHISPER_TRIM_S": "soon"}, "ASR_WHISPER_TRIM_S='soon' must be a number of seconds or 'none'"),
         ({"ASR_WHISPER_TRIM_S": "45"}, "ASR_WHISPER_TRIM_S='45' must be between 0 and 30 seconds"),
-        ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' is not a boolean"),
+        ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' must be one of off, decoder, all"),
         ({"ASR_PARTIAL_BACKBONE": "vosk"}, "ASR_PARTIAL_BACKBONE='vosk' must be 'small', 'whisper-tiny'"),
         ({"ASR_WHISPER_BEAM_SIZE": "0"}, "ASR_WHISPER_BEAM_SIZE='0' must be at least 1"),
         ({"ASR_WHISPER_BEAM_SIZE": "32"}, "ASR_WHISPER_BEAM_SIZE=32 must be at most 16"),
