@@ -203,7 +203,10 @@ def main() -> int:
         ap.error(f"--real-manifest: no such file {args.real_manifest}")
 
     var_dir = Path(tempfile.mkdtemp(prefix="cc-returning-"))
-    env = dict(os.environ, CALLCENTER_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", TRAINING_INTERVAL_S="0")
+    # calls are streamed as fast as the server takes them: its rate limit (4x real time, 15 s ahead)
+    # would cut the real speaker's minute-long calls
+    env = dict(os.environ, CALLCENTER_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", TRAINING_INTERVAL_S="0",
+               STREAM_MAX_SPEED="100")
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
     if args.final_backbone is not None:

@@ -126,9 +126,10 @@ class WhisperRecognizer:
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, params: dict[str, Tensor] | None = None,
                          word_timestamps: bool = True, prompt: str | None = None) -> list[Transcript]:
         """Concurrent segments (each <= 30 s) of one caller (or of callers without a profile): one
-        batched encoder pass and batched decoding (beam search: every segment's beams in one
-        decoder batch), with this recognizer's settings. The same transcripts as `transcribe`
-        one by one."""
+        batched encoder pass (full window, float32 encoder) and batched decoding (float32 decoder:
+        every segment's beams in one decoder batch), with this recognizer's settings. Exactly the
+        transcripts of `transcribe` one by one: what int8 or a trimmed window would let a batch
+        change runs segment by segment."""
         xs = [self.prepare(a, sample_rate) for a in audios]
         if any(x.numel() > MAX_SAMPLES for x in xs):
             raise AudioError("transcribe_batch takes segments of at most 30 s; use transcribe() for longer audio")
@@ -137,13 +138,21 @@ class WhisperRecognizer:
         if not ok:
             return out
         feats = [self.features(xs[i]) for i in ok]
-        width = self._width(max(f for _, f in feats))
-        audio = self.encode(torch.stack([m[:, :width] for m, _ in feats]), params)
         budgets = [self.options.token_budget(xs[i].numel() / SAMPLE_RATE) for i in ok]
-        hyps = self._decode(audio, self.options.beam_size, budgets, prompt)
+        # Batched only where a segment's text cannot depend on its batch-mates: a trimmed window is
+        # each segment's own width, and dynamic int8 scales activations over the whole batch.
+        if self.trim_seconds is None and self.int8 != "all":
+            encoded = self.encode(torch.stack([m for m, _ in feats]), params)
+            rows = [encoded[j:j + 1] for j in range(len(ok))]
+        else:
+            rows = [self.encode(m[None, :, :self._width(f)], params) for m, f in feats]
+        if self.trim_seconds is None and self.int8 == "off":
+            hyps = self._decode(torch.cat(rows), self.options.beam_size, budgets, prompt)
+        else:
+            hyps = [self._decode(r, self.options.beam_size, b, prompt)[0] for r, b in zip(rows, budgets)]
         for j, i in enumerate(ok):
-            hyp = self._guard(audio[j:j + 1], hyps[j], budgets[j], prompt)
-            out[i] = self._result(audio[j:j + 1], hyp, feats[j][1], word_timestamps, 0.0)
+            hyp = self._guard(rows[j], hyps[j], budgets[j], prompt)
+            out[i] = self._result(rows[j], hyp, feats[j][1], word_timestamps, 0.0)
         return out
 
     def _width(self, frames: int, trim_seconds: float | None = None) -> int:
