@@ -196,6 +196,7 @@ class Round:
     delivery_ms: list[float] = field(default_factory=list)  # result stored -> agent received
     partial_ms: list[float] = field(default_factory=list)
     finals_seen: set[int] = field(default_factory=set)
+    last_final_at: float = 0.0
     call_ids: set[int] = field(default_factory=set)
     wall_s: float = 0.0
 
@@ -229,6 +230,7 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
                         result.task_ms.append(1000 * (m["recognized_at"] - m["started_at"]))
                     result.delivery_ms.append(1000 * (now - m["recognized_at"]))
                     result.finals_seen.add(m["segment"])
+                    result.last_final_at = now
                 elif m.get("type") == "partial":
                     result.partial_ms.append(1000 * (now - m["audio_at"]))
 
@@ -245,8 +247,11 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
         started = time.monotonic()
         await asyncio.gather(*(one(i, a) for i, a in enumerate(audios)))
         result.wall_s = time.monotonic() - started
-        # Let the last finals arrive.
-        await asyncio.sleep(5)
+        # Let the last finals arrive: listen until 5 s pass without one (at most 30 s; a queue
+        # behind the calls delivers its finals for a while after the last hangup).
+        ended, until = time.time(), time.monotonic() + 30
+        while time.monotonic() < until and time.time() - max(result.last_final_at, ended) < 5:
+            await asyncio.sleep(0.5)
         stop.set()
         await listener
     return result
