@@ -59,13 +59,13 @@ def compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
-def cut_repetition(tokens: list[int], min_repeats: int = 3, max_unit: int = 60) -> list[int]:
-    """Drop a loop: the first point from which a unit of 1..max_unit tokens (a word, or a whole
-    sentence said again and again) repeats min_repeats+ times back to back keeps one copy of the
-    unit and ends there. A loop whose last copy was cut short by the token budget counts too."""
+def cut_repetition(tokens: list[int], min_repeats: int = 3, max_unit: int = 60, min_unit: int = 1) -> list[int]:
+    """Drop a loop: the first point from which a unit of min_unit..max_unit tokens (a word, or a
+    whole sentence said again and again) repeats min_repeats+ times back to back keeps one copy of
+    the unit and ends there. A loop whose last copy was cut short by the token budget counts too."""
     n = len(tokens)
     for start in range(n):
-        for unit in range(1, min(max_unit, (n - start) // 2) + 1):
+        for unit in range(min_unit, min(max_unit, (n - start) // 2) + 1):
             reps = 1
             while start + (reps + 1) * unit <= n and \
                     tokens[start + reps * unit:start + (reps + 1) * unit] == tokens[start:start + unit]:

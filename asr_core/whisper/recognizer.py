@@ -234,9 +234,9 @@ def int8_mode(quantize: bool | str | None) -> str:
 
 
 def quantize_linear(model: Whisper, part: str = "all") -> Whisper:
-    """A copy with the nn.Linear layers of `part` ("all", or "decoder": the encoder stays float32) in
-    int8 (dynamic quantization: int8 weights, activations quantized per batch at run time). LoRA
-    parameters stay float and still apply through functional_call."""
+    """A copy with the nn.Linear layers of `part` ("all", or "decoder": the encoder stays float32 and
+    is shared with `model`) in int8 (dynamic quantization: int8 weights, activations quantized per
+    batch at run time). LoRA parameters stay float and still apply through functional_call."""
     import copy
 
     from torch.ao.quantization import quantize_dynamic
@@ -244,8 +244,9 @@ def quantize_linear(model: Whisper, part: str = "all") -> Whisper:
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).eval()
     if part != "decoder":
         raise ValueError(f"part must be 'all' or 'decoder', got {part!r}")
-    out = copy.deepcopy(model)
-    out.decoder = quantize_dynamic(out.decoder, {nn.Linear}, dtype=torch.qint8)
+    out = copy.copy(model)                    # shares the float encoder (no second copy in memory)
+    out._modules = dict(model._modules)
+    out.decoder = quantize_dynamic(model.decoder, {nn.Linear}, dtype=torch.qint8)   # a quantized copy
     return out.eval()
 
 
@@ -259,6 +260,7 @@ class WhisperStream:
     # Padding after the segment: with 1 s, the end of the window made Whisper say a prompt twice
     # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
     PARTIAL_TRIM_S = 2.0
+    PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
 
     def __init__(self, rec: WhisperRecognizer, sample_rate: int, params: dict[str, Tensor] | None):
         if sample_rate <= 0:
@@ -288,6 +290,11 @@ class WhisperStream:
         enc = rec.encode(mel[None, :, :rec._width(frames, self.PARTIAL_TRIM_S)], self.params)
         budget = rec.options.token_budget(audio16k.numel() / SAMPLE_RATE)
         hyp = rec._guard(enc, rec._decode(enc, 1, budget)[0], budget)
+        # On a window trimmed to the segment, greedy decoding may say a phrase twice ("is now in the
+        # conference is now in the conference."); a partial keeps one copy of a doubled phrase of
+        # PARTIAL_MIN_DOUBLED tokens or more (the final pass decodes the segment on its own).
+        hyp = Hypothesis(cut_repetition(hyp.tokens, min_repeats=2, min_unit=self.PARTIAL_MIN_DOUBLED),
+                         hyp.sum_logprob, hyp.no_speech_prob)
         return rec._result(enc, hyp, frames, False, 0.0).text
 
 

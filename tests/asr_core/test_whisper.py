@@ -152,6 +152,7 @@ def test_int8_in_the_decoder_only_keeps_the_encoder_float_and_the_words(tiny_pat
     assert {type(m) for m in dec8.infer.encoder.modules() if "Linear" in type(m).__name__} == {nn.Linear}
     assert all(type(m) is not nn.Linear for m in dec8.infer.decoder.modules() if "Linear" in type(m).__name__)
     assert type(dec8.model.decoder.proj) is nn.Linear   # the float model (adaptation's) is left as it was
+    assert dec8.infer.encoder is dec8.model.encoder      # one float encoder in memory, shared
     audio = torch.randn(8000) * 0.1
     mel = dec8.features(dec8.prepare(audio, 8000))[0][None]
     torch.testing.assert_close(dec8.encode(mel), fp32.encode(mel))
