@@ -89,8 +89,8 @@ class SpeechRecognizer(Protocol):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How a backbone is loaded. Whisper: int8 linear layers (none, the decoder's, all), beam size, encoder trim (None: the
-    full 30 s window), the meta-learned adaptation file. Small model: its decoder ('beam' with the
+    """How a backbone is loaded. Whisper: int8 linear layers (none, the decoder's, all), beam size,
+    encoder trim (None: the full 30 s window), the meta-learned adaptation file. Small model: its decoder ('beam' with the
     lexicon and LM, or 'greedy'). `partials`: the live partials' recognizer (Whisper: int8, greedy)."""
     int8: str = WHISPER_INT8   # INT8_MODES: "off", "decoder", "all"
     beam_size: int = WHISPER_BEAM_SIZE
