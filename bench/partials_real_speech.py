@@ -31,9 +31,14 @@ def main() -> int:
     ap.add_argument("--chunk-ms", type=int, default=500)
     ap.add_argument("--trim-seconds", type=float, default=WhisperStream.PARTIAL_TRIM_S)
     ap.add_argument("--backbone", default=defaults.PARTIAL_BACKBONE, choices=["whisper-tiny", "whisper-base"])
+    ap.add_argument("--min-doubled", type=int, default=WhisperStream.PARTIAL_MIN_DOUBLED,
+                    help="a doubled phrase of this many tokens or more is cut to one copy; 0: never cut")
     a = ap.parse_args()
+    if a.min_doubled < 0:
+        ap.error("--min-doubled must be >= 0")
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
+    WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6
     rec = WhisperRecognizer.load(a.backbone, quantize=True)   # as the web process loads it
     step = 8000 * a.chunk_ms // 1000
     errors = words = partials = 0
@@ -48,7 +53,7 @@ def main() -> int:
             partials += 1
         e, n = word_errors(u.text, last)
         errors, words = errors + e, words + n
-    print(f"{a.backbone} trim {a.trim_seconds:g} s: last-partial WER {errors / words:.2%} over {words} words; "
+    print(f"{a.backbone} trim {a.trim_seconds:g} s, doubled phrases cut from {a.min_doubled or 'never'}: last-partial WER {errors / words:.2%} over {words} words; "
           f"{cost / partials * 1000:.0f} ms per partial ({partials} partials, one thread)")
     return 0
 

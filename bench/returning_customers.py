@@ -117,7 +117,7 @@ def real_speech_calls(manifest: str) -> tuple[str, list]:
         raise SystemExit(f"error: {manifest} must hold one speaker's adapt (>= 2) and test prompts")
 
     def call(rows, seed):
-        clips = [load_audio(open(u.audio, "rb").read(), SAMPLE_RATE).numpy() for u in rows]
+        clips = [load_audio(u.audio, SAMPLE_RATE).numpy() for u in rows]
         return assemble_call(clips, [u.text for u in rows], seed)
 
     half = len(adapt) // 2

@@ -47,7 +47,6 @@ class WhisperRecognizer:
         self.tokenizer, self.meta, self.options, self.trim_seconds = tokenizer, meta or {}, options, trim_seconds
         self.int8 = int8_mode(quantize)
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
-        self.quantized = self.int8 != "off"
 
     @classmethod
     def load(cls, path: str | None = None, quantize: bool | str = False, beam_size: int = 1,
