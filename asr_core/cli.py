@@ -40,8 +40,8 @@ def _speaker_pattern(s: str) -> str:
     return s
 
 
-def _trim_seconds(s: str) -> float | None:
-    """argparse type: seconds of padding in [0, 30], or 'none' (the full 30 s window)."""
+def _seconds_or_none(s: str) -> float | None:
+    """argparse type: seconds of padding in [0, 30], or 'none'."""
     if s.strip().lower() == "none":
         return None
     try:
@@ -244,9 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoder's only) or all (--int8 alone); default: the product's "
                         f"({defaults.WHISPER_INT8}) for the product's recognizer, off for a --backbone named")
     e.add_argument("--no-int8", dest="int8", action="store_const", const="off", help="the same as --int8 off")
-    e.add_argument("--trim-seconds", type=_trim_seconds, default=PRODUCT,
-                   help="whisper backbones: encode only the segment + this much padding; 'none': the 30 s "
-                        "window (default: the product's)")
+    e.add_argument("--trim-seconds", type=_seconds_or_none, default=PRODUCT,
+                   help="whisper backbones: cut the window after the segment + this much padding; 'none': the "
+                        "30 s window (default: the product's)")
+    e.add_argument("--live-margin-seconds", type=_seconds_or_none, default=PRODUCT,
+                   help="whisper backbones, 30 s window: compute the encoder on the segment + this much padding "
+                        "and take the rest of the window from the padding's own encoding; 'none': compute the "
+                        f"whole window (default: the product's, {defaults.WHISPER_LIVE_MARGIN_S}, or 'none' for "
+                        "a --backbone named)")
     e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="self",
                    help="whisper backbones, label-free: pseudo-labels are Whisper's own transcripts (as the "
                         "product); 'first-pass': they must also agree with the shipped streaming model's")

@@ -23,6 +23,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         a.int8 = (defaults.WHISPER_INT8 if product else False) if a.int8 is None else a.int8
         a.trim_seconds = (defaults.WHISPER_TRIM_S if product else None) if a.trim_seconds is PRODUCT \
             else a.trim_seconds
+        a.live_margin_seconds = (defaults.WHISPER_LIVE_MARGIN_S if product else None) \
+            if a.live_margin_seconds is PRODUCT else a.live_margin_seconds
         return _evaluate_whisper(a)
     from asr_core.small.evaluate import evaluate
     from asr_core.small.recognizer import Recognizer
@@ -55,7 +57,8 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     elif adaptation is not None and adaptation.lower() == "none":
         adaptation = None
     rec = WhisperRecognizer.load(a.checkpoint or a.backbone, quantize=a.int8, beam_size=a.beam_size,
-                                 trim_seconds=a.trim_seconds, adaptation=adaptation)
+                                 trim_seconds=a.trim_seconds, adaptation=adaptation,
+                                 live_margin_s=a.live_margin_seconds)
     load_s = time.perf_counter() - t0
     result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, speakers=a.speakers)
     result["load_seconds"] = round(load_s, 3)

@@ -25,4 +25,7 @@ PARTIAL_BACKBONE = "whisper-tiny"    # live partials (re-decoded with local agre
 INT8_MODES = ("off", "decoder", "all")   # int8 linear layers: none, the decoder's, all
 WHISPER_INT8 = "decoder"
 WHISPER_BEAM_SIZE = 5
-WHISPER_TRIM_S: float | None = None  # None: the encoder sees the full 30 s window, as Whisper was trained
+WHISPER_TRIM_S: float | None = None  # None: the decoder sees the full 30 s window, as Whisper was trained
+# In that window the encoder computes the segment plus this much of the padding; the rest of the
+# window is the padding's own encoding, made once (None: the whole window computed each time).
+WHISPER_LIVE_MARGIN_S: float | None = 1.0

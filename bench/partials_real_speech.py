@@ -4,7 +4,7 @@ the WER of each prompt's last partial against its transcript and the mean cost o
 Not a test.
 
     .venv/bin/python bench/partials_real_speech.py --manifest data/real-dev/manifest.tsv [--limit 30]
-        [--trim-seconds 2] [--backbone whisper-tiny]
+        [--trim-seconds 2|none] [--live-margin-seconds 1|none] [--backbone whisper-tiny]
 """
 from __future__ import annotations
 
@@ -29,7 +29,12 @@ def main() -> int:
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--limit", type=int, default=30)
     ap.add_argument("--chunk-ms", type=int, default=500)
-    ap.add_argument("--trim-seconds", type=float, default=WhisperStream.PARTIAL_TRIM_S)
+    ap.add_argument("--trim-seconds", type=lambda v: None if v == "none" else float(v),
+                    default=WhisperStream.PARTIAL_TRIM_S,
+                    help="the window cut after the segment + this much padding; 'none': the 30 s window, with "
+                         "--live-margin-seconds")
+    ap.add_argument("--live-margin-seconds", type=lambda v: None if v == "none" else float(v),
+                    default=defaults.WHISPER_LIVE_MARGIN_S)
     ap.add_argument("--backbone", default=defaults.PARTIAL_BACKBONE, choices=["whisper-tiny", "whisper-base"])
     ap.add_argument("--min-doubled", type=int, default=WhisperStream.PARTIAL_MIN_DOUBLED,
                     help="a doubled phrase of this many tokens or more is cut to one copy; 0: never cut")
@@ -39,7 +44,8 @@ def main() -> int:
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
     WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6
-    rec = WhisperRecognizer.load(a.backbone, quantize=True)   # as the web process loads it
+    rec = WhisperRecognizer.load(a.backbone, quantize=True,   # as the web process loads it
+                                 live_margin_s=a.live_margin_seconds)
     step = 8000 * a.chunk_ms // 1000
     errors = words = partials = 0
     cost = 0.0
@@ -53,7 +59,9 @@ def main() -> int:
             partials += 1
         e, n = word_errors(u.text, last)
         errors, words = errors + e, words + n
-    print(f"{a.backbone} trim {a.trim_seconds:g} s, doubled phrases cut from {a.min_doubled or 'never'}: last-partial WER {errors / words:.2%} over {words} words; "
+    window = f"trim {a.trim_seconds:g} s" if a.trim_seconds is not None else \
+        f"30 s window, live margin {a.live_margin_seconds} s"
+    print(f"{a.backbone} {window}, doubled phrases cut from {a.min_doubled or 'never'}: last-partial WER {errors / words:.2%} over {words} words; "
           f"{cost / partials * 1000:.0f} ms per partial ({partials} partials, one thread)")
     return 0
 

@@ -28,7 +28,11 @@ PEER_PY = _BENCH_PY if os.path.exists(_BENCH_PY) else sys.executable
 SETTINGS = [
     ("default", []),
     ("tiny fp32 beam5 full window", ["--backbone", "whisper-tiny", "--int8", "off", "--beam-size", "5"]),
-    ("tiny int8-decoder beam5 full window", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5"]),
+    ("tiny int8-decoder beam5 full window, all computed", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5"]),
+    ("tiny int8-decoder beam5 live margin 0.5 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size",
+                                                  "5", "--live-margin-seconds", "0.5"]),
+    ("tiny int8-decoder beam5 live margin 2 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size",
+                                                "5", "--live-margin-seconds", "2"]),
     ("tiny int8-decoder beam5 trim 4 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5",
                                           "--trim-seconds", "4"]),
     ("tiny int8-decoder beam5 trim 6 s", ["--backbone", "whisper-tiny", "--int8", "decoder", "--beam-size", "5",

@@ -47,6 +47,23 @@ def env_choice_or_bool(name: str, default: str, choices: tuple[str, ...]) -> str
     raise ImproperlyConfigured(f"{name}={raw!r} must be one of {', '.join(choices)} (or 1/0, true/false)")
 
 
+def env_seconds_or_none(name: str, default: float | None, *, maximum: float) -> float | None:
+    """Seconds in [0, maximum], or None ('none')."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value == "none":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} must be a number of seconds or 'none'") from None
+    if not 0.0 <= seconds <= maximum:  # also rejects nan
+        raise ImproperlyConfigured(f"{name}={value!r} must be between 0 and {maximum:g} seconds")
+    return seconds
+
+
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():

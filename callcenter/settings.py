@@ -24,6 +24,7 @@ from callcenter.conf import database_from_url as _database_from_url
 from callcenter.conf import env_bool as _env_bool
 from callcenter.conf import env_choice_or_bool as _env_choice_or_bool
 from callcenter.conf import env_int as _env_int
+from callcenter.conf import env_seconds_or_none as _env_seconds_or_none
 from callcenter.conf import env_list as _env_list
 from callcenter.conf import env_str as _env_str
 from callcenter.conf import ip_networks as _networks
@@ -209,21 +210,19 @@ ASR_WHISPER_DIR = str(Path(_env_str("ASR_WHISPER_DIR", str(BASE_DIR / "var" / "m
 # shipped asr_core/checkpoints/<backbone>-adapt.pt where there is one.
 ASR_WHISPER_ADAPTATION = _env_str("ASR_WHISPER_ADAPTATION", "")
 # Whisper finals: int8 linear layers ("off", "decoder": the decoder's only,
-# "all"; 1/0 and true/false are "all"/"off"); beam size (1: greedy); and the
-# encoder run on the segment plus this much padding instead of the 30 s window
-# ("none": the window). Partials always decode greedily on the segment + 2 s.
+# "all"; 1/0 and true/false are "all"/"off"); beam size (1: greedy); the
+# window cut after the segment plus this much padding ("none": the 30 s window,
+# as Whisper was trained); and, in the 30 s window, the encoder computed on the
+# segment plus this live margin, the rest being the padding's cached encoding
+# ("none": the whole window computed). Partials always decode greedily on the
+# segment + 2 s.
 ASR_WHISPER_INT8 = _env_choice_or_bool("ASR_WHISPER_INT8", _asr_defaults.WHISPER_INT8, _asr_defaults.INT8_MODES)
 ASR_WHISPER_BEAM_SIZE = _env_int("ASR_WHISPER_BEAM_SIZE", _asr_defaults.WHISPER_BEAM_SIZE, minimum=1)
 if ASR_WHISPER_BEAM_SIZE > 16:
     raise ImproperlyConfigured(f"ASR_WHISPER_BEAM_SIZE={ASR_WHISPER_BEAM_SIZE} must be at most 16")
-_trim = _env_str("ASR_WHISPER_TRIM_S", "none" if _asr_defaults.WHISPER_TRIM_S is None else
-                 str(_asr_defaults.WHISPER_TRIM_S)).lower()
-try:
-    ASR_WHISPER_TRIM_S = None if _trim in {"", "none"} else float(_trim)
-except ValueError:
-    raise ImproperlyConfigured(f"ASR_WHISPER_TRIM_S={_trim!r} must be a number of seconds or 'none'") from None
-if ASR_WHISPER_TRIM_S is not None and not 0.0 <= ASR_WHISPER_TRIM_S <= 30.0:
-    raise ImproperlyConfigured(f"ASR_WHISPER_TRIM_S={_trim!r} must be between 0 and 30 seconds")
+ASR_WHISPER_TRIM_S = _env_seconds_or_none("ASR_WHISPER_TRIM_S", _asr_defaults.WHISPER_TRIM_S, maximum=30.0)
+ASR_WHISPER_LIVE_MARGIN_S = _env_seconds_or_none("ASR_WHISPER_LIVE_MARGIN_S", _asr_defaults.WHISPER_LIVE_MARGIN_S,
+                                                 maximum=30.0)
 # Limit of one segment's recognition task (the hard limit is 5 s later).
 RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
 # Segments recognized together by one recognition task: the one it was given plus others whose

@@ -103,12 +103,12 @@ def _masked_logprobs(logits: Tensor, suppress: Tensor, suppress_begin: Tensor | 
 
 
 def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: int,
-           sot_index: int = 0) -> tuple[Tensor, dict, Tensor]:
+           sot_index: int = 0, cross: list | None = None) -> tuple[Tensor, dict, Tensor]:
     """Run the prompt: -> last logits (batch, vocab), cache, no-speech probabilities (batch,).
     sot_index: where <|startoftranscript|> is in the prompt (after <|startofprev|> and the previous
-    text when there is one)."""
+    text when there is one); cross: the audio's cross-attention keys/values, if already projected."""
     tokens = torch.tensor([prompt] * audio.shape[0])
-    logits, cache, _ = decoder(tokens, decoder.init_cache(audio))
+    logits, cache, _ = decoder(tokens, decoder.init_cache(audio, cross))
     no_speech_prob = logits[:, sot_index].softmax(-1)[:, no_speech]        # at <|startoftranscript|>
     return logits[:, -1], cache, no_speech_prob
 
@@ -116,10 +116,11 @@ def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: in
 @torch.no_grad()
 def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
            suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
-           max_new: int | list[int] | None = None, sot_index: int = 0) -> list[Hypothesis]:
+           max_new: int | list[int] | None = None, sot_index: int = 0,
+           cross: list | None = None) -> list[Hypothesis]:
     """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together).
-    max_new: new tokens at most, for all rows or one number per row."""
-    last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index)
+    max_new: new tokens at most, for all rows or one number per row; cross: as `_start`."""
+    last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index, cross)
     b = audio.shape[0]
     limits = torch.tensor(_budgets(max_new or opts.max_new_tokens, b))
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
@@ -147,14 +148,15 @@ def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_
 @torch.no_grad()
 def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
                 suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
-                max_new: int | list[int] | None = None, sot_index: int = 0) -> list[Hypothesis]:
+                max_new: int | list[int] | None = None, sot_index: int = 0,
+                cross: list | None = None) -> list[Hypothesis]:
     """audio (segments, S, d) -> the best hypothesis of each segment by sum log-prob /
     length ** length_penalty. The segments are searched together: every decoder step runs the
     beams of all the segments still searching as one batch (each segment's beams attend to its
     own audio; a segment whose search ended leaves the batch). max_new: new tokens at most, for
-    all segments or one number per segment."""
+    all segments or one number per segment; cross: as `_start`."""
     k = opts.beam_size
-    last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index)
+    last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index, cross)
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
     n = audio.shape[0]
     limits = _budgets(max_new or opts.max_new_tokens, n)
@@ -265,14 +267,15 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def token_timings(decoder: TextDecoder, audio: Tensor, prompt: list[int], tokens: list[int], eot: int,
-                  heads: tuple[tuple[int, int], ...], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+                  heads: tuple[tuple[int, int], ...], n_frames: int,
+                  cross: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Start time (seconds) of each text token and of the end-of-text, and each token's probability.
 
-    audio (1, S, d); n_frames: encoder positions that hold the segment's audio. Cross-attention of
+    audio (1, S, d); n_frames: encoder positions that hold the segment's audio; cross: as `_start`. Cross-attention of
     the alignment heads, standardized per frame, median-filtered, averaged, aligned by DTW.
     """
     seq = torch.tensor([prompt + tokens + [eot]])
-    logits, _, weights = decoder(seq, decoder.init_cache(audio), need_weights=True)
+    logits, _, weights = decoder(seq, decoder.init_cache(audio, cross), need_weights=True)
     probs = logits[0, len(prompt) - 1:-1].softmax(-1).gather(1, seq[0, len(prompt):, None])[:, 0]
     heads = heads or tuple((len(weights) - 1, h) for h in range(weights[0].shape[1]))
     w = torch.stack([weights[layer][0, head] for layer, head in heads])       # (heads, T, S)

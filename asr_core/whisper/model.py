@@ -178,6 +178,15 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_ln(x)), (k, v), weights
 
 
+@dataclass
+class PaddingContext:
+    """A 30 s window of padding only (zero mel), encoded once: each encoder block's self-attention
+    keys/values (1, heads, 1500, d_head) and the encoder's output (1, 1500, d). See
+    `AudioEncoder.forward(padding=)`."""
+    kv: list[tuple[Tensor, Tensor]]
+    states: Tensor
+
+
 class AudioEncoder(nn.Module):
     def __init__(self, cfg: WhisperConfig):
         super().__init__()
@@ -191,18 +200,35 @@ class AudioEncoder(nn.Module):
                   lora_alpha=cfg.lora_alpha) for i in range(cfg.n_audio_layer))
         self.ln_post = nn.LayerNorm(d)
 
-    def forward(self, mel: Tensor) -> Tensor:
+    def forward(self, mel: Tensor, padding: PaddingContext | None = None,
+                record: list | None = None) -> Tensor:
         """mel (batch, n_mels, frames) -> (batch, frames // 2, d). Whisper was trained on 3000 frames
-        (30 s, zero-padded); fewer frames is the faster, approximate "trimmed context" mode."""
+        (30 s, zero-padded); fewer frames is the faster, approximate "trimmed context" mode.
+
+        padding: the all-padding window's context (`padding_context`): the mel given is the start of
+        a zero-padded 30 s window, and the rest of that window is taken from the context, which
+        approximates it (its states do not see this audio). Its positions are attention keys and
+        values of every block, and the result is the whole window (batch, 1500, d): the first
+        frames // 2 computed, the rest the context's. Exact in the convolutions; in attention, the
+        audio's frames see the padding as it is without them.
+        record: a list that receives each block's self-attention keys and values."""
         if mel.shape[-1] > 2 * self.positional_embedding.shape[0] or mel.shape[-1] % 2:
             raise ValueError(f"expected an even number of mel frames <= {2 * self.positional_embedding.shape[0]}, "
                              f"got {mel.shape[-1]}")
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)         # (batch, frames // 2, d)
-        x = x + self.positional_embedding[:x.shape[1]]
-        for block in self.blocks:
-            x = block(x)[0]
-        return self.ln_post(x)
+        live, rows = x.shape[1], x.shape[0]
+        x = x + self.positional_embedding[:live]
+        for i, block in enumerate(self.blocks):
+            # keys are unordered in the encoder (no mask): the padding's can simply come first
+            tail = None if padding is None else tuple(t[:, :, live:].expand(rows, -1, -1, -1) for t in padding.kv[i])
+            x, kv, _ = block(x, tail)
+            if record is not None:
+                record.append(kv)
+        x = self.ln_post(x)
+        if padding is None:
+            return x
+        return torch.cat([x, padding.states[:, live:].expand(rows, -1, -1)], 1)
 
 
 class TextDecoder(nn.Module):
@@ -218,9 +244,14 @@ class TextDecoder(nn.Module):
         self.proj = nn.Linear(d, cfg.n_vocab, bias=False)
         self.proj.weight = self.token_embedding.weight
 
-    def init_cache(self, audio: Tensor) -> dict:
-        """audio (batch, S, d) -> cache with the cross-attention keys/values and an empty self cache."""
-        cross = [b.cross_attn.project_kv(audio) for b in self.blocks]
+    def cross_kv(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """audio (batch, S, d) -> each block's cross-attention keys/values."""
+        return [b.cross_attn.project_kv(audio) for b in self.blocks]
+
+    def init_cache(self, audio: Tensor, cross: list[tuple[Tensor, Tensor]] | None = None) -> dict:
+        """audio (batch, S, d) -> cache with the cross-attention keys/values (`cross`, when already
+        projected) and an empty self cache."""
+        cross = cross if cross is not None else self.cross_kv(audio)
         empty = audio.new_zeros(audio.shape[0], self.blocks[0].attn.heads, 0,
                                 audio.shape[2] // self.blocks[0].attn.heads)
         return {"self": [(empty, empty) for _ in self.blocks], "cross": cross}

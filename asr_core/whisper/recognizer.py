@@ -11,10 +11,19 @@ Returns the same `Transcript`/`Word` types as the small model's `Recognizer`. Se
 `quantize=True` (or "all") runs the linear layers in int8 (dynamic quantization) for inference,
 `quantize="decoder"` only the decoder's (the encoder stays float32); adaptation
 always differentiates through the float model (`rec.model`).
+
+The 30 s window: Whisper was trained on windows zero-padded to 30 s, and a segment of a call is a
+few seconds. `live_margin_s` (the product's default, `defaults.WHISPER_LIVE_MARGIN_S`) computes the
+encoder on the segment plus that much of the padding only; the rest of the window is an encoding of
+pure padding made once per model and profile (`padding_context`). The decoder still sees the whole
+window, as in training. `trim_seconds` instead cuts the window after the segment plus that much
+padding (what the decoder sees is then shorter than in training).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import replace
 
 import torch
@@ -27,7 +36,7 @@ from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
                                        greedy, token_timings)
 from asr_core.whisper.features import log_mel, pad_or_trim
-from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, Whisper
+from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, PaddingContext, Whisper
 from asr_core.whisper.tokenizer import WhisperTokenizer
 
 BACKBONES = {"whisper-tiny": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-tiny.pt"),
@@ -38,26 +47,32 @@ MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
 class WhisperRecognizer:
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, meta: dict | None = None,
                  quantize: bool | str = False, options: DecodeOptions = DecodeOptions(),
-                 trim_seconds: float | None = None):
-        """trim_seconds: None runs the encoder on the full 30 s window (as Whisper was trained); a
-        number runs it on the segment plus that much padding only (faster, approximate)."""
-        if trim_seconds is not None and not 0.0 <= trim_seconds <= 30.0:
-            raise ValueError(f"trim_seconds must be in [0, 30] or None, got {trim_seconds}")
+                 trim_seconds: float | None = None, live_margin_s: float | None = None):
+        """trim_seconds: None keeps the 30 s window (as Whisper was trained); a number cuts it after
+        the segment plus that much padding (faster, approximate). live_margin_s (with the 30 s
+        window): None computes the whole window; a number computes the segment plus that much
+        padding, and the rest of the window comes from the padding's own encoding (faster, close)."""
+        for name, value in (("trim_seconds", trim_seconds), ("live_margin_s", live_margin_s)):
+            if value is not None and not 0.0 <= value <= 30.0:
+                raise ValueError(f"{name} must be in [0, 30] or None, got {value}")
         self.model = model.eval()
         self.tokenizer, self.meta, self.options, self.trim_seconds = tokenizer, meta or {}, options, trim_seconds
+        self.live_margin_s = live_margin_s
         self.int8 = int8_mode(quantize)
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
+        self._padding: OrderedDict[tuple, PaddingContext] = OrderedDict()
 
     @classmethod
     def load(cls, path: str | None = None, quantize: bool | str = False, beam_size: int = 1,
              lora_rank: int | None = None, lora_layers: int | None = None, options: DecodeOptions | None = None,
-             trim_seconds: float | None = None, adaptation: str | None = None) -> "WhisperRecognizer":
+             trim_seconds: float | None = None, adaptation: str | None = None,
+             live_margin_s: float | None = None) -> "WhisperRecognizer":
         """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base');
         adaptation: a meta-learned adaptation file for these weights (`convert.read_adaptation`)."""
         path = BACKBONES.get(path or "whisper-tiny", path)
         model, tok_json, meta = convert.load(path, lora_rank, lora_layers, adaptation=adaptation)
         return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize,
-                   options or DecodeOptions(beam_size=beam_size), trim_seconds)
+                   options or DecodeOptions(beam_size=beam_size), trim_seconds, live_margin_s)
 
     @property
     def sample_rate(self) -> int:
@@ -94,14 +109,50 @@ class WhisperRecognizer:
         mel = log_mel(audio16k, SAMPLE_RATE, self.model.cfg.n_mels)
         return pad_or_trim(mel), min(mel.shape[-1], N_FRAMES)
 
-    def encode(self, mels: Tensor, params: dict[str, Tensor] | None = None, model: nn.Module | None = None) -> Tensor:
-        """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given."""
+    def encode(self, mels: Tensor, params: dict[str, Tensor] | None = None, model: nn.Module | None = None,
+               padding: PaddingContext | None = None, record: list | None = None) -> Tensor:
+        """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given (padding,
+        record: as `AudioEncoder.forward`)."""
         m = model or self.infer
+        kwargs = {"padding": padding, "record": record}
         with torch.no_grad():
             if params:
                 enc = {k.removeprefix("encoder."): v for k, v in params.items()}
-                return torch.func.functional_call(m.encoder, enc, (mels,), strict=False)
-            return m.encoder(mels)
+                return torch.func.functional_call(m.encoder, enc, (mels,), kwargs, strict=False)
+            return m.encoder(mels, **kwargs)
+
+    PADDING_CONTEXTS = 4      # kept per recognizer (one per model and profile in use), least recent dropped
+
+    def padding_context(self, params: dict[str, Tensor] | None = None,
+                        model: nn.Module | None = None) -> PaddingContext:
+        """The encoding of a window of padding only (with a caller's params, if given); made once,
+        then reused."""
+        m = model or self.infer
+        key = (id(m), _fingerprint(params))
+        ctx = self._padding.get(key)
+        if ctx is None:
+            kv: list = []
+            states = self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), params, m, record=kv)
+            ctx = self._padding[key] = PaddingContext(kv, states)
+            while len(self._padding) > self.PADDING_CONTEXTS:
+                self._padding.popitem(last=False)
+        self._padding.move_to_end(key)
+        return ctx
+
+    def encode_segment(self, mel: Tensor, frames: int, params: dict[str, Tensor] | None = None,
+                       trim_seconds: float | None = None) -> tuple[Tensor, list]:
+        """One segment's mel (n_mels, 3000) with `frames` of content -> the encoder output (1, S, d)
+        under this recognizer's window settings (`trim_seconds` overrides its own) and the decoder's
+        cross-attention keys/values of it (projected once for the search, its retry and the word
+        timings)."""
+        trim = self.trim_seconds if trim_seconds is None else trim_seconds
+        if trim is not None or self.live_margin_s is None:
+            audio = self.encode(mel[None, :, :self._width(frames, trim)], params)
+        else:
+            live = min(N_FRAMES // 2, (frames + 1) // 2 + round(self.live_margin_s * SAMPLE_RATE / HOP_LENGTH / 2))
+            audio = self.encode(mel[None, :, :2 * live], params, padding=self.padding_context(params))
+        with torch.no_grad():
+            return audio, self.infer.decoder.cross_kv(audio)
 
     # -- transcription ----------------------------------------------------------------------------
     def transcribe(self, audio: Tensor | str | bytes, sample_rate: int | None = None,
@@ -138,20 +189,26 @@ class WhisperRecognizer:
             return out
         feats = [self.features(xs[i]) for i in ok]
         budgets = [self.options.token_budget(xs[i].numel() / SAMPLE_RATE) for i in ok]
-        # Batched only where a segment's text cannot depend on its batch-mates: a trimmed window is
-        # each segment's own width, and dynamic int8 scales activations over the whole batch.
-        if self.trim_seconds is None and self.int8 != "all":
+        # Batched only where a segment's text cannot depend on its batch-mates: a trimmed window and
+        # the computed part of a live margin are each segment's own width, and dynamic int8 scales
+        # activations over the whole batch.
+        whole = self.trim_seconds is None and self.live_margin_s is None
+        if whole and self.int8 == "off":
             encoded = self.encode(torch.stack([m for m, _ in feats]), params)
-            rows = [encoded[j:j + 1] for j in range(len(ok))]
+            hyps = self._decode(encoded, self.options.beam_size, budgets, prompt)
+            rows = [(encoded[j:j + 1], None) for j in range(len(ok))]
         else:
-            rows = [self.encode(m[None, :, :self._width(f)], params) for m, f in feats]
-        if self.trim_seconds is None and self.int8 == "off":
-            hyps = self._decode(torch.cat(rows), self.options.beam_size, budgets, prompt)
-        else:
-            hyps = [self._decode(r, self.options.beam_size, b, prompt)[0] for r, b in zip(rows, budgets)]
+            if whole and self.int8 == "decoder":   # the float encoder: one batch
+                encoded = self.encode(torch.stack([m for m, _ in feats]), params)
+                rows = [(encoded[j:j + 1], self.infer.decoder.cross_kv(encoded[j:j + 1])) for j in range(len(ok))]
+            else:
+                rows = [self.encode_segment(m, f, params) for m, f in feats]
+            hyps = [self._decode(r, self.options.beam_size, b, prompt, cross)[0]
+                    for (r, cross), b in zip(rows, budgets)]
         for j, i in enumerate(ok):
-            hyp = self._guard(rows[j], hyps[j], budgets[j], prompt)
-            out[i] = self._result(rows[j], hyp, feats[j][1], word_timestamps, 0.0)
+            audio, cross = rows[j]
+            hyp = self._guard(audio, hyps[j], budgets[j], prompt, cross)
+            out[i] = self._result(audio, hyp, feats[j][1], word_timestamps, 0.0, cross)
         return out
 
     def _width(self, frames: int, trim_seconds: float | None = None) -> int:
@@ -165,24 +222,26 @@ class WhisperRecognizer:
     def _transcribe_window(self, x: Tensor, params, beam_size: int | None, word_timestamps: bool,
                            offset: float, prompt: str | None = None) -> Transcript:
         mel, frames = self.features(x)
-        audio = self.encode(mel[None, :, :self._width(frames)], params)
+        audio, cross = self.encode_segment(mel, frames, params)
         budget = self.options.token_budget(x.numel() / SAMPLE_RATE)
-        hyp = self._guard(audio, self._decode(audio, beam_size or self.options.beam_size, budget, prompt)[0], budget,
-                          prompt)
-        return self._result(audio, hyp, frames, word_timestamps, offset)
+        hyp = self._decode(audio, beam_size or self.options.beam_size, budget, prompt, cross)[0]
+        hyp = self._guard(audio, hyp, budget, prompt, cross)
+        return self._result(audio, hyp, frames, word_timestamps, offset, cross)
 
     def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int],
-                prompt: str | None = None) -> list[Hypothesis]:
+                prompt: str | None = None, cross: list | None = None) -> list[Hypothesis]:
         tok, dec = self.tokenizer, self.infer.decoder
         # With a prompt: <|startofprev|> + its last tokens (half the text context, as openai/whisper) + SOT.
         start = tok.prompt_with_previous(prompt, self.model.cfg.n_text_ctx // 2 - 1) if prompt else tok.prompt
         sot_index = len(start) - len(tok.prompt)
         args = (start, tok.eot, tok.no_speech, list(tok.suppress), list(self.model.cfg.suppress_ids_begin))
         if beam_size == 1:
-            return greedy(dec, audio, *args, self.options, budget, sot_index=sot_index)
-        return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget, sot_index=sot_index)
+            return greedy(dec, audio, *args, self.options, budget, sot_index=sot_index, cross=cross)
+        return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget, sot_index=sot_index,
+                           cross=cross)
 
-    def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int, prompt: str | None = None) -> Hypothesis:
+    def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int, prompt: str | None = None,
+               cross: list | None = None) -> Hypothesis:
         """A repetition loop (text compresses too well, or the token budget ran out): retry with beam
         search; if that loops too, cut the loop."""
         limit = self.options.compression_ratio_threshold
@@ -191,11 +250,12 @@ class WhisperRecognizer:
         looping = lambda h: compression_ratio(self.tokenizer.decode(h.tokens)) > limit or len(h.tokens) >= budget  # noqa: E731
         if not looping(hyp):
             return hyp
-        retry = self._decode(audio, max(5, self.options.beam_size), budget, prompt)[0]
+        retry = self._decode(audio, max(5, self.options.beam_size), budget, prompt, cross)[0]
         best = retry if not looping(retry) else hyp
         return Hypothesis(cut_repetition(best.tokens), best.sum_logprob, best.no_speech_prob)
 
-    def _result(self, audio: Tensor, hyp: Hypothesis, frames: int, word_timestamps: bool, offset: float) -> Transcript:
+    def _result(self, audio: Tensor, hyp: Hypothesis, frames: int, word_timestamps: bool, offset: float,
+                cross: list | None = None) -> Transcript:
         if hyp.is_silence(self.options) or not hyp.tokens:
             return Transcript("")
         text = self.tokenizer.decode(hyp.tokens).strip()
@@ -203,12 +263,13 @@ class WhisperRecognizer:
             return Transcript("")
         if not word_timestamps:
             return Transcript(text)
-        return Transcript(text, self._words(audio, hyp.tokens, frames, offset))
+        return Transcript(text, self._words(audio, hyp.tokens, frames, offset, cross))
 
-    def _words(self, audio: Tensor, tokens: list[int], frames: int, offset: float) -> list[Word]:
+    def _words(self, audio: Tensor, tokens: list[int], frames: int, offset: float,
+               cross: list | None = None) -> list[Word]:
         tok = self.tokenizer
         starts, probs = token_timings(self.infer.decoder, audio, tok.prompt, tokens, tok.eot,
-                                      self.model.cfg.alignment_heads, frames // 2)
+                                      self.model.cfg.alignment_heads, frames // 2, cross)
         words, bounds = [], [0]
         for i, t in enumerate(tokens):     # a word starts at a token that begins with a space
             piece = tok.token_bytes(t)
@@ -221,6 +282,18 @@ class WhisperRecognizer:
                 words.append(Word(w, offset + float(starts[a]), offset + float(starts[b]),
                                   float(probs[a:b].mean())))
         return words
+
+
+def _fingerprint(params: dict[str, Tensor] | None) -> str | None:
+    """What identifies a caller's params by value (None without params)."""
+    if not params:
+        return None
+    h = hashlib.sha1()
+    for name in sorted(params):
+        t = params[name].detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def int8_mode(quantize: bool | str | None) -> str:
@@ -286,9 +359,9 @@ class WhisperStream:
     def _decode(self, audio16k: Tensor) -> str:
         rec = self.rec
         mel, frames = rec.features(audio16k)
-        enc = rec.encode(mel[None, :, :rec._width(frames, self.PARTIAL_TRIM_S)], self.params)
+        enc, cross = rec.encode_segment(mel, frames, self.params, trim_seconds=self.PARTIAL_TRIM_S)
         budget = rec.options.token_budget(audio16k.numel() / SAMPLE_RATE)
-        hyp = rec._guard(enc, rec._decode(enc, 1, budget)[0], budget)
+        hyp = rec._guard(enc, rec._decode(enc, 1, budget, cross=cross)[0], budget, cross=cross)
         # On a window trimmed to the segment, greedy decoding may say a phrase twice ("is now in the
         # conference is now in the conference."); a partial keeps one copy of a doubled phrase of
         # PARTIAL_MIN_DOUBLED tokens or more (the final pass decodes the segment on its own).

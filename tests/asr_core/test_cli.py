@@ -60,6 +60,8 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     (["evaluate", "--manifest", "m.tsv", "--speakers", "test[0"], "bad speaker pattern 'test[0'"),
     (["evaluate", "--manifest", "m.tsv", "--trim-seconds", "2x"], "expected seconds or 'none', got '2x'"),
     (["evaluate", "--manifest", "m.tsv", "--trim-seconds", "45"], "expected seconds in [0, 30] or 'none', got 45"),
+    (["evaluate", "--manifest", "m.tsv", "--live-margin-seconds", "-1"], "expected seconds in [0, 30] or 'none'"),
+    (["evaluate", "--manifest", "m.tsv", "--live-margin-seconds", "nan"], "expected seconds in [0, 30] or 'none'"),
     (["phone-line", "--manifest", "m.tsv", "--line", "dialup", "--out", "o"], "invalid choice"),
 ])
 def test_bad_flags(args, pattern):

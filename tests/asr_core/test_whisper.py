@@ -166,6 +166,48 @@ def test_int8_in_the_decoder_only_keeps_the_encoder_float_and_the_words(tiny_pat
 
 
 @needs_wheel
+def test_a_live_margin_computes_the_segment_and_takes_the_rest_of_the_window_from_the_padding(tiny_path, real_dev):
+    """The product's 30 s window: the encoder computes the segment plus the live margin, the rest
+    of the window is the encoding of a window of padding only, made once per profile. A margin that
+    covers the window is the full window exactly; the product's margin gives real prompts the full
+    window's words within a word, alone and in a batch."""
+    from asr_core import defaults
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    full = WhisperRecognizer.load(tiny_path, quantize="decoder", beam_size=5)
+
+    def margin(seconds):
+        return WhisperRecognizer(full.model, full.tokenizer, full.meta, "decoder", full.options, None, seconds)
+    whole, product = margin(30.0), margin(defaults.WHISPER_LIVE_MARGIN_S)
+    audios = [load_audio(u.audio, 8000) for u in read_manifest(str(real_dev), ("test",))[1:3]]
+    mel, frames = full.features(full.prepare(audios[0], 8000))
+    torch.testing.assert_close(whole.encode_segment(mel, frames)[0], full.encode(mel[None]))
+    audio, cross = product.encode_segment(mel, frames)
+    live = (frames + 1) // 2 + round(defaults.WHISPER_LIVE_MARGIN_S * 50)
+    pad = product.padding_context()
+    assert audio.shape == (1, 1500, full.model.cfg.n_audio_state) and live < 1500
+    assert torch.equal(audio[0, live:], pad.states[0, live:]) and not torch.equal(audio[0, :live], pad.states[0, :live])
+    assert len(cross) == full.model.cfg.n_text_layer and cross[0][0].shape[2] == 1500
+    assert product.padding_context() is pad                                   # made once
+    for a in audios:
+        reference, got = full.transcribe(a, 8000).text, product.transcribe(a, 8000).text
+        assert word_errors(reference, got)[0] <= 1, (reference, got)
+    assert [t.text for t in product.transcribe_batch(audios, 8000)] == [product.transcribe(a, 8000).text
+                                                                        for a in audios]
+    # a caller's profile: its own padding context, found again by value; a few are kept
+    params = {n: torch.randn_like(p) * 0.05 for n, p in full.model.named_parameters() if ".lora_" in n}
+    assert params and not torch.equal(product.padding_context(params).states, pad.states)
+    assert product.padding_context({n: t.clone() for n, t in params.items()}) is product.padding_context(params)
+    for i in range(product.PADDING_CONTEXTS + 1):
+        product.padding_context({n: t + i for n, t in params.items()})
+    assert len(product._padding) == product.PADDING_CONTEXTS
+    with pytest.raises(ValueError, match="live_margin_s must be in"):
+        margin(-1.0)
+
+
+@needs_wheel
 def test_silence_and_tiny_inputs_give_empty_text(rec):
     quiet = torch.randn(8000 * 3) * 1e-4
     assert rec.transcribe(quiet, 8000).text == ""
@@ -327,7 +369,8 @@ def test_evaluate_without_a_backbone_measures_the_products_default_recognizer(re
     decoding = "greedy" if defaults.WHISPER_BEAM_SIZE == 1 else f"beam{defaults.WHISPER_BEAM_SIZE}"
     int8 = {"off": "", "all": " int8", "decoder": " int8 decoder"}[defaults.WHISPER_INT8]
     assert r["decoder"] == f"{defaults.FINAL_BACKBONE} {decoding}{int8}" + (
-        f" trim {defaults.WHISPER_TRIM_S:g}s" if defaults.WHISPER_TRIM_S is not None else "")
+        f" trim {defaults.WHISPER_TRIM_S:g}s" if defaults.WHISPER_TRIM_S is not None else
+        f" live margin {defaults.WHISPER_LIVE_MARGIN_S:g}s" if defaults.WHISPER_LIVE_MARGIN_S is not None else "")
     assert r["utterances"] == 4 and r["wer"] <= 0.1 and set(r["speakers"]) == {"allison"}
     # a flag still overrides one setting
     assert main(["evaluate", "--manifest", str(real_dev), "--limit", "1", "--no-int8", "--json", str(out)]) == 0
