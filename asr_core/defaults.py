@@ -1,20 +1,23 @@
 """The recognizer the product uses by default, in one place.
 
 The backend's settings (``ASR_FINAL_BACKBONE``, ``ASR_PARTIAL_BACKBONE``, ``ASR_WHISPER_INT8``,
-``ASR_WHISPER_BEAM_SIZE``, ``ASR_WHISPER_TRIM_S``) default to these values, and
+``ASR_WHISPER_BEAM_SIZE``, ``ASR_WHISPER_TRIM_S``, ``ASR_WHISPER_LIVE_MARGIN_S``) default to these values, and
 ``python -m asr_core evaluate`` without ``--backbone`` evaluates exactly this, so a figure measured
 with the CLI is the product's.
 
 Chosen on real speech (a real speaker's telephone prompts, clean and through a hard phone line;
 ``bench/real_speech_settings.py``, table in docs/recognizer.md): Whisper tiny, int8 linear layers in
-the decoder only (the encoder stays float32), beam 5, the full 30 s window: 4.2 % WER clean and
-25.1 % on the hard line at RTF 0.21 on one thread, where faster-whisper tiny (int8, beam 5) gives
-3.8 % and 27.2 % at RTF 0.21, and all-float32 3.2 % / 25.4 % at RTF 0.31 (the same run). int8 in
-the encoder loses on the hard line (31.7 %), greedy decoding stops long prompts early, and trimming
-the window (``ASR_WHISPER_TRIM_S=8``: RTF 0.10, 5.5 % / 25.3 %) drops or invents words at the
-edges. The small streaming model trained on synthesized voices gives 93 % WER on the same real
-speaker and is not on the default path. Live partials decode greedily with int8 on the segment
-plus 2 s (`WhisperStream`).
+the decoder only (the encoder stays float32), beam 5, the full 30 s window of which the encoder
+computes the segment plus a 1 s live margin (the rest is the cached encoding of pure padding):
+4.3 % WER clean and 25.6 % on the hard line at RTF 0.17 on one thread, where computing the whole
+window gives 4.2 % / 25.1 % at RTF 0.35 and faster-whisper tiny (int8, beam 5) 4.0 % / 30.6 % at
+RTF 0.39-0.43 (one run, 2026-12-03). All-float32 was 3.2 % / 25.4 % at 1.4x the cost of the int8
+decoder; int8 in the encoder loses on the hard line (31.7 %); greedy decoding stops long prompts
+early; trimming the window (``ASR_WHISPER_TRIM_S=8``: 5.5 % / 25.3 %, no faster than the live
+margin) drops or invents words at the edges. The small streaming model trained on synthesized
+voices gives 93 % WER on the same real speaker and is not on the default path. Live partials
+decode greedily with int8 on the segment plus 2 s (`WhisperStream`; the live margin's window makes
+greedy partials worse: last partial 10.5 % vs 5.5 % clean).
 """
 from __future__ import annotations
 

@@ -64,6 +64,13 @@ class SpeechRecognizer(Protocol):
     def model_version(self) -> str: ...
 
     @property
+    def batch_shares_work(self) -> bool:
+        """True when `transcribe_batch` computes its segments together (they finish together);
+        False when it recognizes them one by one (a caller can then have each result sooner by
+        giving it one segment at a time)."""
+        ...
+
+    @property
     def sample_rate(self) -> int: ...
 
     def transcribe(self, audio: Tensor, sample_rate: int, *, params: Params | None = None) -> Transcript: ...
@@ -113,6 +120,8 @@ class _Common:
     @property
     def model_version(self) -> str:
         return self.meta["sha256"]
+
+    batch_shares_work = False
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.initial_params().items()}
@@ -190,6 +199,12 @@ class WhisperEngine(_Common, WhisperRecognizer):
     def transcribe(self, audio: Tensor, sample_rate: int | None = None, *, params: Params | None = None,
                    **options) -> Transcript:
         return super().transcribe(audio, sample_rate, params=params, **options)
+
+    @property
+    def batch_shares_work(self) -> bool:
+        """Only the whole 30 s window with a float encoder is encoded as one batch (see
+        `WhisperRecognizer.transcribe_batch`)."""
+        return self.trim_seconds is None and self.live_margin_s is None and self.int8 != "all"
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
                          params: list[Params | None] | None = None,

@@ -10,7 +10,11 @@ call's group and the agents' group.
   segments whose tasks still wait in the queue and recognizes them together
   (``asr.transcribe_batch``: one encoder batch, every segment's beams in one
   decoder batch), storing and pushing each one's final; their own tasks then
-  return at once. See "batching" below for how claims survive faults.
+  return at once. Where the recognizer would only loop over a batch
+  (``batch_shares_work`` false: the product's default Whisper, whose live
+  margin and int8 decoder are per segment), the claimed segments are
+  recognized one after another, each final stored and pushed as soon as it
+  is done. See "batching" below for how claims survive faults.
 - Idempotent: a segment already recognized is not recognized again; its
   stored result is pushed again (agents key results by segment id), unless
   a batch has just pushed it.
@@ -141,10 +145,8 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
                 raise
             _fail(segment.pk, endpoint_at, exc.message)
     rec, profiles = _model_and_profiles([segment for segment, _ in ready])
-    transcripts = asr.transcribe_batch(rec, audios, params=[params for _, params in profiles],
-                                       vocabularies=[segment.call.vocabulary or None for segment, _ in ready])  # fmt: skip
     results = []
-    for (segment, endpoint_at), (profile_id, _), transcript in zip(ready, profiles, transcripts):
+    for segment, endpoint_at, profile_id, transcript in _transcripts(rec, ready, audios, profiles):
         stored = services.segment_store_result(
             segment_id=segment.pk,
             text=transcript["text"],
@@ -162,6 +164,21 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
     if len(ready) > 1:
         metrics.RECOGNITION_BATCH_SIZE.observe(len(ready))
     return results[0]
+
+
+def _transcripts(rec, ready: list[tuple[Segment, float | None]], audios: list, profiles: list):
+    """(segment, endpoint_at, profile id, transcript) of each segment of a batch, as soon as it is
+    recognized: all at once where the recognizer computes a batch together, else one by one (so
+    the first segment's final is not held until the last one is done)."""
+    step = len(ready) if rec.batch_shares_work else 1
+    for i in range(0, len(ready), step):
+        part = slice(i, i + step)
+        transcripts = asr.transcribe_batch(
+            rec, audios[part], params=[params for _, params in profiles[part]],
+            vocabularies=[segment.call.vocabulary or None for segment, _ in ready[part]],
+        )
+        for (segment, endpoint_at), (profile_id, _), transcript in zip(ready[part], profiles[part], transcripts):
+            yield segment, endpoint_at, profile_id, transcript
 
 
 def _model_and_profiles(segments: list[Segment]):

@@ -165,7 +165,7 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
     finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(n)]   # (normalized, tokens, sum)
     active = list(range(n))          # segments still searching; their rows of `last` in this order
     for step in range(max(limits)):
-        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None).double()   # (rows, vocab)
+        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)   # (rows, vocab)
         per = logp.shape[0] // len(active)
         rows, keep, still = [], [], []
         for j, seg in enumerate(active):
@@ -214,11 +214,14 @@ def _beam_step(logp: Tensor, scores: Tensor, seqs: list[list[int]], finished: li
     As Whisper's BeamSearchDecoder: candidates in score order; one that ends the text is finished
     only if it ranks above the k-th live one (taking every end-of-text among the top 2k filled
     `finished` with early, short endings and stopped the search after the first sentence)."""
-    total = (scores[:, None] + logp).flatten()
-    top = total.topk(min(2 * k, total.numel()))
+    # the best 2k of all the beams' candidates are among each beam's own best 2k
+    best = logp.topk(min(2 * k, logp.shape[1]), dim=-1)
+    total = (scores[:, None] + best.values.double()).flatten()
+    order = total.argsort(descending=True, stable=True)[:2 * k]
     rows, keep, new_seqs, new_scores = [], [], [], []
-    for s, idx in zip(top.values.tolist(), top.indices.tolist()):
-        r, t = divmod(idx, logp.shape[1])
+    for s, idx in zip(total[order].tolist(), order.tolist()):
+        r, t = divmod(idx, best.indices.shape[1])
+        t = int(best.indices[r, t])
         if s == float("-inf"):
             break
         if t == eot:
@@ -245,16 +248,20 @@ def _median_filter(x: Tensor, width: int) -> Tensor:
 
 def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Monotonic alignment of rows (tokens) to columns (frames) minimizing the summed cost.
-    cost (N, M) -> (row indices, column indices) of the path, both of length >= max(N, M)."""
+    cost (N, M) -> (row indices, column indices) of the path, both of length >= max(N, M).
+    Filled one anti-diagonal at a time (its cells depend only on the two before it); ties go to the
+    diagonal step, then the row step, then the column step."""
     n, m = cost.shape
     acc = np.full((n + 1, m + 1), np.inf)
     acc[0, 0] = 0.0
     trace = np.zeros((n + 1, m + 1), dtype=np.int8)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            c = (acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-            best = int(np.argmin(c))
-            acc[i, j], trace[i, j] = cost[i - 1, j - 1] + c[best], best
+    for d in range(2, n + m + 1):
+        i = np.arange(max(1, d - m), min(n, d - 1) + 1)
+        j = d - i
+        c = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])    # (3, cells)
+        best = c.argmin(0)
+        acc[i, j] = cost[i - 1, j - 1] + c[best, np.arange(i.size)]
+        trace[i, j] = best
     i, j, path = n, m, []
     while i > 0 and j > 0:
         path.append((i - 1, j - 1))

@@ -181,10 +181,10 @@ class Block(nn.Module):
 @dataclass
 class PaddingContext:
     """A 30 s window of padding only (zero mel), encoded once: each encoder block's self-attention
-    keys/values (1, heads, 1500, d_head) and the encoder's output (1, 1500, d). See
-    `AudioEncoder.forward(padding=)`."""
+    keys/values (1, heads, 1500, d_head) and the last block's output (1, 1500, d), before the final
+    layer norm (so a caller's own final layer norm applies to it). See `AudioEncoder.forward(padding=)`."""
     kv: list[tuple[Tensor, Tensor]]
-    states: Tensor
+    hidden: Tensor
 
 
 class AudioEncoder(nn.Module):
@@ -211,7 +211,8 @@ class AudioEncoder(nn.Module):
         values of every block, and the result is the whole window (batch, 1500, d): the first
         frames // 2 computed, the rest the context's. Exact in the convolutions; in attention, the
         audio's frames see the padding as it is without them.
-        record: a list that receives each block's self-attention keys and values."""
+        record: a list that receives each block's self-attention keys and values, then the last
+        block's output (before the final layer norm): a `PaddingContext(record[:-1], record[-1])`."""
         if mel.shape[-1] > 2 * self.positional_embedding.shape[0] or mel.shape[-1] % 2:
             raise ValueError(f"expected an even number of mel frames <= {2 * self.positional_embedding.shape[0]}, "
                              f"got {mel.shape[-1]}")
@@ -225,10 +226,11 @@ class AudioEncoder(nn.Module):
             x, kv, _ = block(x, tail)
             if record is not None:
                 record.append(kv)
-        x = self.ln_post(x)
-        if padding is None:
-            return x
-        return torch.cat([x, padding.states[:, live:].expand(rows, -1, -1)], 1)
+        if record is not None:
+            record.append(x)
+        if padding is not None:
+            x = torch.cat([x, padding.hidden[:, live:].expand(rows, -1, -1)], 1)
+        return self.ln_post(x)
 
 
 class TextDecoder(nn.Module):

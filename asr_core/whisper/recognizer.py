@@ -126,14 +126,16 @@ class WhisperRecognizer:
     def padding_context(self, params: dict[str, Tensor] | None = None,
                         model: nn.Module | None = None) -> PaddingContext:
         """The encoding of a window of padding only (with a caller's params, if given); made once,
-        then reused."""
+        then reused. The final layer norm applies after it, so params of that layer alone (the
+        product's caller profiles) share the context of no params."""
         m = model or self.infer
-        key = (id(m), _fingerprint(params))
+        inner = {k: v for k, v in (params or {}).items() if not k.startswith("encoder.ln_post.")}
+        key = (id(m), _fingerprint(inner))
         ctx = self._padding.get(key)
         if ctx is None:
-            kv: list = []
-            states = self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), params, m, record=kv)
-            ctx = self._padding[key] = PaddingContext(kv, states)
+            record: list = []
+            self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), inner, m, record=record)
+            ctx = self._padding[key] = PaddingContext(record[:-1], record[-1])
             while len(self._padding) > self.PADDING_CONTEXTS:
                 self._padding.popitem(last=False)
         self._padding.move_to_end(key)

@@ -67,6 +67,7 @@ def test_a_batch_gives_what_each_segment_gives_alone(engine, prompts):
     audios = [prompts[0][1], torch.zeros(8000), prompts[1][1], prompts[2][1]]
     alone = [engine.transcribe(a, 8000).text for a in audios]
     assert [t.text for t in engine.transcribe_batch(audios, 8000)] == alone
+    assert isinstance(engine.batch_shares_work, bool)
     with pytest.raises(ValueError):
         engine.transcribe_batch(audios, 8000, params=[None])
 

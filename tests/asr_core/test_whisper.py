@@ -187,8 +187,9 @@ def test_a_live_margin_computes_the_segment_and_takes_the_rest_of_the_window_fro
     audio, cross = product.encode_segment(mel, frames)
     live = (frames + 1) // 2 + round(defaults.WHISPER_LIVE_MARGIN_S * 50)
     pad = product.padding_context()
+    padded = full.model.encoder.ln_post(pad.hidden)
     assert audio.shape == (1, 1500, full.model.cfg.n_audio_state) and live < 1500
-    assert torch.equal(audio[0, live:], pad.states[0, live:]) and not torch.equal(audio[0, :live], pad.states[0, :live])
+    assert torch.equal(audio[0, live:], padded[0, live:]) and not torch.equal(audio[0, :live], padded[0, :live])
     assert len(cross) == full.model.cfg.n_text_layer and cross[0][0].shape[2] == 1500
     assert product.padding_context() is pad                                   # made once
     for a in audios:
@@ -196,9 +197,13 @@ def test_a_live_margin_computes_the_segment_and_takes_the_rest_of_the_window_fro
         assert word_errors(reference, got)[0] <= 1, (reference, got)
     assert [t.text for t in product.transcribe_batch(audios, 8000)] == [product.transcribe(a, 8000).text
                                                                         for a in audios]
-    # a caller's profile: its own padding context, found again by value; a few are kept
+    # a caller's profile: the product's (the final layer norm) shares the context of no profile;
+    # one inside the blocks has its own, found again by value; a few are kept
+    profile = {n: p.detach() * 1.1 for n, p in full.model.named_parameters() if n.startswith("encoder.ln_post.")}
+    assert product.padding_context(profile) is pad
+    assert product.transcribe(audios[0], 8000, params=profile).text
     params = {n: torch.randn_like(p) * 0.05 for n, p in full.model.named_parameters() if ".lora_" in n}
-    assert params and not torch.equal(product.padding_context(params).states, pad.states)
+    assert params and not torch.equal(product.padding_context(params).hidden, pad.hidden)
     assert product.padding_context({n: t.clone() for n, t in params.items()}) is product.padding_context(params)
     for i in range(product.PADDING_CONTEXTS + 1):
         product.padding_context({n: t + i for n, t in params.items()})
@@ -428,3 +433,31 @@ def test_a_repetition_loop_of_a_whole_sentence_is_cut_to_one_copy():
     assert cut_repetition([7, 7, 7, 7, 8]) == [7]
     said_twice = [1, 2] + sentence * 2 + [3]              # a sentence said twice is speech, not a loop
     assert cut_repetition(said_twice) == said_twice
+
+
+def _dtw_cell_by_cell(cost):
+    """The textbook alignment, one cell at a time (what `dtw` computes a diagonal at a time)."""
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    trace = np.zeros((n + 1, m + 1), dtype=np.int8)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            c = (acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
+            best = int(np.argmin(c))
+            acc[i, j], trace[i, j] = cost[i - 1, j - 1] + c[best], best
+    i, j, path = n, m, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        i, j = {0: (i - 1, j - 1), 1: (i - 1, j)}.get(int(trace[i, j]), (i, j - 1))
+    return np.array(path[::-1]).T
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 40), (40, 1), (15, 220), (3, 3)])
+def test_word_alignment_is_the_cell_by_cell_dtw_path_ties_included(shape):
+    from asr_core.whisper.decoding import dtw
+    rng = np.random.default_rng(sum(shape))
+    for cost in (rng.normal(size=shape), np.round(rng.normal(size=shape))):    # rounded: many ties
+        rows, cols = dtw(cost)
+        expected = _dtw_cell_by_cell(cost)
+        assert np.array_equal(rows, expected[0]) and np.array_equal(cols, expected[1])

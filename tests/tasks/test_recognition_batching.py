@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from asr_core import defaults, engines
 from asr_core.manifest import read_manifest
 from callcenter import asr
 from callcenter.calls import services
 from callcenter.calls.models import Segment
 from callcenter.ops import redisconn
+from tasks import recognition
 from tasks.recognition import CLAIM_KEY, recognize_segment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,6 +50,28 @@ def test_one_task_recognizes_the_segments_waiting_beside_it(celery_worker, promp
     later = [recognize_segment.delay(segment_id=s.pk, endpoint_at=None).get(timeout=TIMEOUT_S) for s in segments[1:]]
     assert [r["status"] for r in later] == ["recognized", "recognized"]
     assert not any(redisconn.client().exists(CLAIM_KEY + str(s.pk)) for s in segments)
+
+
+@pytest.mark.parametrize("live_margin_s, together", [(defaults.WHISPER_LIVE_MARGIN_S, False), (None, True)])
+def test_a_batch_the_recognizer_would_only_loop_over_gives_each_final_when_it_is_done(prompts, monkeypatch,
+                                                                                     live_margin_s, together):
+    """The product's Whisper (live margin, int8 decoder) recognizes a batch segment by segment, so
+    the worker takes each transcript (and stores and sends its final) as soon as it is done; with
+    the whole window computed, one encoder batch serves them all."""
+    rec = engines.load_engine("whisper-tiny", path=asr.whisper_checkpoint("whisper-tiny"),
+                              settings=engines.EngineSettings(int8="decoder", live_margin_s=live_margin_s))
+    assert rec.batch_shares_work is together
+    segments = _waiting_segments(prompts)
+    ready = [(s, None) for s in segments]
+    audios = [asr.decode_audio(wav) for _, wav in prompts]
+    given, real = [], asr.transcribe_batch
+    monkeypatch.setattr(asr, "transcribe_batch", lambda r, a, **kw: given.append(len(a)) or real(r, a, **kw))
+    out = recognition._transcripts(rec, ready, audios, [(None, None)] * 3)
+    first = next(out)
+    assert first[0] == segments[0] and given == ([3] if together else [1])   # the first is out before the rest
+    rest = list(out)
+    assert [t[0] for t in rest] == segments[1:] and given == ([3] if together else [1, 1, 1])
+    assert [t[3]["text"] for t in [first, *rest]] == [rec.transcribe(a, 8000).text for a in audios]
 
 
 def test_a_segment_claimed_by_another_task_is_left_to_it(celery_worker, prompts):
