@@ -6,8 +6,8 @@ side by side, per speaker, guarded or not. Prints figures (and writes JSON); it 
         --methods supervised,supervised_unguarded,supervised_lhuc,label-free,label-free_entropy
 
 Per speaker: adapt on its `adapt` utterances (`asr_core.whisper.adapt.adapt_whisper_caller`, one
-thread), WER on its `test` utterances recognized as the product does (full 30 s window, the
-default beam size); seconds of adaptation per speaker. Label-free methods start from the
+thread), WER on its `test` utterances recognized as the product does (the 30 s window with its live
+margin, the default beam size and int8); seconds of adaptation per speaker. Label-free methods start from the
 recognizer's own transcripts of the adapt utterances (what the product stored for the call;
 their cost is reported apart as pseudo_label_seconds). Methods (name -> adapt_whisper_caller
 arguments) are in METHODS: plain fine-tuning (Adam on the final norm's gain and bias), LHUC (the
@@ -56,7 +56,8 @@ def main() -> int:
         p.error(f"unknown methods {unknown}: one of {', '.join(METHODS)}")
     todo = {m: dict(METHODS[m], **({"steps": a.steps} if a.steps is not None else {})) for m in names}
     rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
-                                 beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S)
+                                 beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
+                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S)
     res = evaluate_whisper_adaptation(rec, a.manifest, "none", guard=True, methods=todo, speakers=a.speakers)
     base = res["none"]["wer"]
     for name, r in res.items():
