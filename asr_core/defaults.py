@@ -9,9 +9,10 @@ Chosen on real speech (a real speaker's telephone prompts, clean and through a h
 ``bench/real_speech_settings.py``, table in docs/recognizer.md): Whisper tiny, int8 linear layers in
 the decoder only (the encoder stays float32), beam 5, the full 30 s window of which the encoder
 computes the segment plus a 1 s live margin (the rest is the cached encoding of pure padding):
-4.3 % WER clean and 25.6 % on the hard line at RTF 0.17 on one thread, where computing the whole
-window gives 4.2 % / 25.1 % at RTF 0.35 and faster-whisper tiny (int8, beam 5) 4.0 % / 30.6 % at
-RTF 0.39-0.43 (one run, 2026-12-03). All-float32 was 3.2 % / 25.4 % at 1.4x the cost of the int8
+4.3 % WER clean and 25.6 % on the hard line at RTF 0.09 on one thread, where computing the whole
+window gives 4.2 % / 25.1 % at RTF 0.23-0.24 and faster-whisper tiny (int8, beam 5) 4.0 % / 28.4 %
+at RTF 0.25-0.26 (one run, 2026-12-03; an earlier run on a slower moment of the machine: 0.17, 0.34
+and 0.39-0.43). All-float32 was 3.2 % / 25.4 % at 1.4x the cost of the int8
 decoder; int8 in the encoder loses on the hard line (31.7 %); greedy decoding stops long prompts
 early; trimming the window (``ASR_WHISPER_TRIM_S=8``: 5.5 % / 25.3 %, no faster than the live
 margin) drops or invents words at the edges. The small streaming model trained on synthesized
