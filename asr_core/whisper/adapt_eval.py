@@ -26,7 +26,7 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
                                 methods: dict[str, dict] | None = None) -> dict:
     """Per test speaker: adapt on its `adapt` utterances, WER on its `test` utterances, before/after.
     mode: 'supervised', 'label-free', 'all' or 'none' (only `methods`). Test utterances are recognized as the product does
-    (full 30 s window, the recognizer's beam size); their encoder output below the group is computed
+    (full 30 s window with the recognizer's live margin, its beam size); their encoder output below the group is computed
     once and shared by every method (the profile only changes the group: the same numbers as
     `rec.transcribe(params=)`). methods: extra name -> adapt_whisper_caller keyword arguments
     (bench scripts: objectives, step sizes)."""
@@ -41,7 +41,8 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
         te = [u for u in rows if u.speaker == spk and u.split == "test"]
         ad_audio = [load_audio(u.audio, 8000) for u in ad]
-        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None)
+        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None,
+                                          live_margin_s=rec.live_margin_s)
         stored, label_s = None, 0.0
         if ad_audio and any(kw["mode"] == "label-free" for kw in todo.values()):
             stored, label_s = _stored_transcripts(rec, ad_audio)
@@ -72,8 +73,8 @@ def _stored_transcripts(rec: WhisperRecognizer, ad_audio: list[Tensor]) -> tuple
     beam size), and the seconds they took; label-free adaptation starts from them (their cost is the
     call's, not its)."""
     t0 = time.perf_counter()
-    hyps = cached.decode_cached(rec, cached.encode_frozen(rec, ad_audio, 8000, None), None,
-                                beam_size=rec.options.beam_size)
+    frozen = cached.encode_frozen(rec, ad_audio, 8000, None, live_margin_s=rec.live_margin_s)
+    hyps = cached.decode_cached(rec, frozen, None, beam_size=rec.options.beam_size)
     return [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))], time.perf_counter() - t0
 
 

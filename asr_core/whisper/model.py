@@ -212,7 +212,8 @@ class AudioEncoder(nn.Module):
         frames // 2 computed, the rest the context's. Exact in the convolutions; in attention, the
         audio's frames see the padding as it is without them.
         record: a list that receives each block's self-attention keys and values, then the last
-        block's output (before the final layer norm): a `PaddingContext(record[:-1], record[-1])`."""
+        block's output over the whole result (before the final layer norm): with no padding, a
+        `PaddingContext(record[:-1], record[-1])`."""
         if mel.shape[-1] > 2 * self.positional_embedding.shape[0] or mel.shape[-1] % 2:
             raise ValueError(f"expected an even number of mel frames <= {2 * self.positional_embedding.shape[0]}, "
                              f"got {mel.shape[-1]}")
@@ -226,10 +227,10 @@ class AudioEncoder(nn.Module):
             x, kv, _ = block(x, tail)
             if record is not None:
                 record.append(kv)
-        if record is not None:
-            record.append(x)
         if padding is not None:
             x = torch.cat([x, padding.hidden[:, live:].expand(rows, -1, -1)], 1)
+        if record is not None:
+            record.append(x)
         return self.ln_post(x)
 
 

@@ -130,7 +130,7 @@ class WhisperRecognizer:
         product's caller profiles) share the context of no params."""
         m = model or self.infer
         inner = {k: v for k, v in (params or {}).items() if not k.startswith("encoder.ln_post.")}
-        key = (id(m), _fingerprint(inner))
+        key = (id(m.encoder), _fingerprint(inner))      # an int8 decoder shares the float encoder
         ctx = self._padding.get(key)
         if ctx is None:
             record: list = []
