@@ -79,6 +79,10 @@ class SpeechRecognizer(Protocol):
                          params: list[Params | None] | None = None,
                          vocabularies: list[list[str] | None] | None = None) -> list[Transcript]: ...
 
+    def warm_up(self) -> None:
+        """Make what the first segment would otherwise wait for (a worker calls it as it starts)."""
+        ...
+
     def stream(self, sample_rate: int, *, params: Params | None = None) -> PartialStream: ...
 
     def initial_params(self) -> Params: ...
@@ -122,6 +126,9 @@ class _Common:
         return self.meta["sha256"]
 
     batch_shares_work = False
+
+    def warm_up(self) -> None:
+        return None
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.initial_params().items()}
@@ -199,6 +206,11 @@ class WhisperEngine(_Common, WhisperRecognizer):
     def transcribe(self, audio: Tensor, sample_rate: int | None = None, *, params: Params | None = None,
                    **options) -> Transcript:
         return super().transcribe(audio, sample_rate, params=params, **options)
+
+    def warm_up(self) -> None:
+        """The padding's encoding of the live margin (about one whole-window encoder pass)."""
+        if self.trim_seconds is None and self.live_margin_s is not None:
+            self.padding_context()
 
     @property
     def batch_shares_work(self) -> bool:

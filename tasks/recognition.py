@@ -67,7 +67,7 @@ def _load_model_in_the_background(**kwargs: object) -> None:
 
     def load() -> None:
         try:
-            asr.final_model_recognizer()
+            asr.final_model_recognizer().warm_up()
         except Exception:
             logger.exception("could not load the recognizer; recognition tasks will fail until it loads")
 

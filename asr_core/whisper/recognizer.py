@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import replace
 
@@ -61,6 +62,7 @@ class WhisperRecognizer:
         self.int8 = int8_mode(quantize)
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
         self._padding: OrderedDict[tuple, PaddingContext] = OrderedDict()
+        self._padding_lock = threading.Lock()     # a worker warms it up in a thread beside its first task
 
     @classmethod
     def load(cls, path: str | None = None, quantize: bool | str = False, beam_size: int = 1,
@@ -131,14 +133,19 @@ class WhisperRecognizer:
         m = model or self.infer
         inner = {k: v for k, v in (params or {}).items() if not k.startswith("encoder.ln_post.")}
         key = (id(m.encoder), _fingerprint(inner))      # an int8 decoder shares the float encoder
-        ctx = self._padding.get(key)
-        if ctx is None:
-            record: list = []
-            self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), inner, m, record=record)
-            ctx = self._padding[key] = PaddingContext(record[:-1], record[-1])
+        with self._padding_lock:
+            ctx = self._padding.get(key)
+            if ctx is not None:
+                self._padding.move_to_end(key)
+                return ctx
+        record: list = []
+        self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), inner, m, record=record)
+        ctx = PaddingContext(record[:-1], record[-1])
+        with self._padding_lock:
+            self._padding[key] = ctx
+            self._padding.move_to_end(key)
             while len(self._padding) > self.PADDING_CONTEXTS:
                 self._padding.popitem(last=False)
-        self._padding.move_to_end(key)
         return ctx
 
     def encode_segment(self, mel: Tensor, frames: int, params: dict[str, Tensor] | None = None,

@@ -68,6 +68,7 @@ def test_a_batch_gives_what_each_segment_gives_alone(engine, prompts):
     alone = [engine.transcribe(a, 8000).text for a in audios]
     assert [t.text for t in engine.transcribe_batch(audios, 8000)] == alone
     assert isinstance(engine.batch_shares_work, bool)
+    assert engine.warm_up() is None
     with pytest.raises(ValueError):
         engine.transcribe_batch(audios, 8000, params=[None])
 

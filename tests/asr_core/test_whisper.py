@@ -192,6 +192,7 @@ def test_a_live_margin_computes_the_segment_and_takes_the_rest_of_the_window_fro
     assert torch.equal(audio[0, live:], padded[0, live:]) and not torch.equal(audio[0, :live], padded[0, :live])
     assert len(cross) == full.model.cfg.n_text_layer and cross[0][0].shape[2] == 1500
     assert product.padding_context() is pad                                   # made once
+    assert len(whole._padding) == 1 and len(margin(1.0)._padding) == 0       # lazily, per recognizer
     for a in audios:
         reference, got = full.transcribe(a, 8000).text, product.transcribe(a, 8000).text
         assert word_errors(reference, got)[0] <= 1, (reference, got)
