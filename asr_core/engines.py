@@ -209,14 +209,14 @@ class WhisperEngine(_Common, WhisperRecognizer):
 
     def warm_up(self) -> None:
         """The padding's encoding of the live margin (about one whole-window encoder pass)."""
-        if self.trim_seconds is None and self.live_margin_s is not None:
+        if self.uses_live_margin:
             self.padding_context()
 
     @property
     def batch_shares_work(self) -> bool:
         """Only the whole 30 s window with a float encoder is encoded as one batch (see
         `WhisperRecognizer.transcribe_batch`)."""
-        return self.trim_seconds is None and self.live_margin_s is None and self.int8 != "all"
+        return self.trim_seconds is None and not self.uses_live_margin and self.int8 != "all"
 
     def transcribe_batch(self, audios: list[Tensor], sample_rate: int, *,
                          params: list[Params | None] | None = None,

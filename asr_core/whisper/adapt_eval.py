@@ -41,8 +41,7 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
         ad = [u for u in rows if u.speaker == spk and u.split == "adapt"]
         te = [u for u in rows if u.speaker == spk and u.split == "test"]
         ad_audio = [load_audio(u.audio, 8000) for u in ad]
-        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None,
-                                          live_margin_s=rec.live_margin_s)
+        test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None, as_served=True)
         stored, label_s = None, 0.0
         if ad_audio and any(kw["mode"] == "label-free" for kw in todo.values()):
             stored, label_s = _stored_transcripts(rec, ad_audio)
@@ -73,7 +72,7 @@ def _stored_transcripts(rec: WhisperRecognizer, ad_audio: list[Tensor]) -> tuple
     beam size), and the seconds they took; label-free adaptation starts from them (their cost is the
     call's, not its)."""
     t0 = time.perf_counter()
-    frozen = cached.encode_frozen(rec, ad_audio, 8000, None, live_margin_s=rec.live_margin_s)
+    frozen = cached.encode_frozen(rec, ad_audio, 8000, None, as_served=True)
     hyps = cached.decode_cached(rec, frozen, None, beam_size=rec.options.beam_size)
     return [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))], time.perf_counter() - t0
 

@@ -59,17 +59,17 @@ class CallerCache:
 
 @torch.no_grad()
 def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int,
-                  trim_seconds: float | None = 1.0, bucket: int = 6,
-                  live_margin_s: float | None = None) -> CallerCache:
+                  trim_seconds: float | None = 1.0, bucket: int = 6, as_served: bool = False) -> CallerCache:
     """(samples,) utterances -> CallerCache of the encoder output before its final norm. The encoder
     sees each bucket's longest utterance plus `trim_seconds` of padding (None: the full 30 s window
-    as in serving, ~7x the cost for 3 s utterances; with `live_margin_s`, the recognizer's live
-    margin, as the product serves: each utterance alone, its own length plus the margin computed,
-    the rest of the window the padding's encoding)."""
+    as in serving, ~7x the cost for 3 s utterances). as_served, with a recognizer that uses its live
+    margin: each utterance alone, its own length plus the margin computed, the rest of the window
+    the padding's encoding, as `rec.transcribe` encodes it."""
     if not audios:
         raise ValueError("no audio to encode")
     m = rec.model
-    if trim_seconds is None and live_margin_s is not None:
+    live_margin = as_served and trim_seconds is None and rec.uses_live_margin
+    if live_margin:
         bucket = 1
     x16 = [rec.prepare(a, sample_rate)[: N_FRAMES * 160] for a in audios]
     feats = [rec.features(x) for x in x16]
@@ -78,8 +78,8 @@ def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int
     for j in range(0, len(order), bucket):
         r = order[j:j + bucket]
         longest = max(feats[i][1] for i in r)
-        if trim_seconds is None and live_margin_s is not None:
-            live = min(N_FRAMES // 2, (longest + 1) // 2 + round(live_margin_s * 50))
+        if live_margin:
+            live = rec.live_positions(longest)
             record: list = []
             m.encoder(torch.stack([feats[i][0][:, :2 * live] for i in r]),
                       padding=rec.padding_context(model=m), record=record)

@@ -123,6 +123,16 @@ class WhisperRecognizer:
                 return torch.func.functional_call(m.encoder, enc, (mels,), kwargs, strict=False)
             return m.encoder(mels, **kwargs)
 
+    @property
+    def uses_live_margin(self) -> bool:
+        """Whether segments are encoded with the live margin (the 30 s window, not trimmed)."""
+        return self.trim_seconds is None and self.live_margin_s is not None
+
+    def live_positions(self, frames: int) -> int:
+        """Encoder positions computed for a segment of `frames` mel frames: its own plus the live
+        margin's, at most the window's."""
+        return min(N_FRAMES // 2, (frames + 1) // 2 + round(self.live_margin_s * SAMPLE_RATE / HOP_LENGTH / 2))
+
     PADDING_CONTEXTS = 4      # kept per recognizer (one per model and profile in use), least recent dropped
 
     def padding_context(self, params: dict[str, Tensor] | None = None,
@@ -154,12 +164,11 @@ class WhisperRecognizer:
         under this recognizer's window settings (`trim_seconds` overrides its own) and the decoder's
         cross-attention keys/values of it (projected once for the search, its retry and the word
         timings)."""
-        trim = self.trim_seconds if trim_seconds is None else trim_seconds
-        if trim is not None or self.live_margin_s is None:
-            audio = self.encode(mel[None, :, :self._width(frames, trim)], params)
-        else:
-            live = min(N_FRAMES // 2, (frames + 1) // 2 + round(self.live_margin_s * SAMPLE_RATE / HOP_LENGTH / 2))
+        if trim_seconds is None and self.uses_live_margin:
+            live = self.live_positions(frames)
             audio = self.encode(mel[None, :, :2 * live], params, padding=self.padding_context(params))
+        else:
+            audio = self.encode(mel[None, :, :self._width(frames, trim_seconds)], params)
         with torch.no_grad():
             return audio, self.infer.decoder.cross_kv(audio)
 
@@ -201,7 +210,7 @@ class WhisperRecognizer:
         # Batched only where a segment's text cannot depend on its batch-mates: a trimmed window and
         # the computed part of a live margin are each segment's own width, and dynamic int8 scales
         # activations over the whole batch.
-        whole = self.trim_seconds is None and self.live_margin_s is None
+        whole = self.trim_seconds is None and not self.uses_live_margin
         if whole and self.int8 == "off":
             encoded = self.encode(torch.stack([m for m, _ in feats]), params)
             hyps = self._decode(encoded, self.options.beam_size, budgets, prompt)
