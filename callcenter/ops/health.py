@@ -176,14 +176,22 @@ class PingGate:
         self.timeout_s = timeout_s
         self._future: asyncio.Future | None = None
         self._sent_at = float("-inf")
+        self._answered_at = float("-inf")
 
     def _shareable(self, now: float) -> bool:
         future = self._future
         if future is None or future.get_loop() is not asyncio.get_running_loop():
             return False
         if future.done():
-            return future.result() is not None and now - self._sent_at < self.interval_s
+            # an answer stays fresh for the interval after it came (a slow worker's answer too);
+            # its done-callback not run yet: it came in this turn of the loop
+            answered = self._answered_at if self._answered_at >= self._sent_at else now
+            return future.result() is not None and now - answered < self.interval_s
         return now - self._sent_at < self.timeout_s
+
+    def _answered(self, future: asyncio.Future) -> None:
+        if future is self._future:
+            self._answered_at = future.get_loop().time()
 
     async def join(self) -> tuple[asyncio.Future, bool]:
         """The ping to wait for, and whether the caller must send it."""
@@ -195,6 +203,7 @@ class PingGate:
             wait = self._sent_at + self.interval_s - now
             if wait <= 0 or self._future is None or self._future.get_loop() is not loop:
                 self._future, self._sent_at = loop.create_future(), now
+                self._future.add_done_callback(self._answered)
                 return self._future, True
             await asyncio.sleep(wait)
 

@@ -246,6 +246,21 @@ def test_a_health_socket_right_after_another_gets_its_answer_without_queueing(ce
     assert pings_published == ["system.ping"]
 
 
+def test_a_slow_workers_answer_is_shared_for_the_interval_after_it_came():
+    async def scenario() -> tuple:
+        gate = PingGate(interval_s=0.3, timeout_s=5.0)
+        ping, sent = await gate.join()
+        await asyncio.sleep(0.5)              # the worker answers after more than the interval
+        ping.set_result({"worker": "w"})
+        await asyncio.sleep(0)                # the answer's callbacks run
+        right_after, must_send = await gate.join()
+        await asyncio.sleep(0.35)
+        _, must_send_later = await gate.join()
+        return sent, right_after is ping, must_send, must_send_later
+
+    assert async_to_sync(scenario)() == (True, True, False, True)
+
+
 def test_the_ping_gate_sends_one_ping_at_a_time_and_at_most_one_per_interval():
     async def scenario() -> dict:
         loop = asyncio.get_running_loop()
