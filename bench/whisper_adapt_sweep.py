@@ -26,6 +26,8 @@ sys.path.insert(0, ROOT)
 METHODS = {
     "supervised": {"mode": "supervised"},
     "supervised_unguarded": {"mode": "supervised", "guard": False},
+    "supervised_adam": {"mode": "supervised", "rule": "adam"},
+    "supervised_adam_unguarded": {"mode": "supervised", "rule": "adam", "guard": False},
     "supervised_lhuc": {"mode": "supervised", "rule": "lhuc"},
     "supervised_lhuc_unguarded": {"mode": "supervised", "rule": "lhuc", "guard": False},
     "supervised_sgd_unguarded": {"mode": "supervised", "rule": "sgd", "lr": 1.0, "guard": False},

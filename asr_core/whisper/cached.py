@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_core.whisper.decoding import Hypothesis, _masked_logprobs, _start, cut_repetition
-from asr_core.whisper.model import N_FRAMES
+from asr_core.whisper.model import N_FRAMES, SharedTailKV
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
@@ -39,11 +39,20 @@ def group_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
 class CallerCache:
     """One caller's utterances through the frozen encoder. Utterances of similar length share a
     bucket, encoded at the bucket's width (its longest + `trim_seconds`): hidden[j] (rows, S_j, d)
-    holds the utterances rows[j]; frames[i] is utterance i's content frames."""
+    holds the utterances rows[j]; frames[i] is utterance i's content frames.
+
+    As served (`encode_frozen(as_served=True)` with a recognizer that uses its live margin): each
+    utterance was encoded alone, its own length plus the margin (`live[i]` positions); hidden[j]
+    holds those positions (zeros past each row's own), and every utterance's window continues with
+    `shared` (1, 1500, d), the padding's encoding, from its position live[i] on. The decoder then
+    sees the whole 30 s window as in serving, but the padding's keys and values are projected once
+    for all utterances (`cross_kv`)."""
     hidden: list[Tensor]
     rows: list[list[int]]
     frames: list[int]
     seconds: list[float] | None = None      # each utterance's duration (the decoder's token budget)
+    shared: Tensor | None = None
+    live: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -55,6 +64,44 @@ class CallerCache:
             pos = [k for k, i in enumerate(r) if keep is None or i in keep]
             if pos:
                 yield [r[k] for k in pos], h[pos] if len(pos) < len(r) else h
+
+    def _own(self, idx: list[int], width: int) -> Tensor:
+        """(n, 1, width, 1): True where a row's position is its own (computed), not the padding's."""
+        lens = torch.tensor([self.live[i] for i in idx])
+        return (torch.arange(width)[None, :] < lens[:, None])[:, None, :, None]
+
+    def window(self, rec: WhisperRecognizer, params: dict[str, Tensor] | None, idx: list[int],
+               hidden: Tensor) -> Tensor:
+        """A bucket's part (`parts`) -> the encoder output the decoder sees, with `params`:
+        (n, S, d); as served, the whole window (n, 1500, d)."""
+        if self.shared is None:
+            return apply_group(rec, params, hidden)
+        n, width = hidden.shape[:2]
+        pad = self.shared[:, :width].expand(n, -1, -1)
+        whole = torch.cat([torch.where(self._own(idx, width)[:, 0], hidden, pad),
+                           self.shared[:, width:].expand(n, -1, -1)], 1)
+        return apply_group(rec, params, whole)
+
+    def cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None,
+                 idx: list[int], hidden: Tensor, padding_kv: list | None = None) -> tuple[Tensor, list | None]:
+        """A bucket's part -> (its own positions' encoder output, the cross-attention keys/values
+        of the window, or None where the decoder projects them itself from that output). As
+        served: the rows' own positions are projected, the padding's once (`padding_kv`, from
+        `padding_cross_kv`, may serve several buckets) and shared by every row (`SharedTailKV`),
+        differentiably in `params` (the adaptation steps' teacher-forced passes)."""
+        audio = apply_group(rec, params, hidden)
+        if self.shared is None:
+            return audio, None
+        if padding_kv is None:
+            padding_kv = self.padding_cross_kv(rec, decoder, params)
+        own = torch.tensor([self.live[i] for i in idx])
+        return audio, [SharedTailKV(*block.cross_attn.project_kv(audio), *pad, own)
+                       for block, pad in zip(decoder.blocks, padding_kv)]
+
+    def padding_cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None) -> list:
+        """Each decoder block's cross-attention keys/values of the padding's encoding, with `params`
+        (None where the cache is not as served)."""
+        return None if self.shared is None else decoder.cross_kv(apply_group(rec, params, self.shared))
 
 
 @torch.no_grad()
@@ -69,23 +116,28 @@ def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int
         raise ValueError("no audio to encode")
     m = rec.model
     live_margin = as_served and trim_seconds is None and rec.uses_live_margin
-    if live_margin:
-        bucket = 1
     x16 = [rec.prepare(a, sample_rate)[: N_FRAMES * 160] for a in audios]
     feats = [rec.features(x) for x in x16]
     order = sorted(range(len(feats)), key=lambda i: feats[i][1])
     hidden, rows = [], []
+    if live_margin:
+        padding = rec.padding_context(model=m)
+        live = [rec.live_positions(f) for _, f in feats]
+        own = {}
+        for i in order:      # alone, as served: its own length plus the margin
+            record: list = []
+            m.encoder(feats[i][0][None, :, :2 * live[i]], padding=padding, record=record)
+            own[i] = record[-1][0, :live[i]]
+        for j in range(0, len(order), bucket):
+            r = order[j:j + bucket]
+            width = max(live[i] for i in r)
+            hidden.append(torch.stack([F.pad(own[i], (0, 0, 0, width - live[i])) for i in r]))
+            rows.append(r)
+        return CallerCache(hidden, rows, [f for _, f in feats], [x.numel() / 16000 for x in x16],
+                           shared=padding.hidden, live=live)
     for j in range(0, len(order), bucket):
         r = order[j:j + bucket]
         longest = max(feats[i][1] for i in r)
-        if live_margin:
-            live = rec.live_positions(longest)
-            record: list = []
-            m.encoder(torch.stack([feats[i][0][:, :2 * live] for i in r]),
-                      padding=rec.padding_context(model=m), record=record)
-            hidden.append(record[-1])
-            rows.append(r)
-            continue
         width = N_FRAMES if trim_seconds is None else \
             min(N_FRAMES, 2 * ((longest + int(trim_seconds * 100) + 1) // 2))
         x = torch.stack([feats[i][0][:, :width] for i in r])
@@ -143,8 +195,10 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
         w[i, len(tok.prompt) - 1:len(s) - 1] = torch.tensor(weights[i]) if weights else 1.0
     top_ids, logprobs = [], {}
     with torch.no_grad():
+        padding_kv = cache.padding_cross_kv(rec, rec.model.decoder, params)
         for idx, h in cache.parts():
-            x = _decoder_states(rec, apply_group(rec, params, h), tokens[idx, :-1])
+            x = _decoder_states(rec, *cache.cross_kv(rec, rec.model.decoder, params, idx, h, padding_kv),
+                                tokens[idx, :-1])
             for k, i in enumerate(idx):
                 sel = mask[i].bool()
                 logits = rec.model.decoder.proj(x[k][sel])                               # (targets, vocab)
@@ -156,10 +210,11 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
     return TargetBatch(tokens, mask, w, vocab, index, logprobs)
 
 
-def _decoder_states(rec: WhisperRecognizer, audio: Tensor, tokens: Tensor) -> Tensor:
-    """audio (batch, S, d), tokens (batch, T) -> final normed decoder states (batch, T, d)."""
+def _decoder_states(rec: WhisperRecognizer, audio: Tensor, cross: list | None, tokens: Tensor) -> Tensor:
+    """audio (batch, S, d) (cross: its cross-attention keys/values, None: projected here), tokens
+    (batch, T) -> final normed decoder states (batch, T, d)."""
     dec = rec.model.decoder
-    cache = dec.init_cache(audio)
+    cache = dec.init_cache(audio, cross)
     x = dec.token_embedding(tokens) + dec.positional_embedding[:tokens.shape[1]]
     for block, kv, ckv in zip(dec.blocks, cache["self"], cache["cross"]):
         x = block(x, kv, ckv)[0]
@@ -174,8 +229,10 @@ def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache
     distribution along the targets (SUTA-style test-time adaptation, no label needed)."""
     emb = rec.model.decoder.token_embedding.weight[targets.vocab]                       # (|vocab|, d)
     total, weight = None, 0.0
+    padding_kv = cache.padding_cross_kv(rec, rec.model.decoder, params)   # once per step, every bucket's
     for idx, h in cache.parts(subset):
-        x = _decoder_states(rec, apply_group(rec, params, h), targets.tokens[idx, :-1])
+        x = _decoder_states(rec, *cache.cross_kv(rec, rec.model.decoder, params, idx, h, padding_kv),
+                            targets.tokens[idx, :-1])
         sel = targets.mask[idx].bool()
         logits = x[sel] @ emb.t()
         if objective == "entropy":
@@ -213,7 +270,7 @@ def decode_cached(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
     False: the loop is cut at once (the adaptation guard's cheap decodes)."""
     out = {}
     for idx, h in cache.parts(subset):
-        audio = apply_group(rec, params, h)
+        audio = cache.window(rec, params, idx, h)
         budget = max(_budget(rec, cache, i) for i in idx)
         hyps = rec._decode(audio, 1, budget) if beam_size == 1 else \
             [rec._decode(audio[k:k + 1], beam_size, _budget(rec, cache, i))[0] for k, i in enumerate(idx)]
@@ -236,9 +293,12 @@ def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
     sup = torch.tensor(list(tok.suppress), dtype=torch.long)
     sup0 = torch.tensor(list(rec.model.cfg.suppress_ids_begin), dtype=torch.long)
     out: dict[int, Hypothesis] = {}
+    padding_kv = cache.padding_cross_kv(rec, dec, params)
     for idx, h in cache.parts(subset):
         limit = [min(_budget(rec, cache, i), (caps or {}).get(i, 10 ** 6)) for i in idx]
-        last, kv, nsp = _start(dec, apply_group(rec, params, h), tok.prompt, tok.no_speech)
+        audio, cross = cache.cross_kv(rec, dec, params, idx, h, padding_kv)
+        cross = cross and [c.whole() for c in cross]
+        last, kv, nsp = _start(dec, audio, tok.prompt, tok.no_speech, cross=cross)
         tokens: list[list[int]] = [[] for _ in idx]
         sums = [0.0] * len(idx)
         active = list(range(len(idx)))

@@ -92,6 +92,43 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Ten
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
+@dataclass
+class SharedTailKV:
+    """Cross-attention keys/values of rows that each see their own first positions and a window
+    shared by every row after them: row i attends to own_k[i, :, :own[i]] and tail_k[:, :, own[i]:]
+    (the same set of keys as one (rows, heads, S, d_head) tensor holding both, without that copy;
+    the live margin's windows, `cached.CallerCache`). own_k, own_v (rows, heads, L, d_head);
+    tail_k, tail_v (1, heads, S, d_head); own (rows,) positions of each row's own."""
+    own_k: Tensor
+    own_v: Tensor
+    tail_k: Tensor
+    tail_v: Tensor
+    own: Tensor
+
+    def whole(self) -> tuple[Tensor, Tensor]:
+        """The keys and values as one (rows, heads, S, d_head) pair each (a decoding loop attends
+        with them many times: made once, they cost less than the split at every step)."""
+        n, width = self.own_k.shape[0], self.own_k.shape[2]
+        mine = (torch.arange(width) < self.own[:, None])[:, None, :, None]
+        return tuple(torch.cat([torch.where(mine, o, t[:, :, :width]), t[:, :, width:].expand(n, -1, -1, -1)], 2)
+                     for o, t in ((self.own_k, self.tail_k), (self.own_v, self.tail_v)))
+
+    def attend(self, q: Tensor) -> Tensor:
+        """q (rows, heads, T, d_head) -> (rows, heads, T, d_head)."""
+        n, h, t, dh = q.shape
+        width, size = self.own_k.shape[2], self.tail_k.shape[2]
+        scale = 1.0 / math.sqrt(dh)
+        mine = (q @ self.own_k.transpose(-1, -2)) * scale                           # (n, h, T, L)
+        mine = mine.masked_fill((torch.arange(width) >= self.own[:, None])[:, None, None, :], float("-inf"))
+        flat = q.transpose(0, 1).reshape(h, n * t, dh)                               # every row against the tail at once
+        tail = torch.bmm(flat, self.tail_k[0].transpose(-1, -2)).view(h, n, t, size).transpose(0, 1) * scale
+        tail = tail.masked_fill((torch.arange(size) < self.own[:, None])[:, None, None, :], float("-inf"))
+        p = torch.cat([mine, tail], -1).softmax(-1)
+        y = p[..., :width] @ self.own_v
+        ptail = p[..., width:].transpose(0, 1).reshape(h, n * t, size)
+        return y + torch.bmm(ptail, self.tail_v[0]).view(h, n, t, dh).transpose(0, 1)
+
+
 class Attention(nn.Module):
     """Multi-head attention; optional LoRA on query and value (the speaker-adaptive group)."""
 
@@ -125,6 +162,12 @@ class Attention(nn.Module):
         if self.lora_scale:
             q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
         q = self._split(q)
+        if isinstance(kv, SharedTailKV):
+            if need_weights:
+                raise ValueError("attention weights of shared-tail keys are not computed")
+            y = kv.attend(q)
+            b, h, t, dh = y.shape
+            return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), None
         k, v = kv
         if k.shape[0] < q.shape[0]:
             # groups of rows sharing one audio (the beams of each segment, segment-major):

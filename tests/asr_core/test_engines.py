@@ -74,12 +74,16 @@ def test_a_batch_gives_what_each_segment_gives_alone(engine, prompts):
 
 
 def test_partials_grow_and_end_near_the_final(engine, prompts):
-    text, audio = prompts[3]
-    stream = engine.stream(8000, params=None)
-    partials = [stream.accept(audio[i:i + 4000]).text for i in range(0, audio.numel(), 4000)]
-    assert all(isinstance(p, str) for p in partials)
+    """Each prompt streamed in half-second chunks; the last partials against the finals, pooled over
+    the four prompts (one word of a four-word prompt is 25 %)."""
+    pairs = []
+    for _, audio in prompts:
+        stream = engine.stream(8000, params=None)
+        partials = [stream.accept(audio[i:i + 4000]).text for i in range(0, audio.numel(), 4000)]
+        assert all(isinstance(p, str) for p in partials)
+        pairs.append((engine.transcribe(audio, 8000).text, partials[-1]))
     if engine.pretrained_on_real_speech:
-        assert wer([(engine.transcribe(audio, 8000).text, partials[-1])]) <= 0.2, partials
+        assert wer(pairs) <= 0.2, pairs
 
 
 def test_a_callers_parameters_fit_a_profile(engine):

@@ -27,8 +27,11 @@ def rec():
     from asr_core import defaults
     from asr_core.whisper.recognizer import WhisperRecognizer
     torch.set_num_threads(1)
-    return WhisperRecognizer.load(defaults.FINAL_BACKBONE, beam_size=defaults.WHISPER_BEAM_SIZE,
-                                  trim_seconds=defaults.WHISPER_TRIM_S)
+    rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
+                                 beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
+                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S)
+    assert rec.uses_live_margin      # the product's recognizer: adaptation fits and judges the window it serves
+    return rec
 
 
 @pytest.fixture(scope="module")
@@ -61,24 +64,55 @@ def test_a_callers_group_is_the_final_norm_plain_whisper_until_adapted_and_its_p
 
 
 def test_cached_decoding_gives_the_products_transcripts_for_a_profile(rec, hard):
-    """The guard and the evaluation decode from the cached encoder output; with the full window and
-    the recognizer's beam size that is exactly `rec.transcribe(params=)`."""
+    """The guard and the evaluation decode from the cached encoder output; as served (each prompt
+    plus the live margin, the padding's encoding after it) and with the recognizer's beam size that
+    is exactly `rec.transcribe(params=)`."""
     _, (audios, _) = hard
     plain = A.plain_whisper_params(rec)
     g = torch.Generator().manual_seed(0)
     profile = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in plain.items()}
-    cache = cached.encode_frozen(rec, audios[:3], 8000, None)
+    cache = cached.encode_frozen(rec, audios[:3], 8000, None, as_served=True)
+    assert cache.shared is not None and all(cache.live[i] < 1500 for i in range(3))
     hyps = cached.decode_cached(rec, cache, profile, beam_size=rec.options.beam_size)
     for i, a in enumerate(audios[:3]):
         assert rec.tokenizer.decode(hyps[i].tokens).strip() == \
             rec.transcribe(a, 8000, params=profile, word_timestamps=False).text
 
 
+def test_the_padding_keys_shared_by_every_prompt_give_what_the_whole_window_gives(rec, hard):
+    """The fits attend to each prompt's own keys and to the padding's, projected once for all
+    (`SharedTailKV`): the same loss, gradient and greedy transcripts as each prompt's whole window."""
+    (audios, texts), _ = hard
+    served = cached.encode_frozen(rec, audios[:6], 8000, None, as_served=True, bucket=3)
+    # each prompt's whole window, pre-norm as the cache keeps it: its own positions, then the padding's
+    windows = []
+    for idx, h in served.parts():
+        own = torch.arange(h.shape[1])[None, :, None] < torch.tensor([served.live[i] for i in idx])[:, None, None]
+        windows.append(torch.cat([torch.where(own, h, served.shared[:, :h.shape[1]]),
+                                  served.shared[:, h.shape[1]:].expand(len(idx), -1, -1)], 1))
+    whole = cached.CallerCache(windows, served.rows, served.frames, served.seconds)
+    targets = cached.make_targets(rec, served, cached.token_targets(rec, texts[:6]), None)
+    plain = A.plain_whisper_params(rec)
+    g = torch.Generator().manual_seed(1)
+    p = {k: (v + 0.05 * torch.randn(v.shape, generator=g)).requires_grad_() for k, v in plain.items()}
+    losses, grads = [], []
+    for cache in (served, whole):
+        loss = cached.teacher_forced_loss(rec, p, cache, targets)
+        losses.append(float(loss.detach()))
+        grads.append(torch.autograd.grad(loss, list(p.values())))
+    assert abs(losses[0] - losses[1]) < 1e-4 * losses[1]
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(*grads))
+    a = cached.greedy_capped(rec, served, p, list(range(6)))
+    b = cached.greedy_capped(rec, whole, p, list(range(6)))
+    assert [a[i].tokens for i in range(6)] == [b[i].tokens for i in range(6)]
+
+
 def test_supervised_adaptation_fits_the_callers_prompts_and_the_guard_judges_held_out_ones(rec, hard):
     (audios, texts), _ = hard
     raw = A.adapt_whisper_caller(rec, audios, texts, 8000, cfg=AdaptationConfig("supervised", guard=False))
+    assert raw.metrics["window"] == "served" and raw.metrics["rule"] == A.SUPERVISED_RULE == "meta"
     plain = A.plain_whisper_params(rec)
-    cache = cached.encode_frozen(rec, audios, 8000, A.TRIM_SECONDS)
+    cache = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
     targets = cached.make_targets(rec, cache, cached.token_targets(rec, texts), plain)
     with torch.no_grad():
         assert cached.teacher_forced_loss(rec, raw.params, cache, targets) < \
@@ -136,7 +170,7 @@ def test_the_guards_sanity_bounds_reject_a_profile_that_loses_words_or_collapses
     """A profile that silences the encoder's output (gain 0): whatever the error counts say, the
     held-out transcripts lose words or collapse, and the guard rejects it, in either mode."""
     (audios, texts), _ = hard
-    cache = cached.encode_frozen(rec, audios, 8000, A.TRIM_SECONDS)
+    cache = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
     plain = A.plain_whisper_params(rec)
     dead = {k: torch.zeros_like(v) if k.endswith("weight") else v for k, v in plain.items()}
     chunks = [list(range(0, len(audios), 2)), list(range(1, len(audios), 2))]
@@ -155,7 +189,7 @@ def test_the_guards_sanity_bounds_reject_a_profile_that_loses_words_or_collapses
 def test_label_free_self_training_and_entropy_minimization_start_from_whispers_own_transcripts(rec, hard):
     """As the product: the segments' stored transcripts (Whisper's beam output) are the pseudo-labels."""
     (audios, _), _ = hard
-    full = cached.encode_frozen(rec, audios, 8000, None)
+    full = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
     stored = [rec.tokenizer.decode(h.tokens).strip()
               for _, h in sorted(cached.decode_cached(rec, full, None, beam_size=rec.options.beam_size).items())]
     for objective in A.OBJECTIVES:
