@@ -31,10 +31,11 @@ current params. Its evidence never comes from the transcripts being fitted:
 
 - supervised: pooled word errors against the references of the held-out chunk must fall
   strictly, and no chunk may get worse;
-- label-free: the held-out chunk's transcripts are compared with the UNADAPTED model's beam
-  output (not fitted for that chunk): their word divergence from it must fall strictly (the
-  adapted greedy pass agrees better with the unadapted beam search) and stay within
-  `MAX_DIVERGENCE`, and their mean token log-prob must rise;
+- label-free: the held-out chunk is decoded with the recognizer's beam search, as served
+  (`LABEL_FREE_GUARD_BEAM`), and compared with the UNADAPTED model's beam output (not fitted for
+  that chunk): their word divergence from it must stay within `MAX_DIVERGENCE` and their mean
+  token log-prob must rise (with greedy decodes instead, the divergence must also fall strictly:
+  the adapted greedy pass agrees better with the unadapted beam search);
 - both: hard sanity bounds: a profile whose held-out transcripts lose words (fewer than
   `MIN_WORD_RATIO` of the unadapted ones) or collapse to few distinct tokens
   (`MIN_DISTINCT_RATIO`) is rejected, whatever the other figures say.
@@ -89,6 +90,12 @@ GUARD_PER_FOLD = 8            # held-out utterances the guard decodes per fold (
 MIN_WORD_RATIO = 0.9          # words: at least this share of the unadapted transcripts' words
 MIN_DISTINCT_RATIO = 0.8      # distinct words: at least this share of the unadapted transcripts'
 MAX_DIVERGENCE = 0.35         # label-free: word errors against the unadapted beam output, at most
+# Label-free, the guard decodes held-out utterances with the recognizer's beam search, as served:
+# its evidence is then the served transcripts' agreement with the unadapted ones (at most
+# MAX_DIVERGENCE), their confidence (must rise) and the sanity bounds. Greedy decodes (False) lose
+# words where the served beam output does not (hard line: an adapted profile that gained 20 % as
+# served was rejected for greedy transcripts 17 % shorter).
+LABEL_FREE_GUARD_BEAM = True
 OBJECTIVES = ("ce", "entropy")
 RULES = ("adam", "lhuc", "sgd", "meta")
 
@@ -176,11 +183,15 @@ def _held_out_figures(texts: dict[int, str], refs: dict[int, str]) -> tuple[int,
 
 
 def _decoded(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
-             subset: list[int], caps: dict[int, int] | None = None) -> dict[int, tuple[str, float]]:
+             subset: list[int], caps: dict[int, int] | None = None, beam: bool = False) -> dict[int, tuple[str, float]]:
     """The guard's cheap decodes: greedy on the cache, each utterance capped at `caps` tokens (a
     transcript 1.5x longer than its reference is wrong anyway), a loop cut at once
-    -> (text, mean log-prob)."""
-    hyps = cached.greedy_capped(rec, cache, params, subset, caps)
+    -> (text, mean log-prob). beam: the recognizer's beam search instead, as served (the
+    label-free guard, `LABEL_FREE_GUARD_BEAM`)."""
+    if beam:
+        hyps = cached.decode_cached(rec, cache, params, subset, beam_size=rec.options.beam_size)
+    else:
+        hyps = cached.greedy_capped(rec, cache, params, subset, caps)
     return {i: (rec.tokenizer.decode(h.tokens).strip(), h.avg_logprob if h.tokens else -10.0) for i, h in hyps.items()}
 
 
@@ -203,6 +214,7 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     """Cross-validated decision (module docstring). chunks[j]: the utterances fitted[j] did not see;
     references: what held-out transcripts are compared with (verified texts, or the unadapted
     model's beam output); unadapted: the beam output the label-free sanity bounds compare with."""
+    beam = not supervised and LABEL_FREE_GUARD_BEAM
     judged = [[i for i in c if i in references][:GUARD_PER_FOLD] for c in chunks]
     every = [i for c in judged for i in c]
     m: dict = {"held_out": len(every), "folds": len(chunks)}
@@ -210,15 +222,15 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
         m["reason"] = "nothing left to hold out for the guard"
         return False, m
     caps = {i: 8 + 3 * len(_words(references[i])) for i in every}   # ~1.5x the reference's tokens
-    before = dict(decoded or {})   # the current params' greedy pass, where already decoded with these caps
+    before = {} if beam else dict(decoded or {})   # the current params' greedy pass, where already decoded
     missing = [i for i in every if i not in before]
     if missing:
-        before.update(_decoded(rec, cache, current, missing, caps))
+        before.update(_decoded(rec, cache, current, missing, caps, beam))
     after: dict[int, tuple[str, float]] = {}
     per_chunk = []
     for c, p in zip(judged, fitted):
         if c:
-            after.update(_decoded(rec, cache, p, c, caps))
+            after.update(_decoded(rec, cache, p, c, caps, beam))
             refs_c = {i: references[i] for i in c}
             per_chunk.append((_held_out_figures({i: before[i][0] for i in c}, refs_c)[0],
                               _held_out_figures({i: after[i][0] for i in c}, refs_c)[0]))
@@ -228,7 +240,7 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     cb = sum(before[i][1] for i in every) / len(every)
     ca = sum(after[i][1] for i in every) / len(every)
     m.update(words_before=wb, words_after=wa, distinct_before=db, distinct_after=da,
-             logprob_before=round(cb, 4), logprob_after=round(ca, 4))
+             logprob_before=round(cb, 4), logprob_after=round(ca, 4), decodes="beam" if beam else "greedy")
     key = "wer" if supervised else "divergence"
     m[f"{key}_before"], m[f"{key}_after"] = round(eb / max(words, 1), 4), round(ea / max(words, 1), 4)
     # lost words: against the unadapted greedy pass, and (supervised) the references' own count
@@ -241,7 +253,7 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
         m["reason"] = "no fewer held-out word errors" if ea >= eb else "a held-out chunk got worse"
     elif not supervised and ea / max(words, 1) > MAX_DIVERGENCE:
         m["reason"] = "held-out transcripts diverge from the unadapted model's beam output"
-    elif not supervised and not ea < eb:
+    elif not supervised and not beam and not ea < eb:
         # the evidence of help: the adapted greedy pass agrees better with the unadapted beam output
         # of utterances it was not fitted to (on the clean real-speech line a profile whose held-out
         # agreement stayed equal was kept by confidence alone and cost +0.5 points)
