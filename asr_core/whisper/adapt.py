@@ -68,9 +68,21 @@ from asr_core.whisper.recognizer import WhisperRecognizer
 # utterance plus TRIM_SECONDS of padding only (cheaper, but not what the profile will be used on).
 WINDOW = "served"
 TRIM_SECONDS = 1.0
-# The fits' teacher-forced passes run in bfloat16 (autocast; 1.5x faster on CPUs with bf16 dot
-# products, the same profile within rounding); the guard's decodes stay float32, as served.
-FIT_BF16 = True
+
+
+def _bf16_dot_products() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); elsewhere it is emulated
+    and slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# The fits' teacher-forced passes run in bfloat16 where the CPU has bf16 dot products (autocast;
+# 1.4-1.5x faster, the same decision and held-out WER in bench/whisper_adapt_cost.py); the update
+# and the guard's decodes stay float32, as served.
+FIT_BF16 = _bf16_dot_products()
 # Plain fine-tuning (Adam) of the group; chosen on the real-speech development prompts through the
 # hard phone line (bench/whisper_adapt_sweep.py, figures in WHISPER.md).
 SUPERVISED_STEPS, SUPERVISED_LR = 6, 0.01
