@@ -23,13 +23,11 @@ def main() -> int:
     from asr_core import defaults
     from asr_core.adaptation import AdaptationConfig
     from asr_core.audio import load_audio
+    from asr_core.engines import load_engine
     from asr_core.manifest import read_manifest
     from asr_core.whisper import adapt as A
-    from asr_core.whisper.recognizer import WhisperRecognizer
     torch.set_num_threads(1)
-    rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
-                                 beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
-                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S)
+    rec = load_engine(defaults.FINAL_BACKBONE)       # the product's recognizer, with its settings
     from asr_core.errors import ManifestError
     try:
         rows = read_manifest(a.manifest, ("adapt",))

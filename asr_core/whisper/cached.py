@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_core.whisper.decoding import Hypothesis, _masked_logprobs, _start, cut_repetition
-from asr_core.whisper.model import N_FRAMES, SharedTailKV
+from asr_core.whisper.model import N_FRAMES, SharedTailKV, splice_tail
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
@@ -65,22 +65,13 @@ class CallerCache:
             if pos:
                 yield [r[k] for k in pos], h[pos] if len(pos) < len(r) else h
 
-    def _own(self, idx: list[int], width: int) -> Tensor:
-        """(n, 1, width, 1): True where a row's position is its own (computed), not the padding's."""
-        lens = torch.tensor([self.live[i] for i in idx])
-        return (torch.arange(width)[None, :] < lens[:, None])[:, None, :, None]
-
     def window(self, rec: WhisperRecognizer, params: dict[str, Tensor] | None, idx: list[int],
                hidden: Tensor) -> Tensor:
         """A bucket's part (`parts`) -> the encoder output the decoder sees, with `params`:
         (n, S, d); as served, the whole window (n, 1500, d)."""
         if self.shared is None:
             return apply_group(rec, params, hidden)
-        n, width = hidden.shape[:2]
-        pad = self.shared[:, :width].expand(n, -1, -1)
-        whole = torch.cat([torch.where(self._own(idx, width)[:, 0], hidden, pad),
-                           self.shared[:, width:].expand(n, -1, -1)], 1)
-        return apply_group(rec, params, whole)
+        return apply_group(rec, params, splice_tail(hidden, torch.tensor([self.live[i] for i in idx]), self.shared))
 
     def cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None,
                  idx: list[int], hidden: Tensor, padding_kv: list | None = None) -> tuple[Tensor, list | None]:

@@ -92,6 +92,16 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Ten
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
+def splice_tail(own: Tensor, lens: Tensor, tail: Tensor) -> Tensor:
+    """Rows that each keep their own first positions and continue with a tail shared by all rows:
+    own (rows, ..., L, c), lens (rows,) own positions of each row, tail (1, ..., S, c) with S >= L
+    -> (rows, ..., S, c): row i is own[i, ..., :lens[i], :] then tail[0, ..., lens[i]:, :]."""
+    n, width = own.shape[0], own.shape[-2]
+    mine = (torch.arange(width) < lens[:, None]).view(n, *[1] * (own.dim() - 3), width, 1)
+    rest = tail[..., width:, :].expand(n, *[-1] * (tail.dim() - 1))
+    return torch.cat([torch.where(mine, own, tail[..., :width, :]), rest], -2)
+
+
 @dataclass
 class SharedTailKV:
     """Cross-attention keys/values of rows that each see their own first positions and a window
@@ -108,10 +118,7 @@ class SharedTailKV:
     def whole(self) -> tuple[Tensor, Tensor]:
         """The keys and values as one (rows, heads, S, d_head) pair each (a decoding loop attends
         with them many times: made once, they cost less than the split at every step)."""
-        n, width = self.own_k.shape[0], self.own_k.shape[2]
-        mine = (torch.arange(width) < self.own[:, None])[:, None, :, None]
-        return tuple(torch.cat([torch.where(mine, o, t[:, :, :width]), t[:, :, width:].expand(n, -1, -1, -1)], 2)
-                     for o, t in ((self.own_k, self.tail_k), (self.own_v, self.tail_v)))
+        return splice_tail(self.own_k, self.own, self.tail_k), splice_tail(self.own_v, self.own, self.tail_v)
 
     def attend(self, q: Tensor) -> Tensor:
         """q (rows, heads, T, d_head) -> (rows, heads, T, d_head)."""
