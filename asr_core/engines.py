@@ -6,6 +6,7 @@
     rec.transcribe(audio, 8000, params=None)              # one segment -> Transcript
     rec.transcribe_batch([a1, a2], 8000, params=[p1, None])   # concurrent segments of several callers
     s = rec.stream(8000, params=None); s.accept(chunk)    # live partials of one growing segment
+    rec.accept_batch([s1, s2], [c1, c2])                  # several calls' partials at once
     rec.initial_params(); rec.param_shapes()              # a caller's adaptive group without a profile
     rec.adapt(audios, texts_or_None, 8000, start=None, cfg=AdaptationConfig(...))   # one caller
     rec.model_version                                     # the weights' SHA-256 (profiles are keyed by it)
@@ -84,6 +85,12 @@ class SpeechRecognizer(Protocol):
         ...
 
     def stream(self, sample_rate: int, *, params: Params | None = None) -> PartialStream: ...
+
+    def accept_batch(self, streams: list[PartialStream], chunks: list[Tensor]) -> list[Transcript]:
+        """Advance several streams of this recognizer (concurrent calls) by one chunk each: what
+        each one's `accept` returns, computed together where the backbone can (Whisper: one
+        decoding batch; each segment keeps its own window)."""
+        ...
 
     def initial_params(self) -> Params: ...
 
@@ -172,6 +179,12 @@ class SmallEngine(_Common, Recognizer):
     def stream(self, sample_rate: int = 8000, *, params: Params | None = None,
                hotwords: list[str] | None = None):
         return super().stream(sample_rate, params, hotwords)
+
+    def accept_batch(self, streams: list, chunks: list[Tensor]) -> list[Transcript]:
+        """One by one: the streaming model carries each stream's state, so a partial costs only its new audio."""
+        if len(streams) != len(chunks):
+            raise ValueError(f"{len(streams)} streams but {len(chunks)} chunks")
+        return [s.accept(c) for s, c in zip(streams, chunks)]
 
     def initial_params(self) -> Params:
         return small_initial_params(self.model)

@@ -5,6 +5,13 @@ Not a test.
 
     .venv/bin/python bench/partials_real_speech.py --manifest data/real-dev/manifest.tsv [--limit 30]
         [--trim-seconds 2|none] [--live-margin-seconds 1|none] [--backbone whisper-tiny]
+        [--batch 10] [--partial-live-seconds 0.5|none]
+
+--batch N feeds the prompts as N concurrent calls (call k says prompts k, k + N, ... one after
+another): each step advances every call still speaking by its next chunk with one `accept_batch`
+(encoder and decoding batches), as the web process's partial thread does; the cost per partial is
+then the step's time over its streams. A step must take at most the chunk (500 ms) for every call
+to get a partial per chunk.
 """
 from __future__ import annotations
 
@@ -36,33 +43,65 @@ def main() -> int:
     ap.add_argument("--live-margin-seconds", type=lambda v: None if v == "none" else float(v),
                     default=defaults.WHISPER_LIVE_MARGIN_S)
     ap.add_argument("--backbone", default=defaults.PARTIAL_BACKBONE, choices=["whisper-tiny", "whisper-base"])
+    ap.add_argument("--batch", type=int, default=1, help="prompts decoded together, as concurrent calls")
+    ap.add_argument("--partial-live-seconds", type=lambda v: None if v == "none" else float(v),
+                    default=WhisperStream.PARTIAL_LIVE_S,
+                    help="of the padding after the segment, the part computed (the rest from the padding's "
+                         "own encoding); 'none': all of it")
+    ap.add_argument("--int8", default="all", choices=["all", "decoder", "off"],
+                    help="int8 linear layers (the web process: all)")
+    ap.add_argument("--no-retry", action="store_true", help="a looping partial is only cut, not decoded again")
     ap.add_argument("--min-doubled", type=int, default=WhisperStream.PARTIAL_MIN_DOUBLED,
                     help="a doubled phrase of this many tokens or more is cut to one copy; 0: never cut")
     a = ap.parse_args()
     if a.min_doubled < 0:
         ap.error("--min-doubled must be >= 0")
+    if a.batch < 1:
+        ap.error("--batch must be >= 1")
+    WhisperStream.PARTIAL_LIVE_S = a.partial_live_seconds
+    WhisperStream.PARTIAL_RETRY = not a.no_retry
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
     WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6
-    rec = WhisperRecognizer.load(a.backbone, quantize=True,   # as the web process loads it
+    rec = WhisperRecognizer.load(a.backbone, quantize=a.int8,   # all: as the web process loads it
                                  live_margin_s=a.live_margin_seconds)
     step = 8000 * a.chunk_ms // 1000
     errors = words = partials = 0
-    cost = 0.0
-    for u in read_manifest(a.manifest, ("test",))[: a.limit or None]:
-        x = load_audio(u.audio, 8000)
-        stream, last = rec.stream(sample_rate=8000), ""
-        for start in range(0, x.numel(), step):
-            t0 = time.perf_counter()
-            last = stream.accept(x[start:start + step]).text
-            cost += time.perf_counter() - t0
-            partials += 1
-        e, n = word_errors(u.text, last)
-        errors, words = errors + e, words + n
+    cost, worst = 0.0, 0.0
+    utts = read_manifest(a.manifest, ("test",))[: a.limit or None]
+    # N concurrent calls: slot k says prompts k, k + N, k + 2N, ... one after another; every step
+    # advances each slot still speaking by its next chunk, all in one accept_batch.
+    queues = [[load_audio(u.audio, 8000) for u in utts[k::a.batch]] for k in range(a.batch)]
+    texts = [[u.text for u in utts[k::a.batch]] for k in range(a.batch)]
+    current = [0] * a.batch               # each slot's prompt
+    offset = [0] * a.batch                # samples of it fed
+    streams = [rec.stream(sample_rate=8000) for _ in range(a.batch)]
+    last = [""] * a.batch
+    rows = 0
+    while True:
+        live = [k for k in range(a.batch) if current[k] < len(queues[k])]
+        if not live:
+            break
+        t0 = time.perf_counter()
+        out = rec.accept_batch([streams[k] for k in live],
+                               [queues[k][current[k]][offset[k]:offset[k] + step] for k in live])
+        took = time.perf_counter() - t0
+        cost, worst, partials, rows = cost + took, max(worst, took), partials + len(live), rows + 1
+        for k, t in zip(live, out):
+            last[k] = t.text
+            offset[k] += step
+            if offset[k] >= queues[k][current[k]].numel():      # the prompt ended: score its last partial
+                e, n = word_errors(texts[k][current[k]], last[k])
+                errors, words = errors + e, words + n
+                current[k], offset[k], streams[k] = current[k] + 1, 0, rec.stream(sample_rate=8000)
     window = f"trim {a.trim_seconds:g} s" if a.trim_seconds is not None else \
         f"30 s window, live margin {a.live_margin_seconds} s"
-    print(f"{a.backbone} {window}, doubled phrases cut from {a.min_doubled or 'never'}: last-partial WER {errors / words:.2%} over {words} words; "
-          f"{cost / partials * 1000:.0f} ms per partial ({partials} partials, one thread)")
+    if a.partial_live_seconds is not None:
+        window += f" (of which {a.partial_live_seconds:g} s computed)"
+    print(f"{a.backbone} {window}, doubled phrases cut from {a.min_doubled or 'never'}, batch {a.batch}: "
+          f"last-partial WER {errors / words:.2%} over {words} words; {cost / partials * 1000:.0f} ms per partial, "
+          f"{partials / rows:.1f} streams and {cost / rows * 1000:.0f} ms per step, slowest {worst * 1000:.0f} ms "
+          f"({partials} partials, one thread)")
     return 0
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_core.whisper.decoding import Hypothesis, _masked_logprobs, _start, cut_repetition
+from asr_core.whisper.decoding import Hypothesis, cut_repetition, greedy
 from asr_core.whisper.model import N_FRAMES, SharedTailKV, splice_tail
 from asr_core.whisper.recognizer import WhisperRecognizer
 
@@ -281,40 +281,16 @@ def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
     its own token cap (`caps`, else the recognizer's budget) and leaves the batch when it ends: a
     row that loops costs only itself. A loop is cut (`cut_repetition`), never retried."""
     dec, tok = rec.model.decoder, rec.tokenizer
-    sup = torch.tensor(list(tok.suppress), dtype=torch.long)
-    sup0 = torch.tensor(list(rec.model.cfg.suppress_ids_begin), dtype=torch.long)
     out: dict[int, Hypothesis] = {}
     padding_kv = cache.padding_cross_kv(rec, dec, params)
     for idx, h in cache.parts(subset):
         limit = [min(_budget(rec, cache, i), (caps or {}).get(i, 10 ** 6)) for i in idx]
         audio, cross = cache.cross_kv(rec, dec, params, idx, h, padding_kv)
         cross = cross and [c.whole() for c in cross]
-        last, kv, nsp = _start(dec, audio, tok.prompt, tok.no_speech, cross=cross)
-        tokens: list[list[int]] = [[] for _ in idx]
-        sums = [0.0] * len(idx)
-        active = list(range(len(idx)))
-        for step in range(max(limit)):
-            logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)
-            nxt = logp.argmax(-1)
-            keep = []
-            for j, r in enumerate(active):
-                t = int(nxt[j])
-                sums[r] += float(logp[j, t])
-                if t != tok.eot:
-                    tokens[r].append(t)
-                    if len(tokens[r]) < limit[r]:
-                        keep.append(j)
-            if not keep:
-                break
-            rows = torch.tensor(keep)
-            if len(keep) < len(active):
-                kv = {"self": [(k[rows], v[rows]) for k, v in kv["self"]],
-                      "cross": [(k[rows], v[rows]) for k, v in kv["cross"]]}
-            active = [active[j] for j in keep]
-            last, kv, _ = dec(nxt[rows][:, None], kv)
-            last = last[:, -1]
-        for r, i in enumerate(idx):
-            hyp = Hypothesis(cut_repetition(tokens[r]), sums[r], float(nsp[r]))
+        hyps = greedy(dec, audio, tok.prompt, tok.eot, tok.no_speech, list(tok.suppress),
+                      list(rec.model.cfg.suppress_ids_begin), rec.options, limit, cross=cross)
+        for i, row in zip(idx, hyps):
+            hyp = Hypothesis(cut_repetition(row.tokens), row.sum_logprob, row.no_speech_prob)
             out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
     return out
 

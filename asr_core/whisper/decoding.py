@@ -118,31 +118,40 @@ def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_
            suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
            max_new: int | list[int] | None = None, sot_index: int = 0,
            cross: list | None = None) -> list[Hypothesis]:
-    """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together).
-    max_new: new tokens at most, for all rows or one number per row; cross: as `_start`."""
+    """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together; a row
+    that ends leaves the batch, so a row that runs long costs only itself). max_new: new tokens at
+    most, for all rows or one number per row; cross: as `_start`."""
     last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index, cross)
     b = audio.shape[0]
-    limits = torch.tensor(_budgets(max_new or opts.max_new_tokens, b))
+    limits = _budgets(max_new or opts.max_new_tokens, b)
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
     out: list[list[int]] = [[] for _ in range(b)]
-    sums, done = torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.bool)
-    for step in range(int(limits.max())):
-        done |= step >= limits
-        if bool(done.all()):
-            break
-        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)        # (batch, vocab)
+    sums = [0.0] * b
+    alive = [i for i in range(b) if limits[i] > 0]      # rows of `last` and of the cache, in this order
+    if len(alive) < b:
+        last, cache = last[alive], reorder_cache(cache, torch.tensor(alive, dtype=torch.long))
+    step = 0
+    while alive:
+        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)        # (alive, vocab)
         nxt = logp.argmax(-1)
-        sums += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0].double())
-        nxt = torch.where(done, eot, nxt)
-        for i, t in enumerate(nxt.tolist()):
-            if not done[i] and t != eot:
+        picked = logp.gather(1, nxt[:, None])[:, 0].double().tolist()
+        keep = []
+        for j, (i, t) in enumerate(zip(alive, nxt.tolist())):
+            sums[i] += picked[j]
+            if t != eot:
                 out[i].append(t)
-        done |= nxt == eot
-        if bool(done.all()):
+                if len(out[i]) < limits[i]:
+                    keep.append(j)
+        step += 1
+        if not keep:
             break
+        if len(keep) < len(alive):
+            rows = torch.tensor(keep, dtype=torch.long)
+            nxt, cache = nxt[rows], reorder_cache(cache, rows)
+            alive = [alive[j] for j in keep]
         last, cache, _ = decoder(nxt[:, None], cache)
         last = last[:, -1]
-    return [Hypothesis(out[i], float(sums[i]), float(nsp[i])) for i in range(b)]
+    return [Hypothesis(out[i], sums[i], float(nsp[i])) for i in range(b)]
 
 
 @torch.no_grad()

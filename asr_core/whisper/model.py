@@ -136,6 +136,39 @@ class SharedTailKV:
         return y + torch.bmm(ptail, self.tail_v[0]).view(h, n, t, dh).transpose(0, 1)
 
 
+@dataclass
+class MaskedKV:
+    """Cross-attention keys/values of rows of different lengths in one batch (concurrent segments,
+    each with its own window): row i attends to k[i, :, :lens[i]] only; the positions after are
+    the batch's padding, not its audio. k, v (rows, heads, S, d_head); lens (rows,)."""
+    k: Tensor
+    v: Tensor
+    lens: Tensor
+
+    @classmethod
+    def stack(cls, pairs: list[tuple[Tensor, Tensor]]) -> "MaskedKV":
+        """Each row's own (1, heads, S_i, d_head) keys and values -> one batch, zero-padded."""
+        width = max(k.shape[2] for k, _ in pairs)
+        pad = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731
+        return cls(torch.cat([pad(k) for k, _ in pairs]), torch.cat([pad(v) for _, v in pairs]),
+                   torch.tensor([k.shape[2] for k, _ in pairs]))
+
+    def select(self, rows: Tensor) -> "MaskedKV":
+        return MaskedKV(self.k.index_select(0, rows), self.v.index_select(0, rows), self.lens.index_select(0, rows))
+
+    def row(self, i: int) -> tuple[Tensor, Tensor]:
+        """Row i's own keys and values (1, heads, lens[i], d_head)."""
+        n = int(self.lens[i])
+        return self.k[i:i + 1, :, :n], self.v[i:i + 1, :, :n]
+
+    def attend(self, q: Tensor) -> Tensor:
+        """q (rows, heads, T, d_head) -> (rows, heads, T, d_head)."""
+        if q.shape[0] != self.k.shape[0]:
+            raise ValueError(f"{q.shape[0]} query rows for {self.k.shape[0]} rows of keys")
+        mask = (torch.arange(self.k.shape[2]) < self.lens[:, None])[:, None, None, :]
+        return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=mask)
+
+
 class Attention(nn.Module):
     """Multi-head attention; optional LoRA on query and value (the speaker-adaptive group)."""
 
@@ -169,9 +202,9 @@ class Attention(nn.Module):
         if self.lora_scale:
             q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
         q = self._split(q)
-        if isinstance(kv, SharedTailKV):
+        if isinstance(kv, (SharedTailKV, MaskedKV)):
             if need_weights:
-                raise ValueError("attention weights of shared-tail keys are not computed")
+                raise ValueError("attention weights of shared-tail or masked keys are not computed")
             y = kv.attend(q)
             b, h, t, dh = y.shape
             return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), None
@@ -251,7 +284,7 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(d)
 
     def forward(self, mel: Tensor, padding: PaddingContext | None = None,
-                record: list | None = None) -> Tensor:
+                record: list | None = None, window: int | None = None) -> Tensor:
         """mel (batch, n_mels, frames) -> (batch, frames // 2, d). Whisper was trained on 3000 frames
         (30 s, zero-padded); fewer frames is the faster, approximate "trimmed context" mode.
 
@@ -260,7 +293,8 @@ class AudioEncoder(nn.Module):
         approximates it (its states do not see this audio). Its positions are attention keys and
         values of every block, and the result is the whole window (batch, 1500, d): the first
         frames // 2 computed, the rest the context's. Exact in the convolutions; in attention, the
-        audio's frames see the padding as it is without them.
+        audio's frames see the padding as it is without them. window (with padding): the result's
+        positions, the window cut there (a trimmed window whose end is the padding's; default 1500).
         record: a list that receives each block's self-attention keys and values, then the last
         block's output over the whole result (before the final layer norm): with no padding, a
         `PaddingContext(record[:-1], record[-1])`."""
@@ -270,15 +304,18 @@ class AudioEncoder(nn.Module):
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)         # (batch, frames // 2, d)
         live, rows = x.shape[1], x.shape[0]
+        end = self.positional_embedding.shape[0] if window is None else window
+        if padding is not None and not live <= end <= self.positional_embedding.shape[0]:
+            raise ValueError(f"window must be in [{live}, {self.positional_embedding.shape[0]}], got {end}")
         x = x + self.positional_embedding[:live]
         for i, block in enumerate(self.blocks):
             # keys are unordered in the encoder (no mask): the padding's can simply come first
-            tail = None if padding is None else tuple(t[:, :, live:].expand(rows, -1, -1, -1) for t in padding.kv[i])
+            tail = None if padding is None else tuple(t[:, :, live:end].expand(rows, -1, -1, -1) for t in padding.kv[i])
             x, kv, _ = block(x, tail)
             if record is not None:
                 record.append(kv)
         if padding is not None:
-            x = torch.cat([x, padding.hidden[:, live:].expand(rows, -1, -1)], 1)
+            x = torch.cat([x, padding.hidden[:, live:end].expand(rows, -1, -1)], 1)
         if record is not None:
             record.append(x)
         return self.ln_post(x)
@@ -350,5 +387,5 @@ def reorder_cache(cache: dict, rows: Tensor, shared_audio: bool = False) -> dict
     if shared_audio:
         cross = cache["cross"]
     else:
-        cross = [pick(kv) for kv in cache["cross"]]
+        cross = [kv.select(rows) if isinstance(kv, MaskedKV) else pick(kv) for kv in cache["cross"]]
     return {"self": [pick(kv) for kv in cache["self"]], "cross": cross}

@@ -37,7 +37,7 @@ from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
                                        greedy, token_timings)
 from asr_core.whisper.features import log_mel, pad_or_trim
-from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, PaddingContext, Whisper
+from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, MaskedKV, PaddingContext, Whisper
 from asr_core.whisper.tokenizer import WhisperTokenizer
 
 BACKBONES = {"whisper-tiny": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-tiny.pt"),
@@ -84,6 +84,28 @@ class WhisperRecognizer:
         """Partial hypotheses of one segment while it grows (`WhisperStream.accept`)."""
         return WhisperStream(self, sample_rate, params)
 
+    def accept_batch(self, streams: list["WhisperStream"], chunks: list[Tensor]) -> list[Transcript]:
+        """Advance several partial streams of this recognizer by one chunk each (`WhisperStream.accept`
+        of each), decoding them together: one encoder batch and one greedy batch per caller profile
+        among them. A stream's partial can differ from its own `accept` by what the batch changes:
+        its window is the batch's widest, and int8 scales activations over the batch."""
+        if len(streams) != len(chunks):
+            raise ValueError(f"{len(streams)} streams but {len(chunks)} chunks")
+        out = [Transcript("") for _ in streams]
+        groups: dict[str | None, list[int]] = {}
+        for i, (stream, chunk) in enumerate(zip(streams, chunks)):
+            if stream.rec is not self:
+                raise ValueError("a stream of another recognizer")
+            if stream._append(chunk):
+                groups.setdefault(_fingerprint(stream.params), []).append(i)
+            else:
+                out[i] = Transcript(" ".join(stream.committed))
+        for rows in groups.values():
+            texts = _partial_texts(self, [streams[i].audio[-MAX_SAMPLES:] for i in rows], streams[rows[0]].params)
+            for i, text in zip(rows, texts):
+                out[i] = streams[i]._agree(text)
+        return out
+
     def adaptive_names(self) -> list[str]:
         return self.model.adaptive_parameter_names()
 
@@ -112,11 +134,12 @@ class WhisperRecognizer:
         return pad_or_trim(mel), min(mel.shape[-1], N_FRAMES)
 
     def encode(self, mels: Tensor, params: dict[str, Tensor] | None = None, model: nn.Module | None = None,
-               padding: PaddingContext | None = None, record: list | None = None) -> Tensor:
+               padding: PaddingContext | None = None, record: list | None = None,
+               window: int | None = None) -> Tensor:
         """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given (padding,
-        record: as `AudioEncoder.forward`)."""
+        record, window: as `AudioEncoder.forward`)."""
         m = model or self.infer
-        kwargs = {"padding": padding, "record": record}
+        kwargs = {"padding": padding, "record": record, "window": window}
         with torch.no_grad():
             if params:
                 enc = {k.removeprefix("encoder."): v for k, v in params.items()}
@@ -342,15 +365,20 @@ def quantize_linear(model: Whisper, part: str = "all") -> Whisper:
 
 class WhisperStream:
     """Partials of one growing segment: each `accept` re-decodes all the audio so far (greedy, the
-    encoder on the segment plus `PARTIAL_TRIM_S` of padding, no word timings) and stabilizes the
-    words by local agreement (as whisper_streaming's LocalAgreement-2): the longest prefix two
-    consecutive decodes agree on is committed and never taken back; the latest decode's words after
-    it follow. Same interface as the small model's `RecognizerStream.accept`."""
+    window cut `PARTIAL_TRIM_S` after the segment, no word timings) and stabilizes the words by
+    local agreement (as whisper_streaming's LocalAgreement-2): the longest prefix two consecutive
+    decodes agree on is committed and never taken back; the latest decode's words after it follow.
+    Same interface as the small model's `RecognizerStream.accept`. Several streams advance together
+    with `WhisperRecognizer.accept_batch` (one encoder batch, one decoding batch)."""
 
     # Padding after the segment: with 1 s, the end of the window made Whisper say a prompt twice
     # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
     PARTIAL_TRIM_S = 2.0
+    # Of that padding, the encoder computes this much; the rest is the padding's own encoding
+    # (`padding_context`, as the finals' live margin). None: all of it computed.
+    PARTIAL_LIVE_S: float | None = None
     PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
+    PARTIAL_RETRY = True      # a looping partial is decoded again with beam search (else only cut)
 
     def __init__(self, rec: WhisperRecognizer, sample_rate: int, params: dict[str, Tensor] | None):
         if sample_rate <= 0:
@@ -362,10 +390,16 @@ class WhisperStream:
 
     def accept(self, chunk: Tensor) -> Transcript:
         """Feed (samples,) float audio at the stream's rate; returns the current partial hypothesis."""
+        return self.rec.accept_batch([self], [chunk])[0]
+
+    def _append(self, chunk: Tensor) -> bool:
+        """Add a chunk; whether there is enough audio to decode."""
         self.audio = torch.cat([self.audio, self.rec.prepare(chunk, self.sample_rate)])
-        if self.audio.numel() < 2 * HOP_LENGTH:
-            return Transcript(" ".join(self.committed))
-        latest = self._decode(self.audio[-MAX_SAMPLES:]).split()
+        return self.audio.numel() >= 2 * HOP_LENGTH
+
+    def _agree(self, text: str) -> Transcript:
+        """The latest decode's text -> the partial: the committed words, then the latest's after them."""
+        latest = text.split()
         agreed = 0
         while agreed < min(len(latest), len(self.previous)) and _same_word(latest[agreed], self.previous[agreed]):
             agreed += 1
@@ -374,18 +408,44 @@ class WhisperStream:
         self.previous = latest
         return Transcript(" ".join(self.committed + latest[len(self.committed):]))
 
-    def _decode(self, audio16k: Tensor) -> str:
-        rec = self.rec
-        mel, frames = rec.features(audio16k)
-        enc, cross = rec.encode_segment(mel, frames, self.params, trim_seconds=self.PARTIAL_TRIM_S)
-        budget = rec.options.token_budget(audio16k.numel() / SAMPLE_RATE)
-        hyp = rec._guard(enc, rec._decode(enc, 1, budget, cross=cross)[0], budget, cross=cross)
+
+def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[str, Tensor] | None) -> list[str]:
+    """The partial decode of each growing segment (16 kHz, at most 30 s), all with one caller's params
+    (or none). Each segment is encoded in its own window (Whisper is sensitive to where the window
+    ends: a window made longer for a batch doubled last-partial WER); the greedy decoding runs them
+    as one batch, each row attending to its own window (`MaskedKV`)."""
+    feats = [rec.features(a) for a in audios]
+    margin = WhisperStream.PARTIAL_LIVE_S
+    if margin is None and WhisperStream.PARTIAL_TRIM_S is None and rec.uses_live_margin:
+        margin = rec.live_margin_s          # the 30 s window, as the finals'
+    rows, pairs = [], []
+    for mel, frames in feats:
+        window = rec._width(frames, WhisperStream.PARTIAL_TRIM_S)     # mel frames
+        if margin is None:
+            enc = rec.encode(mel[None, :, :window], params)
+        else:
+            live = min(window // 2, (frames + 1) // 2 + round(margin * SAMPLE_RATE / HOP_LENGTH / 2))
+            enc = rec.encode(mel[None, :, :2 * live], params, padding=rec.padding_context(params), window=window // 2)
+        with torch.no_grad():
+            k, v = zip(*rec.infer.decoder.cross_kv(enc))
+        rows.append(enc)
+        pairs.append((k, v))
+    layers = len(pairs[0][0])
+    cross = [MaskedKV.stack([(k[i], v[i]) for k, v in pairs]) for i in range(layers)]
+    shape = rows[0].shape
+    budgets = [rec.options.token_budget(a.numel() / SAMPLE_RATE) for a in audios]
+    hyps = rec._decode(rows[0].new_zeros(len(rows), 1, shape[2]), 1, budgets, cross=cross)
+    texts = []
+    for j, hyp in enumerate(hyps):
+        if WhisperStream.PARTIAL_RETRY:
+            hyp = rec._guard(rows[j], hyp, budgets[j], cross=[kv.row(j) for kv in cross])
         # On a window trimmed to the segment, greedy decoding may say a phrase twice ("is now in the
         # conference is now in the conference."); a partial keeps one copy of a doubled phrase of
         # PARTIAL_MIN_DOUBLED tokens or more (the final pass decodes the segment on its own).
-        hyp = Hypothesis(cut_repetition(hyp.tokens, min_repeats=2, min_unit=self.PARTIAL_MIN_DOUBLED),
+        hyp = Hypothesis(cut_repetition(hyp.tokens, min_repeats=2, min_unit=WhisperStream.PARTIAL_MIN_DOUBLED),
                          hyp.sum_logprob, hyp.no_speech_prob)
-        return rec._result(enc, hyp, frames, False, 0.0).text
+        texts.append(rec._result(rows[j], hyp, feats[j][1], False, 0.0).text)
+    return texts
 
 
 def _same_word(a: str, b: str) -> bool:

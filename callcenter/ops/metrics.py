@@ -47,6 +47,11 @@ PARTIAL_SECONDS = Histogram(
     "Time to compute one partial hypothesis",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2),
 )
+PARTIAL_BATCH_SIZE = Histogram(
+    "callcenter_partial_batch_size",
+    "Calls' partials computed together in one batch (web process)",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
 PROFILE_ERRORS = Counter("callcenter_profile_errors_total", "Voice profiles that could not be used")
 RECOGNITIONS = Counter("callcenter_recognitions_total", "Recognition task outcomes", ["outcome"])
 RECOGNITION_SECONDS = Histogram(

@@ -9,19 +9,32 @@ commits the words two consecutive decodes agree on (local agreement); the
 small streaming model carries its state forward, so its partial costs only
 the new audio.
 
-Back-pressure drops, it never queues: a call asks for a partial at most
-every ``interval`` seconds; the request is dropped when that call's previous
-partial is still being computed, when ``max_in_flight`` partials of all
-calls are already queued or running, or when the thread was busy more than
-``max_busy`` of the last two seconds (partials never take more than that
-share of a core from the finals and the event loop). The audio is not lost:
-the next partial of that call feeds it. Finals do not depend on partials at all (they are
-recognized from the stored segment by the Celery worker).
+Concurrent calls are computed together: the requests that arrive while the
+thread is busy wait, and the thread takes all of them (at most ``max_batch``)
+as one ``rec.accept_batch`` (Whisper: each segment encoded in its own window,
+then one greedy decoding batch), so ten calls cost much less than ten
+partials one by one.
+
+Back-pressure drops, it never queues without bound: a call asks for a
+partial at most every ``interval`` seconds; the request is dropped when that
+call's previous partial is still being computed, when ``max_in_flight``
+requests of all calls are already waiting or running, or when the thread was
+busy more than ``max_busy`` of the last two seconds (partials never take more
+than that share of a core from the finals and the event loop). The audio is
+not lost: the next partial of that call feeds it. Finals do not depend on
+partials at all (they are recognized from the stored segment by the Celery
+worker).
+
+A batch that fails costs every call in it that partial: each such call starts
+its segment's stream again at its next partial (fed the whole segment), and
+for ``SOLO_S`` seconds the thread takes one request at a time, so a request
+that keeps failing fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import threading
@@ -29,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,26 +50,48 @@ import torch
 from callcenter.ops import metrics
 from callcenter.asr import PartialStream, SpeechRecognizer, Transcript, partial_recognizer
 
-T = TypeVar("T")
-
 logger = logging.getLogger(__name__)
 
 # Less new audio than this is not worth a partial.
 MIN_NEW_AUDIO_S = 0.1
 BUSY_WINDOW_S = 2.0
+SOLO_S = 10.0
+
+
+@dataclass
+class PartialRequest:
+    """One call's partial: its stream (opened on the partials thread at the segment's first
+    partial: ``open_stream(rec)``) and the audio it has not seen."""
+
+    open_stream: Callable[[SpeechRecognizer], PartialStream]
+    audio: np.ndarray
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
 class PartialEngine:
-    """One thread running the streaming model for every call of the process."""
+    """One thread running the partials' recognizer for every call of the process, in batches."""
 
-    def __init__(self, *, loader: Callable[[], SpeechRecognizer], max_in_flight: int = 2, max_busy: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        loader: Callable[[], SpeechRecognizer],
+        max_batch: int = 16,
+        max_in_flight: int = 64,
+        max_busy: float = 0.5,
+    ) -> None:
+        if max_batch < 1 or max_in_flight < 1 or not 0 < max_busy <= 1:
+            raise ValueError("max_batch and max_in_flight must be >= 1, max_busy in (0, 1]")
         self._loader = loader
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="partials")
         self._lock = threading.Lock()
+        self._pending: list[PartialRequest] = []
         self._in_flight = 0
-        self._runs: deque[tuple[float, float]] = deque()  # (started, ended) of recent jobs, monotonic
+        self._runs: deque[tuple[float, float]] = deque()  # (started, ended) of recent batches, monotonic
+        self._solo_until = -math.inf
+        self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.max_busy = max_busy
+        self.batches: deque[int] = deque(maxlen=256)  # sizes of the latest batches (tests, benches)
         # Load the model now, on the partials thread, not at the first partial (Whisper takes
         # seconds to load: the first segment of the first call would get none).
         self._executor.submit(self._warm)
@@ -71,16 +106,19 @@ class PartialEngine:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def try_submit(self, fn: Callable[[SpeechRecognizer], T]) -> asyncio.Future[T] | None:
-        """Run ``fn(recognizer)`` on the partials thread; None (dropped) when
-        the engine is already full."""
+    def try_submit(
+        self, open_stream: Callable[[SpeechRecognizer], PartialStream], audio: np.ndarray
+    ) -> asyncio.Future[tuple[Transcript, float]] | None:
+        """Queue a call's partial for the next batch; None (dropped) when the engine is full.
+        The result: (the partial, seconds its batch took)."""
+        request = PartialRequest(open_stream, audio)
         with self._lock:
             if self._in_flight >= self.max_in_flight or self._busy_fraction() >= self.max_busy:
                 return None
             self._in_flight += 1
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
-        future.add_done_callback(self._release)
-        return future
+            self._pending.append(request)
+        self._executor.submit(self._drain)
+        return asyncio.wrap_future(request.future)
 
     def _busy_fraction(self) -> float:
         """Share of the last BUSY_WINDOW_S the thread spent on partials (lock held)."""
@@ -89,18 +127,59 @@ class PartialEngine:
             self._runs.popleft()
         return sum(end - max(start, since) for start, end in self._runs) / BUSY_WINDOW_S
 
-    def _run(self, fn: Callable[[SpeechRecognizer], T]) -> T:
-        rec = self._loader()  # loading the model (once) does not count as busy
-        started = time.monotonic()
-        try:
-            return fn(rec)
-        finally:
-            with self._lock:
-                self._runs.append((started, time.monotonic()))
-
-    def _release(self, _future: object) -> None:
+    def _drain(self) -> None:
+        """Partials thread: compute every waiting request (at most max_batch) as one batch."""
         with self._lock:
-            self._in_flight -= 1
+            take = 1 if time.monotonic() < self._solo_until else self.max_batch
+            batch, self._pending = self._pending[:take], self._pending[take:]
+        if not batch:
+            return  # an earlier drain took them
+        try:
+            rec = self._loader()  # loading the model (once) does not count as busy
+        except Exception as exc:  # noqa: BLE001 - each request reports it
+            self._finish(batch, [exc] * len(batch), 0.0)
+            return
+        started = time.monotonic()
+        results: list[object] = []
+        streams: list[PartialStream] = []
+        ready: list[int] = []
+        for i, request in enumerate(batch):
+            try:
+                streams.append(request.open_stream(rec))
+                ready.append(i)
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 - this request's own failure
+                results.append(exc)
+        try:
+            with torch.inference_mode():
+                chunks = [torch.from_numpy(np.ascontiguousarray(batch[i].audio)) for i in ready]
+                for i, transcript in zip(ready, rec.accept_batch(streams, chunks)):
+                    results[i] = transcript
+        except Exception as exc:  # noqa: BLE001 - the whole batch's partial is lost, never the call
+            logger.exception("partials: a batch of %d failed; one request at a time for %.0f s", len(ready), SOLO_S)
+            for i in ready:
+                results[i] = BatchFailed(str(exc) or type(exc).__name__)
+            with self._lock:
+                self._solo_until = time.monotonic() + SOLO_S
+        ended = time.monotonic()
+        with self._lock:
+            self._runs.append((started, ended))
+        self.batches.append(len(batch))
+        metrics.PARTIAL_BATCH_SIZE.observe(len(batch))
+        self._finish(batch, results, ended - started)
+
+    def _finish(self, batch: list[PartialRequest], results: list[object], seconds: float) -> None:
+        with self._lock:
+            self._in_flight -= len(batch)
+        for request, result in zip(batch, results):
+            if isinstance(result, BaseException):
+                request.future.set_exception(result)
+            else:
+                request.future.set_result((result, seconds))
+
+
+class BatchFailed(RuntimeError):
+    """The batch this partial was in failed: the call's stream must start again."""
 
 
 _engine: PartialEngine | None = None
@@ -112,7 +191,13 @@ def engine() -> PartialEngine:
     global _engine
     with _engine_lock:
         if _engine is None:
-            _engine = PartialEngine(loader=partial_recognizer)
+            from django.conf import settings
+
+            _engine = PartialEngine(
+                loader=partial_recognizer,
+                max_batch=settings.STREAM_PARTIAL_BATCH_MAX,
+                max_busy=settings.STREAM_PARTIAL_MAX_BUSY_PERCENT / 100,
+            )
         return _engine
 
 
@@ -143,6 +228,13 @@ class CallPartials:
         self._fed = 0
         self._last = -math.inf
 
+    def restart(self, serial: int | None) -> None:
+        """The segment's stream failed (its batch did): the next partial opens a new stream and
+        feeds it the whole segment so far."""
+        if serial == self.serial:
+            self._box = [None]
+            self._fed = 0
+
     def request(
         self, *, segment_audio: Callable[[int], np.ndarray], now: float
     ) -> asyncio.Future[tuple[Transcript, float]] | None:
@@ -160,15 +252,12 @@ class CallPartials:
             return None
         box, sample_rate = self._box, self.sample_rate
 
-        def step(rec: SpeechRecognizer) -> tuple[Transcript, float]:
-            started = time.perf_counter()
+        def open_stream(rec: SpeechRecognizer) -> PartialStream:
             if box[0] is None:
                 box[0] = rec.stream(sample_rate=sample_rate, params=self._caller_params(rec))
-            with torch.inference_mode():
-                transcript = box[0].accept(torch.from_numpy(np.ascontiguousarray(audio)))
-            return transcript, time.perf_counter() - started
+            return box[0]
 
-        job = self.engine.try_submit(step)
+        job = self.engine.try_submit(open_stream, audio)
         if job is None:
             self._last = now
             metrics.PARTIALS.labels("dropped").inc()

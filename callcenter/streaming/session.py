@@ -336,6 +336,8 @@ class CallSession:
         except Exception:
             logger.exception("call #%s: partial hypothesis failed", self.call_id)
             metrics.PARTIALS.labels("error").inc()
+            if track.partials is not None:
+                track.partials.restart(serial)  # its stream may hold half of what failed
             return
         metrics.PARTIAL_SECONDS.observe(seconds)
         if self.ended or track.partials is None or track.partials.serial != serial:

@@ -86,6 +86,29 @@ def test_partials_grow_and_end_near_the_final(engine, prompts):
         assert wer(pairs) <= 0.2, pairs
 
 
+def test_concurrent_streams_advanced_together_give_what_each_gives_alone(engine, prompts):
+    """Four calls speaking at once, each prompt in half-second chunks: `accept_batch` advances the
+    streams still speaking together (Whisper: one decoding batch over their own windows). Their
+    last partials match those of each stream alone (int8 scales activations over a batch, so a
+    word may differ), and a batch refuses what is not its own."""
+    alone = []
+    for _, audio in prompts:
+        stream = engine.stream(8000, params=None)
+        alone.append([stream.accept(audio[i:i + 4000]).text for i in range(0, audio.numel(), 4000)][-1])
+    streams = [engine.stream(8000, params=None) for _ in prompts]
+    together = [""] * len(prompts)
+    for i in range(0, max(a.numel() for _, a in prompts), 4000):
+        live = [j for j, (_, a) in enumerate(prompts) if i < a.numel()]
+        out = engine.accept_batch([streams[j] for j in live], [prompts[j][1][i:i + 4000] for j in live])
+        assert len(out) == len(live)
+        for j, t in zip(live, out):
+            together[j] = t.text
+    assert all(together), together
+    assert wer(list(zip(alone, together))) <= 0.1, (alone, together)
+    with pytest.raises(ValueError):
+        engine.accept_batch(streams[:2], [prompts[0][1][:4000]])
+
+
 def test_a_callers_parameters_fit_a_profile(engine):
     params = engine.initial_params()
     assert params and {k: tuple(v.shape) for k, v in params.items()} == engine.param_shapes()

@@ -1,0 +1,156 @@
+"""The web process's partial engine with the product's real partials recognizer (Whisper tiny, as
+``ASR_PARTIAL_BACKBONE`` loads it): concurrent calls' partials are computed in batches, each
+call's partial is what its stream gives alone, and a failure costs only that partial."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from asr_core import defaults
+from asr_core.audio import load_audio
+from asr_core.manifest import read_manifest
+from asr_core.metrics import wer
+from callcenter import asr
+from callcenter.streaming.partials import BatchFailed, CallPartials, PartialEngine
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def whisper_partials():
+    """The product's default partials recognizer (the shared test stack's settings say `small`)."""
+    return asr.backbone_recognizer(backbone=defaults.PARTIAL_BACKBONE, partials=True)
+
+
+@pytest.fixture(scope="module")
+def prompts(real_dev):
+    rows = sorted(read_manifest(str(real_dev), ("test",)), key=lambda u: len(u.text))[10:16]
+    return [load_audio(u.audio, 8000).numpy() for u in rows]
+
+
+def _gated() -> tuple[threading.Event, object]:
+    """A loader of the real partials recognizer that holds the engine's thread (its warm-up) until
+    the gate opens: what is submitted before then waits and goes as one batch."""
+    gate = threading.Event()
+
+    def loader():
+        gate.wait(60)
+        return whisper_partials()
+
+    return gate, loader
+
+
+def _opener(rec_streams: dict, key: int):
+    def open_stream(rec):
+        if key not in rec_streams:
+            rec_streams[key] = rec.stream(sample_rate=8000, params=None)
+        return rec_streams[key]
+
+    return open_stream
+
+
+async def _speak(engine: PartialEngine, prompts: list[np.ndarray], gate: threading.Event,
+                 chunk: int = 4000) -> list[str]:
+    """Every prompt as a call: each step submits every call's next chunk at once, then waits."""
+    streams: dict = {}
+    last = [""] * len(prompts)
+    for start in range(0, max(p.size for p in prompts), chunk):
+        live = [k for k, p in enumerate(prompts) if start < p.size]
+        jobs = [engine.try_submit(_opener(streams, k), prompts[k][start:start + chunk]) for k in live]
+        assert all(job is not None for job in jobs)
+        gate.set()
+        for k, (transcript, seconds) in zip(live, await asyncio.gather(*jobs)):
+            assert seconds >= 0
+            last[k] = transcript.text
+    return last
+
+
+def test_concurrent_calls_partials_are_computed_in_batches_as_each_alone(prompts):
+    gate, loader = _gated()
+    engine = PartialEngine(loader=loader, max_busy=1.0)
+    rec = whisper_partials()
+    alone = []
+    for audio in prompts:
+        stream = rec.stream(sample_rate=8000, params=None)
+        for start in range(0, audio.size, 4000):
+            text = stream.accept(torch.from_numpy(audio[start:start + 4000])).text
+        alone.append(text)
+    together = asyncio.run(_speak(engine, prompts, gate))
+    assert all(together), together
+    assert max(engine.batches) == len(prompts), list(engine.batches)   # every call in one batch
+    assert wer(list(zip(alone, together))) <= 0.1, (alone, together)
+    assert engine.in_flight == 0
+
+
+def test_a_call_whose_stream_cannot_open_fails_alone(prompts):
+    engine = PartialEngine(loader=whisper_partials, max_busy=1.0)
+
+    def broken(rec):
+        raise RuntimeError("no stream for this call")
+
+    async def run():
+        good = engine.try_submit(_opener({}, 0), prompts[0][:8000])
+        bad = engine.try_submit(broken, prompts[1][:8000])
+        return await asyncio.gather(good, bad, return_exceptions=True)
+
+    good, bad = asyncio.run(run())
+    assert isinstance(bad, RuntimeError) and "no stream" in str(bad)
+    assert good[0].text
+    assert engine.in_flight == 0
+
+
+def test_a_failed_batch_costs_its_calls_one_partial_and_then_runs_alone(prompts):
+    """Audio that is not (samples,) fails the batch it is in; every call in it gets BatchFailed,
+    and for a while each request runs alone, so the bad one keeps failing by itself while the
+    others' partials come back."""
+    gate, loader = _gated()
+    engine = PartialEngine(loader=loader, max_busy=1.0)
+    bad_audio = np.zeros((2, 2, 2), dtype=np.float32)
+
+    async def burst():
+        jobs = [engine.try_submit(_opener({}, 0), prompts[0][:8000]),
+                engine.try_submit(_opener({}, 1), bad_audio)]
+        gate.set()
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert all(isinstance(r, BatchFailed) for r in results), results
+    assert 2 in engine.batches
+
+    async def again():
+        jobs = [engine.try_submit(_opener({}, 0), prompts[0][:8000]),
+                engine.try_submit(_opener({}, 1), bad_audio)]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    good, bad = asyncio.run(again())
+    assert isinstance(bad, BatchFailed)
+    assert good[0].text, good
+    assert list(engine.batches)[-2:] == [1, 1]
+    assert engine.in_flight == 0
+
+
+def test_requests_beyond_the_limit_are_dropped(prompts):
+    engine = PartialEngine(loader=whisper_partials, max_in_flight=2, max_busy=1.0)
+
+    async def run():
+        jobs = [engine.try_submit(_opener({}, k), prompts[k][:8000]) for k in range(3)]
+        assert jobs[2] is None          # dropped, never queued
+        return await asyncio.gather(*jobs[:2])
+
+    assert all(t.text for t, _ in asyncio.run(run()))
+    with pytest.raises(ValueError):
+        PartialEngine(loader=whisper_partials, max_busy=0)
+
+
+def test_a_call_whose_batch_failed_feeds_its_whole_segment_again():
+    partials = CallPartials(PartialEngine(loader=whisper_partials), sample_rate=8000, interval_s=0.5)
+    partials.reset(3)
+    partials._fed = 12000
+    partials.restart(2)            # another segment's failure changes nothing
+    assert partials._fed == 12000
+    partials.restart(3)
+    assert partials._fed == 0 and partials._box == [None]
