@@ -28,7 +28,10 @@ listening on the agents' feed. Per N it reports:
   audio in it (``audio_at``), p50/p95/p99;
 - segments: stored, recognized, failed, still pending 30 s after the calls
   ended, and finals the agents never saw;
-- partials sent and dropped (the web process's /metrics);
+- partials sent and dropped (the web process's /metrics), partials computed
+  and the mean batch they were computed in, and the gap between consecutive
+  partials of a segment seen by the agent (audio time between them; a
+  partial whose text did not change is not sent), p50/p95;
 - CPU of the web server, the worker processes and this script's simulated
   callers (% of one core) and of the whole machine (other jobs included),
   peak RSS of the web server and the worker, and the web server's extra
@@ -180,7 +183,8 @@ def _metric(http_url: str, name: str, labels: str) -> float:
     import urllib.request
 
     text = urllib.request.urlopen(f"{http_url}/metrics", timeout=10).read().decode()
-    m = re.search(rf"^{name}{{{labels}}} ([0-9.e+]+)$", text, flags=re.MULTILINE)
+    pattern = rf"^{name}{{{labels}}} ([0-9.e+]+)$" if labels else rf"^{name} ([0-9.e+]+)$"
+    m = re.search(pattern, text, flags=re.MULTILINE)
     return float(m.group(1)) if m else 0.0
 
 
@@ -195,6 +199,7 @@ class Round:
     task_ms: list[float] = field(default_factory=list)  # task started -> result stored
     delivery_ms: list[float] = field(default_factory=list)  # result stored -> agent received
     partial_ms: list[float] = field(default_factory=list)
+    partial_audio_at: dict[int, list[float]] = field(default_factory=dict)  # segment -> its partials' audio_at
     finals_seen: set[int] = field(default_factory=set)
     last_final_at: float = 0.0
     call_ids: set[int] = field(default_factory=set)
@@ -233,6 +238,7 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
                     result.last_final_at = now
                 elif m.get("type") == "partial":
                     result.partial_ms.append(1000 * (now - m["audio_at"]))
+                    result.partial_audio_at.setdefault(m["segment"], []).append(m["audio_at"])
 
         listener = asyncio.ensure_future(listen())
 
@@ -376,6 +382,8 @@ def main() -> int:
             audios = audios_all[:n]
             dropped0 = _metric(http_url, "callcenter_partials_total", 'outcome="dropped"')
             sent0 = _metric(http_url, "callcenter_partials_total", 'outcome="sent"')
+            computed0 = _metric(http_url, "callcenter_partial_batch_size_sum", "")
+            batches0 = _metric(http_url, "callcenter_partial_batch_size_count", "")
             cpu0 = {k: _cpu_seconds(_tree(p)) for k, p in roots.items()}
             busy0, total0 = _machine_busy()
             usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -400,6 +408,11 @@ def main() -> int:
             unseen = sum(1 for pk, _ in segments if pk not in rnd.finals_seen)
             dropped = _metric(http_url, "callcenter_partials_total", 'outcome="dropped"') - dropped0
             sent = _metric(http_url, "callcenter_partials_total", 'outcome="sent"') - sent0
+            computed = _metric(http_url, "callcenter_partial_batch_size_sum", "") - computed0
+            batches = _metric(http_url, "callcenter_partial_batch_size_count", "") - batches0
+            # Speech between consecutive partials of a segment that the agent saw (a partial whose
+            # text did not change is computed but not sent).
+            gaps = [1000 * (b - a) for times in rnd.partial_audio_at.values() for a, b in zip(times, times[1:])]
             rows.append({
                 "N": n, "segments": f"{stored}/{n * spoken_segments}", "failed": failed, "pending": pending,
                 "unseen": unseen,
@@ -409,6 +422,8 @@ def main() -> int:
                 "partial p50/p95/p99 ms":
                     f"{pct(rnd.partial_ms, 50)}/{pct(rnd.partial_ms, 95)}/{pct(rnd.partial_ms, 99)}",
                 "partials sent/dropped": f"{sent:.0f}/{dropped:.0f}",
+                "partials computed/mean batch": f"{computed:.0f}/{computed / max(1, batches):.1f}",
+                "partial gap p50/p95 ms": f"{pct(gaps, 50)}/{pct(gaps, 95)}",
                 "cpu web/worker/clients/machine %":
                     f"{cpu['web']:.0f}/{cpu['worker']:.0f}/{client:.0f}/{machine:.0f}",
                 "rss web/worker MB": f"{sampler.peak['web']:.0f}/{sampler.peak['worker']:.0f}",
