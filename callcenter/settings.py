@@ -277,9 +277,9 @@ if STREAM_ENERGY_THRESHOLD_DB > 0:
     raise ImproperlyConfigured(f"STREAM_ENERGY_THRESHOLD_DB={STREAM_ENERGY_THRESHOLD_DB} must be <= 0 (dBFS)")
 # Partial hypotheses: at most one per call per this many ms (0: none).
 STREAM_PARTIAL_INTERVAL_MS = _env_int("STREAM_PARTIAL_INTERVAL_MS", 500)
-# The most of one core the web process's partials may take (the partials thread rests after each
-# batch so); the rest stays with the event loop and the workers' finals. Concurrent calls' partials
-# are computed in batches of at most STREAM_PARTIAL_BATCH_MAX.
+# The most of one core the web process's partials may take (percent of the last 2 s); the rest
+# stays with the event loop and the workers' finals. Concurrent calls' partials are computed in
+# batches of at most STREAM_PARTIAL_BATCH_MAX.
 STREAM_PARTIAL_MAX_BUSY_PERCENT = _env_int("STREAM_PARTIAL_MAX_BUSY_PERCENT", 50, minimum=1)
 STREAM_PARTIAL_BATCH_MAX = _env_int("STREAM_PARTIAL_BATCH_MAX", 16, minimum=1)
 if STREAM_PARTIAL_MAX_BUSY_PERCENT > 100:

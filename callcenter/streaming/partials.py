@@ -15,16 +15,15 @@ as one ``rec.accept_batch`` (Whisper: each segment encoded in its own window,
 then one greedy decoding batch), so ten calls cost much less than ten
 partials one by one.
 
-Back-pressure: the thread is busy at most ``max_busy`` of the time (partials
-never take more than that share of a core from the finals and the event
-loop): after a batch that took T seconds it rests T * (1 - max_busy) /
-max_busy before the next, and the requests that come meanwhile wait for it,
-so under load batches grow instead of partials being lost. A request is
-dropped, never queued without bound, when that call's previous partial is
-still waiting or being computed (the call asks again an ``interval`` later)
-or when ``max_in_flight`` requests of all calls wait. The audio is not lost:
-the next partial of that call feeds it. Finals do not depend on partials at
-all (they are recognized from the stored segment by the Celery worker).
+Back-pressure drops, it never queues without bound: a call asks for a
+partial at most every ``interval`` seconds; the request is dropped when that
+call's previous partial is still being computed, when ``max_in_flight``
+requests of all calls are already waiting or running, or when the thread was
+busy more than ``max_busy`` of the last two seconds (partials never take more
+than that share of a core from the finals and the event loop). The audio is
+not lost: the next partial of that call feeds it. Finals do not depend on
+partials at all (they are recognized from the stored segment by the Celery
+worker).
 
 A batch that fails costs every call in it that partial: each such call starts
 its segment's stream again at its next partial (fed the whole segment), and
@@ -55,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 # Less new audio than this is not worth a partial.
 MIN_NEW_AUDIO_S = 0.1
+BUSY_WINDOW_S = 2.0
 SOLO_S = 10.0
 
 
@@ -86,7 +86,7 @@ class PartialEngine:
         self._lock = threading.Lock()
         self._pending: list[PartialRequest] = []
         self._in_flight = 0
-        self._rest_until = -math.inf  # the next batch starts no earlier (monotonic)
+        self._runs: deque[tuple[float, float]] = deque()  # (started, ended) of recent batches, monotonic
         self._solo_until = -math.inf
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
@@ -113,18 +113,22 @@ class PartialEngine:
         The result: (the partial, seconds its batch took)."""
         request = PartialRequest(open_stream, audio)
         with self._lock:
-            if self._in_flight >= self.max_in_flight:
+            if self._in_flight >= self.max_in_flight or self._busy_fraction() >= self.max_busy:
                 return None
             self._in_flight += 1
             self._pending.append(request)
         self._executor.submit(self._drain)
         return asyncio.wrap_future(request.future)
 
+    def _busy_fraction(self) -> float:
+        """Share of the last BUSY_WINDOW_S the thread spent on partials (lock held)."""
+        since = time.monotonic() - BUSY_WINDOW_S
+        while self._runs and self._runs[0][1] < since:
+            self._runs.popleft()
+        return sum(end - max(start, since) for start, end in self._runs) / BUSY_WINDOW_S
+
     def _drain(self) -> None:
         """Partials thread: compute every waiting request (at most max_batch) as one batch."""
-        rest = self._rest_until - time.monotonic()
-        if rest > 0:
-            time.sleep(rest)  # the requests that come meanwhile join this batch
         with self._lock:
             take = 1 if time.monotonic() < self._solo_until else self.max_batch
             batch, self._pending = self._pending[:take], self._pending[take:]
@@ -158,7 +162,8 @@ class PartialEngine:
             with self._lock:
                 self._solo_until = time.monotonic() + SOLO_S
         ended = time.monotonic()
-        self._rest_until = ended + (ended - started) * (1 - self.max_busy) / self.max_busy
+        with self._lock:
+            self._runs.append((started, ended))
         self.batches.append(len(batch))
         metrics.PARTIAL_BATCH_SIZE.observe(len(batch))
         self._finish(batch, results, ended - started)
