@@ -35,6 +35,8 @@ METHODS = {
     "supervised_meta_unguarded": {"mode": "supervised", "rule": "meta", "guard": False},
     "label-free": {"mode": "label-free"},
     "label-free_unguarded": {"mode": "label-free", "guard": False},
+    "label-free_adam": {"mode": "label-free", "rule": "adam"},
+    "label-free_adam_unguarded": {"mode": "label-free", "rule": "adam", "guard": False},
     "label-free_meta": {"mode": "label-free", "rule": "meta"},
     "label-free_meta_unguarded": {"mode": "label-free", "rule": "meta", "guard": False},
     "label-free_entropy": {"mode": "label-free", "objective": "entropy"},

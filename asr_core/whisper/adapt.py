@@ -89,6 +89,10 @@ SUPERVISED_STEPS, SUPERVISED_LR = 6, 0.01
 LABEL_FREE_STEPS, LABEL_FREE_LR = 6, 0.01
 LABEL_FREE_OBJECTIVE = "ce"
 SUPERVISED_RULE = "meta"     # the shipped meta-learned settings, else "adam" (see WHISPER.md for the comparison)
+# Label-free too: fitted on the confident pseudo-labels from the meta-learned start, with its step
+# sizes; the guard's evidence of help is then the held-out confidence rising over that start's
+# (`_guard(baseline=)`), with the divergence and sanity bounds against the unadapted model as ever.
+LABEL_FREE_RULE = "meta"
 # Steps of the meta-learned rule: its settings were meta-trained for 6 (their file says so); on the
 # real-speech development prompts through the hard line 10 gain more (-25.2 % vs -18.7 %), the
 # clean line and the 6 synthetic test callers get no worse (bench/whisper_adapt_sweep.py --steps).
@@ -222,22 +226,25 @@ def _bounds(after: dict[int, str], unadapted: dict[int, str], words0: int | None
 def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], fitted: list[dict[str, Tensor]],
            current: dict[str, Tensor], references: dict[int, str], supervised: bool,
            unadapted: dict[int, str] | None = None,
-           decoded: dict[int, tuple[str, float]] | None = None) -> tuple[bool, dict]:
+           decoded: dict[int, tuple[str, float]] | None = None,
+           baseline: dict[str, Tensor] | None = None) -> tuple[bool, dict]:
     """Cross-validated decision (module docstring). chunks[j]: the utterances fitted[j] did not see;
     references: what held-out transcripts are compared with (verified texts, or the unadapted
-    model's beam output); unadapted: the beam output the label-free sanity bounds compare with."""
+    model's beam output); unadapted: the beam output the label-free sanity bounds compare with.
+    baseline (label-free): the params fitting started from, when not `current` (the meta-learned
+    start): the held-out "before" figures (confidence, words) are that start's."""
     beam = not supervised and LABEL_FREE_GUARD_BEAM
     judged = [[i for i in c if i in references][:GUARD_PER_FOLD] for c in chunks]
     every = [i for c in judged for i in c]
-    m: dict = {"held_out": len(every), "folds": len(chunks)}
+    m: dict = {"held_out": len(every), "folds": len(chunks), "before": "current" if baseline is None else "start"}
     if not every:
         m["reason"] = "nothing left to hold out for the guard"
         return False, m
     caps = {i: 8 + 3 * len(_words(references[i])) for i in every}   # ~1.5x the reference's tokens
-    before = {} if beam else dict(decoded or {})   # the current params' greedy pass, where already decoded
+    before = {} if beam or baseline is not None else dict(decoded or {})   # the current params' greedy pass
     missing = [i for i in every if i not in before]
     if missing:
-        before.update(_decoded(rec, cache, current, missing, caps, beam))
+        before.update(_decoded(rec, cache, current if baseline is None else baseline, missing, caps, beam))
     after: dict[int, tuple[str, float]] = {}
     per_chunk = []
     for c, p in zip(judged, fitted):
@@ -328,7 +335,10 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     accepted = True
     if cfg.guard:
         references = {i: refs[i] for i in range(len(refs)) if _words(refs[i])} if supervised else unadapted
-        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted, decoded)
+        # label-free from the meta-learned start: fitting must beat that start on held-out chunks
+        baseline = origin if rule == "meta" and not supervised else None
+        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted, decoded,
+                              baseline=baseline)
         metrics.update(gm)
     params = {k: torch.stack([p[k] for p in fitted]).mean(0) for k in current} if accepted else current
     metrics["accepted"] = accepted
@@ -346,7 +356,7 @@ def _checked_rule(rec: WhisperRecognizer, audios: list[Tensor], texts: list[str]
     if objective is not None and objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if rule is None:   # the default: meta-learned settings where they ship for these weights, else plain Adam
-        rule = SUPERVISED_RULE if supervised else "adam"
+        rule = SUPERVISED_RULE if supervised else LABEL_FREE_RULE
         if rule == "meta" and caller_settings(rec) is None:
             rule = "adam"
     if rule not in RULES:

@@ -192,17 +192,25 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
     full = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
     stored = [rec.tokenizer.decode(h.tokens).strip()
               for _, h in sorted(cached.decode_cached(rec, full, None, beam_size=rec.options.beam_size).items())]
-    for objective in A.OBJECTIVES:
-        r = A.adapt_whisper_caller(rec, audios, None, 8000, objective=objective, hypotheses=stored,
+    assert A.LABEL_FREE_RULE == "meta"
+    # the default (self-training from the meta-learned start), and SUTA-style entropy with Adam
+    for objective, rule in (("ce", None), ("entropy", "adam")):
+        r = A.adapt_whisper_caller(rec, audios, None, 8000, objective=objective, hypotheses=stored, rule=rule,
                                    cfg=AdaptationConfig("label-free", min_confidence=A.LABEL_FREE_MIN_CONFIDENCE))
         m = r.metrics
         assert m["objective"] == objective and m["pseudo_labels"] == "own transcripts"
+        assert m["rule"] == (rule or "meta")
         assert m["confident"] <= m["agreeing"] <= len(audios)
         if objective == "entropy":
             assert m["utterances"] >= m["agreeing"]
-        # the guard decodes the held-out prompts as served (beam search): the unadapted ones are the
-        # pseudo-labels themselves, so their divergence is 0 and the adapted ones' must stay in bounds
-        assert m["decodes"] == "beam" and m["divergence_before"] == 0.0
+        # the guard decodes the held-out prompts as served (beam search). From the unadapted model
+        # (Adam) its "before" transcripts are the pseudo-labels themselves: divergence 0; from the
+        # meta-learned start, the start's own, whose confidence the fitted profile must beat
+        assert m["decodes"] == "beam"
+        if rule == "adam":
+            assert m["before"] == "current" and m["divergence_before"] == 0.0
+        else:
+            assert m["before"] == "start" and 0.0 < m["divergence_before"] <= 1.0
         if r.accepted:
             assert m["logprob_after"] > m["logprob_before"]
             assert m["divergence_after"] <= A.MAX_DIVERGENCE
