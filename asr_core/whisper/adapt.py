@@ -14,8 +14,9 @@ whose cross-attention keys and values every utterance shares (`cached.CallerCach
 fitted and judged on what it will be used on. The serving path applies the profile through
 `WhisperRecognizer.encode(params=)`, unchanged.
 
-Supervised, the default rule is the shipped meta-learned settings (`SUPERVISED_RULE`: SGD from the
-meta-learned start with per-value step sizes, `meta_callers.py`); "adam" is plain fine-tuning.
+In both modes the default rule is the shipped meta-learned settings (`SUPERVISED_RULE`,
+`LABEL_FREE_RULE`: SGD from the meta-learned start with per-value step sizes, `meta_callers.py`);
+"adam" is plain fine-tuning.
 
 Supervised: the caller's verified transcripts. Label-free: pseudo-labels from the backbone itself
 (beam search with the caller's current params), kept where a second pass agrees (the backbone's
@@ -34,7 +35,8 @@ current params. Its evidence never comes from the transcripts being fitted:
 - label-free: the held-out chunk is decoded with the recognizer's beam search, as served
   (`LABEL_FREE_GUARD_BEAM`), and compared with the UNADAPTED model's beam output (not fitted for
   that chunk): their word divergence from it must stay within `MAX_DIVERGENCE` and their mean
-  token log-prob must rise (with greedy decodes instead, the divergence must also fall strictly:
+  token log-prob must rise over the params fitting started from (the meta-learned start, or the
+  current params) (with greedy decodes instead, the divergence must also fall strictly:
   the adapted greedy pass agrees better with the unadapted beam search);
 - both: hard sanity bounds: a profile whose held-out transcripts lose words (fewer than
   `MIN_WORD_RATIO` of the unadapted ones) or collapse to few distinct tokens
