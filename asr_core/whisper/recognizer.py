@@ -86,9 +86,9 @@ class WhisperRecognizer:
 
     def accept_batch(self, streams: list["WhisperStream"], chunks: list[Tensor]) -> list[Transcript]:
         """Advance several partial streams of this recognizer by one chunk each (`WhisperStream.accept`
-        of each), decoding them together: one encoder batch and one greedy batch per caller profile
-        among them. A stream's partial can differ from its own `accept` by what the batch changes:
-        its window is the batch's widest, and int8 scales activations over the batch."""
+        of each), decoding them together: each segment encoded in its own window, then one greedy
+        batch per caller profile among them. A stream's partial can differ from its own `accept`
+        only where int8 scales activations over the batch."""
         if len(streams) != len(chunks):
             raise ValueError(f"{len(streams)} streams but {len(chunks)} chunks")
         out = [Transcript("") for _ in streams]
@@ -369,7 +369,7 @@ class WhisperStream:
     local agreement (as whisper_streaming's LocalAgreement-2): the longest prefix two consecutive
     decodes agree on is committed and never taken back; the latest decode's words after it follow.
     Same interface as the small model's `RecognizerStream.accept`. Several streams advance together
-    with `WhisperRecognizer.accept_batch` (one encoder batch, one decoding batch)."""
+    with `WhisperRecognizer.accept_batch` (one decoding batch)."""
 
     # Padding after the segment: with 1 s, the end of the window made Whisper say a prompt twice
     # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
@@ -432,9 +432,9 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
         pairs.append((k, v))
     layers = len(pairs[0][0])
     cross = [MaskedKV.stack([(k[i], v[i]) for k, v in pairs]) for i in range(layers)]
-    shape = rows[0].shape
     budgets = [rec.options.token_budget(a.numel() / SAMPLE_RATE) for a in audios]
-    hyps = rec._decode(rows[0].new_zeros(len(rows), 1, shape[2]), 1, budgets, cross=cross)
+    # the decoder takes the audio's rows and width from this; the keys and values are `cross`
+    hyps = rec._decode(rows[0].new_zeros(len(rows), 1, rows[0].shape[2]), 1, budgets, cross=cross)
     texts = []
     for j, hyp in enumerate(hyps):
         if WhisperStream.PARTIAL_RETRY:
