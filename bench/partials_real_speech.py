@@ -5,12 +5,12 @@ Not a test.
 
     .venv/bin/python bench/partials_real_speech.py --manifest data/real-dev/manifest.tsv [--limit 30]
         [--trim-seconds 2|none] [--live-margin-seconds 1|none] [--backbone whisper-tiny]
-        [--batch 10] [--partial-live-seconds 0.5|none]
+        [--batch 10] [--int8 all|decoder|off] [--no-retry]
 
 --batch N feeds the prompts as N concurrent calls (call k says prompts k, k + N, ... one after
 another): each step advances every call still speaking by its next chunk with one `accept_batch`
-(encoder and decoding batches), as the web process's partial thread does; the cost per partial is
-then the step's time over its streams. A step must take at most the chunk (500 ms) for every call
+(each segment encoded in its own window, one decoding batch), as the web process's partials
+thread does; the cost per partial is then the step's time over its streams. A step must take at most the chunk (500 ms) for every call
 to get a partial per chunk.
 """
 from __future__ import annotations
@@ -44,10 +44,6 @@ def main() -> int:
                     default=defaults.WHISPER_LIVE_MARGIN_S)
     ap.add_argument("--backbone", default=defaults.PARTIAL_BACKBONE, choices=["whisper-tiny", "whisper-base"])
     ap.add_argument("--batch", type=int, default=1, help="prompts decoded together, as concurrent calls")
-    ap.add_argument("--partial-live-seconds", type=lambda v: None if v == "none" else float(v),
-                    default=WhisperStream.PARTIAL_LIVE_S,
-                    help="of the padding after the segment, the part computed (the rest from the padding's "
-                         "own encoding); 'none': all of it")
     ap.add_argument("--int8", default="all", choices=["all", "decoder", "off"],
                     help="int8 linear layers (the web process: all)")
     ap.add_argument("--no-retry", action="store_true", help="a looping partial is only cut, not decoded again")
@@ -58,7 +54,6 @@ def main() -> int:
         ap.error("--min-doubled must be >= 0")
     if a.batch < 1:
         ap.error("--batch must be >= 1")
-    WhisperStream.PARTIAL_LIVE_S = a.partial_live_seconds
     WhisperStream.PARTIAL_RETRY = not a.no_retry
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
@@ -96,8 +91,6 @@ def main() -> int:
                 current[k], offset[k], streams[k] = current[k] + 1, 0, rec.stream(sample_rate=8000)
     window = f"trim {a.trim_seconds:g} s" if a.trim_seconds is not None else \
         f"30 s window, live margin {a.live_margin_seconds} s"
-    if a.partial_live_seconds is not None:
-        window += f" (of which {a.partial_live_seconds:g} s computed)"
     print(f"{a.backbone} {window}, doubled phrases cut from {a.min_doubled or 'never'}, batch {a.batch}: "
           f"last-partial WER {errors / words:.2%} over {words} words; {cost / partials * 1000:.0f} ms per partial, "
           f"{partials / rows:.1f} streams and {cost / rows * 1000:.0f} ms per step, slowest {worst * 1000:.0f} ms "

@@ -284,7 +284,7 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(d)
 
     def forward(self, mel: Tensor, padding: PaddingContext | None = None,
-                record: list | None = None, window: int | None = None) -> Tensor:
+                record: list | None = None) -> Tensor:
         """mel (batch, n_mels, frames) -> (batch, frames // 2, d). Whisper was trained on 3000 frames
         (30 s, zero-padded); fewer frames is the faster, approximate "trimmed context" mode.
 
@@ -293,8 +293,7 @@ class AudioEncoder(nn.Module):
         approximates it (its states do not see this audio). Its positions are attention keys and
         values of every block, and the result is the whole window (batch, 1500, d): the first
         frames // 2 computed, the rest the context's. Exact in the convolutions; in attention, the
-        audio's frames see the padding as it is without them. window (with padding): the result's
-        positions, the window cut there (a trimmed window whose end is the padding's; default 1500).
+        audio's frames see the padding as it is without them.
         record: a list that receives each block's self-attention keys and values, then the last
         block's output over the whole result (before the final layer norm): with no padding, a
         `PaddingContext(record[:-1], record[-1])`."""
@@ -304,18 +303,15 @@ class AudioEncoder(nn.Module):
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)         # (batch, frames // 2, d)
         live, rows = x.shape[1], x.shape[0]
-        end = self.positional_embedding.shape[0] if window is None else window
-        if padding is not None and not live <= end <= self.positional_embedding.shape[0]:
-            raise ValueError(f"window must be in [{live}, {self.positional_embedding.shape[0]}], got {end}")
         x = x + self.positional_embedding[:live]
         for i, block in enumerate(self.blocks):
             # keys are unordered in the encoder (no mask): the padding's can simply come first
-            tail = None if padding is None else tuple(t[:, :, live:end].expand(rows, -1, -1, -1) for t in padding.kv[i])
+            tail = None if padding is None else tuple(t[:, :, live:].expand(rows, -1, -1, -1) for t in padding.kv[i])
             x, kv, _ = block(x, tail)
             if record is not None:
                 record.append(kv)
         if padding is not None:
-            x = torch.cat([x, padding.hidden[:, live:end].expand(rows, -1, -1)], 1)
+            x = torch.cat([x, padding.hidden[:, live:].expand(rows, -1, -1)], 1)
         if record is not None:
             record.append(x)
         return self.ln_post(x)

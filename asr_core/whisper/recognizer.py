@@ -134,12 +134,11 @@ class WhisperRecognizer:
         return pad_or_trim(mel), min(mel.shape[-1], N_FRAMES)
 
     def encode(self, mels: Tensor, params: dict[str, Tensor] | None = None, model: nn.Module | None = None,
-               padding: PaddingContext | None = None, record: list | None = None,
-               window: int | None = None) -> Tensor:
+               padding: PaddingContext | None = None, record: list | None = None) -> Tensor:
         """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given (padding,
-        record, window: as `AudioEncoder.forward`)."""
+        record: as `AudioEncoder.forward`)."""
         m = model or self.infer
-        kwargs = {"padding": padding, "record": record, "window": window}
+        kwargs = {"padding": padding, "record": record}
         with torch.no_grad():
             if params:
                 enc = {k.removeprefix("encoder."): v for k, v in params.items()}
@@ -374,9 +373,6 @@ class WhisperStream:
     # Padding after the segment: with 1 s, the end of the window made Whisper say a prompt twice
     # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
     PARTIAL_TRIM_S = 2.0
-    # Of that padding, the encoder computes this much; the rest is the padding's own encoding
-    # (`padding_context`, as the finals' live margin). None: all of it computed.
-    PARTIAL_LIVE_S: float | None = None
     PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
     PARTIAL_RETRY = True      # a looping partial is decoded again with beam search (else only cut)
 
@@ -415,23 +411,12 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
     ends: a window made longer for a batch doubled last-partial WER); the greedy decoding runs them
     as one batch, each row attending to its own window (`MaskedKV`)."""
     feats = [rec.features(a) for a in audios]
-    margin = WhisperStream.PARTIAL_LIVE_S
-    if margin is None and WhisperStream.PARTIAL_TRIM_S is None and rec.uses_live_margin:
-        margin = rec.live_margin_s          # the 30 s window, as the finals'
-    rows, pairs = [], []
+    rows, crosses = [], []          # each segment's encoder output and its keys/values per decoder block
     for mel, frames in feats:
-        window = rec._width(frames, WhisperStream.PARTIAL_TRIM_S)     # mel frames
-        if margin is None:
-            enc = rec.encode(mel[None, :, :window], params)
-        else:
-            live = min(window // 2, (frames + 1) // 2 + round(margin * SAMPLE_RATE / HOP_LENGTH / 2))
-            enc = rec.encode(mel[None, :, :2 * live], params, padding=rec.padding_context(params), window=window // 2)
-        with torch.no_grad():
-            k, v = zip(*rec.infer.decoder.cross_kv(enc))
+        enc, cross = rec.encode_segment(mel, frames, params, trim_seconds=WhisperStream.PARTIAL_TRIM_S)
         rows.append(enc)
-        pairs.append((k, v))
-    layers = len(pairs[0][0])
-    cross = [MaskedKV.stack([(k[i], v[i]) for k, v in pairs]) for i in range(layers)]
+        crosses.append(cross)
+    cross = [MaskedKV.stack([c[layer] for c in crosses]) for layer in range(len(crosses[0]))]
     budgets = [rec.options.token_budget(a.numel() / SAMPLE_RATE) for a in audios]
     # the decoder takes the audio's rows and width from this; the keys and values are `cross`
     hyps = rec._decode(rows[0].new_zeros(len(rows), 1, rows[0].shape[2]), 1, budgets, cross=cross)
