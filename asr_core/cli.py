@@ -53,6 +53,17 @@ def _seconds_or_none(s: str) -> float | None:
     return v
 
 
+def _tail_pool(s: str) -> int:
+    """argparse type: encoder positions per pooled block of padding (a divisor of 1500, 1..50)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of positions, got {s!r}") from None
+    if not 1 <= v <= 50 or 1500 % v:
+        raise argparse.ArgumentTypeError(f"expected a divisor of 1500 from 1 to 50, got {v}")
+    return v
+
+
 def _positive_float(s: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -252,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "and take the rest of the window from the padding's own encoding; 'none': compute the "
                         f"whole window (default: the product's, {defaults.WHISPER_LIVE_MARGIN_S}, or 'none' for "
                         "a --backbone named)")
+    e.add_argument("--tail-pool", type=_tail_pool, default=PRODUCT,
+                   help="whisper backbones, with the live margin: pool the padding after it in blocks of this many "
+                        "encoder positions (a divisor of 1500 up to 50; 1: each position its own; default: the "
+                        f"product's, {defaults.WHISPER_TAIL_POOL}, or 1 for a --backbone named)")
     e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="self",
                    help="whisper backbones, label-free: pseudo-labels are Whisper's own transcripts (as the "
                         "product); 'first-pass': they must also agree with the shipped streaming model's")

@@ -25,6 +25,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             else a.trim_seconds
         a.live_margin_seconds = (defaults.WHISPER_LIVE_MARGIN_S if product else None) \
             if a.live_margin_seconds is PRODUCT else a.live_margin_seconds
+        a.tail_pool = (defaults.WHISPER_TAIL_POOL if product else 1) if a.tail_pool is PRODUCT else a.tail_pool
         return _evaluate_whisper(a)
     from asr_core.small.evaluate import evaluate
     from asr_core.small.recognizer import Recognizer
@@ -58,7 +59,7 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
         adaptation = None
     rec = WhisperRecognizer.load(a.checkpoint or a.backbone, quantize=a.int8, beam_size=a.beam_size,
                                  trim_seconds=a.trim_seconds, adaptation=adaptation,
-                                 live_margin_s=a.live_margin_seconds)
+                                 live_margin_s=a.live_margin_seconds, tail_pool=a.tail_pool)
     load_s = time.perf_counter() - t0
     result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, speakers=a.speakers)
     result["load_seconds"] = round(load_s, 3)

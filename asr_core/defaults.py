@@ -33,3 +33,7 @@ WHISPER_TRIM_S: float | None = None  # None: the decoder sees the full 30 s wind
 # In that window the encoder computes the segment plus this much of the padding; the rest of the
 # window is the padding's own encoding, made once (None: the whole window computed each time).
 WHISPER_LIVE_MARGIN_S: float | None = 1.0
+# With the live margin, the padding after it is pooled in blocks of this many encoder positions
+# (20 ms each): the encoder's attention and the decoder's cross-attention see each block as one
+# key weighing as the block (1: every position; bench/real_speech_settings.py --tail-pool).
+WHISPER_TAIL_POOL = 5

@@ -34,7 +34,8 @@ from asr_core.adaptation import AdaptationConfig, AdaptationResult, adapt_caller
 from asr_core.transcript import Transcript
 from asr_core.small.decoder import greedy_decode
 from asr_core.errors import BackboneError
-from asr_core.defaults import (BACKBONES, WHISPER_BEAM_SIZE, WHISPER_INT8, WHISPER_LIVE_MARGIN_S, WHISPER_TRIM_S)
+from asr_core.defaults import (BACKBONES, WHISPER_BEAM_SIZE, WHISPER_INT8, WHISPER_LIVE_MARGIN_S, WHISPER_TAIL_POOL,
+                               WHISPER_TRIM_S)
 from asr_core.meta import initial_params as small_initial_params
 from asr_core.small.recognizer import Recognizer
 from asr_core.text import normalize
@@ -109,13 +110,14 @@ class SpeechRecognizer(Protocol):
 class EngineSettings:
     """How a backbone is loaded. Whisper: int8 linear layers (none, the decoder's, all), beam size,
     window trim (None: the full 30 s window), the live margin in the full window (None: the whole
-    window computed; `WhisperRecognizer`), the meta-learned adaptation file. Small model: its decoder
+    window computed; `WhisperRecognizer`), the pooling of the padding after it, the meta-learned adaptation file. Small model: its decoder
     ('beam' with the lexicon and LM, or 'greedy'). `partials`: the live partials' recognizer
     (Whisper: int8, greedy)."""
     int8: str = WHISPER_INT8   # INT8_MODES: "off", "decoder", "all"
     beam_size: int = WHISPER_BEAM_SIZE
     trim_seconds: float | None = WHISPER_TRIM_S
     live_margin_s: float | None = WHISPER_LIVE_MARGIN_S
+    tail_pool: int = WHISPER_TAIL_POOL
     adaptation: str | None = None
     decoder: str = "beam"
     partials: bool = False
@@ -289,7 +291,7 @@ def load_engine(backbone: str, *, path: str | None = None, settings: EngineSetti
     rec = WhisperEngine.load(path or backbone, quantize="all" if settings.partials else settings.int8,
                              beam_size=1 if settings.partials else settings.beam_size,
                              trim_seconds=settings.trim_seconds, live_margin_s=settings.live_margin_s,
-                             adaptation=settings.adaptation)
+                             adaptation=settings.adaptation, tail_pool=settings.tail_pool)
     rec.backbone = backbone
     return rec
 

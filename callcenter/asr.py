@@ -132,6 +132,7 @@ def _engine_settings(*, partials: bool = False, decoder: str | None = None) -> e
         beam_size=settings.ASR_WHISPER_BEAM_SIZE,
         trim_seconds=settings.ASR_WHISPER_TRIM_S,
         live_margin_s=settings.ASR_WHISPER_LIVE_MARGIN_S,
+        tail_pool=settings.ASR_WHISPER_TAIL_POOL,
         decoder=decoder or settings.ASR_DECODER,
         partials=partials,
     )
@@ -153,7 +154,7 @@ def backbone_recognizer(*, backbone: str, partials: bool = False) -> engines.Spe
         cfg = _engine_settings(partials=partials)
         return engines.load_engine(backbone, path=path, settings=engines.EngineSettings(
             int8=cfg.int8, beam_size=cfg.beam_size, trim_seconds=cfg.trim_seconds, live_margin_s=cfg.live_margin_s,
-            adaptation=adaptation, partials=partials))
+            tail_pool=cfg.tail_pool, adaptation=adaptation, partials=partials))
 
     return _cached((backbone, path, "partials" if partials else "final"), (path, adaptation), load)
 

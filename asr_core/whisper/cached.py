@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_core.whisper.decoding import Hypothesis, cut_repetition, greedy
-from asr_core.whisper.model import N_FRAMES, SharedTailKV, splice_tail
+from asr_core.whisper.model import N_FRAMES, MaskedKV, SharedTailKV, pool_tail, pooled_from, splice_tail
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
@@ -46,13 +46,20 @@ class CallerCache:
     holds those positions (zeros past each row's own), and every utterance's window continues with
     `shared` (1, 1500, d), the padding's encoding, from its position live[i] on. The decoder then
     sees the whole 30 s window as in serving, but the padding's keys and values are projected once
-    for all utterances (`cross_kv`)."""
+    for all utterances (`cross_kv`). pool > 1 (the recognizer's `tail_pool`): as served, that
+    padding is pooled in blocks of that many positions after each utterance's first whole block
+    (`WhisperRecognizer.window_kv`); the rows' own positions then run to that block."""
     hidden: list[Tensor]
     rows: list[list[int]]
     frames: list[int]
     seconds: list[float] | None = None      # each utterance's duration (the decoder's token budget)
     shared: Tensor | None = None
     live: list[int] | None = None
+    pool: int = 1
+
+    @property
+    def pooled(self) -> bool:
+        return self.shared is not None and self.pool > 1
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -80,19 +87,29 @@ class CallerCache:
         served: the rows' own positions are projected, the padding's once (`padding_kv`, from
         `padding_cross_kv`, may serve several buckets) and shared by every row (`SharedTailKV`),
         differentiably in `params` (the adaptation steps' teacher-forced passes)."""
-        audio = apply_group(rec, params, hidden)
         if self.shared is None:
-            return audio, None
+            return apply_group(rec, params, hidden), None
         if padding_kv is None:
             padding_kv = self.padding_cross_kv(rec, decoder, params)
-        own = torch.tensor([self.live[i] for i in idx])
-        return audio, [SharedTailKV(*block.cross_attn.project_kv(audio), *pad, own)
+        live = torch.tensor([self.live[i] for i in idx])
+        if not self.pooled:
+            audio = apply_group(rec, params, hidden)
+            return audio, [SharedTailKV(*block.cross_attn.project_kv(audio), *pad, live)
+                           for block, pad in zip(decoder.blocks, padding_kv)]
+        # each row's own positions run to its first whole block of padding
+        own = torch.tensor([pooled_from(int(n), self.pool) for n in live])
+        width = int(own.max())      # (a bucket's part may hold shorter rows than its width)
+        audio = apply_group(rec, params, splice_tail(hidden, live, self.shared[:, :max(width, hidden.shape[1])])[:, :width])
+        return audio, [SharedTailKV(*block.cross_attn.project_kv(audio), *pad, own, self.pool)
                        for block, pad in zip(decoder.blocks, padding_kv)]
 
     def padding_cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None) -> list:
         """Each decoder block's cross-attention keys/values of the padding's encoding, with `params`
         (None where the cache is not as served)."""
-        return None if self.shared is None else decoder.cross_kv(apply_group(rec, params, self.shared))
+        if self.shared is None:
+            return None
+        window = apply_group(rec, params, self.shared)
+        return decoder.cross_kv(pool_tail(window, 0, self.pool)[0] if self.pool > 1 else window)
 
 
 @torch.no_grad()
@@ -117,7 +134,7 @@ def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int
         own = {}
         for i in order:      # alone, as served: its own length plus the margin
             record: list = []
-            m.encoder(feats[i][0][None, :, :2 * live[i]], padding=padding, record=record)
+            m.encoder(feats[i][0][None, :, :2 * live[i]], padding=padding, record=record, pool=rec.tail_pool)
             own[i] = record[-1][0, :live[i]]
         for j in range(0, len(order), bucket):
             r = order[j:j + bucket]
@@ -125,7 +142,7 @@ def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int
             hidden.append(torch.stack([F.pad(own[i], (0, 0, 0, width - live[i])) for i in r]))
             rows.append(r)
         return CallerCache(hidden, rows, [f for _, f in feats], [x.numel() / 16000 for x in x16],
-                           shared=padding.hidden, live=live)
+                           shared=padding.hidden, live=live, pool=rec.tail_pool)
     for j in range(0, len(order), bucket):
         r = order[j:j + bucket]
         longest = max(feats[i][1] for i in r)
@@ -263,11 +280,19 @@ def decode_cached(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
     for idx, h in cache.parts(subset):
         audio = cache.window(rec, params, idx, h)
         budget = max(_budget(rec, cache, i) for i in idx)
-        hyps = rec._decode(audio, 1, budget) if beam_size == 1 else \
-            [rec._decode(audio[k:k + 1], beam_size, _budget(rec, cache, i))[0] for k, i in enumerate(idx)]
+        # pooled padding: each window's keys/values as the recognizer makes them; else it projects them
+        rows = [rec.window_kv(audio[k:k + 1], cache.live[i]) for k, i in enumerate(idx)] if cache.pooled else None
+        if beam_size == 1:
+            cross = rows and [MaskedKV.stack([(kv.k, kv.v) for kv in layer], [kv.logw for kv in layer])
+                              for layer in zip(*rows)]
+            hyps = rec._decode(audio, 1, budget, cross=cross)
+        else:
+            hyps = [rec._decode(audio[k:k + 1], beam_size, _budget(rec, cache, i), cross=rows and rows[k])[0]
+                    for k, i in enumerate(idx)]
         for k, (i, hyp) in enumerate(zip(idx, hyps)):
             if retry:
-                hyp = rec._guard(audio[k:k + 1], hyp, budget if beam_size == 1 else _budget(rec, cache, i))
+                hyp = rec._guard(audio[k:k + 1], hyp, budget if beam_size == 1 else _budget(rec, cache, i),
+                                 cross=rows and rows[k])
             else:
                 hyp = Hypothesis(cut_repetition(hyp.tokens), hyp.sum_logprob, hyp.no_speech_prob)
             out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp

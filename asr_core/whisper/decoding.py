@@ -192,8 +192,7 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
             break
         if len(still) < len(active):
             kept = torch.tensor(still)
-            cache = {"self": cache["self"], "cross": [(kv[0].index_select(0, kept), kv[1].index_select(0, kept))
-                                                     for kv in cache["cross"]]}
+            cache = {"self": cache["self"], "cross": [_select(kv, kept) for kv in cache["cross"]]}
         active = [active[j] for j in still]
         cache = reorder_cache(cache, torch.tensor(rows), shared_audio=True)
         last, cache, _ = decoder(torch.tensor(keep)[:, None], cache)
@@ -205,6 +204,11 @@ def beam_search(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int
         _, tokens, total = max(done, key=lambda f: f[0])
         out.append(Hypothesis(tokens, total, float(nsp[seg])))
     return out
+
+
+def _select(kv, rows: Tensor):
+    """Rows of one block's cross-attention keys/values (a pair of tensors, or MaskedKV/PooledKV)."""
+    return kv.select(rows) if hasattr(kv, "select") else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
 
 
 def _budgets(max_new: int | list[int], n: int) -> list[int]:

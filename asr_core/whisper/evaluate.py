@@ -56,7 +56,8 @@ def evaluate_whisper(rec: WhisperRecognizer, manifest: str, split: str = "test",
         "decoder": f"{rec.model.cfg.name} {'beam' + str(rec.options.beam_size) if rec.options.beam_size > 1 else 'greedy'}"
                    f"{'' if rec.int8 == 'off' else ' int8' if rec.int8 == 'all' else ' int8 decoder'}"
                    f"{f' trim {rec.trim_seconds:g}s' if rec.trim_seconds is not None else ''}"
-                   f"{f' live margin {rec.live_margin_s:g}s' if rec.uses_live_margin else ''}",
+                   f"{f' live margin {rec.live_margin_s:g}s' if rec.uses_live_margin else ''}"
+                   f"{f' padding pooled by {rec.tail_pool}' if rec.uses_live_margin and rec.tail_pool > 1 else ''}",
         "backbone": rec.model.cfg.name,
         "chunk_ms": None,
         "split": split,

@@ -18,7 +18,7 @@ layers}`, each (batch, heads, time, d_head); `reorder_cache` selects rows for th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -108,17 +108,30 @@ class SharedTailKV:
     shared by every row after them: row i attends to own_k[i, :, :own[i]] and tail_k[:, :, own[i]:]
     (the same set of keys as one (rows, heads, S, d_head) tensor holding both, without that copy;
     the live margin's windows, `cached.CallerCache`). own_k, own_v (rows, heads, L, d_head);
-    tail_k, tail_v (1, heads, S, d_head); own (rows,) positions of each row's own."""
+    tail_k, tail_v (1, heads, S, d_head); own (rows,) positions of each row's own.
+    block > 1: the shared window is pooled in blocks of that many positions (`pool_tail`: tail
+    position j is the window's positions j * block ...), each own[i] a multiple of block; row i
+    attends to the tail from own[i] // block on, each pooled key weighing as its block."""
     own_k: Tensor
     own_v: Tensor
     tail_k: Tensor
     tail_v: Tensor
     own: Tensor
+    block: int = 1
 
-    def whole(self) -> tuple[Tensor, Tensor]:
+    def whole(self) -> "tuple[Tensor, Tensor] | MaskedKV":
         """The keys and values as one (rows, heads, S, d_head) pair each (a decoding loop attends
-        with them many times: made once, they cost less than the split at every step)."""
-        return splice_tail(self.own_k, self.own, self.tail_k), splice_tail(self.own_v, self.own, self.tail_v)
+        with them many times: made once, they cost less than the split at every step); pooled,
+        as MaskedKV (the rows' lengths differ)."""
+        if self.block == 1:
+            return splice_tail(self.own_k, self.own, self.tail_k), splice_tail(self.own_v, self.own, self.tail_v)
+        rows = []
+        for i, n in enumerate(self.own.tolist()):
+            rest = self.tail_k.shape[2] - n // self.block
+            rows.append((torch.cat([self.own_k[i:i + 1, :, :n], self.tail_k[:, :, n // self.block:]], 2),
+                         torch.cat([self.own_v[i:i + 1, :, :n], self.tail_v[:, :, n // self.block:]], 2),
+                         torch.cat([self.own_k.new_zeros(n), self.own_k.new_full((rest,), math.log(self.block))])))
+        return MaskedKV.stack([(k, v) for k, v, _ in rows], [w for _, _, w in rows])
 
     def attend(self, q: Tensor) -> Tensor:
         """q (rows, heads, T, d_head) -> (rows, heads, T, d_head)."""
@@ -129,7 +142,9 @@ class SharedTailKV:
         mine = mine.masked_fill((torch.arange(width) >= self.own[:, None])[:, None, None, :], float("-inf"))
         flat = q.transpose(0, 1).reshape(h, n * t, dh)                               # every row against the tail at once
         tail = torch.bmm(flat, self.tail_k[0].transpose(-1, -2)).view(h, n, t, size).transpose(0, 1) * scale
-        tail = tail.masked_fill((torch.arange(size) < self.own[:, None])[:, None, None, :], float("-inf"))
+        if self.block > 1:
+            tail = tail + math.log(self.block)
+        tail = tail.masked_fill((torch.arange(size) * self.block < self.own[:, None])[:, None, None, :], float("-inf"))
         p = torch.cat([mine, tail], -1).softmax(-1)
         y = p[..., :width] @ self.own_v
         ptail = p[..., width:].transpose(0, 1).reshape(h, n * t, size)
@@ -140,25 +155,32 @@ class SharedTailKV:
 class MaskedKV:
     """Cross-attention keys/values of rows of different lengths in one batch (concurrent segments,
     each with its own window): row i attends to k[i, :, :lens[i]] only; the positions after are
-    the batch's padding, not its audio. k, v (rows, heads, S, d_head); lens (rows,)."""
+    the batch's padding, not its audio. k, v (rows, heads, S, d_head); lens (rows,); logw (rows,
+    S) or None: each key's log weight (a pooled key weighs as its block, `PooledKV`)."""
     k: Tensor
     v: Tensor
     lens: Tensor
+    logw: Tensor | None = None
 
     @classmethod
-    def stack(cls, pairs: list[tuple[Tensor, Tensor]]) -> "MaskedKV":
-        """Each row's own (1, heads, S_i, d_head) keys and values -> one batch, zero-padded."""
+    def stack(cls, pairs: list[tuple[Tensor, Tensor]], logws: list[Tensor] | None = None) -> "MaskedKV":
+        """Each row's own (1, heads, S_i, d_head) keys and values (and their (S_i,) log weights)
+        -> one batch, zero-padded."""
         width = max(k.shape[2] for k, _ in pairs)
         pad = lambda t: F.pad(t, (0, 0, 0, width - t.shape[2]))  # noqa: E731
+        logw = None if logws is None else torch.stack([F.pad(w, (0, width - w.shape[0])) for w in logws])
         return cls(torch.cat([pad(k) for k, _ in pairs]), torch.cat([pad(v) for _, v in pairs]),
-                   torch.tensor([k.shape[2] for k, _ in pairs]))
+                   torch.tensor([k.shape[2] for k, _ in pairs]), logw)
 
     def select(self, rows: Tensor) -> "MaskedKV":
-        return MaskedKV(self.k.index_select(0, rows), self.v.index_select(0, rows), self.lens.index_select(0, rows))
+        return MaskedKV(self.k.index_select(0, rows), self.v.index_select(0, rows), self.lens.index_select(0, rows),
+                        None if self.logw is None else self.logw.index_select(0, rows))
 
-    def row(self, i: int) -> tuple[Tensor, Tensor]:
-        """Row i's own keys and values (1, heads, lens[i], d_head)."""
+    def row(self, i: int) -> "tuple[Tensor, Tensor] | PooledKV":
+        """Row i's own keys and values (1, heads, lens[i], d_head) (with their weights: PooledKV)."""
         n = int(self.lens[i])
+        if self.logw is not None:
+            return PooledKV(self.k[i:i + 1, :, :n], self.v[i:i + 1, :, :n], self.logw[i, :n])
         return self.k[i:i + 1, :, :n], self.v[i:i + 1, :, :n]
 
     def attend(self, q: Tensor) -> Tensor:
@@ -166,7 +188,70 @@ class MaskedKV:
         if q.shape[0] != self.k.shape[0]:
             raise ValueError(f"{q.shape[0]} query rows for {self.k.shape[0]} rows of keys")
         mask = (torch.arange(self.k.shape[2]) < self.lens[:, None])[:, None, None, :]
+        if self.logw is not None:
+            mask = self.logw.to(q.dtype)[:, None, None, :].masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=mask)
+
+
+@dataclass
+class PooledKV:
+    """Keys/values where key j stands for exp(logw[j]) equal keys: the padding of a window pooled
+    in blocks of a few positions (each block's mean, `pool_tail`; the padding's positions differ
+    little from their neighbours, so a block's keys are nearly equal). Attention gives such a key
+    the weight of its whole block. k, v (rows, heads, S, d_head), rows 1 where every query row
+    shares them; logw (S,)."""
+    k: Tensor
+    v: Tensor
+    logw: Tensor
+
+    def extend(self, k: Tensor, v: Tensor) -> "PooledKV":
+        """With the positions k, v (rows, heads, T, d_head) after these, each its own weight."""
+        return PooledKV(torch.cat([self.k.expand(k.shape[0], -1, -1, -1), k], 2),
+                        torch.cat([self.v.expand(v.shape[0], -1, -1, -1), v], 2),
+                        torch.cat([self.logw, self.logw.new_zeros(k.shape[2])]))
+
+    def select(self, rows: Tensor) -> "PooledKV":
+        if self.k.shape[0] == 1:
+            return self
+        return PooledKV(self.k.index_select(0, rows), self.v.index_select(0, rows), self.logw)
+
+    def attend(self, q: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """q (rows, heads, T, d_head) -> (rows, heads, T, d_head), and the weights (rows, heads, T,
+        S) when asked."""
+        k, v, bias = self.k, self.v, self.logw.to(q.dtype).view(1, 1, 1, -1)
+        if k.shape[0] != q.shape[0]:
+            if k.shape[0] != 1:
+                raise ValueError(f"{q.shape[0]} query rows for {k.shape[0]} rows of keys")
+            if not need_weights:       # every row's queries as positions of one row: one pass
+                n, h, t, dh = q.shape
+                y = F.scaled_dot_product_attention(q.transpose(0, 1).reshape(1, h, n * t, dh), k, v, attn_mask=bias)
+                return y.view(h, n, t, dh).transpose(0, 1), None
+        if not need_weights:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
+        weights = ((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias).softmax(-1)
+        return weights @ v, weights
+
+
+def pooled_from(start: int, block: int, size: int = N_FRAMES // 2) -> int:
+    """The first position of a window's pooled part: the first multiple of `block` from `start`."""
+    return min(size, -(-start // block) * block)
+
+
+def pool_tail(x: Tensor, start: int, block: int, pooled: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Positions (along dim -2) of a window: keep [start, b) as they are, where b is the first
+    multiple of `block` from start; from b on, each block of `block` positions becomes its mean
+    (pooled: x's whole window pooled so already, to take from). x (..., S, c), S a multiple of block
+    -> (..., kept + pooled, c), and each position's log weight (0 kept, log(block) pooled)."""
+    size = x.shape[-2]
+    if size % block:
+        raise ValueError(f"{size} positions are not whole blocks of {block}")
+    b = pooled_from(start, block, size)
+    if pooled is None:
+        pooled = x[..., b:, :].unflatten(-2, ((size - b) // block, block)).mean(-2)
+    else:
+        pooled = pooled[..., b // block:, :]
+    logw = torch.cat([x.new_zeros(b - start), x.new_full((pooled.shape[-2],), math.log(block))])
+    return torch.cat([x[..., start:b, :], pooled], -2), logw
 
 
 class Attention(nn.Module):
@@ -202,6 +287,10 @@ class Attention(nn.Module):
         if self.lora_scale:
             q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
         q = self._split(q)
+        if isinstance(kv, PooledKV):
+            y, weights = kv.attend(q, need_weights)
+            b, h, t, dh = y.shape
+            return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), weights
         if isinstance(kv, (SharedTailKV, MaskedKV)):
             if need_weights:
                 raise ValueError("attention weights of shared-tail or masked keys are not computed")
@@ -251,9 +340,14 @@ class Block(nn.Module):
         """x (batch, T, d). Decoder: self_kv is the cache before x; returns (x, new self kv, cross weights)."""
         h = self.attn_ln(x)
         k, v = self.attn.project_kv(h)
-        if self_kv is not None and self_kv[0].shape[2]:
-            k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
-        x = x + self.attn(h, (k, v), causal=self.cross_attn is not None)[0]
+        if isinstance(self_kv, PooledKV):       # the encoder's pooled padding (keys are unordered there)
+            kv = self_kv.extend(k, v)
+            x = x + self.attn(h, kv)[0]
+            k, v = kv.k, kv.v
+        else:
+            if self_kv is not None and self_kv[0].shape[2]:
+                k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
+            x = x + self.attn(h, (k, v), causal=self.cross_attn is not None)[0]
         weights = None
         if self.cross_attn is not None:
             y, weights = self.cross_attn(self.cross_attn_ln(x), cross_kv, need_weights=need_weights)
@@ -268,6 +362,19 @@ class PaddingContext:
     layer norm (so a caller's own final layer norm applies to it). See `AudioEncoder.forward(padding=)`."""
     kv: list[tuple[Tensor, Tensor]]
     hidden: Tensor
+    _pooled: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def tail(self, layer: int, start: int, rows: int, block: int = 1) -> tuple[Tensor, Tensor] | PooledKV:
+        """Block `layer`'s padding keys/values from position `start` on, for `rows` rows; with
+        block > 1, pooled in blocks of that many positions from the first whole block on (`pool_tail`)."""
+        k, v = self.kv[layer]
+        if block <= 1:
+            return k[:, :, start:].expand(rows, -1, -1, -1), v[:, :, start:].expand(rows, -1, -1, -1)
+        pooled = self._pooled.get((layer, block))
+        if pooled is None:       # made once per block size (two threads may both make it: the same)
+            pooled = self._pooled[(layer, block)] = (pool_tail(k, 0, block)[0], pool_tail(v, 0, block)[0])
+        (pk, logw), (pv, _) = pool_tail(k, start, block, pooled[0]), pool_tail(v, start, block, pooled[1])
+        return PooledKV(pk, pv, logw)
 
 
 class AudioEncoder(nn.Module):
@@ -284,7 +391,7 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(d)
 
     def forward(self, mel: Tensor, padding: PaddingContext | None = None,
-                record: list | None = None) -> Tensor:
+                record: list | None = None, pool: int = 1) -> Tensor:
         """mel (batch, n_mels, frames) -> (batch, frames // 2, d). Whisper was trained on 3000 frames
         (30 s, zero-padded); fewer frames is the faster, approximate "trimmed context" mode.
 
@@ -296,7 +403,9 @@ class AudioEncoder(nn.Module):
         audio's frames see the padding as it is without them.
         record: a list that receives each block's self-attention keys and values, then the last
         block's output over the whole result (before the final layer norm): with no padding, a
-        `PaddingContext(record[:-1], record[-1])`."""
+        `PaddingContext(record[:-1], record[-1])`.
+        pool (with padding): the padding's keys and values pooled in blocks of that many positions
+        (`PaddingContext.tail`; 1: each its own)."""
         if mel.shape[-1] > 2 * self.positional_embedding.shape[0] or mel.shape[-1] % 2:
             raise ValueError(f"expected an even number of mel frames <= {2 * self.positional_embedding.shape[0]}, "
                              f"got {mel.shape[-1]}")
@@ -306,7 +415,7 @@ class AudioEncoder(nn.Module):
         x = x + self.positional_embedding[:live]
         for i, block in enumerate(self.blocks):
             # keys are unordered in the encoder (no mask): the padding's can simply come first
-            tail = None if padding is None else tuple(t[:, :, live:].expand(rows, -1, -1, -1) for t in padding.kv[i])
+            tail = None if padding is None else padding.tail(i, live, rows, pool)
             x, kv, _ = block(x, tail)
             if record is not None:
                 record.append(kv)
@@ -383,5 +492,5 @@ def reorder_cache(cache: dict, rows: Tensor, shared_audio: bool = False) -> dict
     if shared_audio:
         cross = cache["cross"]
     else:
-        cross = [kv.select(rows) if isinstance(kv, MaskedKV) else pick(kv) for kv in cache["cross"]]
+        cross = [kv.select(rows) if isinstance(kv, (MaskedKV, PooledKV)) else pick(kv) for kv in cache["cross"]]
     return {"self": [pick(kv) for kv in cache["self"]], "cross": cross}

@@ -22,6 +22,7 @@ padding (what the decoder sees is then shorter than in training).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -37,7 +38,8 @@ from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
                                        greedy, token_timings)
 from asr_core.whisper.features import log_mel, pad_or_trim
-from asr_core.whisper.model import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, MaskedKV, PaddingContext, Whisper
+from asr_core.whisper.model import (HOP_LENGTH, N_FRAMES, SAMPLE_RATE, MaskedKV, PaddingContext, PooledKV, Whisper,
+                                    pool_tail, pooled_from)
 from asr_core.whisper.tokenizer import WhisperTokenizer
 
 BACKBONES = {"whisper-tiny": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-tiny.pt"),
@@ -48,17 +50,21 @@ MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
 class WhisperRecognizer:
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, meta: dict | None = None,
                  quantize: bool | str = False, options: DecodeOptions = DecodeOptions(),
-                 trim_seconds: float | None = None, live_margin_s: float | None = None):
+                 trim_seconds: float | None = None, live_margin_s: float | None = None, tail_pool: int = 1):
         """trim_seconds: None keeps the 30 s window (as Whisper was trained); a number cuts it after
         the segment plus that much padding (faster, approximate). live_margin_s (with the 30 s
         window): None computes the whole window; a number computes the segment plus that much
-        padding, and the rest of the window comes from the padding's own encoding (faster, close)."""
+        padding, and the rest of the window comes from the padding's own encoding (faster, close).
+        tail_pool (with the live margin): that padding pooled in blocks of this many positions
+        (`window_kv`; 1: each position its own)."""
         for name, value in (("trim_seconds", trim_seconds), ("live_margin_s", live_margin_s)):
             if value is not None and not 0.0 <= value <= 30.0:
                 raise ValueError(f"{name} must be in [0, 30] or None, got {value}")
+        check_tail_pool(tail_pool)
         self.model = model.eval()
         self.tokenizer, self.meta, self.options, self.trim_seconds = tokenizer, meta or {}, options, trim_seconds
         self.live_margin_s = live_margin_s
+        self.tail_pool = tail_pool
         self.int8 = int8_mode(quantize)
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
         self._padding: OrderedDict[tuple, PaddingContext] = OrderedDict()
@@ -68,13 +74,13 @@ class WhisperRecognizer:
     def load(cls, path: str | None = None, quantize: bool | str = False, beam_size: int = 1,
              lora_rank: int | None = None, lora_layers: int | None = None, options: DecodeOptions | None = None,
              trim_seconds: float | None = None, adaptation: str | None = None,
-             live_margin_s: float | None = None) -> "WhisperRecognizer":
+             live_margin_s: float | None = None, tail_pool: int = 1) -> "WhisperRecognizer":
         """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base');
         adaptation: a meta-learned adaptation file for these weights (`convert.read_adaptation`)."""
         path = BACKBONES.get(path or "whisper-tiny", path)
         model, tok_json, meta = convert.load(path, lora_rank, lora_layers, adaptation=adaptation)
         return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize,
-                   options or DecodeOptions(beam_size=beam_size), trim_seconds, live_margin_s)
+                   options or DecodeOptions(beam_size=beam_size), trim_seconds, live_margin_s, tail_pool)
 
     @property
     def sample_rate(self) -> int:
@@ -134,11 +140,11 @@ class WhisperRecognizer:
         return pad_or_trim(mel), min(mel.shape[-1], N_FRAMES)
 
     def encode(self, mels: Tensor, params: dict[str, Tensor] | None = None, model: nn.Module | None = None,
-               padding: PaddingContext | None = None, record: list | None = None) -> Tensor:
+               padding: PaddingContext | None = None, record: list | None = None, pool: int = 1) -> Tensor:
         """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given (padding,
-        record: as `AudioEncoder.forward`)."""
+        record, pool: as `AudioEncoder.forward`)."""
         m = model or self.infer
-        kwargs = {"padding": padding, "record": record}
+        kwargs = {"padding": padding, "record": record, "pool": pool}
         with torch.no_grad():
             if params:
                 enc = {k.removeprefix("encoder."): v for k, v in params.items()}
@@ -188,11 +194,33 @@ class WhisperRecognizer:
         timings)."""
         if trim_seconds is None and self.uses_live_margin:
             live = self.live_positions(frames)
-            audio = self.encode(mel[None, :, :2 * live], params, padding=self.padding_context(params))
+            audio = self.encode(mel[None, :, :2 * live], params, padding=self.padding_context(params),
+                                pool=self.tail_pool)
+            with torch.no_grad():
+                return audio, self.window_kv(audio, live)
         else:
             audio = self.encode(mel[None, :, :self._width(frames, trim_seconds)], params)
         with torch.no_grad():
             return audio, self.infer.decoder.cross_kv(audio)
+
+    def window_kv(self, audio: Tensor, live: int, decoder: nn.Module | None = None) -> list:
+        """One segment's 30 s window as the decoder sees it: audio (1, 1500, d), its first `live`
+        positions the segment's own (and the margin's), the rest the padding's encoding -> each
+        decoder block's cross-attention keys/values (`decoder`: the served one by default). With
+        `tail_pool` > 1 the padding is pooled in blocks of that many positions from the first
+        whole block after the segment (`PooledKV`): the positions before it are projected with the
+        segment's, the blocks are the whole window's, pooled and projected together. Differentiable
+        (with gradients where the caller asks for them)."""
+        dec = decoder or self.infer.decoder
+        m = self.tail_pool
+        if m <= 1:
+            return dec.cross_kv(audio)
+        b = pooled_from(live, m)
+        own = dec.cross_kv(audio[:, :b])
+        blocks = dec.cross_kv(pool_tail(audio, 0, m)[0])
+        logw = torch.cat([audio.new_zeros(b), audio.new_full((blocks[0][0].shape[2] - b // m,), math.log(m))])
+        return [PooledKV(torch.cat([ok, bk[:, :, b // m:]], 2), torch.cat([ov, bv[:, :, b // m:]], 2), logw)
+                for (ok, ov), (bk, bv) in zip(own, blocks)]
 
     # -- transcription ----------------------------------------------------------------------------
     def transcribe(self, audio: Tensor | str | bytes, sample_rate: int | None = None,
@@ -334,6 +362,14 @@ def _fingerprint(params: dict[str, Tensor] | None) -> str | None:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def check_tail_pool(block: object) -> int:
+    """A valid `tail_pool`: a whole number of encoder positions that divides the window's 1500."""
+    if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 50 or (N_FRAMES // 2) % block:
+        raise ValueError(f"tail_pool must be a divisor of {N_FRAMES // 2} from 1 to 50 "
+                         f"(1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 25, 30, 50), got {block!r}")
+    return block
 
 
 def int8_mode(quantize: bool | str | None) -> str:

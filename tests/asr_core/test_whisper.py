@@ -7,6 +7,7 @@ faster-whisper==1.2.1); they are skipped, saying so, only when those are not ins
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import random
 
@@ -214,6 +215,42 @@ def test_a_live_margin_computes_the_segment_and_takes_the_rest_of_the_window_fro
 
 
 @needs_wheel
+def test_the_padding_pooled_in_blocks_gives_the_unpooled_windows_words(tiny_path, real_dev):
+    """The product pools the padding after the live margin in blocks (`tail_pool`): its encoder
+    attends to a block's mean key weighing as the block, and so does the decoder. A window's keys
+    are its own positions up to the first whole block, then the blocks; real prompts keep the
+    unpooled window's words within a word, alone and in a batch."""
+    from asr_core import defaults
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.model import PooledKV, pooled_from
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    assert defaults.WHISPER_TAIL_POOL > 1
+    unpooled = WhisperRecognizer.load(tiny_path, quantize="decoder", beam_size=5, live_margin_s=1.0)
+    product = WhisperRecognizer(unpooled.model, unpooled.tokenizer, unpooled.meta, "decoder", unpooled.options,
+                                None, 1.0, defaults.WHISPER_TAIL_POOL)
+    m = product.tail_pool
+    audios = [load_audio(u.audio, 8000) for u in read_manifest(str(real_dev), ("test",))[3:6]]
+    mel, frames = product.features(product.prepare(audios[0], 8000))
+    audio, cross = product.encode_segment(mel, frames)
+    live = product.live_positions(frames)
+    b = pooled_from(live, m)
+    assert audio.shape[1] == 1500 and live <= b < live + m and b % m == 0
+    assert all(isinstance(kv, PooledKV) for kv in cross) and cross[0].k.shape[2] == b + (1500 - b) // m
+    assert torch.equal(cross[0].logw[:b], torch.zeros(b)) and torch.allclose(cross[0].logw[b:], torch.tensor(math.log(m)))
+    for a in audios:
+        reference, got = unpooled.transcribe(a, 8000).text, product.transcribe(a, 8000).text
+        assert got and word_errors(reference, got)[0] <= 1, (reference, got)
+    assert [t.text for t in product.transcribe_batch(audios, 8000)] == [product.transcribe(a, 8000).text
+                                                                        for a in audios]
+    for bad in (0, 7, 60, 2.5, True):
+        with pytest.raises(ValueError, match="tail_pool must be a divisor of 1500"):
+            WhisperRecognizer(unpooled.model, unpooled.tokenizer, unpooled.meta, "decoder", unpooled.options,
+                              None, 1.0, bad)
+
+
+@needs_wheel
 def test_silence_and_tiny_inputs_give_empty_text(rec):
     quiet = torch.randn(8000 * 3) * 1e-4
     assert rec.transcribe(quiet, 8000).text == ""
@@ -376,7 +413,10 @@ def test_evaluate_without_a_backbone_measures_the_products_default_recognizer(re
     int8 = {"off": "", "all": " int8", "decoder": " int8 decoder"}[defaults.WHISPER_INT8]
     assert r["decoder"] == f"{defaults.FINAL_BACKBONE} {decoding}{int8}" + (
         f" trim {defaults.WHISPER_TRIM_S:g}s" if defaults.WHISPER_TRIM_S is not None else
-        f" live margin {defaults.WHISPER_LIVE_MARGIN_S:g}s" if defaults.WHISPER_LIVE_MARGIN_S is not None else "")
+        f" live margin {defaults.WHISPER_LIVE_MARGIN_S:g}s" if defaults.WHISPER_LIVE_MARGIN_S is not None else "") + (
+        f" padding pooled by {defaults.WHISPER_TAIL_POOL}"
+        if defaults.WHISPER_TRIM_S is None and defaults.WHISPER_LIVE_MARGIN_S is not None
+        and defaults.WHISPER_TAIL_POOL > 1 else "")
     assert r["utterances"] == 4 and r["wer"] <= 0.1 and set(r["speakers"]) == {"allison"}
     # a flag still overrides one setting
     assert main(["evaluate", "--manifest", str(real_dev), "--limit", "1", "--no-int8", "--json", str(out)]) == 0
@@ -462,3 +502,48 @@ def test_word_alignment_is_the_cell_by_cell_dtw_path_ties_included(shape):
         rows, cols = dtw(cost)
         expected = _dtw_cell_by_cell(cost)
         assert np.array_equal(rows, expected[0]) and np.array_equal(cols, expected[1])
+
+
+def test_a_pooled_key_weighs_as_the_block_of_equal_keys_it_stands_for():
+    """Attention over keys where a block of equal keys is one key of log weight log(block) is the
+    attention over the whole block, in every form the product uses: PooledKV (one window, the
+    beams sharing it), MaskedKV rows of different lengths, and SharedTailKV (a shared pooled tail,
+    attended directly or made whole)."""
+    from asr_core.whisper.model import MaskedKV, PooledKV, SharedTailKV, pool_tail
+    g = torch.Generator().manual_seed(0)
+    m, heads, dh, size = 5, 2, 8, 30
+    # a window whose positions from 10 on are blocks of 5 equal positions
+    base = torch.randn(1, heads, size, dh, generator=g)
+    k = torch.cat([base[:, :, :10], base[:, :, 10::m].repeat_interleave(m, 2)], 2)
+    v = torch.cat([base[:, :, :10], torch.randn(1, heads, 4, dh, generator=g).repeat_interleave(m, 2)], 2)
+    q = torch.randn(3, heads, 1, dh, generator=g)                      # e.g. three beams
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k.expand(3, -1, -1, -1), v.expand(3, -1, -1, -1))
+    (pk, logw), (pv, _) = pool_tail(k, 7, m), pool_tail(v, 7, m)
+    assert pk.shape[2] == 3 + 4 and torch.equal(logw, torch.tensor([0.0] * 3 + [math.log(m)] * 4))
+    pooled = PooledKV(torch.cat([k[:, :, :7], pk], 2), torch.cat([v[:, :, :7], pv], 2),
+                      torch.cat([torch.zeros(7), logw]))
+    torch.testing.assert_close(pooled.attend(q)[0], exact)
+    y, w = pooled.attend(q, need_weights=True)
+    torch.testing.assert_close(y, exact)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, heads, 1))
+    # rows of different lengths (the second row: its first 20 positions, no pooling) in one batch
+    short = torch.nn.functional.scaled_dot_product_attention(q[1:2], k[:, :, :20], v[:, :, :20])
+    batch = MaskedKV.stack([(pooled.k, pooled.v), (k[:, :, :20], v[:, :, :20])], [pooled.logw, torch.zeros(20)])
+    got = batch.attend(q[:2])
+    torch.testing.assert_close(got[0], exact[0])
+    torch.testing.assert_close(got[1], short[0])
+    assert isinstance(batch.row(0), PooledKV) and batch.select(torch.tensor([1])).k.shape[0] == 1
+    # rows with their own first positions (own: multiples of the block) and a pooled shared tail
+    own = torch.tensor([10, 15])
+    own_k = torch.randn(2, heads, 15, dh, generator=g)
+    own_v = torch.randn(2, heads, 15, dh, generator=g)
+    tail_k, tail_v = pool_tail(k, 0, m)[0], pool_tail(v, 0, m)[0]
+    shared = SharedTailKV(own_k, own_v, tail_k, tail_v, own, m)
+    q2 = torch.randn(2, heads, 4, dh, generator=g)
+    for i in range(2):
+        n = int(own[i])
+        kk = torch.cat([own_k[i:i + 1, :, :n], k[:, :, n:]], 2)
+        vv = torch.cat([own_v[i:i + 1, :, :n], v[:, :, n:]], 2)
+        want = torch.nn.functional.scaled_dot_product_attention(q2[i:i + 1], kk, vv)
+        torch.testing.assert_close(shared.attend(q2)[i:i + 1], want)
+        torch.testing.assert_close(shared.whole().attend(q2)[i:i + 1], want)

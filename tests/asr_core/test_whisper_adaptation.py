@@ -6,6 +6,7 @@ guard that rewarded the model for copying the transcripts it was fitted to.
 """
 import pytest
 import torch
+import torch.nn.functional as F
 
 from asr_core.adaptation import AdaptationConfig
 from asr_core.audio import load_audio
@@ -29,7 +30,7 @@ def rec():
     torch.set_num_threads(1)
     rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
                                  beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
-                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S)
+                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S, tail_pool=defaults.WHISPER_TAIL_POOL)
     assert rec.uses_live_margin      # the product's recognizer: adaptation fits and judges the window it serves
     return rec
 
@@ -79,32 +80,44 @@ def test_cached_decoding_gives_the_products_transcripts_for_a_profile(rec, hard)
             rec.transcribe(a, 8000, params=profile, word_timestamps=False).text
 
 
-def test_the_padding_keys_shared_by_every_prompt_give_what_the_whole_window_gives(rec, hard):
+def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_gives(rec, hard):
     """The fits attend to each prompt's own keys and to the padding's, projected once for all
-    (`SharedTailKV`): the same loss, gradient and greedy transcripts as each prompt's whole window."""
+    (`SharedTailKV`, the padding pooled as served): the same loss, gradient and greedy transcripts
+    as each prompt's own window made as the recognizer makes it (`window_kv`)."""
+    from asr_core.whisper.decoding import greedy
     (audios, texts), _ = hard
     served = cached.encode_frozen(rec, audios[:6], 8000, None, as_served=True, bucket=3)
-    # each prompt's whole window, pre-norm as the cache keeps it: its own positions, then the padding's
-    windows = []
-    for idx, h in served.parts():
-        own = torch.arange(h.shape[1])[None, :, None] < torch.tensor([served.live[i] for i in idx])[:, None, None]
-        windows.append(torch.cat([torch.where(own, h, served.shared[:, :h.shape[1]]),
-                                  served.shared[:, h.shape[1]:].expand(len(idx), -1, -1)], 1))
-    whole = cached.CallerCache(windows, served.rows, served.frames, served.seconds)
+    assert served.pooled and served.pool == rec.tail_pool > 1
     targets = cached.make_targets(rec, served, cached.token_targets(rec, texts[:6]), None)
     plain = A.plain_whisper_params(rec)
     g = torch.Generator().manual_seed(1)
     p = {k: (v + 0.05 * torch.randn(v.shape, generator=g)).requires_grad_() for k, v in plain.items()}
-    losses, grads = [], []
-    for cache in (served, whole):
-        loss = cached.teacher_forced_loss(rec, p, cache, targets)
-        losses.append(float(loss.detach()))
-        grads.append(torch.autograd.grad(loss, list(p.values())))
-    assert abs(losses[0] - losses[1]) < 1e-4 * losses[1]
+    dec, tok = rec.model.decoder, rec.tokenizer
+
+    def windows():     # each prompt alone: its window with p, and its keys/values as served
+        for idx, h in served.parts():
+            for k, i in enumerate(idx):
+                window = served.window(rec, p, [i], h[k:k + 1])
+                yield i, window, rec.window_kv(window, served.live[i], decoder=dec)
+
+    emb = dec.token_embedding.weight[targets.vocab]
+    total = 0.0
+    for i, window, cross in windows():
+        x = cached._decoder_states(rec, window, cross, targets.tokens[[i], :-1])[0]
+        sel = targets.mask[i].bool()
+        total = total + F.cross_entropy(x[sel] @ emb.t(), targets.target_index[i][sel], reduction="sum")
+    reference = total / targets.mask[:6].sum()
+    loss = cached.teacher_forced_loss(rec, p, served, targets)
+    assert abs(float(loss) - float(reference)) < 1e-4 * float(reference)
+    grads = [torch.autograd.grad(v, list(p.values())) for v in (loss, reference)]
     assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(*grads))
-    a = cached.greedy_capped(rec, served, p, list(range(6)))
-    b = cached.greedy_capped(rec, whole, p, list(range(6)))
-    assert [a[i].tokens for i in range(6)] == [b[i].tokens for i in range(6)]
+    got = cached.greedy_capped(rec, served, p, list(range(6)))
+    with torch.no_grad():
+        for i, window, cross in windows():
+            want = greedy(dec, window, tok.prompt, tok.eot, tok.no_speech, list(tok.suppress),
+                          list(rec.model.cfg.suppress_ids_begin), rec.options, cached._budget(rec, served, i),
+                          cross=cross)[0]
+            assert got[i].tokens == cached.cut_repetition(want.tokens)
 
 
 def test_supervised_adaptation_fits_the_callers_prompts_and_the_guard_judges_held_out_ones(rec, hard):

@@ -50,7 +50,7 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
     assert (settings["ASR_FINAL_BACKBONE"], settings["ASR_PARTIAL_BACKBONE"]) == ("whisper-tiny", "whisper-tiny")
     assert (settings["ASR_WHISPER_INT8"], settings["ASR_WHISPER_BEAM_SIZE"], settings["ASR_WHISPER_TRIM_S"]) == (
         "decoder", 5, None)  # fmt: skip
-    assert settings["ASR_WHISPER_LIVE_MARGIN_S"] == 1.0
+    assert settings["ASR_WHISPER_LIVE_MARGIN_S"] == 1.0 and settings["ASR_WHISPER_TAIL_POOL"] == 5
     assert settings["ADAPTATION_WHISPER"] == "supervised" and settings["STREAM_MAX_SPEED"] == 4
 
 
@@ -123,6 +123,9 @@ def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(
         ({"ASR_WHISPER_TRIM_S": "45"}, "ASR_WHISPER_TRIM_S='45' must be between 0 and 30 seconds"),
         ({"ASR_WHISPER_LIVE_MARGIN_S": "1s"}, "ASR_WHISPER_LIVE_MARGIN_S='1s' must be a number of seconds or 'none'"),
         ({"ASR_WHISPER_LIVE_MARGIN_S": "-0.5"}, "ASR_WHISPER_LIVE_MARGIN_S='-0.5' must be between 0 and 30 seconds"),
+        ({"ASR_WHISPER_TAIL_POOL": "7"}, "ASR_WHISPER_TAIL_POOL=7 must divide 1500 and be at most 50"),
+        ({"ASR_WHISPER_TAIL_POOL": "0"}, "ASR_WHISPER_TAIL_POOL='0' must be at least 1"),
+        ({"ASR_WHISPER_TAIL_POOL": "five"}, "ASR_WHISPER_TAIL_POOL='five' is not an integer"),
         ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' must be one of off, decoder, all"),
         ({"ASR_PARTIAL_BACKBONE": "vosk"}, "ASR_PARTIAL_BACKBONE='vosk' must be 'small', 'whisper-tiny'"),
         ({"ASR_WHISPER_BEAM_SIZE": "0"}, "ASR_WHISPER_BEAM_SIZE='0' must be at least 1"),
