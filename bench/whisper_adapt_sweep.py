@@ -63,7 +63,7 @@ def main() -> int:
     todo = {m: dict(METHODS[m], **({"steps": a.steps} if a.steps is not None else {})) for m in names}
     rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
                                  beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
-                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S)
+                                 live_margin_s=defaults.WHISPER_LIVE_MARGIN_S, tail_pool=defaults.WHISPER_TAIL_POOL)
     res = evaluate_whisper_adaptation(rec, a.manifest, "none", guard=True, methods=todo, speakers=a.speakers)
     base = res["none"]["wer"]
     for name, r in res.items():
