@@ -36,4 +36,4 @@ WHISPER_LIVE_MARGIN_S: float | None = 1.0
 # With the live margin, the padding after it is pooled in blocks of this many encoder positions
 # (20 ms each): the encoder's attention and the decoder's cross-attention see each block as one
 # key weighing as the block (1: every position; bench/real_speech_settings.py --tail-pool).
-WHISPER_TAIL_POOL = 10
+WHISPER_TAIL_POOL = 5

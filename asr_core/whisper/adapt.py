@@ -229,7 +229,7 @@ def _bounds(after: dict[int, str], unadapted: dict[int, str], words0: int | None
 # chunks together have fewer: one word moves with rounding alone (the same prompts decoded with the
 # padding pooled or not differ by a few words). With 0, the hard line's meta-learned profile that
 # cuts the test prompts' WER by a quarter was rejected for one chunk going from 32 to 33 errors
-# while the other went from 20 to 10 (bench/whisper_adapt_sweep.py, 2026-12-04).
+# while the other went from 20 to 10 (the padding pooled by 10; bench/whisper_adapt_sweep.py, 2026-12-04).
 CHUNK_SLACK_WORDS = 1
 
 

@@ -94,14 +94,13 @@ class CallerCache:
         live = torch.tensor([self.live[i] for i in idx])
         if not self.pooled:
             audio = apply_group(rec, params, hidden)
-            return audio, [SharedTailKV(*block.cross_attn.project_kv(audio), *pad, live)
-                           for block, pad in zip(decoder.blocks, padding_kv)]
+            return audio, [SharedTailKV(*kv, *pad, live) for kv, pad in zip(_own_kv(decoder, audio, live), padding_kv)]
         # each row's own positions run to its first whole block of padding
         own = torch.tensor([pooled_from(int(n), self.pool) for n in live])
         width = int(own.max())      # (a bucket's part may hold shorter rows than its width)
         audio = apply_group(rec, params, splice_tail(hidden, live, self.shared[:, :max(width, hidden.shape[1])])[:, :width])
-        return audio, [SharedTailKV(*block.cross_attn.project_kv(audio), *pad, own, self.pool)
-                       for block, pad in zip(decoder.blocks, padding_kv)]
+        return audio, [SharedTailKV(*kv, *pad, own, self.pool)
+                       for kv, pad in zip(_own_kv(decoder, audio, own), padding_kv)]
 
     def padding_cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None) -> list:
         """Each decoder block's cross-attention keys/values of the padding's encoding, with `params`
@@ -156,6 +155,23 @@ def encode_frozen(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int
         hidden.append(x)
         rows.append(r)
     return CallerCache(hidden, rows, [f for _, f in feats], [x.numel() / 16000 for x in x16])
+
+
+def _own_kv(decoder: nn.Module, audio: Tensor, own: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Each decoder block's cross-attention keys/values of rows' own positions: audio (rows, width,
+    d), own (rows,) -> [(k, v)] each (rows, heads, width, d_head). Only the positions a row owns are
+    projected (a bucket's rows are padded to its longest; the rest stay zero, masked in attention)."""
+    rows, width, _ = audio.shape
+    where = (torch.arange(width) < own[:, None]).nonzero(as_tuple=True)
+    packed = audio[where][None]                                     # (1, positions, d)
+    out = []
+    for block in decoder.blocks:
+        pair = []
+        for t in block.cross_attn.project_kv(packed):               # (1, heads, positions, d_head)
+            full = t.new_zeros(rows, width, t.shape[1], t.shape[3]).index_put(where, t[0].transpose(0, 1))
+            pair.append(full.transpose(1, 2))
+        out.append((pair[0], pair[1]))
+    return out
 
 
 def apply_group(rec: WhisperRecognizer, params: dict[str, Tensor] | None, hidden: Tensor) -> Tensor:

@@ -82,8 +82,9 @@ def test_cached_decoding_gives_the_products_transcripts_for_a_profile(rec, hard)
 
 def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_gives(rec, hard):
     """The fits attend to each prompt's own keys and to the padding's, projected once for all
-    (`SharedTailKV`, the padding pooled as served): the same loss, gradient and greedy transcripts
-    as each prompt's own window made as the recognizer makes it (`window_kv`)."""
+    (`SharedTailKV`, the padding pooled as served): the same loss and gradient as each prompt's own
+    window made as the recognizer makes it (`window_kv`), and the same greedy transcripts (the
+    guard's decodes: the float decoder, so a bucket's rows do not change each other's)."""
     from asr_core.whisper.decoding import greedy
     (audios, texts), _ = hard
     served = cached.encode_frozen(rec, audios[:6], 8000, None, as_served=True, bucket=3)
@@ -111,6 +112,7 @@ def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_g
     assert abs(float(loss) - float(reference)) < 1e-4 * float(reference)
     grads = [torch.autograd.grad(v, list(p.values())) for v in (loss, reference)]
     assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(*grads))
+    # the guard's greedy decodes (float decoder, a bucket at a time): each prompt's tokens as alone
     got = cached.greedy_capped(rec, served, p, list(range(6)))
     with torch.no_grad():
         for i, window, cross in windows():

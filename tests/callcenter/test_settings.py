@@ -50,7 +50,7 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
     assert (settings["ASR_FINAL_BACKBONE"], settings["ASR_PARTIAL_BACKBONE"]) == ("whisper-tiny", "whisper-tiny")
     assert (settings["ASR_WHISPER_INT8"], settings["ASR_WHISPER_BEAM_SIZE"], settings["ASR_WHISPER_TRIM_S"]) == (
         "decoder", 5, None)  # fmt: skip
-    assert settings["ASR_WHISPER_LIVE_MARGIN_S"] == 1.0 and settings["ASR_WHISPER_TAIL_POOL"] == 10
+    assert settings["ASR_WHISPER_LIVE_MARGIN_S"] == 1.0 and settings["ASR_WHISPER_TAIL_POOL"] == 5
     assert settings["ADAPTATION_WHISPER"] == "supervised" and settings["STREAM_MAX_SPEED"] == 4
 
 
