@@ -59,7 +59,7 @@ def _tail_pool(s: str) -> int:
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number of positions, got {s!r}") from None
-    if not 1 <= v <= 50 or 1500 % v:
+    if v not in defaults.TAIL_POOLS:
         raise argparse.ArgumentTypeError(f"expected a divisor of 1500 from 1 to 50, got {v}")
     return v
 

@@ -37,3 +37,4 @@ WHISPER_LIVE_MARGIN_S: float | None = 1.0
 # (20 ms each): the encoder's attention and the decoder's cross-attention see each block as one
 # key weighing as the block (1: every position; bench/real_speech_settings.py --tail-pool).
 WHISPER_TAIL_POOL = 5
+TAIL_POOLS = tuple(n for n in range(1, 51) if 1500 % n == 0)   # the valid block sizes: whole blocks of the window

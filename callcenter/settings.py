@@ -225,9 +225,9 @@ ASR_WHISPER_LIVE_MARGIN_S = _env_seconds_or_none("ASR_WHISPER_LIVE_MARGIN_S", _a
                                                  maximum=30.0)
 # With the live margin, the padding after it pooled in blocks of this many encoder positions (1: none).
 ASR_WHISPER_TAIL_POOL = _env_int("ASR_WHISPER_TAIL_POOL", _asr_defaults.WHISPER_TAIL_POOL, minimum=1)
-if ASR_WHISPER_TAIL_POOL > 50 or 1500 % ASR_WHISPER_TAIL_POOL:
+if ASR_WHISPER_TAIL_POOL not in _asr_defaults.TAIL_POOLS:
     raise ImproperlyConfigured(f"ASR_WHISPER_TAIL_POOL={ASR_WHISPER_TAIL_POOL} must divide 1500 and be at most 50 "
-                               "(1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 25, 30, 50)")
+                               f"({', '.join(map(str, _asr_defaults.TAIL_POOLS))})")
 # Limit of one segment's recognition task (the hard limit is 5 s later).
 RECOGNITION_TIME_LIMIT_S = _env_int("RECOGNITION_TIME_LIMIT_S", 30, minimum=1)
 # Segments recognized together by one recognition task: the one it was given plus others whose

@@ -125,13 +125,12 @@ class SharedTailKV:
         as MaskedKV (the rows' lengths differ)."""
         if self.block == 1:
             return splice_tail(self.own_k, self.own, self.tail_k), splice_tail(self.own_v, self.own, self.tail_v)
-        rows = []
+        pairs, logws = [], []
         for i, n in enumerate(self.own.tolist()):
-            rest = self.tail_k.shape[2] - n // self.block
-            rows.append((torch.cat([self.own_k[i:i + 1, :, :n], self.tail_k[:, :, n // self.block:]], 2),
-                         torch.cat([self.own_v[i:i + 1, :, :n], self.tail_v[:, :, n // self.block:]], 2),
-                         torch.cat([self.own_k.new_zeros(n), self.own_k.new_full((rest,), math.log(self.block))])))
-        return MaskedKV.stack([(k, v) for k, v, _ in rows], [w for _, _, w in rows])
+            pairs.append((torch.cat([self.own_k[i:i + 1, :, :n], self.tail_k[:, :, n // self.block:]], 2),
+                          torch.cat([self.own_v[i:i + 1, :, :n], self.tail_v[:, :, n // self.block:]], 2)))
+            logws.append(block_weights(n, self.tail_k.shape[2] - n // self.block, self.block, self.own_k))
+        return MaskedKV.stack(pairs, logws)
 
     def attend(self, q: Tensor) -> Tensor:
         """q (rows, heads, T, d_head) -> (rows, heads, T, d_head)."""
@@ -232,6 +231,12 @@ class PooledKV:
         return weights @ v, weights
 
 
+def block_weights(kept: int, pooled: int, block: int, like: Tensor) -> Tensor:
+    """Log weights of `kept` positions as they are, then `pooled` keys of `block` positions each
+    (log(block)); dtype and device of `like`."""
+    return torch.cat([like.new_zeros(kept), like.new_full((pooled,), math.log(block))])
+
+
 def pooled_from(start: int, block: int, size: int = N_FRAMES // 2) -> int:
     """The first position of a window's pooled part: the first multiple of `block` from `start`."""
     return min(size, -(-start // block) * block)
@@ -250,8 +255,7 @@ def pool_tail(x: Tensor, start: int, block: int, pooled: Tensor | None = None) -
         pooled = x[..., b:, :].unflatten(-2, ((size - b) // block, block)).mean(-2)
     else:
         pooled = pooled[..., b // block:, :]
-    logw = torch.cat([x.new_zeros(b - start), x.new_full((pooled.shape[-2],), math.log(block))])
-    return torch.cat([x[..., start:b, :], pooled], -2), logw
+    return torch.cat([x[..., start:b, :], pooled], -2), block_weights(b - start, pooled.shape[-2], block, x)
 
 
 class Attention(nn.Module):

@@ -22,7 +22,6 @@ padding (what the decoder sees is then shorter than in training).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -32,14 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from asr_core.audio import AudioError, load_audio, resample
-from asr_core.defaults import INT8_MODES
+from asr_core.defaults import INT8_MODES, TAIL_POOLS
 from asr_core.transcript import Transcript, Word
 from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
                                        greedy, token_timings)
 from asr_core.whisper.features import log_mel, pad_or_trim
 from asr_core.whisper.model import (HOP_LENGTH, N_FRAMES, SAMPLE_RATE, MaskedKV, PaddingContext, PooledKV, Whisper,
-                                    pool_tail, pooled_from)
+                                    block_weights, pool_tail, pooled_from)
 from asr_core.whisper.tokenizer import WhisperTokenizer
 
 BACKBONES = {"whisper-tiny": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-tiny.pt"),
@@ -218,7 +217,7 @@ class WhisperRecognizer:
         b = pooled_from(live, m)
         own = dec.cross_kv(audio[:, :b])
         blocks = dec.cross_kv(pool_tail(audio, 0, m)[0])
-        logw = torch.cat([audio.new_zeros(b), audio.new_full((blocks[0][0].shape[2] - b // m,), math.log(m))])
+        logw = block_weights(b, blocks[0][0].shape[2] - b // m, m, audio)
         return [PooledKV(torch.cat([ok, bk[:, :, b // m:]], 2), torch.cat([ov, bv[:, :, b // m:]], 2), logw)
                 for (ok, ov), (bk, bv) in zip(own, blocks)]
 
@@ -366,9 +365,9 @@ def _fingerprint(params: dict[str, Tensor] | None) -> str | None:
 
 def check_tail_pool(block: object) -> int:
     """A valid `tail_pool`: a whole number of encoder positions that divides the window's 1500."""
-    if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 50 or (N_FRAMES // 2) % block:
+    if isinstance(block, bool) or not isinstance(block, int) or block not in TAIL_POOLS:
         raise ValueError(f"tail_pool must be a divisor of {N_FRAMES // 2} from 1 to 50 "
-                         f"(1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 25, 30, 50), got {block!r}")
+                         f"({', '.join(map(str, TAIL_POOLS))}), got {block!r}")
     return block
 
 
