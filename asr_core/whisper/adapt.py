@@ -141,10 +141,11 @@ def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch,
     p = {k: v.detach().clone().requires_grad_(rule != "lhuc" or k == GROUP[0]) for k, v in start.items()}
     trained = [v for v in p.values() if v.requires_grad]
     opt = torch.optim.Adam(trained, lr=lr) if rule in ("adam", "lhuc") else None
+    decoder = cached.bf16_decoder(rec.model.decoder) if FIT_BF16 else None
     with cached.frozen(rec.model):
         for _ in range(steps):
             with _fit_precision():
-                loss = cached.teacher_forced_loss(rec, p, cache, targets, subset, objective)
+                loss = cached.teacher_forced_loss(rec, p, cache, targets, subset, objective, decoder)
             if opt is not None:
                 opt.zero_grad()
                 loss.backward()

@@ -221,23 +221,31 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
     with torch.no_grad():
         padding_kv = cache.padding_cross_kv(rec, rec.model.decoder, params)
         for idx, h in cache.parts():
+            t = _width(mask[idx])
             x = _decoder_states(rec, *cache.cross_kv(rec, rec.model.decoder, params, idx, h, padding_kv),
-                                tokens[idx, :-1])
-            for k, i in enumerate(idx):
-                sel = mask[i].bool()
-                logits = rec.model.decoder.proj(x[k][sel])                               # (targets, vocab)
-                top_ids.append(logits.topk(top, -1).indices.flatten())
-                lp = logits.log_softmax(-1).gather(1, tokens[i, 1:][sel][:, None])
-                logprobs[i] = float(lp.mean()) if lp.numel() else -10.0
+                                tokens[idx, :t])
+            sel = mask[idx, :t].bool()
+            logits = rec.model.decoder.logits(x[sel])             # (the part's targets, vocab): one product
+            top_ids.append(logits.topk(top, -1).indices.flatten())
+            lp = logits.log_softmax(-1).gather(1, tokens[idx, 1:t + 1][sel][:, None])[:, 0]
+            for i, row in zip(idx, lp.split(sel.sum(1).tolist())):
+                logprobs[i] = float(row.mean()) if row.numel() else -10.0
     vocab = torch.unique(torch.cat([*top_ids, tokens[:, 1:][mask.bool()]]))
     index = torch.searchsorted(vocab, tokens[:, 1:].contiguous()).clamp(max=len(vocab) - 1) * mask.long()
     return TargetBatch(tokens, mask, w, vocab, index, logprobs)
 
 
-def _decoder_states(rec: WhisperRecognizer, audio: Tensor, cross: list | None, tokens: Tensor) -> Tensor:
+def _width(mask: Tensor) -> int:
+    """(rows, T - 1) target mask -> the inputs the rows need: up to their last target, at least one."""
+    cols = mask.any(0).nonzero()
+    return int(cols.max()) + 1 if cols.numel() else 1
+
+
+def _decoder_states(rec: WhisperRecognizer, audio: Tensor, cross: list | None, tokens: Tensor,
+                    decoder: nn.Module | None = None) -> Tensor:
     """audio (batch, S, d) (cross: its cross-attention keys/values, None: projected here), tokens
     (batch, T) -> final normed decoder states (batch, T, d)."""
-    dec = rec.model.decoder
+    dec = decoder if decoder is not None else rec.model.decoder
     cache = dec.init_cache(audio, cross)
     x = dec.token_embedding(tokens) + dec.positional_embedding[:tokens.shape[1]]
     for block, kv, ckv in zip(dec.blocks, cache["self"], cache["cross"]):
@@ -246,30 +254,46 @@ def _decoder_states(rec: WhisperRecognizer, audio: Tensor, cross: list | None, t
 
 
 def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache: CallerCache,
-                        targets: TargetBatch, subset: list[int] | None = None, objective: str = "ce") -> Tensor:
+                        targets: TargetBatch, subset: list[int] | None = None, objective: str = "ce",
+                        decoder: nn.Module | None = None) -> Tensor:
     """Weighted mean per text token (prompt excluded, end-of-text included) of the targets of
     `subset` (None: all), over the candidate vocabulary, with the group at `params`, of
     objective "ce": the cross-entropy of the targets; "entropy": the entropy of the predicted
-    distribution along the targets (SUTA-style test-time adaptation, no label needed)."""
-    emb = rec.model.decoder.token_embedding.weight[targets.vocab]                       # (|vocab|, d)
+    distribution along the targets (SUTA-style test-time adaptation, no label needed). decoder: the
+    model's decoder (default) or a copy of it in another precision (`bf16_decoder`)."""
+    dec = decoder if decoder is not None else rec.model.decoder
+    emb = dec.token_embedding.weight[targets.vocab]                                     # (|vocab|, d)
     total, weight = None, 0.0
-    padding_kv = cache.padding_cross_kv(rec, rec.model.decoder, params)   # once per step, every bucket's
+    padding_kv = cache.padding_cross_kv(rec, dec, params)   # once per step, every bucket's
     for idx, h in cache.parts(subset):
-        x = _decoder_states(rec, *cache.cross_kv(rec, rec.model.decoder, params, idx, h, padding_kv),
-                            targets.tokens[idx, :-1])
-        sel = targets.mask[idx].bool()
+        t = _width(targets.mask[idx])     # the part's longest target: the decoder is causal, padding after it is unused
+        x = _decoder_states(rec, *cache.cross_kv(rec, dec, params, idx, h, padding_kv), targets.tokens[idx, :t], dec)
+        sel = targets.mask[idx, :t].bool()
         logits = x[sel] @ emb.t()
         if objective == "entropy":
             logp = logits.log_softmax(-1)
             ce = -(logp.exp() * logp).sum(-1)
         else:
-            ce = F.cross_entropy(logits, targets.target_index[idx][sel], reduction="none")
-        w = targets.weights[idx][sel]
+            ce = F.cross_entropy(logits, targets.target_index[idx, :t][sel], reduction="none")
+        w = targets.weights[idx, :t][sel]
         total = (ce * w).sum() if total is None else total + (ce * w).sum()
         weight += float(w.sum())
     if total is None:
         raise ValueError("no utterance to compute a loss on")
     return total / max(weight, 1e-6)
+
+
+def bf16_decoder(decoder: nn.Module) -> nn.Module:
+    """A copy of the decoder whose linear layers hold bfloat16 weights (the embeddings and norms are
+    the decoder's own, shared). Under bfloat16 autocast it computes exactly what the decoder does
+    (autocast casts every linear weight to bfloat16 at each call; here that is done once)."""
+    import copy
+    memo = {id(p): p for n, p in decoder.named_parameters() if "embedding" in n}
+    out = copy.deepcopy(decoder, memo)
+    for m in out.modules():
+        if type(m) is nn.Linear and m is not out.proj:
+            m.to(torch.bfloat16)
+    return out
 
 
 @contextmanager
