@@ -16,7 +16,7 @@ from asr_core.manifest import read_manifest, speakers_with_tests
 from asr_core.metrics import word_errors
 from asr_core.transcript import Transcript
 from asr_core.whisper import cached
-from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE, adapt_whisper_caller
+from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE, adapt_whisper_caller, forget_encoded
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 
@@ -91,6 +91,7 @@ def _adapted(rec: WhisperRecognizer, method: dict, ad: list, ad_audio: list[Tens
     if m == "label-free":
         kw.setdefault("hypotheses", stored)
         kw.setdefault("first_pass", first_pass)
+    forget_encoded()        # each method's seconds include encoding the caller's audio, as a first adaptation's do
     r = adapt_whisper_caller(rec, ad_audio, [u.text for u in ad] if m == "supervised" else None, 8000, cfg=cfg, **kw)
     info = {"accepted": r.accepted, "guard": r.metrics}
     if m == "label-free":

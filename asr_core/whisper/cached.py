@@ -16,17 +16,20 @@ the encoder), so a profile over `GROUP` needs no change in the serving path: the
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr_core.whisper.decoding import Hypothesis, cut_repetition, greedy
-from asr_core.whisper.model import N_FRAMES, MaskedKV, SharedTailKV, pool_tail, pooled_from, splice_tail
+from asr_core.whisper.model import N_FRAMES, FoldedKV, MaskedKV, SharedTailKV, pool_tail, pooled_from, splice_tail
 from asr_core.whisper.recognizer import WhisperRecognizer
 
 GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
+# Teacher-forced passes (`teacher_forced_loss`) fold the group into the cross-attention instead of
+# projecting every own position's keys and values (`FoldedKV`): the same loss up to rounding, cheaper.
+FOLD = True
 
 
 def group_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
@@ -56,6 +59,7 @@ class CallerCache:
     shared: Tensor | None = None
     live: list[int] | None = None
     pool: int = 1
+    normed: dict = field(default_factory=dict, repr=False)    # a part's normalized own states (`cross_kv(fold=True)`)
 
     @property
     def pooled(self) -> bool:
@@ -81,26 +85,41 @@ class CallerCache:
         return apply_group(rec, params, splice_tail(hidden, torch.tensor([self.live[i] for i in idx]), self.shared))
 
     def cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None,
-                 idx: list[int], hidden: Tensor, padding_kv: list | None = None) -> tuple[Tensor, list | None]:
+                 idx: list[int], hidden: Tensor, padding_kv: list | None = None,
+                 fold: bool = False) -> tuple[Tensor, list | None]:
         """A bucket's part -> (its own positions' encoder output, the cross-attention keys/values
         of the window, or None where the decoder projects them itself from that output). As
         served: the rows' own positions are projected, the padding's once (`padding_kv`, from
         `padding_cross_kv`, may serve several buckets) and shared by every row (`SharedTailKV`),
-        differentiably in `params` (the adaptation steps' teacher-forced passes)."""
+        differentiably in `params` (the adaptation steps' teacher-forced passes). fold: the own
+        positions are not projected but folded into the attention (`FoldedKV`: cheaper for a
+        teacher-forced pass over short texts; the first element is then their normalized states)."""
         if self.shared is None:
             return apply_group(rec, params, hidden), None
         if padding_kv is None:
             padding_kv = self.padding_cross_kv(rec, decoder, params)
         live = torch.tensor([self.live[i] for i in idx])
+        own = live if not self.pooled else torch.tensor([pooled_from(int(n), self.pool) for n in live])
+        if fold and not any(b.cross_attn.lora_scale for b in decoder.blocks):
+            ln = rec.model.encoder.ln_post
+            n = self.normed.get(tuple(idx))
+            if n is None:     # the same for every params: made once per part
+                states = self._own_states(hidden, live, own)
+                n = self.normed[tuple(idx)] = F.layer_norm(states, (states.shape[-1],), eps=ln.eps)
+            gain, bias = (params[GROUP[0]], params[GROUP[1]]) if params else (ln.weight, ln.bias)
+            return n, [SharedTailKV(None, None, *pad, own, self.pool,
+                                    FoldedKV(n, gain, bias, b.cross_attn.key, b.cross_attn.value))
+                       for b, pad in zip(decoder.blocks, padding_kv)]
+        audio = apply_group(rec, params, self._own_states(hidden, live, own))
+        return audio, [SharedTailKV(*kv, *pad, own, self.pool) for kv, pad in zip(_own_kv(decoder, audio, own), padding_kv)]
+
+    def _own_states(self, hidden: Tensor, live: Tensor, own: Tensor) -> Tensor:
+        """A part's pre-norm states up to the rows' own positions (as served; pooled, each row's run
+        to its first whole block of padding, taken from the padding's encoding after its live part)."""
         if not self.pooled:
-            audio = apply_group(rec, params, hidden)
-            return audio, [SharedTailKV(*kv, *pad, live) for kv, pad in zip(_own_kv(decoder, audio, live), padding_kv)]
-        # each row's own positions run to its first whole block of padding
-        own = torch.tensor([pooled_from(int(n), self.pool) for n in live])
+            return hidden
         width = int(own.max())      # (a bucket's part may hold shorter rows than its width)
-        audio = apply_group(rec, params, splice_tail(hidden, live, self.shared[:, :max(width, hidden.shape[1])])[:, :width])
-        return audio, [SharedTailKV(*kv, *pad, own, self.pool)
-                       for kv, pad in zip(_own_kv(decoder, audio, own), padding_kv)]
+        return splice_tail(hidden, live, self.shared[:, :max(width, hidden.shape[1])])[:, :width]
 
     def padding_cross_kv(self, rec: WhisperRecognizer, decoder: nn.Module, params: dict[str, Tensor] | None) -> list:
         """Each decoder block's cross-attention keys/values of the padding's encoding, with `params`
@@ -267,7 +286,7 @@ def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache
     padding_kv = cache.padding_cross_kv(rec, dec, params)   # once per step, every bucket's
     for idx, h in cache.parts(subset):
         t = _width(targets.mask[idx])     # the part's longest target: the decoder is causal, padding after it is unused
-        x = _decoder_states(rec, *cache.cross_kv(rec, dec, params, idx, h, padding_kv), targets.tokens[idx, :t], dec)
+        x = _decoder_states(rec, *cache.cross_kv(rec, dec, params, idx, h, padding_kv, fold=FOLD), targets.tokens[idx, :t], dec)
         sel = targets.mask[idx, :t].bool()
         logits = x[sel] @ emb.t()
         if objective == "entropy":
@@ -284,15 +303,16 @@ def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache
 
 
 def bf16_decoder(decoder: nn.Module) -> nn.Module:
-    """A copy of the decoder whose linear layers hold bfloat16 weights (the embeddings and norms are
-    the decoder's own, shared). Under bfloat16 autocast it computes exactly what the decoder does
-    (autocast casts every linear weight to bfloat16 at each call; here that is done once)."""
+    """A copy of the decoder whose linear layers hold bfloat16 weights (their biases stay float32;
+    the embeddings are the decoder's own, shared). Under bfloat16 autocast it computes exactly what
+    the decoder does (autocast casts every linear weight to bfloat16 at each call; here that is
+    done once)."""
     import copy
     memo = {id(p): p for n, p in decoder.named_parameters() if "embedding" in n}
     out = copy.deepcopy(decoder, memo)
     for m in out.modules():
         if type(m) is nn.Linear and m is not out.proj:
-            m.to(torch.bfloat16)
+            m.weight = nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
     return out
 
 

@@ -112,17 +112,20 @@ class SharedTailKV:
     block > 1: the shared window is pooled in blocks of that many positions (`pool_tail`: tail
     position j is the window's positions j * block ...), each own[i] a multiple of block; row i
     attends to the tail from own[i] // block on, each pooled key weighing as its block."""
-    own_k: Tensor
-    own_v: Tensor
+    own_k: Tensor | None
+    own_v: Tensor | None
     tail_k: Tensor
     tail_v: Tensor
     own: Tensor
     block: int = 1
+    fold: "FoldedKV | None" = None    # the rows' own keys/values folded into the attention instead (own_k, own_v None)
 
     def whole(self) -> "tuple[Tensor, Tensor] | MaskedKV":
         """The keys and values as one (rows, heads, S, d_head) pair each (a decoding loop attends
         with them many times: made once, they cost less than the split at every step); pooled,
         as MaskedKV (the rows' lengths differ)."""
+        if self.fold is not None:
+            raise ValueError("folded keys/values have no whole form: project them (cached.CallerCache.cross_kv)")
         if self.block == 1:
             return splice_tail(self.own_k, self.own, self.tail_k), splice_tail(self.own_v, self.own, self.tail_v)
         pairs, logws = [], []
@@ -135,9 +138,9 @@ class SharedTailKV:
     def attend(self, q: Tensor) -> Tensor:
         """q (rows, heads, T, d_head) -> (rows, heads, T, d_head)."""
         n, h, t, dh = q.shape
-        width, size = self.own_k.shape[2], self.tail_k.shape[2]
+        width, size = self.fold.n.shape[1] if self.fold is not None else self.own_k.shape[2], self.tail_k.shape[2]
         scale = 1.0 / math.sqrt(dh)
-        mine = (q @ self.own_k.transpose(-1, -2)) * scale                           # (n, h, T, L)
+        mine = (self.fold.scores(q) if self.fold is not None else q @ self.own_k.transpose(-1, -2)) * scale  # (n, h, T, L)
         mine = mine.masked_fill((torch.arange(width) >= self.own[:, None])[:, None, None, :], float("-inf"))
         flat = q.transpose(0, 1).reshape(h, n * t, dh)                               # every row against the tail at once
         tail = torch.bmm(flat, self.tail_k[0].transpose(-1, -2)).view(h, n, t, size).transpose(0, 1) * scale
@@ -145,9 +148,48 @@ class SharedTailKV:
             tail = tail + math.log(self.block)
         tail = tail.masked_fill((torch.arange(size) * self.block < self.own[:, None])[:, None, None, :], float("-inf"))
         p = torch.cat([mine, tail], -1).softmax(-1)
-        y = p[..., :width] @ self.own_v
+        y = self.fold.values(p[..., :width]) if self.fold is not None else p[..., :width] @ self.own_v
         ptail = p[..., width:].transpose(0, 1).reshape(h, n * t, size)
         return y + torch.bmm(ptail, self.tail_v[0]).view(h, n, t, dh).transpose(0, 1)
+
+
+@dataclass
+class FoldedKV:
+    """Rows' own cross-attention keys and values left unprojected: the positions' encoder output
+    is n * gain + bias (n (rows, L, d): the states before the encoder's final norm, normalized;
+    gain, bias (d,): that norm's, a caller's adapted group), and `key`, `value` are one decoder
+    block's projections. Attention folds them into the queries instead:
+    q . key(n * gain + bias) = (q key.weight * gain) . n + q . (key.weight bias + key.bias), and the
+    values' weighted sum is value(p n * gain + (sum p) bias). Per position that costs heads * T * d
+    multiply-adds, against d * d to project it: teacher forcing of a caller's short texts (T * heads
+    below d) with gradients to gain and bias, every step (`cached.teacher_forced_loss`)."""
+    n: Tensor
+    gain: Tensor
+    bias: Tensor
+    key: nn.Linear
+    value: nn.Linear
+
+    def _heads(self, w: Tensor, h: int) -> Tensor:
+        return w.view(h, w.shape[0] // h, w.shape[1])                          # (heads, d_head, d)
+
+    def scores(self, q: Tensor) -> Tensor:
+        """q (rows, heads, T, d_head) -> unscaled scores against the rows' own positions (rows, heads, T, L)."""
+        rows, h, t, _ = q.shape
+        u = q @ self._heads(self.key.weight, h)                                # (rows, heads, T, d)
+        const = u @ self.bias.to(u.dtype)                                      # (rows, heads, T)
+        if self.key.bias is not None:
+            const = const + (q * self.key.bias.view(h, 1, -1)).sum(-1)
+        s = torch.bmm((u * self.gain).reshape(rows, h * t, -1), self.n.transpose(1, 2))
+        return s.view(rows, h, t, -1) + const[..., None]
+
+    def values(self, p: Tensor) -> Tensor:
+        """p (rows, heads, T, L) attention weights of the own positions -> their part of the output
+        (rows, heads, T, d_head)."""
+        rows, h, t, width = p.shape
+        m = torch.bmm(p.reshape(rows, h * t, width), self.n).view(rows, h, t, -1)   # (rows, heads, T, d)
+        s = p.sum(-1, keepdim=True)
+        y = (m * self.gain + s * self.bias) @ self._heads(self.value.weight, h).transpose(-1, -2)
+        return y + s * self.value.bias.view(h, 1, -1) if self.value.bias is not None else y
 
 
 @dataclass

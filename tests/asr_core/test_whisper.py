@@ -547,3 +547,53 @@ def test_a_pooled_key_weighs_as_the_block_of_equal_keys_it_stands_for():
         want = torch.nn.functional.scaled_dot_product_attention(q2[i:i + 1], kk, vv)
         torch.testing.assert_close(shared.attend(q2)[i:i + 1], want)
         torch.testing.assert_close(shared.whole().attend(q2)[i:i + 1], want)
+
+
+def test_own_keys_folded_into_the_attention_attend_as_projected_ones():
+    """FoldedKV (the fits' cross-attention, `cached.CallerCache.cross_kv(fold=True)`): the rows'
+    own positions are given as normalized states n with the norm's gain and bias, never projected;
+    attention over them and a shared pooled tail is the attention over their projected keys and
+    values, and the gradient to gain and bias is the same."""
+    from asr_core.whisper.model import Attention, FoldedKV, SharedTailKV, pool_tail
+    g = torch.Generator().manual_seed(3)
+    d, heads, m = 64, 4, 5
+    attn = Attention(d, heads).eval()
+    with torch.no_grad():
+        attn.key.bias.normal_(generator=g)
+    n = torch.randn(2, 15, d, generator=g)
+    own = torch.tensor([10, 15])
+    tail = torch.randn(1, 30, d, generator=g)
+    tk, tv = (pool_tail(t, 0, m)[0] for t in attn.project_kv(tail))
+    q = torch.randn(2, heads, 4, d // heads, generator=g)
+
+    def run(fold):
+        gain = (1 + 0.1 * torch.randn(d, generator=torch.Generator().manual_seed(4))).requires_grad_()
+        bias = (0.1 * torch.randn(d, generator=torch.Generator().manual_seed(5))).requires_grad_()
+        if fold:
+            kv = SharedTailKV(None, None, tk, tv, own, m, FoldedKV(n, gain, bias, attn.key, attn.value))
+        else:
+            kv = SharedTailKV(*attn.project_kv(n * gain + bias), tk, tv, own, m)
+        y = kv.attend(q)
+        return y, torch.autograd.grad((y * y).sum(), (gain, bias))
+
+    (y0, g0), (y1, g1) = run(False), run(True)
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-5)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="no whole form"):
+        SharedTailKV(None, None, tk, tv, own, m, FoldedKV(n, torch.ones(d), torch.zeros(d), attn.key, attn.value)).whole()
+
+
+def test_the_vocabulary_projection_of_a_few_rows_gives_the_linears_logits(rec):
+    """A decoding step's few rows go through the transposed product (`TextDecoder.logits`, 2-5x
+    faster on this CPU's BLAS): the Linear's logits up to float32 rounding, the same best tokens."""
+    from asr_core.whisper.model import SMALL_BATCH_ROWS
+    dec = rec.model.decoder
+    g = torch.Generator().manual_seed(6)
+    for rows in (1, 2, 3, 5, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 2):
+        x = torch.randn(rows, 1, dec.ln.normalized_shape[0], generator=g)
+        with torch.no_grad():
+            want, got = dec.proj(x), dec.logits(x)
+        assert got.shape == want.shape == (rows, 1, dec.token_embedding.num_embeddings)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))

@@ -80,12 +80,16 @@ def test_cached_decoding_gives_the_products_transcripts_for_a_profile(rec, hard)
             rec.transcribe(a, 8000, params=profile, word_timestamps=False).text
 
 
-def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_gives(rec, hard):
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "projected"])
+def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_gives(rec, hard, fold, monkeypatch):
     """The fits attend to each prompt's own keys and to the padding's, projected once for all
     (`SharedTailKV`, the padding pooled as served): the same loss and gradient as each prompt's own
     window made as the recognizer makes it (`window_kv`), and the same greedy transcripts (the
-    guard's decodes: the float decoder, so a bucket's rows do not change each other's)."""
+    guard's decodes: the float decoder, so a bucket's rows do not change each other's). Folded
+    (the default, `FoldedKV`): the own positions' keys and values are never projected, the norm's
+    gain and bias folded into the attention; the same loss and gradient."""
     from asr_core.whisper.decoding import greedy
+    monkeypatch.setattr(cached, "FOLD", fold)
     (audios, texts), _ = hard
     served = cached.encode_frozen(rec, audios[:6], 8000, None, as_served=True, bucket=3)
     assert served.pooled and served.pool == rec.tail_pool > 1
@@ -120,6 +124,56 @@ def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_g
                           list(rec.model.cfg.suppress_ids_begin), rec.options, cached._budget(rec, served, i),
                           cross=cross)[0]
             assert got[i].tokens == cached.cut_repetition(want.tokens)
+
+
+def test_fits_in_bfloat16_compute_what_autocast_computes_and_fold_within_its_rounding(rec, hard):
+    """The fits' decoder copy with bfloat16 linear weights (`bf16_decoder`) computes exactly what
+    bfloat16 autocast computes with the model's decoder (autocast casts the same weights at each
+    call); folded into the attention the loss and gradient stay within bfloat16's rounding of the
+    float32 ones."""
+    (audios, texts), _ = hard
+    cache = cached.encode_frozen(rec, audios[:6], 8000, None, as_served=True, bucket=3)
+    targets = cached.make_targets(rec, cache, cached.token_targets(rec, texts[:6]), None)
+    g = torch.Generator().manual_seed(2)
+    p = {k: (v + 0.05 * torch.randn(v.shape, generator=g)).requires_grad_()
+         for k, v in A.plain_whisper_params(rec).items()}
+    copy = cached.bf16_decoder(rec.model.decoder)
+    assert copy.token_embedding.weight is rec.model.decoder.token_embedding.weight
+    assert copy.blocks[0].cross_attn.key.weight.dtype == torch.bfloat16
+    assert rec.model.decoder.blocks[0].cross_attn.key.weight.dtype == torch.float32
+
+    def loss_grad(decoder, bf16, fold):
+        cached.FOLD = fold
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = cached.teacher_forced_loss(rec, p, cache, targets, decoder=decoder)
+        finally:
+            cached.FOLD = True
+        return float(loss), torch.autograd.grad(loss, list(p.values()))
+
+    with cached.frozen(rec.model):
+        for fold in (False, True):
+            a, b = loss_grad(None, True, fold), loss_grad(copy, True, fold)
+            assert a[0] == b[0] and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+        exact, folded = loss_grad(None, False, False), loss_grad(copy, True, True)
+    assert abs(folded[0] - exact[0]) < 0.01 * exact[0]
+    assert all(float((x - y).norm() / x.norm()) < 0.05 for x, y in zip(exact[1], folded[1]))
+
+
+def test_a_returning_callers_second_try_reuses_the_encoded_audio_and_only_that_audio(rec, hard):
+    """The worker adapts a returning caller twice on the same audio (from the meta-learned start and
+    from their profile): the frozen encoder's output is made once. Other audio, even one sample
+    changed, is encoded afresh."""
+    (audios, _), _ = hard
+    A.forget_encoded()
+    first = A._encoded(rec, audios[:3], 8000, True)
+    assert A._encoded(rec, [a.clone() for a in audios[:3]], 8000, True) is first
+    changed = [a.clone() for a in audios[:3]]
+    changed[1][100] += 0.01
+    other = A._encoded(rec, changed, 8000, True)
+    assert other is not first and A._encoded(rec, audios[:3], 8000, True) is not other
+    A.forget_encoded()
+    assert A._encoded(rec, audios[:3], 8000, True) is not first
 
 
 def test_supervised_adaptation_fits_the_callers_prompts_and_the_guard_judges_held_out_ones(rec, hard):
