@@ -375,7 +375,8 @@ def _encoded(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int, ser
     """The utterances through the frozen encoder (`cached.encode_frozen`), which no params change.
     The last caller's is kept: the adaptation worker tries a returning caller from the meta-learned
     start and from their current profile on the same audio, and the second try does not encode it
-    again (1.6 s of 30 prompts, one thread). Keyed by the audio's bytes and the recognizer."""
+    again (1.6 s of 30 prompts, one thread). Keyed by the audio's bytes and the recognizer; kept
+    no longer than the audio itself (the worker's memory is freed with its run's audio)."""
     digest = hashlib.blake2b(digest_size=16)
     for a in audios:
         digest.update(str(tuple(a.shape)).encode())
@@ -386,8 +387,15 @@ def _encoded(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int, ser
     # as served, a bucket's rows differ only in their own positions: wide buckets cost little
     cache = cached.encode_frozen(rec, audios, sample_rate, None if served else TRIM_SECONDS, as_served=served,
                                  bucket=16 if served else 6)
-    _LAST_ENCODED[:] = [(weakref.ref(rec), key, cache)]
+    entry = (weakref.ref(rec), key, cache)
+    _LAST_ENCODED[:] = [entry]
+    weakref.finalize(audios[0], _forget_entry, entry)
     return cache
+
+
+def _forget_entry(entry: tuple) -> None:
+    if _LAST_ENCODED and _LAST_ENCODED[0] is entry:
+        _LAST_ENCODED.clear()
 
 
 def forget_encoded() -> None:

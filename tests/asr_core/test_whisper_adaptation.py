@@ -174,6 +174,15 @@ def test_a_returning_callers_second_try_reuses_the_encoded_audio_and_only_that_a
     assert other is not first and A._encoded(rec, audios[:3], 8000, True) is not other
     A.forget_encoded()
     assert A._encoded(rec, audios[:3], 8000, True) is not first
+    # kept no longer than the audio: the worker's run ends, its audio goes, and so does the cache
+    A.forget_encoded()
+    run = [a.clone() for a in audios[:3]]
+    A._encoded(rec, run, 8000, True)
+    assert A._LAST_ENCODED
+    del run, changed
+    import gc
+    gc.collect()
+    assert not A._LAST_ENCODED
 
 
 def test_supervised_adaptation_fits_the_callers_prompts_and_the_guard_judges_held_out_ones(rec, hard):
