@@ -7,8 +7,9 @@ Per speaker of the manifest: supervised fits on its `adapt` utterances, WER of i
 recognized as the product serves them (the default recognizer: the live margin's window, the
 padding pooled, int8 decoder, beam search), seconds of the fit on one thread. Groups, all fitted the
 same way (plain Adam, `--steps` steps on every adapt utterance, unguarded: the guard is the same for
-any group and is left out so that the groups are compared at equal work), on the encoder output
-cached once (`cached.encode_frozen`):
+any group and is left out so that the groups are compared at equal work; `--guarded`: as the
+product fits, 2 folds judged by its supervised guard, the profile the mean of the fold fits), on the
+encoder output cached once (`cached.encode_frozen`):
 
 - norm: the encoder's final layer norm, gain and bias (768 values; the product's group);
 - dec-lora-R: LoRA of rank R on the query and value projections of the decoder's cross-attention
@@ -55,8 +56,10 @@ def merged(dec, lora: dict, scale: float) -> dict:
     return {name: own[name] + scale * (b @ a) for name, (a, b) in lora.items()}
 
 
-def fit_group(rec, cache, targets, group: str, steps: int, lr: float, lora_lr: float, rank: int):
-    """-> (norm params or None, LoRA tensors or {}) after `steps` Adam steps on every cached utterance."""
+def fit_group(rec, cache, targets, group: str, steps: int, lr: float, lora_lr: float, rank: int,
+              subset: list[int] | None = None):
+    """-> (norm params or None, (LoRA tensors or {}, their scale)) after `steps` Adam steps on the
+    cached utterances `subset` (None: all)."""
     import torch
     from torch import nn
 
@@ -72,7 +75,7 @@ def fit_group(rec, cache, targets, group: str, steps: int, lr: float, lora_lr: f
             self.decoder = rec.model.decoder
 
         def forward(self):
-            return cached.teacher_forced_loss(rec, p, cache, targets, decoder=self.decoder)
+            return cached.teacher_forced_loss(rec, p, cache, targets, subset, decoder=self.decoder)
 
     module = Loss()
     groups = ([{"params": list(p.values()), "lr": lr}] if group.startswith("norm") else []) + \
@@ -90,32 +93,85 @@ def fit_group(rec, cache, targets, group: str, steps: int, lr: float, lora_lr: f
     return norm, ({k: (a.detach(), b.detach()) for k, (a, b) in lora.items()}, scale)
 
 
+def deltas(fits: list) -> dict:
+    """The mean LoRA delta of fits [(lora, scale)]: {weight name: mean of scale * B A}."""
+    out: dict = {}
+    for lora, scale in fits:
+        for name, (a, b) in lora.items():
+            out[name] = out.get(name, 0) + scale * (b @ a) / len(fits)
+    return out
+
+
 @contextmanager
-def served_decoder(rec, lora: dict, scale: float):
-    """The recognizer serving a copy of its decoder with the LoRA deltas merged (float and int8 as
-    the product's)."""
+def served_decoder(rec, delta: dict, int8: bool = True):
+    """The recognizer with a copy of its decoder whose weights have `delta` added (float, and int8
+    as the product's where `int8`): what it serves and what the guard's greedy decodes use."""
     import torch
     from torch import nn
     from torch.ao.quantization import quantize_dynamic
-    if not lora:
+    if not delta:
         yield
         return
     dec = copy.deepcopy(rec.model.decoder)
     with torch.no_grad():
-        for name, w in merged(rec.model.decoder, lora, scale).items():
-            dict(dec.named_parameters())[name].copy_(w)
+        own = dict(dec.named_parameters())
+        for name, d in delta.items():
+            own[name].add_(d)
     model, infer = rec.model, rec.infer
     float_model = copy.copy(model)
     float_model._modules = dict(model._modules)
     float_model.decoder = dec
     served = copy.copy(infer)
     served._modules = dict(infer._modules)
-    served.decoder = dec if infer is model else quantize_dynamic(dec, {nn.Linear}, dtype=torch.qint8)
+    if infer is model:
+        served.decoder = dec
+    elif int8:
+        served.decoder = quantize_dynamic(dec, {nn.Linear}, dtype=torch.qint8)
     rec.model, rec.infer = float_model, served
     try:
         yield
     finally:
         rec.model, rec.infer = model, infer
+
+
+def guarded(rec, cache, targets, refs: list[str], group: str, steps: int, lr: float, lora_lr: float,
+            rank: int) -> tuple[bool, dict | None, dict, dict]:
+    """The product's supervised guard (`adapt._guard`'s rule) around any group: 2 folds, each fitted
+    on the other's utterances and its held-out utterances decoded greedily with that fit (the
+    decoder with the fold's LoRA delta) and with plain Whisper -> (accepted, norm params, the mean
+    LoRA delta, figures). Accepted: the mean of the fold fits."""
+    import torch
+
+    from asr_core.whisper import adapt as A
+    from asr_core.whisper import cached
+    n = len(refs)
+    chunks = [[i for i in range(n) if i % 2 == j] for j in range(2)]
+    fits = [fit_group(rec, cache, targets, group, steps, lr, lora_lr, rank, [i for i in range(n) if i not in c])
+            for c in chunks]
+    judged = [c[:A.GUARD_PER_FOLD] for c in chunks]
+    every = [i for c in judged for i in c]
+    caps = {i: 8 + 3 * len(refs[i].split()) for i in every}
+    text = lambda h: rec.tokenizer.decode(h.tokens).strip()  # noqa: E731
+    before = {i: text(h) for i, h in cached.greedy_capped(rec, cache, None, every, caps).items()}
+    after, per_chunk = {}, []
+    for c, (norm, (lora, scale)) in zip(judged, fits):
+        with served_decoder(rec, deltas([(lora, scale)]), int8=False):
+            after.update({i: text(h) for i, h in cached.greedy_capped(rec, cache, norm, c, caps).items()})
+        refs_c = {i: refs[i] for i in c}
+        per_chunk.append((A._held_out_figures({i: before[i] for i in c}, refs_c)[0],
+                          A._held_out_figures({i: after[i] for i in c}, refs_c)[0]))
+    r = {i: refs[i] for i in every}
+    eb, words = A._held_out_figures(before, r)[:2]
+    ea = A._held_out_figures(after, r)[0]
+    reason = A._bounds(after, before, words)
+    ok = not reason and ea < eb and all(a <= b + A.CHUNK_SLACK_WORDS for b, a in per_chunk)
+    figures = {"wer_before": round(eb / words, 4), "wer_after": round(ea / words, 4), "chunks": per_chunk,
+               "reason": reason}
+    if not ok:
+        return False, None, {}, figures
+    norms = [f[0] for f in fits if f[0] is not None]
+    norm = {k: torch.stack([p[k] for p in norms]).mean(0) for k in norms[0]} if norms else None
+    return True, norm, deltas([f[1] for f in fits if f[1][0]]), figures
 
 
 def wer(rec, audios, texts, params) -> float:
@@ -135,6 +191,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=0.01, help="Adam step of the norm (default 0.01, the product's plain rule)")
     p.add_argument("--lora-lr", type=float, default=0.002, help="Adam step of the LoRA tensors (default 0.002)")
     p.add_argument("--speakers", default="", help="comma-separated speakers (default: all)")
+    p.add_argument("--guarded", action="store_true",
+                   help="fit each group as the product does: 2 folds, the supervised guard, the mean of the fold fits")
     p.add_argument("--encoder-block-cost", action="store_true",
                    help="also time one forward+backward of the top encoder block over the cached utterances")
     a = p.parse_args()
@@ -187,14 +245,23 @@ def main() -> int:
             cache = cached.encode_frozen(rec, ad_audio, 8000, None, as_served=True, bucket=16)
             targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), cached.group_params(rec))
             rank = int(g.rsplit("-", 1)[1]) if "lora" in g else 1
-            norm, (lora, scale) = fit_group(rec, cache, targets, g, a.steps, a.lr, a.lora_lr, rank)
+            if a.guarded:
+                accepted, norm, delta, figures = guarded(rec, cache, targets, refs, g, a.steps, a.lr, a.lora_lr, rank)
+                size = (768 if "norm" in g else 0) + (16 * 384 * rank if "lora" in g else 0)
+                extra = f"accepted {accepted} (held-out {figures['wer_before']} -> {figures['wer_after']}, " \
+                        f"chunks {figures['chunks']}{', ' + figures['reason'] if figures['reason'] else ''})"
+            else:
+                norm, (lora, scale) = fit_group(rec, cache, targets, g, a.steps, a.lr, a.lora_lr, rank)
+                delta = deltas([(lora, scale)]) if lora else {}
+                size = (768 if norm is not None else 0) + sum(x.numel() + y.numel() for x, y in lora.values())
+                extra = ""
             seconds = time.perf_counter() - t0
-            size = (768 if norm is not None else 0) + sum(x.numel() + y.numel() for x, y in lora.values())
-            with served_decoder(rec, lora, scale):
+            with served_decoder(rec, delta):
                 w = wer(rec, te_audio, te_text, norm)
-            name = f"{g}, Adam x {a.steps}, unguarded"
+            name = f"{g}, Adam x {a.steps}, {'guarded' if a.guarded else 'unguarded'}"
             table.setdefault(name, []).append((base, w, seconds, words))
-            print(f"  {name:<40} WER {w:.2%}  {seconds:.1f} s  ({size} values, {size * 4 / 1024:.0f} KB)", flush=True)
+            print(f"  {name:<40} WER {w:.2%}  {seconds:.1f} s  ({size} values, {size * 4 / 1024:.0f} KB)  {extra}",
+                  flush=True)
         if a.encoder_block_cost:
             cache = cached.encode_frozen(rec, ad_audio, 8000, None, as_served=True, bucket=16)
             block = rec.model.encoder.blocks[-1]
