@@ -199,10 +199,12 @@ def main() -> int:
     groups = [g.strip() for g in a.groups.split(",") if g.strip()]
     for g in groups:
         if g != "norm" and not (g.startswith("dec-lora-") or g.startswith("norm+dec-lora-")) or \
-                ("lora" in g and not g.rsplit("-", 1)[1].isdigit()):
-            p.error(f"unknown group {g!r}: norm, dec-lora-R or norm+dec-lora-R")
+                ("lora" in g and not (g.rsplit("-", 1)[1].isdigit() and int(g.rsplit("-", 1)[1]) >= 1)):
+            p.error(f"unknown group {g!r}: norm, dec-lora-R or norm+dec-lora-R (R a rank of at least 1)")
     if a.steps < 1:
         p.error("--steps must be at least 1")
+    if not (a.lr > 0 and a.lora_lr > 0):
+        p.error("--lr and --lora-lr must be positive")
     import torch
 
     from asr_core import defaults
@@ -220,6 +222,8 @@ def main() -> int:
     speakers = sorted({u.speaker for u in rows})
     if a.speakers:
         speakers = [s for s in speakers if s in a.speakers.split(",")]
+    if not speakers:
+        p.error(f"no speaker of {a.manifest} to adapt{' among ' + a.speakers if a.speakers else ''}")
     rec = load_engine(defaults.FINAL_BACKBONE)
     rec.padding_context()
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
