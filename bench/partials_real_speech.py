@@ -5,7 +5,7 @@ Not a test.
 
     .venv/bin/python bench/partials_real_speech.py --manifest data/real-dev/manifest.tsv [--limit 30]
         [--trim-seconds 2|none] [--live-margin-seconds 1|none] [--backbone whisper-tiny]
-        [--batch 10] [--int8 all|decoder|off] [--no-retry]
+        [--batch 10] [--int8 all|decoder|off] [--no-retry] [--no-force]
 
 --batch N feeds the prompts as N concurrent calls (call k says prompts k, k + N, ... one after
 another): each step advances every call still speaking by its next chunk with one `accept_batch`
@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--int8", default="all", choices=["all", "decoder", "off"],
                     help="int8 linear layers (the web process: all)")
     ap.add_argument("--no-retry", action="store_true", help="a looping partial is only cut, not decoded again")
+    ap.add_argument("--no-force", action="store_true",
+                    help="each partial decodes the committed words again (not given as its start)")
     ap.add_argument("--min-doubled", type=int, default=WhisperStream.PARTIAL_MIN_DOUBLED,
                     help="a doubled phrase of this many tokens or more is cut to one copy; 0: never cut")
     a = ap.parse_args()
@@ -55,6 +57,7 @@ def main() -> int:
     if a.batch < 1:
         ap.error("--batch must be >= 1")
     WhisperStream.PARTIAL_RETRY = not a.no_retry
+    WhisperStream.FORCE_COMMITTED = not a.no_force
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
     WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6

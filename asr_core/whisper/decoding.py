@@ -93,13 +93,57 @@ class Hypothesis:
                 and (opts.log_prob_threshold is None or self.avg_logprob < opts.log_prob_threshold))
 
 
-def _masked_logprobs(logits: Tensor, suppress: Tensor, suppress_begin: Tensor | None) -> Tensor:
-    """logits (batch, vocab) -> log-probs with suppressed tokens at -inf."""
+def _masked_logprobs(logits: Tensor, suppress: Tensor, suppress_begin: Tensor | None,
+                     begin_rows: Tensor | None = None) -> Tensor:
+    """logits (batch, vocab) -> log-probs with suppressed tokens at -inf (suppress_begin: in the rows
+    `begin_rows` only, where given)."""
     logits = logits.clone()
     logits[:, suppress] = float("-inf")
     if suppress_begin is not None:
-        logits[:, suppress_begin] = float("-inf")
+        if begin_rows is None:
+            logits[:, suppress_begin] = float("-inf")
+        else:
+            logits[begin_rows[:, None], suppress_begin[None, :]] = float("-inf")
     return F.log_softmax(logits, dim=-1)
+
+
+def _prefill(decoder: TextDecoder, last: Tensor, cache: dict, forced: list[list[int]], drafts: list[list[int]],
+             start: int, pad: int, suppress: Tensor, suppress_begin: Tensor, limits: list[int],
+             out: list[list[int]], sums: list[float]) -> tuple[Tensor, dict]:
+    """Feed each row its forced tokens, then its draft (tokens greedy decoding is expected to choose
+    next), after the prompt (`start` positions): all rows in one decoder pass. Rows shorter than
+    the longest are padded, and the padding is never seen again (the cache's "pos"/"keep"). Of each
+    draft, the tokens greedy would have chosen one by one are kept (appended to `out`, their
+    log-probs to `sums`), up to the row's first other choice; the positions after are dropped the
+    same way. -> each row's logits after its last kept token (`last` where there is none), cache."""
+    fed = [f + d for f, d in zip(forced, drafts)]
+    b, width = len(fed), max(len(x) for x in fed)
+    n_forced = torch.tensor([len(f) for f in forced])
+    tokens = torch.tensor([x + [pad] * (width - len(x)) for x in fed])
+    # logits after the last forced token and after each draft token: positions F-1 .. F+D-1
+    span = max(len(d) for d in drafts) + 1
+    pick = (n_forced[:, None] - 1 + torch.arange(span)).clamp(0, width - 1)
+    cache = dict(cache, pos=torch.full((b,), start), keep=torch.ones(b, start, dtype=torch.bool))
+    logits, cache, _ = decoder(tokens, cache, pick=pick)                 # (b, span, vocab)
+    logits[:, 0] = torch.where((n_forced > 0)[:, None], logits[:, 0], last)
+    masked = logits.clone()
+    masked[:, :, suppress] = float("-inf")
+    first = (n_forced == 0).nonzero()[:, 0]
+    masked[first[:, None], 0, suppress_begin[None, :]] = float("-inf")
+    logp = F.log_softmax(masked, dim=-1)
+    best = logp.argmax(-1).tolist()
+    kept = []
+    for i, draft in enumerate(drafts):
+        a = 0
+        while a < len(draft) and best[i][a] == draft[a] and len(out[i]) < limits[i]:
+            out[i].append(draft[a])
+            sums[i] += float(logp[i, a, draft[a]])
+            a += 1
+        kept.append(len(forced[i]) + a)
+    kept_t = torch.tensor(kept)
+    cache["keep"][:, start:] = torch.arange(width) < kept_t[:, None]
+    cache["pos"] = start + kept_t
+    return logits[torch.arange(b), kept_t - n_forced], cache
 
 
 def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: int,
@@ -117,22 +161,40 @@ def _start(decoder: TextDecoder, audio: Tensor, prompt: list[int], no_speech: in
 def greedy(decoder: TextDecoder, audio: Tensor, prompt: list[int], eot: int, no_speech: int,
            suppress: list[int], suppress_begin: list[int], opts: DecodeOptions,
            max_new: int | list[int] | None = None, sot_index: int = 0,
-           cross: list | None = None) -> list[Hypothesis]:
+           cross: list | None = None, forced: list[list[int]] | None = None,
+           drafts: list[list[int]] | None = None) -> list[Hypothesis]:
     """audio (batch, S, d) encoder output -> one hypothesis per row (rows decode together; a row
-    that ends leaves the batch, so a row that runs long costs only itself). max_new: new tokens at
-    most, for all rows or one number per row; cross: as `_start`."""
+    that ends leaves the batch, so a row that runs long costs only itself). max_new: tokens at
+    most, for all rows or one number per row; cross: as `_start`. forced: each row's first text
+    tokens, given rather than chosen (its hypothesis starts with them; they count in the budget and
+    add nothing to sum_logprob). drafts: tokens each row is expected to choose next (after its
+    forced ones; without end-of-text): verified in the same one decoder pass as the forced tokens,
+    and kept as far as greedy would have chosen them, so the result is greedy's either way, in
+    fewer decoder steps when the draft is right."""
     last, cache, nsp = _start(decoder, audio, prompt, no_speech, sot_index, cross)
     b = audio.shape[0]
     limits = _budgets(max_new or opts.max_new_tokens, b)
     sup, sup0 = torch.tensor(suppress, dtype=torch.long), torch.tensor(suppress_begin, dtype=torch.long)
-    out: list[list[int]] = [[] for _ in range(b)]
+    forced, drafts = forced or [[] for _ in range(b)], drafts or [[] for _ in range(b)]
+    if len(forced) != b or len(drafts) != b:
+        raise ValueError(f"{b} rows but {len(forced)} forced prefixes and {len(drafts)} drafts")
+    if any(eot in d for d in drafts):
+        raise ValueError("a draft holds the end-of-text token")
+    out: list[list[int]] = [list(f) for f in forced]
     sums = [0.0] * b
-    alive = [i for i in range(b) if limits[i] > 0]      # rows of `last` and of the cache, in this order
+    begin = None                 # rows whose first chosen token is the text's first (all, unless prefilled)
+    if any(forced) or any(drafts):
+        last, cache = _prefill(decoder, last, cache, forced, drafts, len(prompt), eot, sup, sup0, limits, out, sums)
+        begin = torch.tensor([i for i in range(b) if not out[i]], dtype=torch.long)
+    alive = [i for i in range(b) if len(out[i]) < limits[i]]      # rows of `last` and of the cache, in this order
     if len(alive) < b:
-        last, cache = last[alive], reorder_cache(cache, torch.tensor(alive, dtype=torch.long))
+        rows = torch.tensor(alive, dtype=torch.long)
+        last, cache = last[rows], reorder_cache(cache, rows)
+        if begin is not None:
+            begin = torch.tensor([j for j, i in enumerate(alive) if not out[i]], dtype=torch.long)
     step = 0
     while alive:
-        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None)        # (alive, vocab)
+        logp = _masked_logprobs(last, sup, sup0 if step == 0 else None, begin)        # (alive, vocab)
         nxt = logp.argmax(-1)
         picked = logp.gather(1, nxt[:, None])[:, 0].double().tolist()
         keep = []

@@ -14,6 +14,9 @@ with `torch.func.functional_call(model, params, ...)`; `adaptive_parameter_names
 
 The decoder's key/value cache is explicit data, `{"self": [(k, v)] * layers, "cross": [(k, v)] *
 layers}`, each (batch, heads, time, d_head); `reorder_cache` selects rows for the beam search.
+Rows whose texts have different lengths in one batch (forced prefixes, `decoding.greedy`) add
+`"pos"` (batch,), each row's next position, and `"keep"` (batch, time), which of the self cache's
+positions are the row's own (the others are the batch's padding).
 """
 from __future__ import annotations
 
@@ -327,8 +330,9 @@ class Attention(nn.Module):
         return self._split(self.key(x)), self._split(v)
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], causal: bool = False,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x (batch, T, d) attends to keys/values (batch, heads, S, d_head) -> (batch, T, d), weights."""
+                need_weights: bool = False, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (batch, T, d) attends to keys/values (batch, heads, S, d_head) -> (batch, T, d), weights.
+        mask: (batch, 1, T, S) booleans, which keys each query may see (instead of `causal`)."""
         q = self.query(x)
         if self.lora_scale:
             q = q + self.lora_scale * (x @ self.lora_q_a.t()) @ self.lora_q_b.t()
@@ -355,7 +359,12 @@ class Attention(nn.Module):
                 y = F.scaled_dot_product_attention(qg, k, v).transpose(1, 2)     # (segments, group, heads, dh)
                 return self.out(y.reshape(b, 1, h * dh)), None
             k, v = k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
-        if not need_weights:
+        if mask is not None:
+            if need_weights:
+                raise ValueError("attention weights under a mask are not computed")
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            weights = None
+        elif not need_weights:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
             weights = None
         else:
@@ -382,8 +391,11 @@ class Block(nn.Module):
         self.mlp_ln = nn.LayerNorm(d)
 
     def forward(self, x: Tensor, self_kv: tuple[Tensor, Tensor] | None = None,
-                cross_kv: tuple[Tensor, Tensor] | None = None, need_weights: bool = False):
-        """x (batch, T, d). Decoder: self_kv is the cache before x; returns (x, new self kv, cross weights)."""
+                cross_kv: tuple[Tensor, Tensor] | None = None, need_weights: bool = False,
+                self_mask: Tensor | None = None):
+        """x (batch, T, d). Decoder: self_kv is the cache before x; returns (x, new self kv, cross weights).
+        self_mask: (batch, 1, T, cached + T) booleans, which self-attention keys each position sees
+        (rows of different text lengths; None: causal)."""
         h = self.attn_ln(x)
         k, v = self.attn.project_kv(h)
         if isinstance(self_kv, PooledKV):       # the encoder's pooled padding (keys are unordered there)
@@ -393,7 +405,7 @@ class Block(nn.Module):
         else:
             if self_kv is not None and self_kv[0].shape[2]:
                 k, v = torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2)
-            x = x + self.attn(h, (k, v), causal=self.cross_attn is not None)[0]
+            x = x + self.attn(h, (k, v), causal=self.cross_attn is not None, mask=self_mask)[0]
         weights = None
         if self.cross_attn is not None:
             y, weights = self.cross_attn(self.cross_attn_ln(x), cross_kv, need_weights=need_weights)
@@ -501,19 +513,41 @@ class TextDecoder(nn.Module):
                                 audio.shape[2] // self.blocks[0].attn.heads)
         return {"self": [(empty, empty) for _ in self.blocks], "cross": cross}
 
-    def forward(self, tokens: Tensor, cache: dict, need_weights: bool = False) -> tuple[Tensor, dict, list]:
+    def forward(self, tokens: Tensor, cache: dict, need_weights: bool = False,
+                pick: Tensor | None = None) -> tuple[Tensor, dict, list]:
         """tokens (batch, T) after the cached positions -> logits (batch, T, vocab), new cache,
-        per-layer cross-attention weights (batch, heads, T, S) when need_weights."""
-        offset = cache["self"][0][0].shape[2]
-        if offset + tokens.shape[1] > self.positional_embedding.shape[0]:
-            raise ValueError(f"text longer than the decoder's {self.positional_embedding.shape[0]} positions")
-        x = self.token_embedding(tokens) + self.positional_embedding[offset:offset + tokens.shape[1]]
+        per-layer cross-attention weights (batch, heads, T, S) when need_weights. A cache with
+        "pos" and "keep" (rows of different text lengths; module docstring): row i's tokens take
+        the positions from pos[i] and see only its own kept positions. pick (batch,) or (batch, n):
+        the logits of those positions of each row only, (batch, 1 or n, vocab)."""
+        b, t = tokens.shape
+        ctx = self.positional_embedding.shape[0]
+        mask = None
+        if "pos" in cache:
+            positions = cache["pos"][:, None] + torch.arange(t)
+            if int(positions.max()) >= ctx:
+                raise ValueError(f"text longer than the decoder's {ctx} positions")
+            x = self.token_embedding(tokens) + self.positional_embedding[positions]
+            keep = torch.cat([cache["keep"], cache["keep"].new_ones(b, t)], 1)        # (batch, S)
+            mask = keep[:, None, None, :]
+            if t > 1:
+                mask = mask & torch.ones(t, keep.shape[1], dtype=torch.bool).tril(keep.shape[1] - t)
+        else:
+            offset = cache["self"][0][0].shape[2]
+            if offset + t > ctx:
+                raise ValueError(f"text longer than the decoder's {ctx} positions")
+            x = self.token_embedding(tokens) + self.positional_embedding[offset:offset + t]
         new_self, weights = [], []
         for block, kv, ckv in zip(self.blocks, cache["self"], cache["cross"]):
-            x, kv, w = block(x, kv, ckv, need_weights)
+            x, kv, w = block(x, kv, ckv, need_weights, self_mask=mask)
             new_self.append(kv)
             weights.append(w)
-        return self.logits(self.ln(x)), {"self": new_self, "cross": cache["cross"]}, weights
+        new_cache = {"self": new_self, "cross": cache["cross"]}
+        if mask is not None:
+            new_cache.update(pos=cache["pos"] + t, keep=keep)
+        if pick is not None:
+            x = x[torch.arange(b)[:, None], pick.view(b, -1)]
+        return self.logits(self.ln(x)), new_cache, weights
 
     def logits(self, x: Tensor) -> Tensor:
         """Final normed states (..., d) -> logits (..., vocab) in float32. A decoding step has a few
@@ -554,4 +588,7 @@ def reorder_cache(cache: dict, rows: Tensor, shared_audio: bool = False) -> dict
         cross = cache["cross"]
     else:
         cross = [kv.select(rows) if isinstance(kv, (MaskedKV, PooledKV)) else pick(kv) for kv in cache["cross"]]
-    return {"self": [pick(kv) for kv in cache["self"]], "cross": cross}
+    out = {"self": [pick(kv) for kv in cache["self"]], "cross": cross}
+    if "pos" in cache:
+        out.update(pos=cache["pos"].index_select(0, rows), keep=cache["keep"].index_select(0, rows))
+    return out

@@ -106,9 +106,10 @@ class WhisperRecognizer:
             else:
                 out[i] = Transcript(" ".join(stream.committed))
         for rows in groups.values():
-            texts = _partial_texts(self, [streams[i].audio[-MAX_SAMPLES:] for i in rows], streams[rows[0]].params)
-            for i, text in zip(rows, texts):
-                out[i] = streams[i]._agree(text)
+            decoded = _partial_texts(self, [streams[i].audio[-MAX_SAMPLES:] for i in rows], streams[rows[0]].params,
+                                     [streams[i].forced for i in rows], [streams[i].draft for i in rows])
+            for i, (text, tokens) in zip(rows, decoded):
+                out[i] = streams[i]._agree(text, tokens)
         return out
 
     def adaptive_names(self) -> list[str]:
@@ -296,14 +297,20 @@ class WhisperRecognizer:
         return self._result(audio, hyp, frames, word_timestamps, offset, cross)
 
     def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int],
-                prompt: str | None = None, cross: list | None = None) -> list[Hypothesis]:
+                prompt: str | None = None, cross: list | None = None,
+                forced: list[list[int]] | None = None, drafts: list[list[int]] | None = None) -> list[Hypothesis]:
+        """forced, drafts (greedy only): each row's first text tokens, and the tokens it is expected
+        to choose next (`decoding.greedy`)."""
         tok, dec = self.tokenizer, self.infer.decoder
         # With a prompt: <|startofprev|> + its last tokens (half the text context, as openai/whisper) + SOT.
         start = tok.prompt_with_previous(prompt, self.model.cfg.n_text_ctx // 2 - 1) if prompt else tok.prompt
         sot_index = len(start) - len(tok.prompt)
         args = (start, tok.eot, tok.no_speech, list(tok.suppress), list(self.model.cfg.suppress_ids_begin))
         if beam_size == 1:
-            return greedy(dec, audio, *args, self.options, budget, sot_index=sot_index, cross=cross)
+            return greedy(dec, audio, *args, self.options, budget, sot_index=sot_index, cross=cross, forced=forced,
+                          drafts=drafts)
+        if (forced and any(forced)) or (drafts and any(drafts)):
+            raise ValueError("forced and draft text tokens are for greedy decoding only")
         return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget, sot_index=sot_index,
                            cross=cross)
 
@@ -402,6 +409,10 @@ class WhisperStream:
     window cut `PARTIAL_TRIM_S` after the segment, no word timings) and stabilizes the words by
     local agreement (as whisper_streaming's LocalAgreement-2): the longest prefix two consecutive
     decodes agree on is committed and never taken back; the latest decode's words after it follow.
+    The committed words' tokens are given to the next decode as its start (`FORCE_COMMITTED`), and
+    the latest decode's tokens after them as its draft (kept as far as greedy decoding chooses them
+    again: `decoding.greedy`), all fed in one decoder pass, so a partial takes a decoder step only
+    for the tokens that changed or are new.
     Same interface as the small model's `RecognizerStream.accept`. Several streams advance together
     with `WhisperRecognizer.accept_batch` (one decoding batch)."""
 
@@ -410,6 +421,8 @@ class WhisperStream:
     PARTIAL_TRIM_S = 2.0
     PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
     PARTIAL_RETRY = True      # a looping partial is decoded again with beam search (else only cut)
+    FORCE_COMMITTED = True    # the next decode starts with the committed words' tokens, then verifies the
+                              # latest's after them in the same pass (else decodes every token again)
 
     def __init__(self, rec: WhisperRecognizer, sample_rate: int, params: dict[str, Tensor] | None):
         if sample_rate <= 0:
@@ -418,6 +431,8 @@ class WhisperStream:
         self.audio = torch.zeros(0)          # the segment so far, 16 kHz
         self.committed: list[str] = []
         self.previous: list[str] = []
+        self.forced: list[int] = []          # tokens of committed words the next decode starts with
+        self.draft: list[int] = []           # the latest decode's tokens after them (the next one's draft)
 
     def accept(self, chunk: Tensor) -> Transcript:
         """Feed (samples,) float audio at the stream's rate; returns the current partial hypothesis."""
@@ -428,23 +443,33 @@ class WhisperStream:
         self.audio = torch.cat([self.audio, self.rec.prepare(chunk, self.sample_rate)])
         return self.audio.numel() >= 2 * HOP_LENGTH
 
-    def _agree(self, text: str) -> Transcript:
-        """The latest decode's text -> the partial: the committed words, then the latest's after them."""
+    def _agree(self, text: str, tokens: list[int] | None = None) -> Transcript:
+        """The latest decode's text (and its tokens) -> the partial: the committed words, then the
+        latest's after them."""
         latest = text.split()
         agreed = 0
         while agreed < min(len(latest), len(self.previous)) and _same_word(latest[agreed], self.previous[agreed]):
             agreed += 1
         if agreed > len(self.committed):  # committed words stay as they were shown
             self.committed = self.committed + latest[len(self.committed):agreed]
+            if self.FORCE_COMMITTED and tokens:
+                self.forced = _word_tokens(self.rec.tokenizer, tokens, self.committed) or self.forced
+        if self.FORCE_COMMITTED:
+            tokens = tokens or []
+            self.draft = tokens[len(self.forced):] if tokens[:len(self.forced)] == self.forced else []
         self.previous = latest
         return Transcript(" ".join(self.committed + latest[len(self.committed):]))
 
 
-def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[str, Tensor] | None) -> list[str]:
-    """The partial decode of each growing segment (16 kHz, at most 30 s), all with one caller's params
-    (or none). Each segment is encoded in its own window (Whisper is sensitive to where the window
-    ends: a window made longer for a batch doubled last-partial WER); the greedy decoding runs them
-    as one batch, each row attending to its own window (`MaskedKV`)."""
+def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[str, Tensor] | None,
+                   forced: list[list[int]] | None = None,
+                   drafts: list[list[int]] | None = None) -> list[tuple[str, list[int]]]:
+    """The partial decode (text, tokens) of each growing segment (16 kHz, at most 30 s), all with one
+    caller's params (or none), each starting with its `forced` tokens (and verifying its draft:
+    `decoding.greedy`). Each segment is encoded in
+    its own window (Whisper is sensitive to where the window ends: a window made longer for a batch
+    doubled last-partial WER); the greedy decoding runs them as one batch, each row attending to
+    its own window (`MaskedKV`)."""
     feats = [rec.features(a) for a in audios]
     rows, crosses = [], []          # each segment's encoder output and its keys/values per decoder block
     for mel, frames in feats:
@@ -454,7 +479,8 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
     cross = [MaskedKV.stack([c[layer] for c in crosses]) for layer in range(len(crosses[0]))]
     budgets = [rec.options.token_budget(a.numel() / SAMPLE_RATE) for a in audios]
     # the decoder takes the audio's rows and width from this; the keys and values are `cross`
-    hyps = rec._decode(rows[0].new_zeros(len(rows), 1, rows[0].shape[2]), 1, budgets, cross=cross)
+    hyps = rec._decode(rows[0].new_zeros(len(rows), 1, rows[0].shape[2]), 1, budgets, cross=cross, forced=forced,
+                       drafts=drafts)
     texts = []
     for j, hyp in enumerate(hyps):
         if WhisperStream.PARTIAL_RETRY:
@@ -464,8 +490,18 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
         # PARTIAL_MIN_DOUBLED tokens or more (the final pass decodes the segment on its own).
         hyp = Hypothesis(cut_repetition(hyp.tokens, min_repeats=2, min_unit=WhisperStream.PARTIAL_MIN_DOUBLED),
                          hyp.sum_logprob, hyp.no_speech_prob)
-        texts.append(rec._result(rows[j], hyp, feats[j][1], False, 0.0).text)
+        texts.append((rec._result(rows[j], hyp, feats[j][1], False, 0.0).text, hyp.tokens))
     return texts
+
+
+def _word_tokens(tok: WhisperTokenizer, tokens: list[int], words: list[str]) -> list[int]:
+    """The first tokens of `tokens` that spell exactly `words` and end where the next word begins
+    (so a decode forced to them can go on with a new word); [] when they do not."""
+    n = len(words)
+    starts = [i for i, t in enumerate(tokens) if i == 0 or tok.token_bytes(t).startswith(" ")]
+    end = starts[n] if n < len(starts) else len(tokens)
+    prefix = tokens[:end]
+    return prefix if n and tok.decode(prefix).split() == words else []
 
 
 def _same_word(a: str, b: str) -> bool:

@@ -447,6 +447,99 @@ def test_streamed_partials_of_real_speech_converge_and_never_take_back_a_committ
         rec.stream(sample_rate=0)
 
 
+@needs_wheel
+def test_forced_prefixes_and_drafts_of_different_lengths_in_one_batch_continue_as_chosen(rec, real_dev):
+    """Greedy decoding given each row's first tokens (the partials' committed words) and a draft
+    of the next ones, rows of different lengths in one batch: they are fed in one padded pass
+    whose padding no row sees again, so forcing the tokens greedy chose itself gives its own text
+    again, alone and in a batch, and any draft gives greedy's text; the padded pass's logits are
+    the unpadded ones."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.whisper.model import MaskedKV
+    from asr_core.whisper.recognizer import WhisperStream
+    longest = [u for u in read_manifest(str(real_dev), ("test",)) if len(u.text.split()) >= 8][:3]
+    audios = [rec.prepare(load_audio(u.audio, 8000), 8000) for u in longest]
+    enc = [rec.encode_segment(*rec.features(a), trim_seconds=WhisperStream.PARTIAL_TRIM_S) for a in audios]
+    budget = [rec.options.token_budget(a.numel() / 16000) for a in audios]
+    alone = [rec._decode(e, 1, b, cross=c)[0].tokens for (e, c), b in zip(enc, budget)]
+    assert all(len(t) > 8 for t in alone)
+    forced = [alone[0][:0], alone[1][:3], alone[2][:7]]
+    cross = [MaskedKV.stack([c[layer] for _, c in enc]) for layer in range(len(enc[0][1]))]
+    batch = rec._decode(enc[0][0].new_zeros(3, 1, 384), 1, budget, cross=cross, forced=forced)
+    assert [h.tokens for h in batch] == alone
+    for (e, c), b, f, want in zip(enc, budget, forced, alone):
+        assert rec._decode(e, 1, b, cross=c, forced=[f])[0].tokens == want
+    # drafts (the tokens greedy is expected to choose next): right, wrong after a few, wrong at once,
+    # none; greedy's text and log-probs either way, in fewer decoder passes when right
+    plain = rec._decode(enc[0][0], 1, budget[0], cross=enc[0][1])[0]
+    calls = []
+    hook = rec.infer.decoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for drafts in ([alone[0], alone[1][3:], alone[2][7:9]],
+                       [alone[0][:4] + [alone[0][0]] * 3, [alone[1][0]] * 4, []]):
+            calls.clear()
+            got = rec._decode(enc[0][0].new_zeros(3, 1, 384), 1, budget, cross=cross, forced=forced, drafts=drafts)
+            assert [h.tokens for h in got] == alone
+            assert abs(got[0].sum_logprob - plain.sum_logprob) < 1e-3
+            steps = len(calls)
+        assert steps > 3
+        calls.clear()
+        rec._decode(enc[0][0], 1, budget[0], cross=enc[0][1], drafts=[alone[0]])
+        assert len(calls) == 2          # the prompt, then the draft (its last logits choose the end)
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="end-of-text"):
+        rec._decode(enc[0][0], 1, budget[0], cross=enc[0][1], drafts=[[rec.tokenizer.eot]])
+    with pytest.raises(ValueError, match="greedy decoding only"):
+        rec._decode(enc[1][0], 5, budget[1], cross=enc[1][1], forced=[forced[1]])
+    # the padded pass: row 0 three tokens, row 1 one (padded to three), logits where each ends
+    dec, prompt = rec.model.decoder, rec.tokenizer.prompt
+    e, c = enc[1]
+    two = {"self": None, "cross": [(k.expand(2, -1, -1, -1), v.expand(2, -1, -1, -1)) for k, v in c]}
+    with torch.no_grad():
+        plain = [dec(torch.tensor([prompt + alone[1][:n]]), dec.init_cache(e, c))[0][0, -1] for n in (3, 1)]
+        start = dec(torch.tensor([prompt] * 2), dict(dec.init_cache(e.expand(2, -1, -1), two["cross"])))[1]
+        from asr_core.whisper.decoding import _prefill
+        no = torch.tensor([], dtype=torch.long)
+        last, cache = _prefill(dec, torch.zeros(2, plain[0].shape[0]), start, [alone[1][:3], alone[1][:1]],
+                               [[], []], len(prompt), rec.tokenizer.eot, no, no, [99, 99], [[], []], [0.0, 0.0])
+        assert cache["keep"][1].tolist() == [True] * (len(prompt) + 1) + [False, False]
+        assert torch.allclose(last[0], plain[0], atol=1e-3) and torch.allclose(last[1], plain[1], atol=1e-3)
+        step = dec(torch.tensor([[alone[1][3]], [alone[1][1]]]), cache)[0][:, -1]
+        alone_next = [dec(torch.tensor([prompt + alone[1][:n + 1]]), dec.init_cache(e, c))[0][0, -1] for n in (3, 1)]
+    assert torch.allclose(step[0], alone_next[0], atol=1e-3) and torch.allclose(step[1], alone_next[1], atol=1e-3)
+
+
+@needs_wheel
+def test_partials_start_from_the_committed_words_tokens(rec, real_dev):
+    """Each partial decode is given the committed words' tokens as its start: they spell exactly
+    the committed words, and the partials match those decoding every word again within a word
+    per prompt."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.recognizer import WhisperStream
+    assert WhisperStream.FORCE_COMMITTED
+    for u in read_manifest(str(real_dev), ("test",))[6:9]:
+        x = load_audio(u.audio, 8000)
+        stream = rec.stream(sample_rate=8000)
+        for start in range(0, x.numel(), 4000):
+            text = stream.accept(x[start:start + 4000]).text
+            if stream.forced:
+                spelled = rec.tokenizer.decode(stream.forced).split()
+                assert spelled == stream.committed[:len(spelled)]
+        assert stream.forced and text
+        try:
+            WhisperStream.FORCE_COMMITTED = False
+            again = rec.stream(sample_rate=8000)
+            for start in range(0, x.numel(), 4000):
+                reference = again.accept(x[start:start + 4000]).text
+        finally:
+            WhisperStream.FORCE_COMMITTED = True
+        assert not again.forced and word_errors(reference, text)[0] <= 1, (reference, text)
+
+
 def test_beams_sharing_one_audio_attend_to_it_as_if_each_had_its_own_copy():
     """Beam search keeps one row of cross-attention keys/values for all its beams (no copy per
     step); each beam's step attends exactly as with its own copy."""
