@@ -126,11 +126,9 @@ def _prefill(decoder: TextDecoder, last: Tensor, cache: dict, forced: list[list[
     cache = dict(cache, pos=torch.full((b,), start), keep=torch.ones(b, start, dtype=torch.bool))
     logits, cache, _ = decoder(tokens, cache, pick=pick)                 # (b, span, vocab)
     logits[:, 0] = torch.where((n_forced > 0)[:, None], logits[:, 0], last)
-    masked = logits.clone()
-    masked[:, :, suppress] = float("-inf")
-    first = (n_forced == 0).nonzero()[:, 0]
-    masked[first[:, None], 0, suppress_begin[None, :]] = float("-inf")
-    logp = F.log_softmax(masked, dim=-1)
+    # the text's first token (position 0 of a row without forced tokens) as greedy's first step
+    first = (n_forced == 0).nonzero()[:, 0] * span
+    logp = _masked_logprobs(logits.flatten(0, 1), suppress, suppress_begin, first).view(b, span, -1)
     best = logp.argmax(-1).tolist()
     kept = []
     for i, draft in enumerate(drafts):
