@@ -27,7 +27,9 @@ listening on the agents' feed. Per N it reports:
 - partial latency: agent receives a partial - the server received the newest
   audio in it (``audio_at``), p50/p95/p99;
 - segments: stored, recognized, failed, still pending 30 s after the calls
-  ended, and finals the agents never saw;
+  ended, and finals the agents never saw; finals recognized during the pause
+  before their endpoint (``speculative``; ``STREAM_SPECULATIVE_FINALS=0`` in
+  the environment turns that off for a side-by-side run);
 - partials sent and dropped (the web process's /metrics), partials computed
   and the mean batch they were computed in, and the gap between consecutive
   partials of a segment seen by the agent (audio time between them; a
@@ -201,6 +203,7 @@ class Round:
     partial_ms: list[float] = field(default_factory=list)
     partial_audio_at: dict[int, list[float]] = field(default_factory=dict)  # segment -> its partials' audio_at
     finals_seen: set[int] = field(default_factory=set)
+    speculative: int = 0  # finals recognized during the pause before their endpoint
     last_final_at: float = 0.0
     call_ids: set[int] = field(default_factory=set)
     wall_s: float = 0.0
@@ -235,6 +238,7 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
                         result.task_ms.append(1000 * (m["recognized_at"] - m["started_at"]))
                     result.delivery_ms.append(1000 * (now - m["recognized_at"]))
                     result.finals_seen.add(m["segment"])
+                    result.speculative += bool(m.get("speculative"))
                     result.last_final_at = now
                 elif m.get("type") == "partial":
                     result.partial_ms.append(1000 * (now - m["audio_at"]))
@@ -415,7 +419,7 @@ def main() -> int:
             gaps = [1000 * (b - a) for times in rnd.partial_audio_at.values() for a, b in zip(times, times[1:])]
             rows.append({
                 "N": n, "segments": f"{stored}/{n * spoken_segments}", "failed": failed, "pending": pending,
-                "unseen": unseen,
+                "unseen": unseen, "speculative": rnd.speculative,
                 "final p50/p95/p99 ms": f"{pct(rnd.final_ms, 50)}/{pct(rnd.final_ms, 95)}/{pct(rnd.final_ms, 99)}",
                 "final p95: queue/task/delivery ms":
                     f"{pct(rnd.queue_ms, 95)}/{pct(rnd.task_ms, 95)}/{pct(rnd.delivery_ms, 95)}",

@@ -289,6 +289,10 @@ STREAM_PARTIAL_MAX_BUSY_PERCENT = _env_int("STREAM_PARTIAL_MAX_BUSY_PERCENT", 50
 STREAM_PARTIAL_BATCH_MAX = _env_int("STREAM_PARTIAL_BATCH_MAX", 16, minimum=1)
 if STREAM_PARTIAL_MAX_BUSY_PERCENT > 100:
     raise ImproperlyConfigured(f"STREAM_PARTIAL_MAX_BUSY_PERCENT={STREAM_PARTIAL_MAX_BUSY_PERCENT} must be 1-100")
+# Speculative finals: 300 ms into a pause (the audio a segment keeps is then known) its final is
+# recognized ahead of the endpoint, and used at the endpoint only if the stored audio is the same
+# (callcenter/streaming/speculation.py). Off: every final is recognized after its endpoint.
+STREAM_SPECULATIVE_FINALS = _env_bool("STREAM_SPECULATIVE_FINALS", default=True)
 # Largest websocket frame accepted on the media endpoints.
 STREAM_MAX_FRAME_BYTES = _env_int("STREAM_MAX_FRAME_BYTES", 65_536, minimum=1024)
 # Seconds a media socket may take to send Twilio's `start` or the PCM config.

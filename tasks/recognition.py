@@ -22,6 +22,10 @@ call's group and the agents' group.
   anything else marks the segment ``failed`` with its reason (admin shows
   it) and pushes a ``final`` with ``"status": "failed"``.
 - Time limit: ``RECOGNITION_TIME_LIMIT_S`` (soft; hard 5 s later).
+- Speculative finals (``recognition.speculate``, callcenter/streaming/speculation.py): the web
+  process offers a segment's audio 300 ms into a pause, before its endpoint; this worker
+  recognizes it as the final pass would and keeps the transcript. The final pass takes it
+  instead of recognizing where the stored audio, model version and profile are the same.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from callcenter.errors import BadAudio, ModelVersionInvalid, NotFound, Recogniti
 from callcenter.live import messages
 from callcenter.live.publish import publisher
 from callcenter.ops import redisconn
+from callcenter.streaming import speculation
 from tasks.maintenance import record_recognition_latency
 
 logger = logging.getLogger(__name__)
@@ -112,6 +117,53 @@ def recognize_segment(self, *, segment_id: int, endpoint_at: float | None = None
         raise
 
 
+@shared_task(
+    name=speculation.TASK,
+    soft_time_limit=settings.RECOGNITION_TIME_LIMIT_S,
+    time_limit=settings.RECOGNITION_TIME_LIMIT_S + 5,
+)
+def speculate(*, segment_id: int, audio: str) -> str:
+    """Recognize a segment's offered audio ahead of its endpoint and keep the transcript for its
+    final. Never touches the segment: any failure only means its final is recognized as always.
+    Returns the outcome (computed, skipped, failed)."""
+    try:
+        outcome = _speculate(segment_id=segment_id, audio=audio)
+    except SoftTimeLimitExceeded:
+        logger.warning("segment #%s: speculative final over the time limit; dropped", segment_id)
+        outcome = "failed"
+    except Exception:  # noqa: BLE001 - the final recognizes the segment itself
+        logger.exception("segment #%s: speculative final failed; the final pass recognizes it", segment_id)
+        outcome = "failed"
+    metrics.SPECULATIONS.labels(outcome).inc()
+    return outcome
+
+
+def _speculate(*, segment_id: int, audio: str) -> str:
+    wav = speculation.offered(segment_id=segment_id, audio=audio)
+    if wav is None:
+        return "skipped"  # speech came back, or the offer expired
+    try:
+        segment = selectors.segment_get(segment_id=segment_id)
+    except NotFound:
+        return "skipped"
+    if segment.status != Segment.Status.PENDING or redisconn.client().exists(CLAIM_KEY + str(segment_id)):
+        return "skipped"  # its final pass has run or is running
+    version, rec, profiles = _model_and_profiles([segment])
+    try:
+        samples = asr.decode_audio(wav)
+    except BadAudio as exc:
+        logger.warning("segment #%s: the offered audio cannot be decoded: %s", segment_id, exc.message)
+        return "failed"
+    (transcript,) = asr.transcribe_batch(
+        rec, [samples], params=[profiles[0][1]], vocabularies=[segment.call.vocabulary or None]
+    )
+    speculation.keep(
+        segment_id=segment_id, wav_digest=speculation.digest(wav), model=_model_key(version),
+        profile=profiles[0][0], transcript=transcript,
+    )  # fmt: skip
+    return "computed"
+
+
 def _recognize(*, segment_id: int, endpoint_at: float | None, task_id: str) -> dict[str, object]:
     started_at = time.time()
     segment = selectors.segment_get(segment_id=segment_id)
@@ -135,18 +187,22 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
     """Recognize the task's own segment (first) and the waiting segments it claimed, together;
     store and send each one's final. Returns the own segment's result. A batch-mate whose audio
     cannot be read fails alone; the own segment's errors raise (the task records them)."""
-    audios, ready = [], []
+    audios, digests, ready = [], [], []
     for segment, endpoint_at in batch:
         try:
-            audios.append(_segment_audio(segment))
+            audio, digest = _segment_audio(segment)
+            audios.append(audio)
+            digests.append(digest)
             ready.append((segment, endpoint_at))
         except RecognitionFailed as exc:
             if segment.pk == batch[0][0].pk:
                 raise
             _fail(segment.pk, endpoint_at, exc.message)
-    rec, profiles = _model_and_profiles([segment for segment, _ in ready])
+    version, rec, profiles = _model_and_profiles([segment for segment, _ in ready])
     results = []
-    for segment, endpoint_at, profile_id, transcript in _transcripts(rec, ready, audios, profiles):
+    for segment, endpoint_at, profile_id, transcript, speculative in _transcripts(
+        rec, version, ready, audios, digests, profiles
+    ):
         stored = services.segment_store_result(
             segment_id=segment.pk,
             text=transcript["text"],
@@ -155,7 +211,7 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
             voice_profile_id=profile_id,
         )
         metrics.RECOGNITIONS.labels("recognized").inc()
-        _publish_final(stored, endpoint_at=endpoint_at, started_at=started_at)
+        _publish_final(stored, endpoint_at=endpoint_at, started_at=started_at, speculative=speculative)
         if results:  # a batch-mate: its own task, when it runs, neither sends its final again nor records its latency
             logger.info("segment #%s recognized in the batch of segment #%s", stored.pk, batch[0][0].pk)
             _mark_batched_final_sent(stored.pk)
@@ -166,27 +222,43 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
     return results[0]
 
 
-def _transcripts(rec, ready: list[tuple[Segment, float | None]], audios: list, profiles: list):
-    """(segment, endpoint_at, profile id, transcript) of each segment of a batch, as soon as it is
-    recognized: all at once where the recognizer computes a batch together, else one by one (so
-    the first segment's final is not held until the last one is done)."""
-    step = len(ready) if rec.batch_shares_work else 1
-    for i in range(0, len(ready), step):
-        part = slice(i, i + step)
+def _transcripts(rec, version, ready: list[tuple[Segment, float | None]], audios: list, digests: list, profiles: list):
+    """(segment, endpoint_at, profile id, transcript, speculative) of each segment of a batch, as soon as it is
+    recognized: first those whose speculative final was made from the same audio, model and
+    profile, then the others all at once where the recognizer computes a batch together, else
+    one by one (so the first segment's final is not held until the last one is done)."""
+    todo = []
+    for i, ((segment, endpoint_at), (profile_id, _)) in enumerate(zip(ready, profiles)):
+        kept = speculation.take(segment_id=segment.pk, wav_digest=digests[i], model=_model_key(version), profile=profile_id)
+        if kept is not None:
+            yield segment, endpoint_at, profile_id, kept, True
+        else:
+            todo.append(i)
+    step = len(todo) if rec.batch_shares_work else 1
+    for i in range(0, len(todo), step):
+        part = todo[i : i + step]
         transcripts = asr.transcribe_batch(
-            rec, audios[part], params=[params for _, params in profiles[part]],
-            vocabularies=[segment.call.vocabulary or None for segment, _ in ready[part]],
-        )
-        for (segment, endpoint_at), (profile_id, _), transcript in zip(ready[part], profiles[part], transcripts):
-            yield segment, endpoint_at, profile_id, transcript
+            rec, [audios[j] for j in part], params=[profiles[j][1] for j in part],
+            vocabularies=[ready[j][0].call.vocabulary or None for j in part],
+        )  # fmt: skip
+        for j, transcript in zip(part, transcripts):
+            segment, endpoint_at = ready[j]
+            yield segment, endpoint_at, profiles[j][0], transcript, False
+
+
+def _model_key(version) -> str:
+    """What a speculation must have been recognized with: the final pass's model version (or the
+    shipped model, used when the active version cannot be loaded)."""
+    return f"version:{version.pk}" if version is not None else "shipped"
 
 
 def _model_and_profiles(segments: list[Segment]):
-    """The final pass's recognizer and each segment's (profile id, parameters). The customer's
-    voice profile is for the customer's track only (issue 20)."""
+    """The final pass's model version (None: the shipped model stands in), its recognizer and each
+    segment's (profile id, parameters). The customer's voice profile is for the customer's track
+    only (issue 20)."""
     try:
-        _version, rec = services.final_model()
-        return rec, [
+        version, rec = services.final_model()
+        return version, rec, [
             asr.caller_params(rec, segment.call.customer_id if segment.speaker == "customer" else None)
             for segment in segments
         ]
@@ -195,7 +267,7 @@ def _model_and_profiles(segments: list[Segment]):
         logger.error("segments %s: %s; recognizing with the shipped model, without profiles",
                      [s.pk for s in segments], exc.message)
         try:
-            return asr.recognizer(decoder=settings.ASR_DECODER), [(None, None)] * len(segments)
+            return None, asr.recognizer(decoder=settings.ASR_DECODER), [(None, None)] * len(segments)
         except RecognizerUnavailable as exc2:
             raise RecognitionFailed(exc2.message) from None
     except RecognizerUnavailable as exc:  # the shipped small model itself (a fresh install's first version)
@@ -266,6 +338,7 @@ def _batched_final_sent(segment_id: int) -> bool:
 
 
 def _segment_audio(segment: Segment):
+    """(8 kHz float audio, the digest of its stored bytes)."""
     if not segment.audio:
         raise RecognitionFailed("the segment has no audio")
     try:
@@ -274,7 +347,7 @@ def _segment_audio(segment: Segment):
     except FileNotFoundError:
         raise RecognitionFailed(f"the audio file {segment.audio.name} is missing") from None
     try:
-        return asr.decode_audio(data)
+        return asr.decode_audio(data), speculation.digest(data)
     except BadAudio as exc:
         raise RecognitionFailed(f"{segment.audio.name}: {exc.message}") from None
 
@@ -292,7 +365,9 @@ def _fail(segment_id: int, endpoint_at: float | None, reason: str) -> dict[str, 
     return {"segment": segment_id, "status": "failed", "text": "", "error": reason}
 
 
-def _publish_final(segment: Segment, *, endpoint_at: float | None, started_at: float | None = None) -> None:
+def _publish_final(
+    segment: Segment, *, endpoint_at: float | None, started_at: float | None = None, speculative: bool = False
+) -> None:
     message = messages.final_message(
         call_id=segment.call_id,
         segment_id=segment.pk,
@@ -308,5 +383,6 @@ def _publish_final(segment: Segment, *, endpoint_at: float | None, started_at: f
         recognized_at=time.time(),
         error=segment.failure_reason or None,
         speaker=segment.speaker,
+        speculative=speculative,
     )
     publisher.send(messages.groups_for_call(segment.call_id), messages.layer_event(message))

@@ -130,6 +130,7 @@ def final_message(
     recognized_at: float | None = None,
     error: str | None = None,
     speaker: str | None = None,
+    speculative: bool = False,
 ) -> dict[str, object]:
     text, words = _redacted(text, words, partial=False)
     message: dict[str, object] = {
@@ -151,6 +152,8 @@ def final_message(
         message["error"] = error
     if speaker is not None:  # "customer" or "agent"
         message["speaker"] = speaker
+    if speculative:  # recognized during the pause before the endpoint (the same audio and model)
+        message["speculative"] = True
     return message
 
 

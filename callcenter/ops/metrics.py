@@ -54,6 +54,8 @@ PARTIAL_BATCH_SIZE = Histogram(
 )
 PROFILE_ERRORS = Counter("callcenter_profile_errors_total", "Voice profiles that could not be used")
 RECOGNITIONS = Counter("callcenter_recognitions_total", "Recognition task outcomes", ["outcome"])
+# offered | withdrawn (web); computed | skipped | failed | used | missed (worker)
+SPECULATIONS = Counter("callcenter_speculative_finals_total", "Speculative finals (recognized before the endpoint)", ["outcome"])
 RECOGNITION_SECONDS = Histogram(
     "callcenter_recognition_seconds",
     "Endpoint detected -> final stored (queue wait + recognition), per segment (worker process)",

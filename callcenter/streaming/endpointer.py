@@ -14,6 +14,11 @@ so the minimum stays at the line's noise while someone talks). Then:
   bursts (clicks, a cough) are not segments.
 - **endpoint**: ``silence_ms`` of unvoiced frames (the hangover) end it; the
   segment keeps ``tail_ms`` of that silence.
+- **pause**: once ``tail_ms`` of silence have passed (when that is less than
+  ``silence_ms``), the audio the segment will have *if* the silence lasts
+  to the endpoint is known: ``SpeechPaused`` carries it (a final can be
+  recognized ahead of the endpoint: speculative finals). A voiced frame
+  before the endpoint gives ``SpeechResumed`` and the segment goes on.
 - **max length**: a segment is cut at ``max_segment_ms``; speech that goes on
   starts the next segment right there.
 - **flush** (hangup): the segment in progress ends where the audio ends.
@@ -95,7 +100,24 @@ class SegmentEnded:
     speech_end_ms: int | None = None
 
 
-Event = SpeechStarted | SegmentEnded
+@dataclass(frozen=True, eq=False)
+class SpeechPaused:
+    """``tail_ms`` of silence into a segment: ``audio`` is exactly the audio its
+    ``SegmentEnded`` will carry if no voiced frame comes before the endpoint."""
+
+    serial: int
+    start_ms: int
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech came back after a ``SpeechPaused``: the segment goes on."""
+
+    serial: int
+
+
+Event = SpeechStarted | SegmentEnded | SpeechPaused | SpeechResumed
 
 
 class _State(Enum):
@@ -130,6 +152,9 @@ class Endpointer:
         self._last_voiced = 0
         self._serial = 0
         self._max_frames = c.frames(c.max_segment_ms)
+        # Silent frames after which the segment's audio is known (None: only at the endpoint).
+        tail = c.frames(c.tail_ms)
+        self._pause_frames = tail if 0 < tail < c.frames(c.silence_ms) else None
 
     # --- inspection ---
 
@@ -259,9 +284,16 @@ class Endpointer:
                 self._pre_roll.append(frame)
             return
         self._seg.append(frame)
+        paused = self._pause_frames is not None and self._gap >= self._pause_frames
         self._gap = 0 if voiced else self._gap + 1
         if voiced:
             self._last_voiced = index
+            if paused:
+                events.append(SpeechResumed(serial=self._serial))
+        elif self._gap == self._pause_frames:
+            events.append(
+                SpeechPaused(serial=self._serial, start_ms=self._seg_start * c.frame_ms, audio=np.concatenate(self._seg))
+            )
         if self._gap >= c.frames(c.silence_ms):
             drop = self._gap - c.frames(c.tail_ms)
             kept, dropped = self._seg[: len(self._seg) - drop], self._seg[len(self._seg) - drop :]

@@ -35,7 +35,16 @@ from django.conf import settings
 from callcenter import logs
 from callcenter.ops import metrics
 from callcenter.live import messages
-from callcenter.streaming.endpointer import Endpointer, EndpointerConfig, Event, SegmentEnded, SpeechStarted
+from callcenter.streaming import speculation
+from callcenter.streaming.endpointer import (
+    Endpointer,
+    EndpointerConfig,
+    Event,
+    SegmentEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+)
 from callcenter.streaming.liveness import LIVE_CALLS
 from callcenter.streaming.partials import CallPartials, PartialEngine
 
@@ -55,6 +64,7 @@ class StreamSettings:
     start_timeout_s: float = 10.0
     eof_wait_s: float = 30.0
     stop_grace_s: float = 1.0
+    speculative_finals: bool = True
 
     @classmethod
     def from_settings(cls) -> StreamSettings:
@@ -67,6 +77,7 @@ class StreamSettings:
             max_frame_bytes=settings.STREAM_MAX_FRAME_BYTES,
             start_timeout_s=settings.STREAM_START_TIMEOUT_S,
             eof_wait_s=settings.STREAM_EOF_WAIT_S,
+            speculative_finals=settings.STREAM_SPECULATIVE_FINALS,
         )
 
     def endpointer_config(self, sample_rate: int) -> EndpointerConfig:
@@ -137,6 +148,12 @@ def _segment_finish(*, segment_id: int, event: SegmentEnded, sample_rate: int, e
     )
 
 
+def _segment_speculate(*, segment_id: int, audio: np.ndarray, sample_rate: int) -> bool:
+    from callcenter.asr import wav_bytes
+
+    return speculation.offer(segment_id=segment_id, wav=wav_bytes(audio, sample_rate))
+
+
 def _call_end(*, call_id: int, status: str, reason: str) -> str | None:
     """Close the call; the username of its agent (it may have been taken meanwhile)."""
     from callcenter.calls import services
@@ -163,6 +180,8 @@ class _Track:
         self.indexes: dict[int, int] = {}  # endpointer serial -> the segment's index in the call
         self.start_ms: dict[int, int] = {}  # serial -> start (ms in the call) of the segment in progress
         self.last_partial_text = ""
+        self.paused: int | None = None  # serial of the segment in a pause (past its tail): no partials then
+        self.offered: int | None = None  # segment id whose speculative final is offered
 
 
 class CallSession:
@@ -198,6 +217,7 @@ class CallSession:
             for speaker in speakers
         }
         self._next_index = 0
+        self.speculate = stream_settings.speculative_finals
         # ids of the segments queued for recognition, in order
         self.submitted: list[int] = []
         self._on_partial = on_partial
@@ -303,6 +323,7 @@ class CallSession:
                 track.last_partial_text = ""
             elif isinstance(event, SegmentEnded):
                 segment_id = track.open_segments.pop(event.serial)
+                track.paused = track.offered = None
                 if track.partials is not None:
                     track.partials.reset(None)
                 await database_sync_to_async(_segment_finish)(
@@ -310,12 +331,27 @@ class CallSession:
                 )
                 self.submitted.append(segment_id)
                 metrics.SEGMENTS.labels(event.reason).inc()
+            elif isinstance(event, SpeechPaused):
+                track.paused = event.serial
+                segment_id = track.open_segments.get(event.serial)
+                if self.speculate and segment_id is not None and not self.ended:
+                    offered = await database_sync_to_async(_segment_speculate)(
+                        segment_id=segment_id, audio=event.audio, sample_rate=self.sample_rate
+                    )
+                    track.offered = segment_id if offered else None
+            elif isinstance(event, SpeechResumed):
+                track.paused = None
+                if track.offered is not None:
+                    segment_id, track.offered = track.offered, None
+                    await database_sync_to_async(speculation.withdraw)(segment_id=segment_id)
 
     # --- partials ---
 
     def _request_partial(self, track: _Track) -> None:
         if track.partials is None or self.ended or not track.endpointer.in_speech:
             return
+        if track.paused == track.endpointer.serial and track.last_partial_text:
+            return  # past the tail of a pause: new audio is silence the segment will not keep
         serial = track.endpointer.serial
         job = track.partials.request(segment_audio=track.endpointer.segment_audio, now=time.monotonic())
         if job is None:

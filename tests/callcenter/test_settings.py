@@ -52,6 +52,7 @@ def test_without_environment_the_one_machine_defaults_apply(load_settings, tmp_p
         "decoder", 5, None)  # fmt: skip
     assert settings["ASR_WHISPER_LIVE_MARGIN_S"] == 1.0 and settings["ASR_WHISPER_TAIL_POOL"] == 5
     assert settings["ADAPTATION_WHISPER"] == "supervised" and settings["STREAM_MAX_SPEED"] == 4
+    assert settings["STREAM_SPECULATIVE_FINALS"] is True
 
 
 def test_database_and_redis_urls_configure_postgres_celery_and_channels(load_settings):
@@ -134,6 +135,7 @@ def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(
         ({"STREAM_MAX_SPEED": "0"}, "STREAM_MAX_SPEED='0' must be at least 1"),
         ({"STREAM_PARTIAL_MAX_BUSY_PERCENT": "0"}, "STREAM_PARTIAL_MAX_BUSY_PERCENT='0' must be at least 1"),
         ({"STREAM_PARTIAL_MAX_BUSY_PERCENT": "150"}, "STREAM_PARTIAL_MAX_BUSY_PERCENT=150 must be 1-100"),
+        ({"STREAM_SPECULATIVE_FINALS": "perhaps"}, "STREAM_SPECULATIVE_FINALS='perhaps' is not a boolean"),
         ({"STREAM_PARTIAL_BATCH_MAX": "many"}, "STREAM_PARTIAL_BATCH_MAX='many' is not an integer"),
         ({"LOGIN_RATE_LIMIT_PER_ADDRESS": "5"}, "LOGIN_RATE_LIMIT_PER_ADDRESS=5 must be at least LOGIN_RATE_LIMIT=10"),
         ({"OPS_TOKEN": "short"}, "OPS_TOKEN must be at least 16 printable characters without spaces"),

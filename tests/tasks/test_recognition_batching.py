@@ -11,6 +11,7 @@ from callcenter import asr
 from callcenter.calls import services
 from callcenter.calls.models import Segment
 from callcenter.ops import redisconn
+from callcenter.streaming import speculation
 from tasks import recognition
 from tasks.recognition import CLAIM_KEY, recognize_segment
 
@@ -66,12 +67,14 @@ def test_a_batch_the_recognizer_would_only_loop_over_gives_each_final_when_it_is
     audios = [asr.decode_audio(wav) for _, wav in prompts]
     given, real = [], asr.transcribe_batch
     monkeypatch.setattr(asr, "transcribe_batch", lambda r, a, **kw: given.append(len(a)) or real(r, a, **kw))
-    out = recognition._transcripts(rec, ready, audios, [(None, None)] * 3)
+    digests = [speculation.digest(wav) for _, wav in prompts]
+    out = recognition._transcripts(rec, None, ready, audios, digests, [(None, None)] * 3)
     first = next(out)
     assert first[0] == segments[0] and given == ([3] if together else [1])   # the first is out before the rest
     rest = list(out)
     assert [t[0] for t in rest] == segments[1:] and given == ([3] if together else [1, 1, 1])
     assert [t[3]["text"] for t in [first, *rest]] == [rec.transcribe(a, 8000).text for a in audios]
+    assert not any(t[4] for t in [first, *rest]), "no speculation was offered"
 
 
 def test_a_segment_claimed_by_another_task_is_left_to_it(celery_worker, prompts):

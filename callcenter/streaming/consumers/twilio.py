@@ -8,7 +8,7 @@ import logging
 from callcenter.streaming import protocols
 from callcenter.streaming.codecs import mulaw_to_float
 from callcenter.streaming.consumers.base import MediaConsumer
-from callcenter.streaming.endpointer import SpeechStarted
+from callcenter.streaming.endpointer import SegmentEnded, SpeechStarted
 from callcenter.streaming.protocols import ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class TwilioMediaConsumer(MediaConsumer):
             for event in events:
                 if isinstance(event, SpeechStarted):
                     await self.send(protocols.twilio_clear(stream_sid=self.stream_sid))
-                else:
+                elif isinstance(event, SegmentEnded):
                     await self.send(protocols.twilio_mark(stream_sid=self.stream_sid, name=f"segment-{event.serial}"))
 
     async def _close_after_stop(self) -> None:

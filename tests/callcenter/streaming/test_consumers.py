@@ -19,6 +19,7 @@ from asr_core.audio import mulaw_encode, pcm16_encode
 from callcenter.asgi import application
 from callcenter.calls import services
 from callcenter.calls.models import Call, Line, Segment
+from callcenter.streaming import speculation
 from tests.fixtures.calls import twilio_start_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -135,6 +136,37 @@ def test_bidirectional_twilio_streams_get_clear_at_speech_and_a_mark_at_each_end
         {"event": "clear", "streamSid": STREAM_SID},
         {"event": "mark", "streamSid": STREAM_SID, "mark": {"name": "segment-0"}},
     ]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_pause_offers_the_audio_the_segment_keeps_and_speech_that_comes_back_withdraws_it(
+    token, settings, monkeypatch, enabled
+):
+    settings.STREAM_SPECULATIVE_FINALS = enabled
+    said: list[tuple[str, int, str | None]] = []
+    offer, withdraw = speculation.offer, speculation.withdraw
+
+    def offered(*, segment_id: int, wav: bytes) -> bool:
+        said.append(("offer", segment_id, speculation.digest(wav)))
+        return offer(segment_id=segment_id, wav=wav)
+
+    def withdrawn(*, segment_id: int) -> None:
+        said.append(("withdraw", segment_id, None))
+        withdraw(segment_id=segment_id)
+
+    monkeypatch.setattr(speculation, "offer", offered)
+    monkeypatch.setattr(speculation, "withdraw", withdrawn)
+    # A 400 ms pause inside the segment (past its 300 ms tail, short of the 600 ms endpoint).
+    audio = np.concatenate([quiet(300), speech(800), quiet(400), speech(800), quiet(900)])
+
+    exchange(f"/ws/media/twilio/{token}", [start_frame(), *media_frames(audio), STOP])
+
+    (segment,) = Segment.objects.all()
+    if not enabled:
+        assert said == []
+        return
+    assert [(kind, pk) for kind, pk, _ in said] == [("offer", segment.pk), ("withdraw", segment.pk), ("offer", segment.pk)]
+    assert said[0][2] != said[2][2] == speculation.digest(segment.audio.read()), "the last offer is the stored audio"
 
 
 def test_an_abrupt_disconnect_keeps_the_speech_received_so_far(token):

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.streaming.endpointer import Endpointer, EndpointerConfig, SegmentEnded, SpeechStarted
+from callcenter.streaming.endpointer import (
+    Endpointer,
+    EndpointerConfig,
+    SegmentEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+)
 
 SR = 8000
 
@@ -50,7 +57,7 @@ def test_each_utterance_between_pauses_becomes_one_segment_with_pre_roll_and_tai
 
 
 def test_speech_start_is_announced_before_the_segment_ends_with_the_same_serial():
-    events = run(np.concatenate([hiss(300), tone(800), hiss(800)]))[0]
+    events = [e for e in run(np.concatenate([hiss(300), tone(800), hiss(800)]))[0] if not isinstance(e, SpeechPaused)]
 
     assert isinstance(events[0], SpeechStarted) and isinstance(events[1], SegmentEnded)
     assert events[0].serial == events[1].serial == 0 and events[0].start_ms == events[1].start_ms
@@ -66,6 +73,41 @@ def test_a_pause_shorter_than_the_silence_setting_does_not_split_a_segment():
     found = segments(run(audio)[0])
 
     assert len(found) == 1 and found[0].end_ms - found[0].start_ms == 200 + 800 + 400 + 800 + 300
+
+
+def test_a_pause_past_the_tail_announces_the_audio_the_segment_then_ends_with():
+    events = run(np.concatenate([hiss(300), tone(800), hiss(1000)]))[0]
+
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechPaused, SegmentEnded]
+    paused, ended = events[1], events[2]
+    assert paused.serial == ended.serial == 0 and paused.start_ms == ended.start_ms
+    assert np.array_equal(paused.audio, ended.audio), "the final can be recognized from the pause's audio"
+
+
+def test_speech_that_comes_back_after_the_tail_resumes_the_segment_and_the_pause_audio_is_not_its_audio():
+    # 400 ms of silence: past the 300 ms tail (a pause), short of the 600 ms endpoint.
+    events = run(np.concatenate([hiss(300), tone(800), hiss(400), tone(800), hiss(1000)]))[0]
+
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechPaused, SpeechResumed, SpeechPaused, SegmentEnded]
+    first_pause, last_pause, ended = events[1], events[3], events[4]
+    assert {e.serial for e in events} == {0}
+    assert len(first_pause.audio) < len(ended.audio)
+    assert np.array_equal(last_pause.audio, ended.audio)
+
+
+def test_a_short_gap_within_the_tail_is_no_pause():
+    events = run(np.concatenate([hiss(300), tone(800), hiss(200), tone(800), hiss(1000)]))[0]
+
+    assert [type(e) for e in events] == [SpeechStarted, SpeechPaused, SegmentEnded]
+
+
+def test_no_pause_is_announced_when_the_tail_is_the_whole_hangover_or_none():
+    audio = np.concatenate([hiss(300), tone(800), hiss(1000)])
+    for config in (EndpointerConfig(silence_ms=300, tail_ms=300), EndpointerConfig(tail_ms=0)):
+        events = run(audio, config=config)[0]
+        assert [type(e) for e in events] == [SpeechStarted, SegmentEnded]
 
 
 def test_long_speech_is_cut_at_max_segment_length_and_goes_on_in_the_next_segment():
@@ -176,3 +218,14 @@ def test_segments_are_ordered_bounded_exact_and_do_not_depend_on_how_audio_was_c
         previous_end = s.end_ms
     started = [e.serial for e in events if isinstance(e, SpeechStarted)]
     assert started == [s.serial for s in chunked] == list(range(len(chunked)))
+    # A pause not followed by speech announced the exact audio its segment ended with at the
+    # endpoint; speech resumes only after a pause of the same segment.
+    last_pause: dict[int, SpeechPaused | None] = {}
+    for e in events:
+        if isinstance(e, SpeechPaused):
+            last_pause[e.serial] = e
+        elif isinstance(e, SpeechResumed):
+            assert last_pause.get(e.serial) is not None
+            last_pause[e.serial] = None
+        elif isinstance(e, SegmentEnded) and e.reason == "silence":
+            assert last_pause.get(e.serial) is not None and np.array_equal(last_pause[e.serial].audio, e.audio)

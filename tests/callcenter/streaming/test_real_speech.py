@@ -94,6 +94,11 @@ def test_a_real_speakers_call_gets_accurate_finals_and_partials_that_converge(de
     reference = " ".join(u.text for u in prompts)
     stored = " ".join(s.text for s in segments)
     assert wer([(reference, stored)]) <= MAX_WER, stored
+    # Most finals were recognized during the pause before their endpoint (speculative finals: a
+    # segment's audio is known 300 ms into a pause), and each is its segment's stored text.
+    finals = {m["segment"]: m for m in seen if m["type"] == "final"}
+    assert sum(bool(m.get("speculative")) for m in finals.values()) >= len(segments) / 2, list(finals.values())
+    assert all(finals[s.pk]["text"] == s.text for s in segments)
     # Live: partials while each segment was spoken, the last one close to its final.
     errors = words = 0
     for segment in segments:
