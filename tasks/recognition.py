@@ -223,8 +223,8 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
 
 
 def _transcripts(rec, version, ready: list[tuple[Segment, float | None]], audios: list, digests: list, profiles: list):
-    """(segment, endpoint_at, profile id, transcript, speculative) of each segment of a batch, as soon as it is
-    recognized: first those whose speculative final was made from the same audio, model and
+    """(segment, endpoint_at, profile id, transcript, speculative) of each segment of a batch, as soon
+    as it is recognized: first those whose speculative final was made from the same audio, model and
     profile, then the others all at once where the recognizer computes a batch together, else
     one by one (so the first segment's final is not held until the last one is done)."""
     todo = []
@@ -234,7 +234,7 @@ def _transcripts(rec, version, ready: list[tuple[Segment, float | None]], audios
             yield segment, endpoint_at, profile_id, kept, True
         else:
             todo.append(i)
-    step = len(todo) if rec.batch_shares_work else 1
+    step = max(1, len(todo)) if rec.batch_shares_work else 1
     for i in range(0, len(todo), step):
         part = todo[i : i + step]
         transcripts = asr.transcribe_batch(

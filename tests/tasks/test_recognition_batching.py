@@ -75,6 +75,13 @@ def test_a_batch_the_recognizer_would_only_loop_over_gives_each_final_when_it_is
     assert [t[0] for t in rest] == segments[1:] and given == ([3] if together else [1, 1, 1])
     assert [t[3]["text"] for t in [first, *rest]] == [rec.transcribe(a, 8000).text for a in audios]
     assert not any(t[4] for t in [first, *rest]), "no speculation was offered"
+    # Each kept as a speculation of its own audio: all taken, none recognized again.
+    for t, digest in zip([first, *rest], digests):
+        speculation.keep(segment_id=t[0].pk, wav_digest=digest, model="shipped", profile=None, transcript=t[3])
+    given.clear()
+    taken = list(recognition._transcripts(rec, None, ready, audios, digests, [(None, None)] * 3))
+    assert given == [] and all(t[4] for t in taken)
+    assert [t[3] for t in taken] == [t[3] for t in [first, *rest]]
 
 
 def test_a_segment_claimed_by_another_task_is_left_to_it(celery_worker, prompts):
