@@ -7,6 +7,9 @@ machine. Prints figures; it is not a test.
     .venv/bin/python bench/live_calls.py --calls 1,5,10 --final-backbone whisper-tiny   # Whisper finals
     .venv/bin/python bench/live_calls.py --calls 10 --two-track --manifest data/real-dev/manifest.tsv  # 20 streams
 
+``--dump-finals FILE``: every final the agents received, one JSON line each (with ``N`` and the
+time it arrived, ``received_at``), to see which finals make the tail.
+
 ``--two-track``: each call is Twilio ``both_tracks`` (two streams: the
 customer, real development prompts from ``--manifest``'s test split, a
 different ``--sentences`` prompts per call; the agent, the demo's voice),
@@ -204,6 +207,7 @@ class Round:
     partial_audio_at: dict[int, list[float]] = field(default_factory=dict)  # segment -> its partials' audio_at
     finals_seen: set[int] = field(default_factory=set)
     speculative: int = 0  # finals recognized during the pause before their endpoint
+    finals: list[dict] = field(default_factory=list)  # each final as received (--dump-finals)
     last_final_at: float = 0.0
     call_ids: set[int] = field(default_factory=set)
     wall_s: float = 0.0
@@ -239,6 +243,7 @@ async def run_round(ws_url: str, token: str, headers: dict, audios: list, caller
                     result.delivery_ms.append(1000 * (now - m["recognized_at"]))
                     result.finals_seen.add(m["segment"])
                     result.speculative += bool(m.get("speculative"))
+                    result.finals.append(dict(m, received_at=now))
                     result.last_final_at = now
                 elif m.get("type") == "partial":
                     result.partial_ms.append(1000 * (now - m["audio_at"]))
@@ -324,6 +329,7 @@ def main() -> int:
     ap.add_argument("--partial-interval-ms", type=int, default=None, help="STREAM_PARTIAL_INTERVAL_MS")
     ap.add_argument("--final-backbone", choices=["small", "whisper-tiny", "whisper-base"], default=None,
                     help="ASR_FINAL_BACKBONE: which model gives the finals (default: the setting's, small)")
+    ap.add_argument("--dump-finals", help="write every final the agents received (JSON lines, N per line) here")
     ap.add_argument("--two-track", action="store_true",
                     help="two-track calls (Twilio both_tracks): customer and agent, 2 streams per call")
     ap.add_argument("--manifest", default="data/real-dev/manifest.tsv",
@@ -436,6 +442,10 @@ def main() -> int:
             if args.two_track:
                 rows[-1].update(analytics_accuracy(rnd.call_ids, known, caller_base=1000 * n))
             print(json.dumps(rows[-1]), flush=True)
+            if args.dump_finals:
+                with open(args.dump_finals, "a") as f:
+                    for m in rnd.finals:
+                        f.write(json.dumps({"N": n, **m}) + "\n")
             time.sleep(2)
     finally:
         process.send_signal(signal.SIGTERM)
