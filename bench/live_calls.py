@@ -8,7 +8,7 @@ machine. Prints figures; it is not a test.
     .venv/bin/python bench/live_calls.py --calls 10 --two-track --manifest data/real-dev/manifest.tsv  # 20 streams
 
 ``--dump-finals FILE``: every final the agents received, one JSON line each (with ``N`` and the
-time it arrived, ``received_at``), to see which finals make the tail.
+time it arrived, ``received_at``), to see which finals form the tail.
 
 ``--two-track``: each call is Twilio ``both_tracks`` (two streams: the
 customer, real development prompts from ``--manifest``'s test split, a
