@@ -9,7 +9,8 @@ its digest as the segment's live speculation and queues
 exactly as the final pass would (same model version, the caller's profile,
 the call's vocabulary) and keeps the transcript in Redis for a while.
 Speculations wait behind every final in the queue (a lower priority): a
-final whose endpoint has come is never held up by a guess.
+final whose endpoint has come waits behind no queued guess (at most behind
+one the worker is already running).
 
 When the endpoint comes, the segment's recognition task reads the stored
 audio; where its digest, the model version and the profile equal the
