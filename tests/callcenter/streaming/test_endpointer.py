@@ -97,6 +97,14 @@ def test_speech_that_comes_back_after_the_tail_resumes_the_segment_and_the_pause
     assert np.array_equal(last_pause.audio, ended.audio)
 
 
+def test_a_hangup_during_a_pause_ends_the_segment_with_the_pause_audio():
+    ep = Endpointer()
+    events = ep.push(np.concatenate([hiss(300), tone(800), hiss(450)])) + ep.flush()
+
+    assert [type(e) for e in events] == [SpeechStarted, SpeechPaused, SegmentEnded]
+    assert events[2].reason == "flush" and np.array_equal(events[1].audio, events[2].audio)
+
+
 def test_a_short_gap_within_the_tail_is_no_pause():
     events = run(np.concatenate([hiss(300), tone(800), hiss(200), tone(800), hiss(1000)]))[0]
 
