@@ -163,6 +163,11 @@ class Endpointer:
         return self._state is _State.SPEECH
 
     @property
+    def paused(self) -> bool:
+        """In a segment, past the tail of a pause (after ``SpeechPaused``, before the endpoint)."""
+        return self.in_speech and self._pause_frames is not None and self._gap >= self._pause_frames
+
+    @property
     def serial(self) -> int:
         """Serial of the segment in progress (or of the next one)."""
         return self._serial
@@ -284,7 +289,7 @@ class Endpointer:
                 self._pre_roll.append(frame)
             return
         self._seg.append(frame)
-        paused = self._pause_frames is not None and self._gap >= self._pause_frames
+        paused = self.paused
         self._gap = 0 if voiced else self._gap + 1
         if voiced:
             self._last_voiced = index

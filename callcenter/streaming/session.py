@@ -180,7 +180,6 @@ class _Track:
         self.indexes: dict[int, int] = {}  # endpointer serial -> the segment's index in the call
         self.start_ms: dict[int, int] = {}  # serial -> start (ms in the call) of the segment in progress
         self.last_partial_text = ""
-        self.paused: int | None = None  # serial of the segment in a pause (past its tail): no partials then
         self.offered: int | None = None  # segment id whose speculative final is offered
 
 
@@ -323,7 +322,7 @@ class CallSession:
                 track.last_partial_text = ""
             elif isinstance(event, SegmentEnded):
                 segment_id = track.open_segments.pop(event.serial)
-                track.paused = track.offered = None
+                track.offered = None
                 if track.partials is not None:
                     track.partials.reset(None)
                 await database_sync_to_async(_segment_finish)(
@@ -332,7 +331,6 @@ class CallSession:
                 self.submitted.append(segment_id)
                 metrics.SEGMENTS.labels(event.reason).inc()
             elif isinstance(event, SpeechPaused):
-                track.paused = event.serial
                 segment_id = track.open_segments.get(event.serial)
                 if self.speculate and segment_id is not None and not self.ended:
                     offered = await database_sync_to_async(_segment_speculate)(
@@ -340,7 +338,6 @@ class CallSession:
                     )
                     track.offered = segment_id if offered else None
             elif isinstance(event, SpeechResumed):
-                track.paused = None
                 if track.offered is not None:
                     segment_id, track.offered = track.offered, None
                     await database_sync_to_async(speculation.withdraw)(segment_id=segment_id)
@@ -350,7 +347,7 @@ class CallSession:
     def _request_partial(self, track: _Track) -> None:
         if track.partials is None or self.ended or not track.endpointer.in_speech:
             return
-        if track.paused == track.endpointer.serial and track.last_partial_text:
+        if track.endpointer.paused and track.last_partial_text:
             return  # past the tail of a pause: new audio is silence the segment will not keep
         serial = track.endpointer.serial
         job = track.partials.request(segment_audio=track.endpointer.segment_audio, now=time.monotonic())
