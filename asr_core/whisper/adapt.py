@@ -105,6 +105,10 @@ LABEL_FREE_RULE = "meta"
 # clean line and the 6 synthetic test callers get no worse (bench/whisper_adapt_sweep.py --steps).
 META_STEPS = 10
 DEFAULT_STEPS = SUPERVISED_STEPS
+# Utterances one fit step sees at most, taken in turn: the meta-learned settings were trained on
+# inner steps over 8 utterances (`meta_callers.meta_train(support=8)`), and a step costs in
+# proportion to its utterances (a fold of a 30-prompt caller has 15). None: every step sees all.
+FIT_BATCH: int | None = 8
 LABEL_FREE_MIN_CONFIDENCE = 0.6      # exp(mean token log-prob) of a pseudo-label's beam output
 FIRST_PASS_MIN_CONFIDENCE = LABEL_FREE_MIN_CONFIDENCE   # kept for callers of the old name
 DEFAULT_FOLDS = 2
@@ -148,9 +152,10 @@ def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch,
     opt = torch.optim.Adam(trained, lr=lr) if rule in ("adam", "lhuc") else None
     decoder = cached.bf16_decoder(rec.model.decoder) if FIT_BF16 else None
     with cached.frozen(rec.model):
-        for _ in range(steps):
+        for step in range(steps):
             with _fit_precision():
-                loss = cached.teacher_forced_loss(rec, p, cache, targets, subset, objective, decoder)
+                loss = cached.teacher_forced_loss(rec, p, cache, targets, _step_batch(subset, step), objective,
+                                                  decoder)
             if opt is not None:
                 opt.zero_grad()
                 loss.backward()
@@ -161,6 +166,15 @@ def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch,
                 for (k, v), g in zip(p.items(), grads):
                     v -= (sizes[k] if rule == "meta" else lr) * g
     return detached(p)
+
+
+def _step_batch(subset: list[int] | None, step: int) -> list[int] | None:
+    """The utterances of `subset` one fit step sees: all of them, or FIT_BATCH taken in turn
+    (wrapping around) where there are more."""
+    if subset is None or FIT_BATCH is None or len(subset) <= FIT_BATCH:
+        return subset
+    first = step * FIT_BATCH % len(subset)
+    return sorted((subset + subset)[first:first + FIT_BATCH])
 
 
 def _fit_precision():
@@ -426,8 +440,9 @@ def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str
                    hypotheses: list[str] | None, first_pass: Callable[[Tensor], Transcript] | None,
                    cfg: AdaptationConfig, objective: str, metrics: dict):
     """Label-free: the pseudo-labels (module docstring) -> (refs, targets, usable, unadapted,
-    decoded: the greedy pass already made with the current params, or None); adds its figures to
-    `metrics`."""
+    decoded: the greedy pass already made with the current params (of the confident utterances),
+    or None); adds its figures to `metrics` (confident: utterances whose pseudo-label is confident
+    enough; agreeing: of those, the ones the second pass agrees with, the usable ones)."""
     decoded = None
     given = hypotheses is not None
     if hypotheses is None:
@@ -436,17 +451,19 @@ def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str
     refs = [" ".join(str(h).split()) for h in hypotheses]
     targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
     conf = targets.logprobs
+    # confident first: only those can be used, so only they need the second pass (a third of the
+    # hard line's prompts; the greedy pass is a fifth of a label-free run's cost)
+    confident = [i for i in range(len(refs)) if _words(refs[i]) and math.exp(conf[i]) >= cfg.min_confidence]
     if first_pass is not None:
-        second = [first_pass(a).text for a in audios]
+        second = {i: first_pass(audios[i]).text for i in confident}
     else:
-        greedy = decoded = _decoded(rec, cache, current, list(range(len(audios))),
-                                    {i: 8 + 3 * len(_words(r)) for i, r in enumerate(refs)})
-        second = [greedy[i][0] for i in range(len(audios))]
-    agree = [i for i in range(len(refs)) if _words(refs[i]) and _words(refs[i]) == _words(second[i])]
-    usable = [i for i in agree if math.exp(conf[i]) >= cfg.min_confidence]
+        decoded = _decoded(rec, cache, current, confident, {i: 8 + 3 * len(_words(refs[i])) for i in confident}) \
+            if confident else {}
+        second = {i: t for i, (t, _) in decoded.items()}
+    usable = [i for i in confident if _words(refs[i]) == _words(second[i])]
     unadapted = {i: r for i, r in enumerate(refs) if _words(r)}
     metrics.update(pseudo_labels="own transcripts" if given else "own beam search",
-                   agreement="first pass" if first_pass else "greedy", agreeing=len(agree), confident=len(usable))
+                   agreement="first pass" if first_pass else "greedy", confident=len(confident), agreeing=len(usable))
     if objective == "entropy":   # SUTA: every utterance with a transcript, no filter
         usable = sorted(unadapted)
     return refs, targets, usable, unadapted, decoded

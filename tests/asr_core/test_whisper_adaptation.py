@@ -218,7 +218,7 @@ def test_a_wrong_first_pass_never_becomes_pseudo_labels(rec, hard):
 
     r = A.adapt_whisper_caller(rec, audios, None, 8000, first_pass=wrong_first_pass,
                                cfg=AdaptationConfig("label-free", min_confidence=0.0))
-    assert len(asked) == len(audios)
+    assert len(asked) == r.metrics["confident"] == len(audios)     # every one confident enough, asked
     assert r.metrics["pseudo_labels"] == "own beam search" and r.metrics["agreeing"] == 0
     assert not r.accepted and r.metrics["reason"] == "too few usable utterances"
     plain = A.plain_whisper_params(rec)
@@ -307,7 +307,7 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
         m = r.metrics
         assert m["objective"] == objective and m["pseudo_labels"] == "own transcripts"
         assert m["rule"] == (rule or "meta")
-        assert m["confident"] <= m["agreeing"] <= len(audios)
+        assert m["agreeing"] <= m["confident"] <= len(audios)
         if objective == "entropy":
             assert m["utterances"] >= m["agreeing"]
         # the guard decodes the held-out prompts as served (beam search). Its "before" is always the
@@ -391,3 +391,14 @@ def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(hard, tmp
         assert r["speakers"]["caller"]["words"] == sum(len(normalize(t).split()) for t in test_texts[:2])
         if method != "none":
             assert r["seconds_per_speaker"] > 0 and "accepted" in r["speakers"]["caller"]
+
+
+def test_a_fit_step_sees_at_most_fit_batch_utterances_and_every_one_in_turn():
+    """A fold of a 30-prompt caller has 15 utterances; each step fits FIT_BATCH of them (the
+    meta-learned settings' inner batch), in turn, so that 10 steps see every one."""
+    assert A.FIT_BATCH == 8
+    fold = list(range(1, 30, 2))                       # 15 utterances
+    batches = [A._step_batch(fold, k) for k in range(10)]
+    assert all(len(b) == 8 and set(b) <= set(fold) and b == sorted(b) for b in batches)
+    assert set().union(*batches[:2]) == set(fold)      # two steps see them all
+    assert A._step_batch(fold[:8], 3) == fold[:8] and A._step_batch(None, 0) is None
