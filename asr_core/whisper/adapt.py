@@ -150,7 +150,7 @@ def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch,
     p = {k: v.detach().clone().requires_grad_(rule != "lhuc" or k == GROUP[0]) for k, v in start.items()}
     trained = [v for v in p.values() if v.requires_grad]
     opt = torch.optim.Adam(trained, lr=lr) if rule in ("adam", "lhuc") else None
-    decoder = cached.bf16_decoder(rec.model.decoder) if FIT_BF16 else None
+    decoder = _bf16_copy(rec.model.decoder) if FIT_BF16 else None
     with cached.frozen(rec.model):
         for step in range(steps):
             with _fit_precision():
@@ -166,6 +166,21 @@ def fit(rec: WhisperRecognizer, cache: CallerCache, targets: cached.TargetBatch,
                 for (k, v), g in zip(p.items(), grads):
                     v -= (sizes[k] if rule == "meta" else lr) * g
     return detached(p)
+
+
+_BF16_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # decoder -> (its weights' versions, copy)
+
+
+def _bf16_copy(decoder: torch.nn.Module) -> torch.nn.Module:
+    """`cached.bf16_decoder` of this decoder, made once and reused while its weights are unchanged
+    (each weight the same tensor, its version unchanged: an in-place update bumps it; making the
+    copy costs 0.16 s, twice per caller)."""
+    versions = tuple((id(p), p._version) for p in decoder.parameters())
+    kept = _BF16_COPIES.get(decoder)
+    if kept is None or kept[0] != versions:
+        kept = (versions, cached.bf16_decoder(decoder))
+        _BF16_COPIES[decoder] = kept
+    return kept[1]
 
 
 def _step_batch(subset: list[int] | None, step: int) -> list[int] | None:
@@ -238,6 +253,10 @@ def _decoded(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tenso
         hyps = cached.decode_cached(rec, cache, params, subset, beam_size=rec.options.beam_size)
     else:
         hyps = cached.greedy_capped(rec, cache, params, subset, caps)
+    return _texts(rec, hyps)
+
+
+def _texts(rec: WhisperRecognizer, hyps: dict) -> dict[int, tuple[str, float]]:
     return {i: (rec.tokenizer.decode(h.tokens).strip(), h.avg_logprob if h.tokens else -10.0) for i, h in hyps.items()}
 
 
@@ -449,7 +468,10 @@ def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str
         beam = cached.decode_cached(rec, cache, current, beam_size=max(2, rec.options.beam_size))
         hypotheses = [rec.tokenizer.decode(beam[i].tokens) for i in range(len(audios))]
     refs = [" ".join(str(h).split()) for h in hypotheses]
-    targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current)
+    caps = {i: 8 + 3 * len(_words(r)) for i, r in enumerate(refs) if _words(r)} if first_pass is None else None
+    # the same teacher-forced pass gives the confidence and, for most pseudo-labels, the greedy
+    # pass's verdict: where greedy provably chooses the pseudo-label token by token, it need not run
+    targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current, greedy_caps=caps)
     conf = targets.logprobs
     # confident first: only those can be used, so only they need the second pass (a third of the
     # hard line's prompts; the greedy pass is a fifth of a label-free run's cost)
@@ -457,9 +479,12 @@ def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str
     if first_pass is not None:
         second = {i: first_pass(audios[i]).text for i in confident}
     else:
-        decoded = _decoded(rec, cache, current, confident, {i: 8 + 3 * len(_words(refs[i])) for i in confident}) \
-            if confident else {}
+        decoded = _texts(rec, {i: targets.greedy[i] for i in confident if i in targets.greedy})
+        rest = [i for i in confident if i not in decoded]
+        if rest:
+            decoded.update(_decoded(rec, cache, current, rest, caps))
         second = {i: t for i, (t, _) in decoded.items()}
+        metrics["greedy_decoded"] = len(rest)
     usable = [i for i in confident if _words(refs[i]) == _words(second[i])]
     unadapted = {i: r for i, r in enumerate(refs) if _words(r)}
     metrics.update(pseudo_labels="own transcripts" if given else "own beam search",

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr_core.whisper.decoding import Hypothesis, cut_repetition, greedy
+from asr_core.whisper.decoding import Hypothesis, _masked_logprobs, cut_repetition, greedy
 from asr_core.whisper.model import N_FRAMES, FoldedKV, MaskedKV, SharedTailKV, pool_tail, pooled_from, splice_tail
 from asr_core.whisper.recognizer import WhisperRecognizer
 
@@ -215,6 +215,8 @@ class TargetBatch:
     target_index: Tensor     # (batch, T - 1) index into `vocab` of each target (0 where masked)
     logprobs: dict[int, float]   # each utterance's mean target log-prob (full vocabulary) with the params
                                  # the targets were made with: how confident the model is of them
+    greedy: dict[int, Hypothesis] = field(default_factory=dict)   # `make_targets(greedy_caps=)`: the
+                                 # utterances whose capped greedy decode is their target, and that decode
 
 
 def token_targets(rec: WhisperRecognizer, texts: list[str]) -> list[list[int]]:
@@ -224,10 +226,18 @@ def token_targets(rec: WhisperRecognizer, texts: list[str]) -> list[list[int]]:
 
 
 def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int]], params: dict[str, Tensor] | None,
-                 weights: list[list[float]] | None = None, top: int = 32) -> TargetBatch:
+                 weights: list[list[float]] | None = None, top: int = 32,
+                 greedy_caps: dict[int, int] | None = None) -> TargetBatch:
     """Token sequences (`token_targets`, one per cached utterance) -> TargetBatch; the candidate
     vocabulary comes from one full-vocabulary pass with `params`. weights[i]: one per text token
-    and end-of-text of seqs[i] (None: all 1)."""
+    and end-of-text of seqs[i] (None: all 1).
+
+    greedy_caps {utterance: token cap}: the same pass also tells, for these utterances, whether
+    greedy decoding with `params` (`greedy_capped` with these caps) would choose exactly the
+    target: it does if at every target position the most likely token under greedy's
+    suppression rules is the target, and the text ends before the cap. Those go to
+    `TargetBatch.greedy` with the hypothesis greedy would return (its masked log-probs, no-speech
+    probability, loop cut and silence rule), at no decoding cost; the others need a real decode."""
     tok = rec.tokenizer
     longest = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), longest), tok.eot, dtype=torch.long)
@@ -236,7 +246,7 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
         tokens[i, :len(s)] = torch.tensor(s)
         mask[i, len(tok.prompt) - 1:len(s) - 1] = 1.0
         w[i, len(tok.prompt) - 1:len(s) - 1] = torch.tensor(weights[i]) if weights else 1.0
-    top_ids, logprobs = [], {}
+    top_ids, logprobs, proven = [], {}, {}
     with torch.no_grad():
         padding_kv = cache.padding_cross_kv(rec, rec.model.decoder, params)
         for idx, h in cache.parts():
@@ -249,9 +259,42 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
             lp = logits.log_softmax(-1).gather(1, tokens[idx, 1:t + 1][sel][:, None])[:, 0]
             for i, row in zip(idx, lp.split(sel.sum(1).tolist())):
                 logprobs[i] = float(row.mean()) if row.numel() else -10.0
+            if greedy_caps and any(i in greedy_caps for i in idx):
+                proven.update(_greedy_proven(rec, cache, seqs, idx, x, logits, sel, greedy_caps))
     vocab = torch.unique(torch.cat([*top_ids, tokens[:, 1:][mask.bool()]]))
     index = torch.searchsorted(vocab, tokens[:, 1:].contiguous()).clamp(max=len(vocab) - 1) * mask.long()
-    return TargetBatch(tokens, mask, w, vocab, index, logprobs)
+    return TargetBatch(tokens, mask, w, vocab, index, logprobs, proven)
+
+
+def _greedy_proven(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int]], idx: list[int], x: Tensor,
+                   logits: Tensor, sel: Tensor, caps: dict[int, int]) -> dict[int, Hypothesis]:
+    """`make_targets(greedy_caps=)` for one part: x (rows, T, d) the decoder states along the
+    targets, logits (the part's targets, vocab) (overwritten), sel (rows, T) where the targets
+    are -> {utterance: the hypothesis greedy decoding returns} for the utterances of `caps` whose
+    greedy decode is their target (`greedy_capped`'s rules)."""
+    tok = rec.tokenizer
+    counts = sel.sum(1).tolist()
+    firsts = torch.tensor([0] + counts[:-1]).cumsum(0)               # each row's first target: the text's first token
+    sup = torch.tensor(list(tok.suppress), dtype=torch.long)
+    sup0 = torch.tensor(list(rec.model.cfg.suppress_ids_begin), dtype=torch.long)
+    logp = _masked_logprobs(logits, sup, sup0, firsts[torch.tensor(counts) > 0])
+    best = logp.argmax(-1)
+    # greedy reads the no-speech probability at <|startoftranscript|> (the prompt's first token)
+    no_speech = rec.model.decoder.logits(x[:, 0]).softmax(-1)[:, tok.no_speech]
+    out = {}
+    for k, i in enumerate(idx):
+        if i not in caps or not counts[k]:
+            continue
+        a, n = int(firsts[k]), counts[k]
+        target = torch.tensor(seqs[i][len(tok.prompt):])           # text tokens and end-of-text
+        text = target[:-1].tolist()
+        limit = min(_budget(rec, cache, i), caps[i])
+        if len(text) >= limit or not torch.equal(best[a:a + n], target):
+            continue                                                # greedy would stop at the cap, or choose otherwise
+        hyp = Hypothesis(cut_repetition(text), float(logp[torch.arange(a, a + n), target].double().sum()),
+                         float(no_speech[k]))
+        out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
+    return out
 
 
 def _width(mask: Tensor) -> int:

@@ -126,6 +126,39 @@ def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_g
             assert got[i].tokens == cached.cut_repetition(want.tokens)
 
 
+def test_the_teacher_forced_pass_tells_where_greedy_decoding_would_choose_the_pseudo_label(rec, hard):
+    """Label-free asks whether a greedy pass agrees with each pseudo-label. Where greedy picks the
+    pseudo-label's every token in the teacher-forced pass that scores it (`make_targets(greedy_caps=)`),
+    the hypothesis it gives is the one greedy decoding returns (tokens, log-prob, no-speech
+    probability); a label greedy would not choose, or one the cap would cut, is never claimed."""
+    (audios, _), _ = hard
+    n, prompt = len(audios), len(rec.tokenizer.prompt)
+    served = cached.encode_frozen(rec, audios + audios, 8000, None, as_served=True)   # each prompt twice
+    plain = A.plain_whisper_params(rec)
+    decoded = cached.greedy_capped(rec, served, plain, list(range(n)))
+    beam = cached.decode_cached(rec, served, plain, list(range(n)), beam_size=rec.options.beam_size)
+    # labels: greedy's own texts, then the beam output as the product stores it
+    texts = [rec.tokenizer.decode(decoded[i].tokens).strip() for i in range(n)] + \
+        [rec.tokenizer.decode(beam[i].tokens).strip() for i in range(n)]
+    seqs = cached.token_targets(rec, texts)
+    wide = {i: 10 ** 4 for i in range(2 * n) if texts[i]}
+    got = cached.make_targets(rec, served, seqs, plain, greedy_caps=wide).greedy
+    own = [i for i in range(n) if texts[i] and seqs[i][prompt:-1] == decoded[i].tokens]   # tokens round-trip
+    assert len(own) >= n // 2 and all(i in got for i in own)
+    for i, hyp in got.items():
+        want = decoded[i % n]
+        assert hyp.tokens == want.tokens
+        assert abs(hyp.sum_logprob - want.sum_logprob) < 1e-3 and abs(hyp.no_speech_prob - want.no_speech_prob) < 1e-4
+    # a first token greedy would not choose, or a cap the text reaches: not claimed
+    i = own[0]
+    changed = [list(x) for x in seqs]
+    changed[i][prompt] = rec.tokenizer.encode(" zebra")[0]
+    assert changed[i][prompt] != seqs[i][prompt]
+    assert i not in cached.make_targets(rec, served, changed, plain, greedy_caps=wide).greedy
+    assert i not in cached.make_targets(rec, served, seqs, plain, greedy_caps={i: len(decoded[i].tokens)}).greedy
+    assert i in cached.make_targets(rec, served, seqs, plain, greedy_caps={i: len(decoded[i].tokens) + 1}).greedy
+
+
 def test_fits_in_bfloat16_compute_what_autocast_computes_and_fold_within_its_rounding(rec, hard):
     """The fits' decoder copy with bfloat16 linear weights (`bf16_decoder`) computes exactly what
     bfloat16 autocast computes with the model's decoder (autocast casts the same weights at each
@@ -308,6 +341,7 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
         assert m["objective"] == objective and m["pseudo_labels"] == "own transcripts"
         assert m["rule"] == (rule or "meta")
         assert m["agreeing"] <= m["confident"] <= len(audios)
+        assert 0 <= m["greedy_decoded"] <= m["confident"]    # the rest: greedy's verdict from the teacher-forced pass
         if objective == "entropy":
             assert m["utterances"] >= m["agreeing"]
         # the guard decodes the held-out prompts as served (beam search). Its "before" is always the
