@@ -305,7 +305,6 @@ def test_a_label_free_profile_less_confident_than_the_callers_current_params_is_
     cache = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
     plain = A.plain_whisper_params(rec)
     start = A.caller_settings(rec)["init"]
-    between = {k: plain[k] + 0.5 * (start[k] - plain[k]) for k in plain}
     chunks = [list(range(0, len(audios), 2)), list(range(1, len(audios), 2))]
     every = sorted(i for c in chunks for i in c)
 
@@ -315,9 +314,17 @@ def test_a_label_free_profile_less_confident_than_the_callers_current_params_is_
 
     c_plain, own = confidence(plain)
     c_start, _ = confidence(start)
-    c_between, _ = confidence(between)
-    # the premise: a profile the old baseline (the start) would have counted as a gain
-    assert c_start < c_between < c_plain, (c_start, c_between, c_plain)
+    # the premise: a profile the old baseline (the start) would have counted as a gain, on the way
+    # from plain Whisper to the start (where on it depends on the CPU's rounding: on one machine
+    # halfway was already more confident than plain)
+    tried = []
+    for share in (0.5, 0.75, 0.8, 0.85, 0.9, 0.25, 0.6, 0.7, 0.95):
+        between = {k: plain[k] + share * (start[k] - plain[k]) for k in plain}
+        c_between, _ = confidence(between)
+        tried.append((share, round(c_between, 4)))
+        if c_start < c_between < c_plain:
+            break
+    assert c_start < c_between < c_plain, (c_start, c_plain, tried)
     ok, m = A._guard(rec, cache, chunks, [between, between], plain, own, False, own)
     assert m["before"] == "current" and m["logprob_before"] == pytest.approx(c_plain, abs=1e-3)
     assert not ok and m["reason"] == "held-out confidence did not rise", m
@@ -351,7 +358,7 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
         assert m["decodes"] == "beam"
         assert m["before"] == "current" and m["divergence_before"] == 0.0
         if r.accepted:
-            assert m["logprob_after"] > m["logprob_before"]
+            assert m["logprob_after"] > m["logprob_before"] and m["more_confident"] > m["less_confident"]
             assert m["divergence_after"] <= A.MAX_DIVERGENCE
             assert m["words_after"] >= A.MIN_WORD_RATIO * m["words_before"]
         else:
@@ -425,6 +432,22 @@ def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(hard, tmp
         assert r["speakers"]["caller"]["words"] == sum(len(normalize(t).split()) for t in test_texts[:2])
         if method != "none":
             assert r["seconds_per_speaker"] > 0 and "accepted" in r["speakers"]["caller"]
+
+
+def test_the_label_free_guard_wants_a_broad_rise_in_held_out_confidence():
+    """The evidence of help without labels: the held-out mean log-prob rises, and on more
+    utterances than it falls on (a synthetic caller's accepted profile rose by 0.0015 on average,
+    carried by 3 of 10 prompts while 7 fell, and cost 2 points)."""
+    before = [-0.3, -0.2, -0.4, -0.25, -0.35, -0.3, -0.2, -0.3, -0.4, -0.3]
+    carried = [b + 0.03 for b in before[:3]] + [b - 0.01 for b in before[3:]]   # mean up, 3 up, 7 down
+    assert sum(carried) > sum(before)
+    assert A.confidence_verdict(before, carried) == \
+        "held-out confidence rose on no more utterances than it fell on (3 up, 7 down)"
+    broad = [b + 0.01 for b in before[:6]] + [b - 0.005 for b in before[6:]]     # 6 up, 4 down
+    assert A.confidence_verdict(before, broad) == ""
+    assert A.confidence_verdict(before, before) == "held-out confidence did not rise"
+    outlier = [b + 0.01 for b in before[:9]] + [before[9] - 0.5]               # most up, the mean down
+    assert A.confidence_verdict(before, outlier) == "held-out confidence did not rise"
 
 
 def test_a_fit_step_sees_at_most_fit_batch_utterances_and_every_one_in_turn():
