@@ -269,7 +269,7 @@ def make_targets(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int
 def _greedy_proven(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[int]], idx: list[int], x: Tensor,
                    logits: Tensor, sel: Tensor, caps: dict[int, int]) -> dict[int, Hypothesis]:
     """`make_targets(greedy_caps=)` for one part: x (rows, T, d) the decoder states along the
-    targets, logits (the part's targets, vocab) (overwritten), sel (rows, T) where the targets
+    targets, logits (the part's targets, vocab), sel (rows, T) where the targets
     are -> {utterance: the hypothesis greedy decoding returns} for the utterances of `caps` whose
     greedy decode is their target (`greedy_capped`'s rules)."""
     tok = rec.tokenizer
