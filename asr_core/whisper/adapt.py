@@ -232,6 +232,17 @@ def _words(text: str) -> list[str]:
     return normalize(text).split()
 
 
+def _token_cap(text: str) -> int:
+    """The cheap greedy decodes' token cap for an utterance whose transcript is `text`: about 1.5x
+    its tokens (a transcript that much longer is wrong anyway)."""
+    return 8 + 3 * len(_words(text))
+
+
+def _moves(before: list[float], after: list[float]) -> tuple[int, int]:
+    """(how many rose, how many fell) from before to after, item by item."""
+    return sum(a > b for a, b in zip(after, before)), sum(a < b for a, b in zip(after, before))
+
+
 def _held_out_figures(texts: dict[int, str], refs: dict[int, str]) -> tuple[int, int, int, int]:
     """(word errors against refs, reference words, words, distinct words) over the held-out utterances."""
     e = n = w = 0
@@ -298,7 +309,7 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     if not every:
         m["reason"] = "nothing left to hold out for the guard"
         return False, m
-    caps = {i: 8 + 3 * len(_words(references[i])) for i in every}   # ~1.5x the reference's tokens
+    caps = {i: _token_cap(references[i]) for i in every}
     before = {} if beam else dict(decoded or {})   # the current params' greedy pass
     missing = [i for i in every if i not in before]
     if missing:
@@ -317,8 +328,7 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     ea, _, wa, da = _held_out_figures({i: after[i][0] for i in every}, refs)
     cb = sum(before[i][1] for i in every) / len(every)
     ca = sum(after[i][1] for i in every) / len(every)
-    up = sum(after[i][1] > before[i][1] for i in every)
-    down = sum(after[i][1] < before[i][1] for i in every)
+    up, down = _moves([before[i][1] for i in every], [after[i][1] for i in every])
     m.update(words_before=wb, words_after=wa, distinct_before=db, distinct_after=da,
              logprob_before=round(cb, 4), logprob_after=round(ca, 4), decodes="beam" if beam else "greedy",
              more_confident=up, less_confident=down)
@@ -356,8 +366,7 @@ def confidence_verdict(before: list[float], after: list[float]) -> str:
     (2026-12-06); the hard line's accepted profile (-15 %) had 11 up and 5 down."""
     if not sum(after) > sum(before):
         return "held-out confidence did not rise"
-    up = sum(a > b for a, b in zip(after, before))
-    down = sum(a < b for a, b in zip(after, before))
+    up, down = _moves(before, after)
     if not up > down:
         return f"held-out confidence rose on no more utterances than it fell on ({up} up, {down} down)"
     return ""
@@ -492,7 +501,7 @@ def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str
         beam = cached.decode_cached(rec, cache, current, beam_size=max(2, rec.options.beam_size))
         hypotheses = [rec.tokenizer.decode(beam[i].tokens) for i in range(len(audios))]
     refs = [" ".join(str(h).split()) for h in hypotheses]
-    caps = {i: 8 + 3 * len(_words(r)) for i, r in enumerate(refs) if _words(r)} if first_pass is None else None
+    caps = {i: _token_cap(r) for i, r in enumerate(refs) if _words(r)} if first_pass is None else None
     # the same teacher-forced pass gives the confidence and, for most pseudo-labels, the greedy
     # pass's verdict: where greedy provably chooses the pseudo-label token by token, it need not run
     targets = cached.make_targets(rec, cache, cached.token_targets(rec, refs), current, greedy_caps=caps)

@@ -291,10 +291,16 @@ def _greedy_proven(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[i
         limit = min(_budget(rec, cache, i), caps[i])
         if len(text) >= limit or not torch.equal(best[a:a + n], target):
             continue                                                # greedy would stop at the cap, or choose otherwise
-        hyp = Hypothesis(cut_repetition(text), float(logp[torch.arange(a, a + n), target].double().sum()),
-                         float(no_speech[k]))
-        out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
+        out[i] = _cut(rec, Hypothesis(text, float(logp[torch.arange(a, a + n), target].double().sum()),
+                                      float(no_speech[k])))
     return out
+
+
+def _cut(rec: WhisperRecognizer, hyp: Hypothesis) -> Hypothesis:
+    """A capped greedy hypothesis as `greedy_capped` returns it: a loop cut at once, never retried;
+    silence (the recognizer's no-speech rule) -> no tokens."""
+    hyp = Hypothesis(cut_repetition(hyp.tokens), hyp.sum_logprob, hyp.no_speech_prob)
+    return Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
 
 
 def _width(mask: Tensor) -> int:
@@ -418,8 +424,7 @@ def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
         hyps = greedy(dec, audio, tok.prompt, tok.eot, tok.no_speech, list(tok.suppress),
                       list(rec.model.cfg.suppress_ids_begin), rec.options, limit, cross=cross)
         for i, row in zip(idx, hyps):
-            hyp = Hypothesis(cut_repetition(row.tokens), row.sum_logprob, row.no_speech_prob)
-            out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
+            out[i] = _cut(rec, row)
     return out
 
 
