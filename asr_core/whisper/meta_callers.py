@@ -1,14 +1,23 @@
 """Meta-learned settings of the caller group (`cached.GROUP`, the encoder's final norm): first-order
 Meta-SGD over synthetic voices x phone lines, with every utterance through the frozen encoder once.
 
-    .venv/bin/python -m asr_core.whisper.meta_callers --manifest data/wsyn/manifest.tsv \
-        --out asr_core/checkpoints/whisper-tiny-callers.pt --outer-steps 60
+    .venv/bin/python -m asr_core.whisper.meta_callers --manifest data/wmeta-corpus/manifest.tsv \
+        --out data/wmeta/whisper-tiny-callers.pt --outer-steps 150 --lines-per-speaker 2 \
+        --init-from asr_core/checkpoints/whisper-tiny-callers.pt
 
-Tasks are speakers: each speaker's `train` utterances are rendered through one phone line drawn at
-random (`asr_core.phone_line.LINES`: band limits, noise, codecs, levels), cut into support and
-query sets; the inner loop is `steps` SGD steps with per-value step sizes from the init, on the
-support set's teacher-forced loss (`cached.teacher_forced_loss`), and the query loss after them
-updates the init and the (log) step sizes (first order: the inner gradients are constants).
+Tasks are speakers x phone lines: each speaker's `train` utterances are rendered through
+`lines_per_speaker` phone lines drawn at random (`asr_core.phone_line.LINES`: band limits, noise,
+codecs, levels), each rendering a task, cut into support and query sets at every outer step; the
+inner loop is `steps` SGD steps with per-value step sizes from the init, on the support set's
+teacher-forced loss (`cached.teacher_forced_loss`), and the query loss after them updates the init
+and the (log) step sizes (first order: the inner gradients are constants).
+
+By default the inner loop is the product's fit (`adapt.fit`, rule "meta"): the recognizer loaded
+with the product's defaults, the utterances encoded as served (`adapt.WINDOW`), `adapt.META_STEPS`
+steps, each on `adapt.FIT_BATCH` support utterances taken in turn, in bfloat16 where the product
+fits in bfloat16 (`adapt.FIT_BF16`). `--init-from` starts from a settings file (its init and step
+sizes) instead of plain Whisper.
+
 Written as a small settings file (`write_settings`, a few KB) for exactly these weights (their
 sha256); `adapt_whisper_caller(rule="meta")` uses it. Resumable: the state is saved after every
 outer step next to --out (`.state`), and a rerun continues from it.
@@ -16,6 +25,7 @@ outer step next to --out (`.state`), and a rerun continues from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -60,7 +70,8 @@ def read_settings(path: str, sha256: str) -> dict:
     return p
 
 
-def _speaker_tasks(rec, manifest: str, support: int, query: int, seed: int, progress) -> list:
+def _speaker_tasks(rec, manifest: str, support: int, query: int, seed: int, progress, *,
+                   lines_per_speaker: int = 1, served: bool = False) -> list:
     from asr_core.audio import load_audio
     from asr_core.manifest import read_manifest
     from asr_core.phone_line import LINES, render
@@ -69,36 +80,61 @@ def _speaker_tasks(rec, manifest: str, support: int, query: int, seed: int, prog
     for u in rows:
         by_spk.setdefault(u.speaker, []).append(u)
     rng = random.Random(seed)
+    plain = cached.group_params(rec)
     tasks = []
     for spk in sorted(by_spk):
         us = by_spk[spk][: support + query]
         if len(us) < support + query:
             continue
-        line = rng.choice(sorted(LINES))
-        audios = [torch.from_numpy(render(load_audio(u.audio, 8000).numpy(), LINES[line], seed=rng.randrange(1 << 30)))
-                  for u in us]
-        cache = cached.encode_frozen(rec, audios, 8000, 1.0)
-        plain = cached.group_params(rec)
-        targets = cached.make_targets(rec, cache, cached.token_targets(rec, [u.text for u in us]), plain)
-        tasks.append((spk, line, cache, targets))
-        print(f"meta-callers: cached {spk} ({line})", file=progress, flush=True)
+        clean = [load_audio(u.audio, 8000).numpy() for u in us]
+        tokens = cached.token_targets(rec, [u.text for u in us])
+        for line in rng.sample(sorted(LINES), min(lines_per_speaker, len(LINES))):
+            audios = [torch.from_numpy(render(a, LINES[line], seed=rng.randrange(1 << 30))) for a in clean]
+            cache = (cached.encode_frozen(rec, audios, 8000, None, as_served=True, bucket=16) if served
+                     else cached.encode_frozen(rec, audios, 8000, 1.0))
+            targets = cached.make_targets(rec, cache, tokens, plain)
+            tasks.append((spk, line, cache, targets))
+            print(f"meta-callers: cached {spk} ({line})", file=progress, flush=True)
     return tasks
 
 
-def meta_train(manifest: str, out: str, *, steps: int = 6, support: int = 8, query: int = 8, outer_steps: int = 60,
-               meta_batch: int = 2, outer_lr: float = 3e-3, first_step: float = 0.01, seed: int = 0,
+def _product_recognizer():
+    """Whisper loaded as the product loads its final pass (`asr_core.defaults`)."""
+    from asr_core import defaults
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    return WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
+                                  beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
+                                  live_margin_s=defaults.WHISPER_LIVE_MARGIN_S, tail_pool=defaults.WHISPER_TAIL_POOL)
+
+
+def meta_train(manifest: str, out: str, *, steps: int | None = None, support: int = 16, query: int = 8,
+               outer_steps: int = 60, meta_batch: int = 2, outer_lr: float = 3e-3, first_step: float = 0.01,
+               seed: int = 0, lines_per_speaker: int = 1, as_product: bool = True, init_from: str | None = None,
                progress=sys.stderr) -> str:
+    """as_product: the inner loop as the product fits (module docstring); False: the first version's
+    (plain Whisper float32, a 1 s trimmed window, every support utterance in every step, 6 steps)."""
+    from asr_core.whisper import adapt
     from asr_core.whisper.recognizer import WhisperRecognizer
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    rec = WhisperRecognizer.load("whisper-tiny")
-    tasks = _speaker_tasks(rec, manifest, support, query, seed, progress)
+    rec = _product_recognizer() if as_product else WhisperRecognizer.load("whisper-tiny")
+    served = as_product and rec.uses_live_margin and adapt.WINDOW == "served"
+    steps = steps if steps is not None else (adapt.META_STEPS if as_product else 6)
+    bf16 = as_product and adapt.FIT_BF16
+    tasks = _speaker_tasks(rec, manifest, support, query, seed, progress, lines_per_speaker=lines_per_speaker,
+                           served=served)
     if not tasks:
         raise ValueError(f"{manifest}: no training speaker has {support + query} utterances")
     plain = cached.group_params(rec)
     state_path = out + ".state"
-    init = {k: v.clone().requires_grad_() for k, v in plain.items()}
-    log_lr = _initial_log_step_sizes(rec, plain, tasks[0], support, first_step)
+    if init_from:
+        start = read_settings(init_from, rec.meta["sha256"])
+        init = {k: start["init"][k].clone().float().requires_grad_() for k in plain}
+        log_lr = {k: start["step_sizes"][k].float().log().requires_grad_() for k in plain}
+    else:
+        init = {k: v.clone().requires_grad_() for k, v in plain.items()}
+        log_lr = _initial_log_step_sizes(rec, plain, tasks[0], support, first_step)
+    decoder = adapt._bf16_copy(rec.model.decoder) if bf16 else None
     opt = torch.optim.Adam([*init.values(), *log_lr.values()], lr=outer_lr)
     done = _resume(state_path, init, log_lr, opt)
     rng = np.random.default_rng(seed + done)
@@ -112,14 +148,16 @@ def meta_train(manifest: str, out: str, *, steps: int = 6, support: int = 8, que
                 order = rng.permutation(support + query).tolist()
                 sup, qry = order[:support], order[support:]
                 p = dict(init)
-                for _ in range(steps):
+                for i in range(steps):
                     leaves = {k: v.detach().requires_grad_() for k, v in p.items()}
-                    grads = torch.autograd.grad(cached.teacher_forced_loss(rec, leaves, cache, targets, sup),
-                                                list(leaves.values()))
-                    p = {k: p[k] - log_lr[k].exp() * gk for k, gk in zip(p, grads)}
+                    batch = adapt._step_batch(sup, i) if as_product else sup
+                    with adapt._fit_precision() if bf16 else contextlib.nullcontext():
+                        loss = cached.teacher_forced_loss(rec, leaves, cache, targets, batch, decoder=decoder)
+                    grads = torch.autograd.grad(loss, list(leaves.values()))
+                    p = {k: p[k] - log_lr[k].exp() * gk.float() for k, gk in zip(p, grads)}
                 q = cached.teacher_forced_loss(rec, p, cache, targets, qry) / meta_batch
                 q.backward()
-                after += float(q)
+                after += float(q.detach())
                 with torch.no_grad():
                     before += float(cached.teacher_forced_loss(rec, init, cache, targets, qry)) / meta_batch
             opt.step()
@@ -129,7 +167,9 @@ def meta_train(manifest: str, out: str, *, steps: int = 6, support: int = 8, que
             print(f"meta-callers: step {step + 1}/{outer_steps} query loss at init {before:.3f} adapted {after:.3f}"
                   f"  {time.perf_counter() - t0:.0f}s", file=progress, flush=True)
     info = {"algo": "metasgd-fo", "steps": steps, "support": support, "query": query, "outer_steps": outer_steps,
-            "speakers": len(tasks), "lines": sorted({t[1] for t in tasks}),
+            "speakers": len({t[0] for t in tasks}), "tasks": len(tasks), "lines": sorted({t[1] for t in tasks}),
+            "window": "served" if served else "trimmed 1 s", "fit_batch": adapt.FIT_BATCH if as_product else None, "bf16": bf16,
+            "init_from": os.path.basename(init_from) if init_from else None,
             "init": {k: v.detach().clone() for k, v in init.items()},
             "step_sizes": {k: v.detach().exp() for k, v in log_lr.items()}}
     return write_settings(info, rec.meta["sha256"], out)
@@ -166,14 +206,33 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--steps", type=int, default=None, help="inner steps (default: the product's META_STEPS)")
+    p.add_argument("--support", type=int, default=16)
+    p.add_argument("--query", type=int, default=8)
     p.add_argument("--outer-steps", type=int, default=60)
     p.add_argument("--meta-batch", type=int, default=2)
     p.add_argument("--outer-lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lines-per-speaker", type=int, default=1, help="phone lines each speaker is rendered through")
+    p.add_argument("--init-from", default=None, help="start from this settings file's init and step sizes")
+    p.add_argument("--first-version", action="store_true",
+                   help="the first version's inner loop (plain float32 Whisper, 1 s trimmed window, 6 steps)")
     a = p.parse_args(argv)
-    print(meta_train(a.manifest, a.out, steps=a.steps, outer_steps=a.outer_steps, meta_batch=a.meta_batch,
-                     outer_lr=a.outer_lr, seed=a.seed))
+    for name in ("steps", "support", "query", "outer_steps", "meta_batch", "lines_per_speaker"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not a.outer_lr > 0:
+        p.error("--outer-lr must be positive")
+    try:
+        out = meta_train(a.manifest, a.out, steps=a.steps, support=a.support, query=a.query,
+                         outer_steps=a.outer_steps, meta_batch=a.meta_batch, outer_lr=a.outer_lr, seed=a.seed,
+                         lines_per_speaker=a.lines_per_speaker, as_product=not a.first_version,
+                         init_from=a.init_from)
+    except (ValueError, CheckpointError, OSError) as e:
+        print(f"meta-callers: {e}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 
