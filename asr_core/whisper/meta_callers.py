@@ -121,14 +121,14 @@ def meta_train(manifest: str, out: str, *, steps: int | None = None, support: in
     served = as_product and rec.uses_live_margin and adapt.WINDOW == "served"
     steps = steps if steps is not None else (adapt.META_STEPS if as_product else 6)
     bf16 = as_product and adapt.FIT_BF16
+    start = read_settings(init_from, rec.meta["sha256"]) if init_from else None
     tasks = _speaker_tasks(rec, manifest, support, query, seed, progress, lines_per_speaker=lines_per_speaker,
                            served=served)
     if not tasks:
         raise ValueError(f"{manifest}: no training speaker has {support + query} utterances")
     plain = cached.group_params(rec)
     state_path = out + ".state"
-    if init_from:
-        start = read_settings(init_from, rec.meta["sha256"])
+    if start is not None:
         init = {k: start["init"][k].clone().float().requires_grad_() for k in plain}
         log_lr = {k: start["step_sizes"][k].float().log().requires_grad_() for k in plain}
     else:
