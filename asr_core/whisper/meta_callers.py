@@ -1,9 +1,12 @@
 """Meta-learned settings of the caller group (`cached.GROUP`, the encoder's final norm): first-order
 Meta-SGD over synthetic voices x phone lines, with every utterance through the frozen encoder once.
 
+    .venv/bin/python -m asr_core corpus --out data/wmeta-corpus --seed 2026 --train-speakers 96 \
+        --accent-train-speakers 24 --dev-speakers 0 --test-speakers 0 --train-utts 24 --splits train
     .venv/bin/python -m asr_core.whisper.meta_callers --manifest data/wmeta-corpus/manifest.tsv \
-        --out data/wmeta/whisper-tiny-callers.pt --outer-steps 150 --lines-per-speaker 2 \
-        --init-from asr_core/checkpoints/whisper-tiny-callers.pt
+        --out data/wmeta3/whisper-tiny-callers.pt --outer-steps 150 --meta-batch 4 --lines-per-speaker 2
+
+(the shipped settings, `asr_core/checkpoints/whisper-tiny-callers.md`).
 
 Tasks are speakers x phone lines: each speaker's `train` utterances are rendered through
 `lines_per_speaker` phone lines drawn at random (`asr_core.phone_line.LINES`: band limits, noise,
