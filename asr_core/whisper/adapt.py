@@ -425,10 +425,14 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
                                                  "seconds": round(time.perf_counter() - t0, 3),
                                                  "cpu_seconds": round(time.process_time() - c0, 3)})
     sizes, origin = None, current
+    fit_from = "profile" if start is not None else "plain Whisper"
     if rule == "meta":
-        sizes, origin, steps = _meta_settings(rec, current, start, cfg, steps,
-                                              from_current=not supervised and LABEL_FREE_ORIGIN == "current")
+        from_current = not supervised and LABEL_FREE_ORIGIN == "current"
+        sizes, origin, steps = _meta_settings(rec, current, start, cfg, steps, from_current=from_current)
         metrics["steps"] = steps
+        if start is None and not from_current:
+            fit_from = "meta-learned init"
+    metrics["fit_from"] = fit_from      # where the fits started: the caller's profile, plain Whisper, the meta-learned init
     fitted = [fit(rec, cache, targets, origin, steps, lr, [i for i in usable if i not in c], objective, rule, sizes)
               for c in chunks]
     accepted = True

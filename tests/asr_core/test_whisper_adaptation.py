@@ -222,6 +222,9 @@ def test_supervised_adaptation_fits_the_callers_prompts_and_the_guard_judges_hel
     (audios, texts), _ = hard
     raw = A.adapt_whisper_caller(rec, audios, texts, 8000, cfg=AdaptationConfig("supervised", guard=False))
     assert raw.metrics["window"] == "served" and raw.metrics["rule"] == A.SUPERVISED_RULE == "meta"
+    assert raw.metrics["fit_from"] == "meta-learned init"    # a caller without a profile, supervised
+    again = A.adapt_whisper_caller(rec, audios, texts, 8000, start=raw.params, cfg=AdaptationConfig("supervised", guard=False))
+    assert again.metrics["fit_from"] == "profile"
     plain = A.plain_whisper_params(rec)
     cache = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
     targets = cached.make_targets(rec, cache, cached.token_targets(rec, texts), plain)
@@ -357,6 +360,8 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
         # the fitted profile must beat (not the meta-learned start's, which is lower: issue 18)
         assert m["decodes"] == "beam"
         assert m["before"] == "current" and m["divergence_before"] == 0.0
+        # label-free fits a caller without a profile from where they are (LABEL_FREE_ORIGIN)
+        assert m["fit_from"] == "plain Whisper"
         if r.accepted:
             assert m["logprob_after"] > m["logprob_before"] and m["more_confident"] > m["less_confident"]
             assert m["divergence_after"] <= A.MAX_DIVERGENCE
