@@ -220,16 +220,23 @@ def _fit_precision():
 _SETTINGS: dict[str, dict | None] = {}
 
 
+def caller_settings_path(rec: WhisperRecognizer) -> str:
+    """Where the caller group's meta-learned settings for these weights ship:
+    asr_core/checkpoints/<backbone>-callers.pt (it may not exist)."""
+    import os
+    name = os.path.basename(rec.meta.get("path", "")).removesuffix(".pt")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                        f"{name}-callers.pt")
+
+
 def caller_settings(rec: WhisperRecognizer) -> dict | None:
     """The meta-learned settings of the caller group shipped for these weights
-    (asr_core/checkpoints/<backbone>-callers.pt, `meta_callers.py`), or None."""
+    (`caller_settings_path`, made by `meta_callers.py`), or None."""
     import os
     path = rec.meta.get("path", "")
     if path not in _SETTINGS:
         from asr_core.whisper.meta_callers import read_settings
-        name = os.path.basename(path).removesuffix(".pt")
-        shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
-                               f"{name}-callers.pt")
+        shipped = caller_settings_path(rec)
         found = None
         if os.path.isfile(shipped) and os.path.isfile(path):
             digest = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("sha256")

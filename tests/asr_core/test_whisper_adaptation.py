@@ -413,7 +413,7 @@ def test_the_meta_learned_caller_settings_ship_small_for_exactly_these_weights(r
         read_settings(str(tmp_path / "none.pt"), settings["backbone_sha256"])
 
 
-def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(hard, tmp_path):
+def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(rec, hard, tmp_path):
     """`python -m asr_core evaluate --adapt all` (no --backbone: the product's recognizer) keeps
     adapt.{method}.wer, seconds_per_speaker and speakers."""
     import json
@@ -430,8 +430,12 @@ def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(hard, tmp
     (tmp_path / "m.tsv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "r.json"
     assert main(["evaluate", "--manifest", str(tmp_path / "m.tsv"), "--adapt", "all", "--json", str(out)]) == 0
-    adapt = json.loads(out.read_text())["adapt"]
+    result = json.loads(out.read_text())
+    adapt = result["adapt"]
     assert set(adapt) == {"none", "supervised", "label-free"}
+    # it names the settings a caller is adapted with: the caller group's shipped meta-learned ones
+    assert result["caller_settings"] == A.caller_settings_path(rec) and \
+        result["caller_settings"].endswith("whisper-tiny-callers.pt")
     for method, r in adapt.items():
         assert 0.0 <= r["wer"] and r["seconds_per_speaker"] >= 0.0 and set(r["speakers"]) == {"caller"}
         assert r["speakers"]["caller"]["words"] == sum(len(normalize(t).split()) for t in test_texts[:2])
