@@ -101,36 +101,34 @@ def _speaker_tasks(rec, manifest: str, support: int, query: int, seed: int, prog
     return tasks
 
 
-def _product_recognizer():
-    """Whisper loaded as the product loads its final pass (`asr_core.defaults`)."""
-    from asr_core import defaults
-    from asr_core.whisper.recognizer import WhisperRecognizer
-    return WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
-                                  beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
-                                  live_margin_s=defaults.WHISPER_LIVE_MARGIN_S, tail_pool=defaults.WHISPER_TAIL_POOL)
-
-
 def meta_train(manifest: str, out: str, *, steps: int | None = None, support: int = 16, query: int = 8,
                outer_steps: int = 60, meta_batch: int = 2, outer_lr: float = 3e-3, first_step: float = 0.01,
                seed: int = 0, lines_per_speaker: int = 1, as_product: bool = True, init_from: str | None = None,
                progress=sys.stderr) -> str:
     """as_product: the inner loop as the product fits (module docstring); False: the first version's
     (plain Whisper float32, a 1 s trimmed window, every support utterance in every step, 6 steps)."""
+    from asr_core import defaults
+    from asr_core.engines import load_engine
     from asr_core.whisper import adapt
     from asr_core.whisper.recognizer import WhisperRecognizer
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    rec = _product_recognizer() if as_product else WhisperRecognizer.load("whisper-tiny")
+    # as_product: the final pass's recognizer, loaded with the product's settings
+    rec = load_engine(defaults.FINAL_BACKBONE) if as_product else WhisperRecognizer.load("whisper-tiny")
     served = as_product and rec.uses_live_margin and adapt.WINDOW == "served"
     steps = steps if steps is not None else (adapt.META_STEPS if as_product else 6)
     bf16 = as_product and adapt.FIT_BF16
     start = read_settings(init_from, rec.meta["sha256"]) if init_from else None
+    state_path = out + ".state"
+    config = {"manifest": os.path.abspath(manifest), "steps": steps, "support": support, "query": query,
+              "meta_batch": meta_batch, "outer_lr": outer_lr, "seed": seed, "lines_per_speaker": lines_per_speaker,
+              "as_product": as_product, "init_from": os.path.abspath(init_from) if init_from else None}
+    state = _read_state(state_path, config)      # refused before any audio is cached
     tasks = _speaker_tasks(rec, manifest, support, query, seed, progress, lines_per_speaker=lines_per_speaker,
                            served=served)
     if not tasks:
         raise ValueError(f"{manifest}: no training speaker has {support + query} utterances")
     plain = cached.group_params(rec)
-    state_path = out + ".state"
     if start is not None:
         init = {k: start["init"][k].clone().float().requires_grad_() for k in plain}
         log_lr = {k: start["step_sizes"][k].float().log().requires_grad_() for k in plain}
@@ -139,7 +137,7 @@ def meta_train(manifest: str, out: str, *, steps: int | None = None, support: in
         log_lr = _initial_log_step_sizes(rec, plain, tasks[0], support, first_step)
     decoder = adapt._bf16_copy(rec.model.decoder) if bf16 else None
     opt = torch.optim.Adam([*init.values(), *log_lr.values()], lr=outer_lr)
-    done = _resume(state_path, init, log_lr, opt)
+    done = _resume(state, init, log_lr, opt)
     rng = np.random.default_rng(seed + done)
     t0 = time.perf_counter()
     with cached.frozen(rec.model):
@@ -166,7 +164,7 @@ def meta_train(manifest: str, out: str, *, steps: int | None = None, support: in
             opt.step()
             torch.save({"init": {k: v.detach() for k, v in init.items()},
                         "log_lr": {k: v.detach() for k, v in log_lr.items()},
-                        "opt": opt.state_dict(), "done": step + 1}, state_path)
+                        "opt": opt.state_dict(), "done": step + 1, "config": config}, state_path)
             print(f"meta-callers: step {step + 1}/{outer_steps} query loss at init {before:.3f} adapted {after:.3f}"
                   f"  {time.perf_counter() - t0:.0f}s", file=progress, flush=True)
     info = {"algo": "metasgd-fo", "steps": steps, "support": support, "query": query, "outer_steps": outer_steps,
@@ -191,12 +189,30 @@ def _initial_log_step_sizes(rec, plain: dict[str, torch.Tensor], task: tuple, su
             for (k, v), gi in zip(plain.items(), g)}
 
 
-def _resume(state_path: str, init: dict[str, torch.Tensor], log_lr: dict[str, torch.Tensor],
-            opt: torch.optim.Optimizer) -> int:
-    """Load an interrupted run's state into init, log_lr and opt; returns the outer steps done (0: none)."""
+def _read_state(state_path: str, config: dict) -> dict | None:
+    """An interrupted run's state (None: there is none). CheckpointError if it cannot be read or was
+    made with other settings (`config`; the outer steps may differ: a run can be extended)."""
     if not os.path.isfile(state_path):
+        return None
+    try:
+        st = torch.load(state_path, weights_only=True)
+        int(st["done"]), st["init"], st["log_lr"], st["opt"]
+    except Exception as e:  # noqa: BLE001 - any unreadable state is the same error to the caller
+        raise CheckpointError(f"{state_path}: corrupt or not a meta-training state ({type(e).__name__}); "
+                              "remove it to start again") from None
+    if st.get("config", config) != config:
+        other = sorted(k for k in config if st["config"].get(k) != config[k])
+        raise CheckpointError(f"{state_path} was made with other settings ({', '.join(other)}): "
+                              "remove it to start again, or choose another --out")
+    return st
+
+
+def _resume(st: dict | None, init: dict[str, torch.Tensor], log_lr: dict[str, torch.Tensor],
+            opt: torch.optim.Optimizer) -> int:
+    """Load an interrupted run's state (`_read_state`) into init, log_lr and opt; returns the outer
+    steps done (0: none)."""
+    if st is None:
         return 0
-    st = torch.load(state_path, weights_only=True)
     with torch.no_grad():
         for k in init:
             init[k].copy_(st["init"][k])

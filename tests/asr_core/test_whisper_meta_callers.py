@@ -31,7 +31,9 @@ def test_meta_training_fits_as_the_product_does_over_speakers_times_lines_and_re
     log = io.StringIO()
     path = M.meta_train(corpus, out, support=4, query=2, outer_steps=2, meta_batch=2, lines_per_speaker=2,
                         init_from=_shipped(), progress=log)
-    rec = M._product_recognizer()
+    from asr_core import defaults
+    from asr_core.engines import load_engine
+    rec = load_engine(defaults.FINAL_BACKBONE)
     got = M.read_settings(path, rec.meta["sha256"])
     shipped = M.read_settings(_shipped(), rec.meta["sha256"])
     assert got["tasks"] == 4 and got["speakers"] == 2 and len(got["lines"]) >= 2
@@ -67,3 +69,20 @@ def test_meta_training_refuses_bad_flags_and_files_with_a_clear_error(corpus, tm
     assert M.main(["--manifest", corpus, "--out", str(tmp_path / "y.pt"), "--outer-steps", "1"]) == 2
     assert "no training speaker has 24 utterances" in capsys.readouterr().err
     assert not (tmp_path / "y.pt").exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_a_meta_training_state_that_is_corrupt_or_from_other_settings_is_refused_before_any_work(corpus, tmp_path,
+                                                                                              capsys):
+    out = tmp_path / "callers.pt"
+    args = ["--manifest", corpus, "--out", str(out), "--outer-steps", "1", "--support", "4", "--query", "2"]
+    assert M.main(args) == 0 and (tmp_path / "callers.pt.state").exists()
+    kept = (tmp_path / "callers.pt.state").read_bytes()
+    capsys.readouterr()
+    # the same run with other settings would mix two runs: refused, the state untouched
+    assert M.main(args[:-4] + ["--support", "4", "--query", "2", "--lines-per-speaker", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "was made with other settings (lines_per_speaker)" in err and "meta-callers: cached" not in err
+    assert (tmp_path / "callers.pt.state").read_bytes() == kept
+    (tmp_path / "callers.pt.state").write_bytes(b"not a state")
+    assert M.main(args) == 2
+    assert "corrupt or not a meta-training state" in capsys.readouterr().err
