@@ -64,11 +64,11 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     result = evaluate_whisper(rec, a.manifest, split=a.split, threads=a.threads, limit=a.limit, speakers=a.speakers)
     result["load_seconds"] = round(load_s, 3)
     result["adaptation_settings"] = adaptation or ("in the checkpoint" if "adapt" in rec.meta else None)
-    # what `--adapt` adapts a caller with: the caller group's meta-learned settings (the adaptation
-    # settings above belong to the LoRA tooling loaded with the model)
-    from asr_core.whisper.adapt import caller_settings, caller_settings_path
-    result["caller_settings"] = caller_settings_path(rec) if caller_settings(rec) is not None else None
     if a.adapt != "none":
+        # what `--adapt` adapts a caller with: the caller group's meta-learned settings (the
+        # adaptation settings above belong to the LoRA tooling loaded with the model)
+        from asr_core.whisper.adapt import caller_settings, caller_settings_path
+        result["caller_settings"] = caller_settings_path(rec) if caller_settings(rec) is not None else None
         from asr_core.whisper.adapt_eval import evaluate_whisper_adaptation
         # guarded, as the product adapts (the guard can only fall back to plain Whisper for a caller)
         first_pass = None
@@ -85,8 +85,8 @@ def _evaluate_whisper(a: argparse.Namespace) -> int:
     print(f"WER {result['wer']:.2%}  CER {result['cer']:.2%}  RTF {result['rtf']:.4f} ({a.threads} thread, whole "
           f"segments)  params {result['params']:,}  decoder {result['decoder']}  {result['utterances']} utterances, "
           f"{result['words']} words, {len(result['speakers'])} speakers  load {load_s:.2f}s  "
-          f"adaptation settings: {result['adaptation_settings'] or 'none (plain SGD)'}  "
-          f"caller settings: {result['caller_settings'] or 'none (plain Adam)'}")
+          f"adaptation settings: {result['adaptation_settings'] or 'none (plain SGD)'}"
+          + (f"  caller settings: {result['caller_settings'] or 'none (plain Adam)'}" if "caller_settings" in result else ""))
     return 0
 
 
