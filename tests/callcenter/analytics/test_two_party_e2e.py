@@ -29,7 +29,7 @@ from callcenter.calls import services
 from callcenter.calls.models import Call
 from callcenter.tools.client import stream_twilio
 from callcenter.tools.two_party import agent_utterances, known_call, stream_pcm_stereo, stream_twilio_two_track
-from tests.fixtures.calls import session_cookie, wait_recognized
+from tests.fixtures.calls import session_cookie, wait_ended, wait_recognized
 from tests.fixtures.services import app_stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -97,7 +97,7 @@ def test_a_two_track_call_gets_both_parties_transcribed_its_analytics_and_a_live
 
     seen = async_to_sync(scenario)()
 
-    call = Call.objects.get(customer__phone=CALLER)
+    call = wait_ended(customer__phone=CALLER)
     segments = wait_recognized(call, timeout=120)
     assert {s.speaker for s in segments} == {"customer", "agent"}
     assert all(s.status == "recognized" for s in segments), [s.failure_reason for s in segments]
@@ -128,7 +128,7 @@ def test_a_two_track_call_gets_both_parties_transcribed_its_analytics_and_a_live
     for party, alone_caller in (("customer", CUSTOMER_ALONE), ("agent", AGENT_ALONE)):
         reference = call_audio.text(party)
         two_track = party_wer(call, party, reference)
-        single = party_wer(Call.objects.get(customer__phone=alone_caller), "customer", reference)
+        single = party_wer(wait_ended(customer__phone=alone_caller), "customer", reference)
         print(f"{party}: WER two-track {two_track:.3f}, single-track {single:.3f}")
         assert two_track <= single + 1e-9, (party, two_track, single)
 
@@ -165,7 +165,7 @@ def test_a_two_channel_pcm_call_with_a_vocabulary_spells_the_product_name_and_la
                                            caller="+15550102004", phrase_list=["Velmora", "Quorvo"])  # fmt: skip
 
     assert run.close_code == 1000
-    call = Call.objects.get(customer__phone="+15550102004")
+    call = wait_ended(customer__phone="+15550102004")
     assert call.vocabulary == ["Zentrix", "FlexPay", "Quorvo", "Velmora"]
     segments = wait_recognized(call, timeout=120)
     assert [s.speaker for s in segments] == ["agent", "customer"]

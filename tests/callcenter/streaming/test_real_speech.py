@@ -20,7 +20,7 @@ from asr_core.metrics import wer, word_errors
 from callcenter.calls import services
 from callcenter.calls.models import Call
 from callcenter.tools.client import stream_twilio
-from tests.fixtures.calls import session_cookie, wait_recognized
+from tests.fixtures.calls import session_cookie, wait_ended, wait_recognized
 from tests.fixtures.services import app_stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(400)]
@@ -88,7 +88,7 @@ def test_a_real_speakers_call_gets_accurate_finals_and_partials_that_converge(de
 
     seen = async_to_sync(scenario)()
 
-    call = Call.objects.get(customer__phone="+15550108080")
+    call = wait_ended(customer__phone="+15550108080")
     segments = wait_recognized(call, timeout=120)
     assert all(s.status == "recognized" for s in segments)
     reference = " ".join(u.text for u in prompts)
