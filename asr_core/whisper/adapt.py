@@ -393,9 +393,11 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
                          start: dict[str, Tensor] | None = None, cfg: AdaptationConfig = AdaptationConfig(),
                          first_pass: Callable[[Tensor], Transcript] | None = None,
                          hypotheses: list[str] | None = None, objective: str | None = None,
-                         lr: float | None = None, rule: str | None = None) -> AdaptationResult:
+                         lr: float | None = None, rule: str | None = None, restart: bool = False) -> AdaptationResult:
     """Adapt the group to one caller (module docstring). start: the caller's current profile (the
     guard compares with it, a rejection returns it); texts: references (supervised) or None.
+    restart: fit from where a caller without a profile starts (the meta-learned init; label-free
+    from plain Whisper), not from `start`, which the guard still judges against.
     Label-free: hypotheses: the backbone's transcripts of the utterances with the caller's current
     params, as the product stored them (beam search, full window); None: decoded here (beam
     search on the cache). first_pass(audio at `sample_rate`): a second recognizer whose
@@ -431,13 +433,15 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
         return AdaptationResult(current, False, {**metrics, "accepted": False, "reason": "too few usable utterances",
                                                  "seconds": round(time.perf_counter() - t0, 3),
                                                  "cpu_seconds": round(time.process_time() - c0, 3)})
-    sizes, origin = None, current
-    fit_from = "profile" if start is not None else "plain Whisper"
+    fresh = start is None or restart          # fitting starts where a caller without a profile starts
+    sizes, origin = None, own if fresh else current
+    fit_from = "plain Whisper" if fresh else "profile"
     if rule == "meta":
         from_current = not supervised and LABEL_FREE_ORIGIN == "current"
-        sizes, origin, steps = _meta_settings(rec, current, start, cfg, steps, from_current=from_current)
+        sizes, origin, steps = _meta_settings(rec, origin, None if fresh else start, cfg, steps,
+                                              from_current=from_current)
         metrics["steps"] = steps
-        if start is None and not from_current:
+        if fresh and not from_current:
             fit_from = "meta-learned init"
     metrics["fit_from"] = fit_from      # where the fits started: the caller's profile, plain Whisper, the meta-learned init
     fitted = [fit(rec, cache, targets, origin, steps, lr, [i for i in usable if i not in c], objective, rule, sizes)

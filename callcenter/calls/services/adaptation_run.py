@@ -5,9 +5,12 @@
   supervised on the verified transcripts where there are any, otherwise label-free;
 - a Whisper backbone adapts only in the modes ``ADAPTATION_WHISPER`` allows;
 - label-free waits for ``LABEL_FREE_MIN_SEGMENTS`` segments;
-- two starting points where the caller has a usable profile: the meta-learned init and the
-  current profile; the guard's held-out figures pick the better one, and it must have strictly
-  fewer held-out errors (or a better confidence) than the profile in use;
+- one try: from the caller's usable profile where there is one, else from where the backbone
+  starts a new caller (the meta-learned init); the result must have strictly fewer held-out
+  errors (or a better confidence) than the profile in use. (Until 2026-12-06 a caller with a
+  profile was also tried from the meta-learned init, at twice the cost; on the real speaker's
+  development prompts and 6 synthetic callers that try was never the one kept:
+  ``bench/whisper_returning.py``, asr_core/WHISPER.md);
 - the backbone's own adaptation procedure and guard (``rec.adapt``, ``rec.adaptation_config``:
   asr_core decides how each backbone adapts).
 """
@@ -53,10 +56,9 @@ def adaptation_run_execute(*, run_id: int) -> dict[str, object]:
         return _finish(run, version, mode, figures=figures, state=None, current=None, reason=refusal)
     cfg = rec.adaptation_config(mode, len(audios))
     refs = texts if mode == "supervised" else None
-    tried = {"init": rec.adapt(audios, refs, rec.sample_rate, cfg=cfg, hypotheses=stored)}
     start = _current_params(rec, current, run_id)
-    if start is not None:
-        tried["current"] = rec.adapt(audios, refs, rec.sample_rate, start=start, cfg=cfg, hypotheses=stored)
+    tried = {"init" if start is None else "current":
+             rec.adapt(audios, refs, rec.sample_rate, start=start, cfg=cfg, hypotheses=stored)}
     started_from, result = choose(tried)
     figures = {
         **result.metrics,
@@ -144,9 +146,10 @@ def _error(figures: dict, when: str) -> float | None:
 
 def choose(tried: dict) -> tuple[str, object]:
     """The accepted adaptation with the lowest held-out error, strictly below the profile in use
-    (the "current" run's starting point, else the base model); else the init run, marked not
-    accepted. A run the guard could not check (nothing held out) is not accepted."""
-    baseline = _error(tried.get("current", tried["init"]).metrics, "before")
+    (the "current" run's starting point, else the base model); else the run that started from the
+    profile in use (else the init run), marked not accepted. A run the guard could not check
+    (nothing held out) is not accepted."""
+    baseline = _error((tried["current"] if "current" in tried else tried["init"]).metrics, "before")
     accepted = [
         (name, r) for name, r in tried.items()
         if r.accepted and held_out_error(r.metrics) is not None
