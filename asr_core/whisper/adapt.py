@@ -464,9 +464,9 @@ _LAST_ENCODED: list = []     # [(recognizer, key, CallerCache)]: the last caller
 
 def _encoded(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int, served: bool) -> CallerCache:
     """The utterances through the frozen encoder (`cached.encode_frozen`), which no params change.
-    The last caller's is kept: the adaptation worker tries a returning caller from the meta-learned
-    start and from their current profile on the same audio, and the second try does not encode it
-    again (1.6 s of 30 prompts, one thread). Keyed by the audio's bytes and the recognizer; kept
+    The last caller's is kept: an adaptation of the same audio again (the worker's retry after
+    another run stored a profile meanwhile, a supervisor's request right after the call's own run,
+    a bench comparing starts) does not encode it again (1.6 s of 30 prompts, one thread). Keyed by the audio's bytes and the recognizer; kept
     no longer than the audio itself (the worker's memory is freed with its run's audio)."""
     digest = hashlib.blake2b(digest_size=16)
     for a in audios:
