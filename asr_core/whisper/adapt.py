@@ -466,8 +466,9 @@ def _encoded(rec: WhisperRecognizer, audios: list[Tensor], sample_rate: int, ser
     """The utterances through the frozen encoder (`cached.encode_frozen`), which no params change.
     The last caller's is kept: an adaptation of the same audio again (the worker's retry after
     another run stored a profile meanwhile, a supervisor's request right after the call's own run,
-    a bench comparing starts) does not encode it again (1.6 s of 30 prompts, one thread). Keyed by the audio's bytes and the recognizer; kept
-    no longer than the audio itself (the worker's memory is freed with its run's audio)."""
+    a bench comparing starts) does not encode it again (1.6 s of 30 prompts, one thread). Keyed by
+    the audio's bytes and the recognizer; kept no longer than the audio itself (the worker's memory
+    is freed with its run's audio)."""
     digest = hashlib.blake2b(digest_size=16)
     for a in audios:
         digest.update(str(tuple(a.shape)).encode())
