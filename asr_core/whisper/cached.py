@@ -299,7 +299,11 @@ def _greedy_proven(rec: WhisperRecognizer, cache: CallerCache, seqs: list[list[i
 def _cut(rec: WhisperRecognizer, hyp: Hypothesis) -> Hypothesis:
     """A capped greedy hypothesis as `greedy_capped` returns it: a loop cut at once, never retried;
     silence (the recognizer's no-speech rule) -> no tokens."""
-    hyp = Hypothesis(cut_repetition(hyp.tokens), hyp.sum_logprob, hyp.no_speech_prob)
+    return _silenced(rec, Hypothesis(cut_repetition(hyp.tokens), hyp.sum_logprob, hyp.no_speech_prob))
+
+
+def _silenced(rec: WhisperRecognizer, hyp: Hypothesis) -> Hypothesis:
+    """The recognizer's no-speech rule: a hypothesis it counts as silence has no tokens."""
     return Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
 
 
@@ -400,11 +404,11 @@ def decode_cached(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
                     for k, i in enumerate(idx)]
         for k, (i, hyp) in enumerate(zip(idx, hyps)):
             if retry:
-                hyp = rec._guard(audio[k:k + 1], hyp, budget if beam_size == 1 else _budget(rec, cache, i),
-                                 cross=rows and rows[k])
+                out[i] = _silenced(rec, rec._guard(audio[k:k + 1], hyp,
+                                                   budget if beam_size == 1 else _budget(rec, cache, i),
+                                                   cross=rows and rows[k]))
             else:
-                hyp = Hypothesis(cut_repetition(hyp.tokens), hyp.sum_logprob, hyp.no_speech_prob)
-            out[i] = Hypothesis([], hyp.sum_logprob, hyp.no_speech_prob) if hyp.is_silence(rec.options) else hyp
+                out[i] = _cut(rec, hyp)
     return out
 
 
