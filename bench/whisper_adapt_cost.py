@@ -23,9 +23,7 @@ def main() -> int:
     p.add_argument("--manifest", required=True, help="its `adapt` utterances are one caller's audio and texts")
     p.add_argument("--modes", default="supervised,label-free", help="comma-separated: supervised, label-free")
     a = p.parse_args()
-    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    if not modes or any(m not in ("supervised", "label-free") for m in modes):
-        p.error(f"--modes takes supervised and/or label-free, got {a.modes!r}")
+    modes = checked_modes(p, a.modes)
     import torch
 
     from asr_core import defaults
@@ -73,6 +71,14 @@ def main() -> int:
         second = rec.adapt(audios, refs, 8000, cfg=cfg, hypotheses=stored, start=first.params)
         print(f"{mode:<10}  returning caller, one try from the profile: {second.metrics['seconds']:.1f} s")
     return 0
+
+
+def checked_modes(p: argparse.ArgumentParser, text: str) -> list[str]:
+    """--modes: a comma-separated list of supervised and/or label-free (else the parser's error, exit 2)."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in ("supervised", "label-free") for m in modes):
+        p.error(f"--modes takes supervised and/or label-free, got {text!r}")
+    return modes
 
 
 if __name__ == "__main__":

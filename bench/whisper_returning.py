@@ -24,6 +24,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from whisper_adapt_cost import checked_modes  # noqa: E402 - the bench folder is on the path from here
 
 WAYS = ("both", "restart", "continue")
 
@@ -34,9 +37,7 @@ def main() -> int:
     p.add_argument("--modes", default="supervised,label-free", help="comma-separated: supervised, label-free")
     p.add_argument("--speakers", default="", help="comma-separated speaker ids (default: every speaker with tests)")
     a = p.parse_args()
-    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    if not modes or any(m not in ("supervised", "label-free") for m in modes):
-        p.error(f"--modes takes supervised and/or label-free, got {a.modes!r}")
+    modes = checked_modes(p, a.modes)
     import torch
 
     from asr_core import defaults
@@ -52,7 +53,7 @@ def main() -> int:
     try:
         rows = read_manifest(a.manifest, ("adapt", "test"), a.speakers)
         speakers = speakers_with_tests(rows, a.manifest, 0)
-    except ManifestError as e:
+    except (ManifestError, ValueError) as e:     # ValueError: no selected speaker has test utterances
         p.error(str(e))
     rec.padding_context()
 
