@@ -37,8 +37,9 @@ current params. Its evidence never comes from the transcripts being fitted:
   (`LABEL_FREE_GUARD_BEAM`), and compared with the UNADAPTED model's beam output (not fitted for
   that chunk): their word divergence from it must stay within `MAX_DIVERGENCE` and their mean
   token log-prob must rise over the current params' (what the caller is recognized with now, not
-  the meta-learned start fitting began from), and rise on more held-out utterances than it falls
-  on (a rise carried by one or two utterances is no evidence) (with greedy decodes instead, the
+  the meta-learned start fitting began from), and rise on so many more held-out utterances than
+  it falls on that chance would rarely give as many (a one-sided sign test, p at most
+  `MAX_SIGN_P`: a rise carried by a few utterances is no evidence) (with greedy decodes instead, the
   divergence must also fall strictly: the adapted greedy pass agrees better with the unadapted
   beam search);
 - both: hard sanity bounds: a profile whose held-out transcripts lose words (fewer than
@@ -135,6 +136,9 @@ MAX_DIVERGENCE = 0.35         # label-free: word errors against the unadapted be
 # words where the served beam output does not (hard line: an adapted profile that gained 20 % as
 # served was rejected for greedy transcripts 17 % shorter).
 LABEL_FREE_GUARD_BEAM = True
+# Label-free: how rarely chance may give the held-out confidence's rises (one-sided sign test over
+# the utterances that moved, each up or down as by a fair coin). `confidence_verdict` has why.
+MAX_SIGN_P = 0.05
 OBJECTIVES = ("ce", "entropy")
 RULES = ("adam", "lhuc", "sgd", "meta")
 
@@ -348,7 +352,7 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     up, down = _moves([before[i][1] for i in every], [after[i][1] for i in every])
     m.update(words_before=wb, words_after=wa, distinct_before=db, distinct_after=da,
              logprob_before=round(cb, 4), logprob_after=round(ca, 4), decodes="beam" if beam else "greedy",
-             more_confident=up, less_confident=down)
+             more_confident=up, less_confident=down, sign_p=round(sign_test_p(up, down), 4))
     key = "wer" if supervised else "divergence"
     m[f"{key}_before"], m[f"{key}_after"] = round(eb / max(words, 1), 4), round(ea / max(words, 1), 4)
     m[f"{key}_chunks"] = [[b, a] for b, a in per_chunk]    # each held-out chunk's word errors (or divergence), before and after
@@ -377,16 +381,29 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
 
 def confidence_verdict(before: list[float], after: list[float]) -> str:
     """The label-free guard's evidence of help, from each held-out utterance's mean token log-prob
-    before and after: '' if the mean rose and it rose on more utterances than it fell on, else why
-    not. A rise carried by one or two utterances is no evidence: a synthetic caller's profile with
-    a mean rise of 0.0015, 3 of 10 held-out prompts up and 7 down, was accepted and cost 2 points
-    (2026-12-06); the hard line's accepted profile (-15 %) had 11 up and 5 down."""
+    before and after: '' if the mean rose and it rose on so many more utterances than it fell on
+    that a fair coin per utterance would give as many rises with probability at most MAX_SIGN_P
+    (`sign_test_p`), else why not. A rise carried by a few utterances is no evidence: a synthetic
+    caller's profile with 3 of 10 held-out prompts up and 7 down was accepted and cost 2 points
+    (2026-12-06, before any count was asked for); with 7 up and 3 down (p 0.17) one cost 1.02
+    points on a CPU with AVX-512 bfloat16 (2026-12-06, later), where the clean line's 11 up and 5
+    down (p 0.11) cost 0.17; the hard and AMR lines' profiles that cut WER by a tenth had 12 up, 4
+    down (p 0.04) and 14 up, 2 down (p 0.002)."""
     if not sum(after) > sum(before):
         return "held-out confidence did not rise"
     up, down = _moves(before, after)
-    if not up > down:
-        return f"held-out confidence rose on no more utterances than it fell on ({up} up, {down} down)"
+    p = sign_test_p(up, down)
+    if p > MAX_SIGN_P:
+        return (f"held-out confidence rose on too few utterances to be evidence ({up} up, {down} down: "
+                f"p {p:.3f} by a sign test, at most {MAX_SIGN_P})")
     return ""
+
+
+def sign_test_p(up: int, down: int) -> float:
+    """One-sided sign test: the probability of `up` or more rises among `up + down` moves that are
+    each up or down as by a fair coin (1.0 when nothing moved)."""
+    n = up + down
+    return sum(math.comb(n, k) for k in range(up, n + 1)) / 2 ** n if n else 1.0
 
 
 def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,

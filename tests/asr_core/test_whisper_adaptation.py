@@ -372,6 +372,7 @@ def test_label_free_self_training_and_entropy_minimization_start_from_whispers_o
         assert m["fit_from"] == "plain Whisper"
         if r.accepted:
             assert m["logprob_after"] > m["logprob_before"] and m["more_confident"] > m["less_confident"]
+            assert m["sign_p"] <= A.MAX_SIGN_P
             assert m["divergence_after"] <= A.MAX_DIVERGENCE
             assert m["words_after"] >= A.MIN_WORD_RATIO * m["words_before"]
         else:
@@ -452,16 +453,24 @@ def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(rec, hard
 
 
 def test_the_label_free_guard_wants_a_broad_rise_in_held_out_confidence():
-    """The evidence of help without labels: the held-out mean log-prob rises, and on more
-    utterances than it falls on (a synthetic caller's accepted profile rose by 0.0015 on average,
-    carried by 3 of 10 prompts while 7 fell, and cost 2 points)."""
+    """The evidence of help without labels: the held-out mean log-prob rises, and on so many more
+    utterances than it falls on that chance would rarely give as many (one-sided sign test, p at
+    most MAX_SIGN_P). Accepted profiles whose rises were 3 up / 7 down and 7 up / 3 down cost a
+    synthetic caller 2 and 1.02 points."""
+    assert A.MAX_SIGN_P == 0.05
+    assert A.sign_test_p(0, 0) == 1.0 and A.sign_test_p(3, 0) == 0.125
+    assert A.sign_test_p(7, 3) == pytest.approx(176 / 1024) and A.sign_test_p(12, 4) == pytest.approx(0.0384, abs=1e-4)
     before = [-0.3, -0.2, -0.4, -0.25, -0.35, -0.3, -0.2, -0.3, -0.4, -0.3]
     carried = [b + 0.03 for b in before[:3]] + [b - 0.01 for b in before[3:]]   # mean up, 3 up, 7 down
     assert sum(carried) > sum(before)
-    assert A.confidence_verdict(before, carried) == \
-        "held-out confidence rose on no more utterances than it fell on (3 up, 7 down)"
-    broad = [b + 0.01 for b in before[:6]] + [b - 0.005 for b in before[6:]]     # 6 up, 4 down
+    assert A.confidence_verdict(before, carried) == ("held-out confidence rose on too few utterances to be "
+                                                     "evidence (3 up, 7 down: p 0.945 by a sign test, at most 0.05)")
+    narrow = [b + 0.02 for b in before[:7]] + [b - 0.005 for b in before[7:]]   # 7 up, 3 down: p 0.17
+    assert A.confidence_verdict(before, narrow).startswith("held-out confidence rose on too few utterances")
+    broad = [b + 0.01 for b in before[:9]] + [before[9] - 0.005]                # 9 up, 1 down: p 0.011
     assert A.confidence_verdict(before, broad) == ""
+    unmoved = [b + 0.01 for b in before[:9]] + [before[9]]                      # 9 up, 1 the same: p 0.002
+    assert A.confidence_verdict(before, unmoved) == ""
     assert A.confidence_verdict(before, before) == "held-out confidence did not rise"
     outlier = [b + 0.01 for b in before[:9]] + [before[9] - 0.5]               # most up, the mean down
     assert A.confidence_verdict(before, outlier) == "held-out confidence did not rise"
