@@ -52,7 +52,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=None, help="adaptation steps for every method (default: the product's)")
     p.add_argument("--speakers", default="")
     p.add_argument("--json")
+    p.add_argument("--float32-fits", action="store_true",
+                   help="fit in float32 even where this CPU has bfloat16 dot products (as a CPU without them does)")
     a = p.parse_args()
+    from asr_core.whisper import adapt
     from asr_core.whisper.adapt_eval import evaluate_whisper_adaptation
     from asr_core.whisper.recognizer import WhisperRecognizer
     from asr_core import defaults
@@ -60,6 +63,8 @@ def main() -> int:
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}: one of {', '.join(METHODS)}")
+    if a.float32_fits:
+        adapt.FIT_BF16 = False
     todo = {m: dict(METHODS[m], **({"steps": a.steps} if a.steps is not None else {})) for m in names}
     rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
                                  beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
