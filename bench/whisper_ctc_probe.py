@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
 PAD_S = 0.5
 
 
 def features(rec, manifest: str, splits: tuple[str, ...]) -> list[tuple]:
-    """(encoder output of the segment's own positions, float16; normalized text) per utterance."""
+    """(encoder output of the segment's own positions, float16; normalized text) per utterance
+    (the text as the small CTC model's vocabulary spells it: `asr_core.text`)."""
     import torch
 
     from asr_core.audio import load_audio
@@ -47,16 +47,18 @@ def features(rec, manifest: str, splits: tuple[str, ...]) -> list[tuple]:
 def head(kind: str):
     import torch.nn as nn
 
+    from asr_core.text import VOCAB
+
     class Head(nn.Module):
         def __init__(self, d: int = 384, hidden: int = 128):
             super().__init__()
             self.kind = kind
             if kind == "linear":
-                self.inp, self.out = nn.Sequential(nn.LayerNorm(d), nn.Dropout(0.1)), nn.Linear(d, len(ALPHABET) + 1)
+                self.inp, self.out = nn.Sequential(nn.LayerNorm(d), nn.Dropout(0.1)), nn.Linear(d, len(VOCAB))
                 return
             self.inp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 256), nn.GELU(), nn.Dropout(0.1))
             self.rnn = nn.GRU(256, hidden, batch_first=True, bidirectional=True)
-            self.out = nn.Linear(2 * hidden, len(ALPHABET) + 1)
+            self.out = nn.Linear(2 * hidden, len(VOCAB))
 
         def forward(self, x, lengths):
             x = self.inp(x)
@@ -68,23 +70,15 @@ def head(kind: str):
     return Head()
 
 
-def greedy_text(logprobs) -> str:
-    chars, prev = [], 0
-    for i in logprobs.argmax(-1).tolist():
-        if i not in (0, prev):
-            chars.append(ALPHABET[i - 1])
-        prev = i
-    return " ".join("".join(chars).split())
-
-
 def dev_wer(model, data) -> float:
     import torch
 
     from asr_core.metrics import wer
+    from asr_core.small.decoder import greedy_decode
 
     model.eval()
     with torch.no_grad():
-        pairs = [(t, greedy_text(model(f.float()[None], torch.tensor([f.shape[0]]))[0])) for f, t in data]
+        pairs = [(t, greedy_decode(model(f.float()[None], torch.tensor([f.shape[0]]))[0]).text) for f, t in data]
     model.train()
     return wer(pairs)
 
@@ -103,18 +97,22 @@ def main() -> int:
     import torch.nn as nn
 
     from asr_core.engines import EngineSettings, load_engine
+    from asr_core.errors import ManifestError
+    from asr_core.text import encode
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     random.seed(0)
     rec = load_engine("whisper-tiny", settings=EngineSettings(partials=True))
     t0 = time.time()
-    train = features(rec, a.corpus, ("train",))
+    try:
+        train = features(rec, a.corpus, ("train",))
+        devs = {m: features(rec, m, ("test",)) for m in a.dev}
+    except ManifestError as e:
+        p.error(str(e))
     if not train:
         p.error(f"{a.corpus} has no `train` utterances")
-    devs = {m: features(rec, m, ("test",)) for m in a.dev}
     print(f"features of {len(train)} training utterances in {time.time() - t0:.0f} s", flush=True)
-    index = {c: i + 1 for i, c in enumerate(ALPHABET)}
     model = head(a.head)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
     ctc = nn.CTCLoss(zero_infinity=True)
@@ -136,7 +134,7 @@ def main() -> int:
                     w = random.randint(0, 10)
                     s = random.randint(0, max(0, int(lengths[k]) - w))
                     x[k, s:s + w] = 0
-            targets = [torch.tensor([index[c] for c in train[i][1] if c in index]) for i in b]
+            targets = [torch.tensor(encode(train[i][1])) for i in b]
             loss = ctc(model(x, lengths).transpose(0, 1), torch.cat(targets), lengths,
                        torch.tensor([len(t) for t in targets]))
             opt.zero_grad()
