@@ -18,7 +18,8 @@ early; trimming the window (``ASR_WHISPER_TRIM_S=8``: 5.5 % / 25.3 %, no faster 
 margin) drops or invents words at the edges. The small streaming model trained on synthesized
 voices gives 93 % WER on the same real speaker and is not on the default path. Live partials
 decode greedily with int8 on the segment plus 2 s (`WhisperStream`; the live margin's window makes
-greedy partials worse: last partial 10.5 % vs 5.5 % clean).
+greedy partials worse: last partial 10.5 % vs 5.5 % clean). The partials' encoder runs in bfloat16
+where the CPU multiplies bfloat16 with AMX tiles, else in int8 (`PARTIAL_ENCODER`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ BACKBONES = ("small", "whisper-tiny", "whisper-base")
 
 FINAL_BACKBONE = "whisper-tiny"      # each segment's stored text
 PARTIAL_BACKBONE = "whisper-tiny"    # live partials (re-decoded with local agreement)
+# The live partials' Whisper encoder (their decoder is int8): "int8" (dynamic quantization),
+# "bfloat16" (autocast), "float32", or "auto": bfloat16 where the CPU has AMX tiles (Intel Xeon 4th
+# generation and later), int8 elsewhere. On a 2-core Xeon with AMX, 10 concurrent streams of the
+# real-speech development prompts: last-partial WER clean 7.64 % (int8) -> 3.99 % (bfloat16), hard
+# line 35.22 % -> 33.22 %, AMR line 31.73 % -> 27.91 %, the encoder's time 23.5 s -> 22.1 s of the
+# run (bench/partials_real_speech.py --encoder; docs/recognizer.md). Without bfloat16 hardware it
+# is emulated (slower than float32); float32 costs about 1.5x int8's encoder time.
+PARTIAL_ENCODERS = ("auto", "int8", "bfloat16", "float32")
+PARTIAL_ENCODER = "auto"
 INT8_MODES = ("off", "decoder", "all")   # int8 linear layers: none, the decoder's, all
 WHISPER_INT8 = "decoder"
 WHISPER_BEAM_SIZE = 5

@@ -34,14 +34,14 @@ from asr_core.adaptation import AdaptationConfig, AdaptationResult, adapt_caller
 from asr_core.transcript import Transcript
 from asr_core.small.decoder import greedy_decode
 from asr_core.errors import BackboneError
-from asr_core.defaults import (BACKBONES, WHISPER_BEAM_SIZE, WHISPER_INT8, WHISPER_LIVE_MARGIN_S, WHISPER_TAIL_POOL,
-                               WHISPER_TRIM_S)
+from asr_core.defaults import (BACKBONES, PARTIAL_ENCODER, WHISPER_BEAM_SIZE, WHISPER_INT8, WHISPER_LIVE_MARGIN_S,
+                               WHISPER_TAIL_POOL, WHISPER_TRIM_S)
 from asr_core.meta import initial_params as small_initial_params
 from asr_core.small.recognizer import Recognizer
 from asr_core.text import normalize
 from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_LABEL_FREE_MIN_CONFIDENCE
 from asr_core.whisper.adapt import adapt_whisper_caller, initial_whisper_params
-from asr_core.whisper.recognizer import WhisperRecognizer
+from asr_core.whisper.recognizer import WhisperRecognizer, partial_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,9 @@ class EngineSettings:
     window trim (None: the full 30 s window), the live margin in the full window (None: the whole
     window computed; `WhisperRecognizer`), the pooling of the padding after it, the meta-learned adaptation file. Small model: its decoder
     ('beam' with the lexicon and LM, or 'greedy'). `partials`: the live partials' recognizer
-    (Whisper: int8, greedy)."""
+    (Whisper: greedy, int8 decoder, its encoder `partial_encoder`)."""
     int8: str = WHISPER_INT8   # INT8_MODES: "off", "decoder", "all"
+    partial_encoder: str = PARTIAL_ENCODER   # PARTIAL_ENCODERS: "auto", "int8", "bfloat16", "float32"
     beam_size: int = WHISPER_BEAM_SIZE
     trim_seconds: float | None = WHISPER_TRIM_S
     live_margin_s: float | None = WHISPER_LIVE_MARGIN_S
@@ -288,10 +289,13 @@ def load_engine(backbone: str, *, path: str | None = None, settings: EngineSetti
         raise BackboneError(f"unknown backbone {backbone!r}: one of {', '.join(BACKBONES)}")
     if backbone == "small":
         return SmallEngine.load(path, decoder="greedy" if settings.partials else settings.decoder)
-    rec = WhisperEngine.load(path or backbone, quantize="all" if settings.partials else settings.int8,
+    encoder = partial_encoder(settings.partial_encoder) if settings.partials else None
+    rec = WhisperEngine.load(path or backbone,
+                             quantize=("all" if encoder == "int8" else "decoder") if settings.partials else settings.int8,
                              beam_size=1 if settings.partials else settings.beam_size,
                              trim_seconds=settings.trim_seconds, live_margin_s=settings.live_margin_s,
-                             adaptation=settings.adaptation, tail_pool=settings.tail_pool)
+                             adaptation=settings.adaptation, tail_pool=settings.tail_pool,
+                             encoder_bf16=encoder == "bfloat16")
     rec.backbone = backbone
     return rec
 

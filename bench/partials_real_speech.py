@@ -5,7 +5,7 @@ Not a test.
 
     .venv/bin/python bench/partials_real_speech.py --manifest data/real-dev/manifest.tsv [--limit 30]
         [--trim-seconds 2|none] [--live-margin-seconds 1|none] [--backbone whisper-tiny]
-        [--batch 10] [--int8 all|decoder|off] [--no-retry] [--no-force]
+        [--batch 10] [--encoder auto|int8|bfloat16|float32] [--no-retry] [--no-force]
 
 --batch N feeds the prompts as N concurrent calls (call k says prompts k, k + N, ... one after
 another): each step advances every call still speaking by its next chunk with one `accept_batch`
@@ -28,7 +28,7 @@ from asr_core import defaults  # noqa: E402
 from asr_core.audio import load_audio  # noqa: E402
 from asr_core.manifest import read_manifest  # noqa: E402
 from asr_core.metrics import word_errors  # noqa: E402
-from asr_core.whisper.recognizer import WhisperRecognizer, WhisperStream  # noqa: E402
+from asr_core.whisper.recognizer import WhisperRecognizer, WhisperStream, partial_encoder  # noqa: E402
 
 
 def main() -> int:
@@ -44,8 +44,8 @@ def main() -> int:
                     default=defaults.WHISPER_LIVE_MARGIN_S)
     ap.add_argument("--backbone", default=defaults.PARTIAL_BACKBONE, choices=["whisper-tiny", "whisper-base"])
     ap.add_argument("--batch", type=int, default=1, help="prompts decoded together, as concurrent calls")
-    ap.add_argument("--int8", default="all", choices=["all", "decoder", "off"],
-                    help="int8 linear layers (the web process: all)")
+    ap.add_argument("--encoder", default=defaults.PARTIAL_ENCODER, choices=defaults.PARTIAL_ENCODERS,
+                    help="the encoder's precision, the decoder int8 (as the web process: ASR_PARTIAL_ENCODER)")
     ap.add_argument("--no-retry", action="store_true", help="a looping partial is only cut, not decoded again")
     ap.add_argument("--no-force", action="store_true",
                     help="each partial decodes the committed words again (not given as its start)")
@@ -61,8 +61,9 @@ def main() -> int:
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
     WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6
-    rec = WhisperRecognizer.load(a.backbone, quantize=a.int8,   # all: as the web process loads it
-                                 live_margin_s=a.live_margin_seconds)
+    encoder = partial_encoder(a.encoder)
+    rec = WhisperRecognizer.load(a.backbone, quantize="all" if encoder == "int8" else "decoder",  # as the web process
+                                 live_margin_s=a.live_margin_seconds, encoder_bf16=encoder == "bfloat16")
     step = 8000 * a.chunk_ms // 1000
     errors = words = partials = 0
     cost, worst = 0.0, 0.0
@@ -94,7 +95,7 @@ def main() -> int:
                 current[k], offset[k], streams[k] = current[k] + 1, 0, rec.stream(sample_rate=8000)
     window = f"trim {a.trim_seconds:g} s" if a.trim_seconds is not None else \
         f"30 s window, live margin {a.live_margin_seconds} s"
-    print(f"{a.backbone} {window}, doubled phrases cut from {a.min_doubled or 'never'}, batch {a.batch}: "
+    print(f"{a.backbone} {window}, {encoder} encoder, doubled phrases cut from {a.min_doubled or 'never'}, batch {a.batch}: "
           f"last-partial WER {errors / words:.2%} over {words} words; {cost / partials * 1000:.0f} ms per partial, "
           f"{partials / rows:.1f} streams and {cost / rows * 1000:.0f} ms per step, slowest {worst * 1000:.0f} ms "
           f"({partials} partials, one thread)")

@@ -129,6 +129,7 @@ def _cached(key: tuple[str, ...], files: tuple[str | None, ...], load: Callable[
 def _engine_settings(*, partials: bool = False, decoder: str | None = None) -> engines.EngineSettings:
     return engines.EngineSettings(
         int8=settings.ASR_WHISPER_INT8,
+        partial_encoder=settings.ASR_PARTIAL_ENCODER,
         beam_size=settings.ASR_WHISPER_BEAM_SIZE,
         trim_seconds=settings.ASR_WHISPER_TRIM_S,
         live_margin_s=settings.ASR_WHISPER_LIVE_MARGIN_S,
@@ -153,8 +154,9 @@ def backbone_recognizer(*, backbone: str, partials: bool = False) -> engines.Spe
             _convert_from_wheel(backbone, path)
         cfg = _engine_settings(partials=partials)
         return engines.load_engine(backbone, path=path, settings=engines.EngineSettings(
-            int8=cfg.int8, beam_size=cfg.beam_size, trim_seconds=cfg.trim_seconds, live_margin_s=cfg.live_margin_s,
-            tail_pool=cfg.tail_pool, adaptation=adaptation, partials=partials))
+            int8=cfg.int8, partial_encoder=cfg.partial_encoder, beam_size=cfg.beam_size,
+            trim_seconds=cfg.trim_seconds, live_margin_s=cfg.live_margin_s, tail_pool=cfg.tail_pool,
+            adaptation=adaptation, partials=partials))
 
     return _cached((backbone, path, "partials" if partials else "final"), (path, adaptation), load)
 

@@ -223,6 +223,12 @@ if ASR_WHISPER_BEAM_SIZE > 16:
 ASR_WHISPER_TRIM_S = _env_seconds_or_none("ASR_WHISPER_TRIM_S", _asr_defaults.WHISPER_TRIM_S, maximum=30.0)
 ASR_WHISPER_LIVE_MARGIN_S = _env_seconds_or_none("ASR_WHISPER_LIVE_MARGIN_S", _asr_defaults.WHISPER_LIVE_MARGIN_S,
                                                  maximum=30.0)
+# The live partials' encoder: "auto" (bfloat16 where the CPU has AMX tiles, else int8), "int8",
+# "bfloat16" (emulated, slow, without bfloat16 hardware) or "float32"; their decoder is int8.
+ASR_PARTIAL_ENCODER = _env_str("ASR_PARTIAL_ENCODER", _asr_defaults.PARTIAL_ENCODER).lower()
+if ASR_PARTIAL_ENCODER not in _asr_defaults.PARTIAL_ENCODERS:
+    raise ImproperlyConfigured(f"ASR_PARTIAL_ENCODER={ASR_PARTIAL_ENCODER!r} must be one of "
+                               f"{', '.join(_asr_defaults.PARTIAL_ENCODERS)}")
 # With the live margin, the padding after it pooled in blocks of this many encoder positions (1: none).
 ASR_WHISPER_TAIL_POOL = _env_int("ASR_WHISPER_TAIL_POOL", _asr_defaults.WHISPER_TAIL_POOL, minimum=1)
 if ASR_WHISPER_TAIL_POOL not in _asr_defaults.TAIL_POOLS:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from asr_core.audio import AudioError, load_audio, resample
-from asr_core.defaults import INT8_MODES, TAIL_POOLS
+from asr_core.defaults import INT8_MODES, PARTIAL_ENCODERS, TAIL_POOLS
 from asr_core.transcript import Transcript, Word
 from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
@@ -49,13 +49,16 @@ MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
 class WhisperRecognizer:
     def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, meta: dict | None = None,
                  quantize: bool | str = False, options: DecodeOptions = DecodeOptions(),
-                 trim_seconds: float | None = None, live_margin_s: float | None = None, tail_pool: int = 1):
+                 trim_seconds: float | None = None, live_margin_s: float | None = None, tail_pool: int = 1,
+                 encoder_bf16: bool = False):
         """trim_seconds: None keeps the 30 s window (as Whisper was trained); a number cuts it after
         the segment plus that much padding (faster, approximate). live_margin_s (with the 30 s
         window): None computes the whole window; a number computes the segment plus that much
         padding, and the rest of the window comes from the padding's own encoding (faster, close).
         tail_pool (with the live margin): that padding pooled in blocks of this many positions
-        (`window_kv`; 1: each position its own)."""
+        (`window_kv`; 1: each position its own). encoder_bf16: the served encoder (float, so not
+        with int8 "all") runs under bfloat16 autocast, its output float32 again (fast where the CPU
+        has AMX tiles: `amx_tiles`); a model given to `encode` explicitly (adaptation) stays float32."""
         for name, value in (("trim_seconds", trim_seconds), ("live_margin_s", live_margin_s)):
             if value is not None and not 0.0 <= value <= 30.0:
                 raise ValueError(f"{name} must be in [0, 30] or None, got {value}")
@@ -65,6 +68,9 @@ class WhisperRecognizer:
         self.live_margin_s = live_margin_s
         self.tail_pool = tail_pool
         self.int8 = int8_mode(quantize)
+        if encoder_bf16 and self.int8 == "all":
+            raise ValueError("encoder_bf16 needs a float encoder: int8 'off' or 'decoder', not 'all'")
+        self.encoder_bf16 = bool(encoder_bf16)
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
         self._padding: OrderedDict[tuple, PaddingContext] = OrderedDict()
         self._padding_lock = threading.Lock()     # a worker warms it up in a thread beside its first task
@@ -73,13 +79,15 @@ class WhisperRecognizer:
     def load(cls, path: str | None = None, quantize: bool | str = False, beam_size: int = 1,
              lora_rank: int | None = None, lora_layers: int | None = None, options: DecodeOptions | None = None,
              trim_seconds: float | None = None, adaptation: str | None = None,
-             live_margin_s: float | None = None, tail_pool: int = 1) -> "WhisperRecognizer":
+             live_margin_s: float | None = None, tail_pool: int = 1,
+             encoder_bf16: bool = False) -> "WhisperRecognizer":
         """path: a converted checkpoint or a backbone name ('whisper-tiny', 'whisper-base');
         adaptation: a meta-learned adaptation file for these weights (`convert.read_adaptation`)."""
         path = BACKBONES.get(path or "whisper-tiny", path)
         model, tok_json, meta = convert.load(path, lora_rank, lora_layers, adaptation=adaptation)
         return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize,
-                   options or DecodeOptions(beam_size=beam_size), trim_seconds, live_margin_s, tail_pool)
+                   options or DecodeOptions(beam_size=beam_size), trim_seconds, live_margin_s, tail_pool,
+                   encoder_bf16)
 
     @property
     def sample_rate(self) -> int:
@@ -143,13 +151,18 @@ class WhisperRecognizer:
                padding: PaddingContext | None = None, record: list | None = None, pool: int = 1) -> Tensor:
         """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given (padding,
         record, pool: as `AudioEncoder.forward`)."""
+        bf16 = self.encoder_bf16 and model is None
         m = model or self.infer
         kwargs = {"padding": padding, "record": record, "pool": pool}
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if params:
                 enc = {k.removeprefix("encoder."): v for k, v in params.items()}
-                return torch.func.functional_call(m.encoder, enc, (mels,), kwargs, strict=False)
-            return m.encoder(mels, **kwargs)
+                out = torch.func.functional_call(m.encoder, enc, (mels,), kwargs, strict=False)
+            else:
+                out = m.encoder(mels, **kwargs)
+        if bf16 and record is not None:      # a padding context is kept in float32, as the float encoder's
+            record[:] = [tuple(t.float() for t in r) if isinstance(r, tuple) else r.float() for r in record]
+        return out.float()
 
     @property
     def uses_live_margin(self) -> bool:
@@ -170,14 +183,15 @@ class WhisperRecognizer:
         product's caller profiles) share the context of no params."""
         m = model or self.infer
         inner = {k: v for k, v in (params or {}).items() if not k.startswith("encoder.ln_post.")}
-        key = (id(m.encoder), _fingerprint(inner))      # an int8 decoder shares the float encoder
+        # an int8 decoder shares the float encoder; the served bfloat16 encoder has its own context
+        key = (id(m.encoder), self.encoder_bf16 and model is None, _fingerprint(inner))
         with self._padding_lock:
             ctx = self._padding.get(key)
             if ctx is not None:
                 self._padding.move_to_end(key)
                 return ctx
         record: list = []
-        self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), inner, m, record=record)
+        self.encode(torch.zeros(1, self.model.cfg.n_mels, N_FRAMES), inner, model, record=record)
         ctx = PaddingContext(record[:-1], record[-1])
         with self._padding_lock:
             self._padding[key] = ctx
@@ -378,6 +392,25 @@ def check_tail_pool(block: object) -> int:
     return block
 
 
+def amx_tiles() -> bool:
+    """Whether this CPU has AMX tiles (bfloat16 and int8 matrix units: Intel Xeon 4th generation and
+    later), where a bfloat16 encoder is about as fast as an int8 one."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def partial_encoder(choice: str) -> str:
+    """PARTIAL_ENCODERS' choice -> the partials' encoder precision: "auto" is "bfloat16" with AMX
+    tiles, else "int8"."""
+    if choice not in PARTIAL_ENCODERS:
+        raise ValueError(f"the partials' encoder must be one of {', '.join(PARTIAL_ENCODERS)}, got {choice!r}")
+    if choice == "auto":
+        return "bfloat16" if amx_tiles() else "int8"
+    return choice
+
+
 def int8_mode(quantize: bool | str | None) -> str:
     """`quantize` as one of INT8_MODES: True is "all", False or None "off"."""
     if quantize is None or isinstance(quantize, bool):
@@ -495,13 +528,16 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
 
 
 def _word_tokens(tok: WhisperTokenizer, tokens: list[int], words: list[str]) -> list[int]:
-    """The first tokens of `tokens` that spell exactly `words` and end where the next word begins
-    (so a decode forced to them can go on with a new word); [] when they do not."""
+    """The first tokens of `tokens` that spell `words` (up to case and punctuation, as agreement
+    compares them: `_same_word`) and end where the next word begins (so a decode forced to them can
+    go on with a new word); [] when they do not. The tokens keep the decode's own spelling (the
+    committed words stay as first shown: "I'm sorry That" is forced as "I'm sorry, that")."""
     n = len(words)
     starts = [i for i, t in enumerate(tokens) if i == 0 or tok.token_bytes(t).startswith(" ")]
     end = starts[n] if n < len(starts) else len(tokens)
     prefix = tokens[:end]
-    return prefix if n and tok.decode(prefix).split() == words else []
+    spelled = tok.decode(prefix).split()
+    return prefix if n and len(spelled) == n and all(map(_same_word, spelled, words)) else []
 
 
 def _same_word(a: str, b: str) -> bool:

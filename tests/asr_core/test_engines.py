@@ -145,3 +145,23 @@ def test_an_unknown_backbone_or_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     for backbone in ("small", "whisper-tiny"):
         with pytest.raises(AsrError):
             load_engine(backbone, path=str(bad), settings=EngineSettings())
+
+
+def test_the_partials_encoder_follows_its_setting(real_dev):
+    """The partials' Whisper recognizer: greedy, int8 decoder, its encoder int8, bfloat16 or float32
+    as set ("auto": bfloat16 where the CPU has AMX tiles); the finals' settings are untouched."""
+    from asr_core.whisper.recognizer import amx_tiles
+    for choice, (int8, bf16) in {"int8": ("all", False), "bfloat16": ("decoder", True),
+                                 "float32": ("decoder", False),
+                                 "auto": ("decoder", True) if amx_tiles() else ("all", False)}.items():
+        rec = load_engine("whisper-tiny", settings=EngineSettings(partials=True, partial_encoder=choice))
+        assert (rec.int8, rec.encoder_bf16, rec.options.beam_size) == (int8, bf16, 1), choice
+        text, audio = min(((u.text, u.audio) for u in read_manifest(str(real_dev), ("test",))), key=lambda p: len(p[0]))
+        stream = rec.stream(8000)
+        x = load_audio(audio, 8000)
+        last = [stream.accept(x[i:i + 4000]).text for i in range(0, x.numel(), 4000)][-1]
+        assert wer([(text, last)]) <= 0.5, (choice, text, last)
+    final = load_engine("whisper-tiny", settings=EngineSettings(partial_encoder="bfloat16"))
+    assert final.encoder_bf16 is False and final.options.beam_size > 1
+    with pytest.raises(ValueError, match="must be one of auto, int8, bfloat16, float32"):
+        load_engine("whisper-tiny", settings=EngineSettings(partials=True, partial_encoder="fp16"))

@@ -519,16 +519,17 @@ def test_partials_start_from_the_committed_words_tokens(rec, real_dev):
     from asr_core.audio import load_audio
     from asr_core.manifest import read_manifest
     from asr_core.metrics import word_errors
-    from asr_core.whisper.recognizer import WhisperStream
+    from asr_core.whisper.recognizer import WhisperStream, _same_word
     assert WhisperStream.FORCE_COMMITTED
     for u in read_manifest(str(real_dev), ("test",))[6:9]:
         x = load_audio(u.audio, 8000)
         stream = rec.stream(sample_rate=8000)
         for start in range(0, x.numel(), 4000):
             text = stream.accept(x[start:start + 4000]).text
-            if stream.forced:
+            if stream.forced:     # the committed words, spelled as the decode spelled them
                 spelled = rec.tokenizer.decode(stream.forced).split()
-                assert spelled == stream.committed[:len(spelled)]
+                assert len(spelled) <= len(stream.committed)
+                assert all(map(_same_word, spelled, stream.committed)), (spelled, stream.committed)
         assert stream.forced and text
         try:
             WhisperStream.FORCE_COMMITTED = False
@@ -538,6 +539,60 @@ def test_partials_start_from_the_committed_words_tokens(rec, real_dev):
         finally:
             WhisperStream.FORCE_COMMITTED = True
         assert not again.forced and word_errors(reference, text)[0] <= 1, (reference, text)
+
+
+@needs_wheel
+def test_committed_words_are_forced_in_the_latest_decodes_spelling(rec):
+    """Agreement commits words up to case and punctuation ("I'm sorry That" shown, the next decode
+    spells "I'm sorry, that"): the next decode is still given their tokens, as that decode spelled
+    them, up to where the next word begins; tokens that spell other words give none."""
+    from asr_core.whisper.recognizer import _word_tokens
+    tok = rec.tokenizer
+    tokens = tok.encode(" I'm sorry, that number is not valid.")
+    forced = _word_tokens(tok, tokens, ["I'm", "sorry", "That"])
+    assert tok.decode(forced) == " I'm sorry, that" and tokens[:len(forced)] == forced
+    assert _word_tokens(tok, tokens, ["I'm", "sorry", "this"]) == []
+    assert _word_tokens(tok, tokens, []) == []
+    stream = rec.stream(sample_rate=8000)
+    stream.committed, stream.previous = ["I'm", "sorry", "That"], ["I'm", "sorry", "That", "number"]
+    assert stream._agree(tok.decode(tokens), tokens).text == "I'm sorry That number is not valid."
+    forced = _word_tokens(tok, tokens, ["I'm", "sorry", "That", "number"])
+    assert stream.committed == ["I'm", "sorry", "That", "number"] and tok.decode(forced) == " I'm sorry, that number"
+    assert stream.forced == forced and stream.draft == tokens[len(forced):]
+
+
+@needs_wheel
+def test_a_bfloat16_encoder_keeps_a_real_prompts_words(tiny_path, real_dev):
+    """The partials' encoder in bfloat16 (where the CPU has AMX tiles, `partial_encoder("auto")`):
+    the float model is left as it was, its output and padding context are float32 and close to the
+    float32 encoder's, and a real prompt gets the same words within one; int8 "all" has no float
+    encoder to run in bfloat16."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.recognizer import WhisperRecognizer, amx_tiles, partial_encoder
+    fp32 = WhisperRecognizer.load(tiny_path, quantize="decoder", live_margin_s=1.0, tail_pool=5)
+    bf16 = WhisperRecognizer(fp32.model, fp32.tokenizer, fp32.meta, "decoder", live_margin_s=1.0, tail_pool=5,
+                             encoder_bf16=True)
+    audio = load_audio(read_manifest(str(real_dev), ("test",))[1].audio, 8000)
+    mel, frames = fp32.features(fp32.prepare(audio, 8000))
+    a, b = fp32.encode(mel[None, :, :800]), bf16.encode(mel[None, :, :800])
+    assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.05 * a.abs().mean()
+    # the float model's own passes (adaptation's) stay float32: the same as the float recognizer's
+    torch.testing.assert_close(bf16.encode(mel[None, :, :800], model=bf16.model), a)
+    ctx = bf16.padding_context()
+    assert ctx is not fp32.padding_context() and ctx.hidden.dtype == torch.float32
+    assert all(k.dtype == v.dtype == torch.float32 for k, v in ctx.kv)
+    assert bf16.padding_context(model=bf16.model) is not ctx      # the float model's context is its own
+    reference = fp32.transcribe(audio, 8000).text
+    errors, _ = word_errors(reference, bf16.transcribe(audio, 8000).text)
+    assert reference and errors <= 1, (reference, bf16.transcribe(audio, 8000).text)
+    with pytest.raises(ValueError, match="encoder_bf16 needs a float encoder"):
+        WhisperRecognizer(fp32.model, fp32.tokenizer, fp32.meta, "all", encoder_bf16=True)
+    assert partial_encoder("auto") == ("bfloat16" if amx_tiles() else "int8")
+    assert partial_encoder("float32") == "float32"
+    with pytest.raises(ValueError, match="must be one of auto, int8, bfloat16, float32"):
+        partial_encoder("fp16")
 
 
 def test_beams_sharing_one_audio_attend_to_it_as_if_each_had_its_own_copy():

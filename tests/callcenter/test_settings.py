@@ -129,6 +129,7 @@ def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(
         ({"ASR_WHISPER_TAIL_POOL": "five"}, "ASR_WHISPER_TAIL_POOL='five' is not an integer"),
         ({"ASR_WHISPER_INT8": "maybe"}, "ASR_WHISPER_INT8='maybe' must be one of off, decoder, all"),
         ({"ASR_PARTIAL_BACKBONE": "vosk"}, "ASR_PARTIAL_BACKBONE='vosk' must be 'small', 'whisper-tiny'"),
+        ({"ASR_PARTIAL_ENCODER": "fp16"}, "ASR_PARTIAL_ENCODER='fp16' must be one of auto, int8, bfloat16, float32"),
         ({"ASR_WHISPER_BEAM_SIZE": "0"}, "ASR_WHISPER_BEAM_SIZE='0' must be at least 1"),
         ({"ASR_WHISPER_BEAM_SIZE": "32"}, "ASR_WHISPER_BEAM_SIZE=32 must be at most 16"),
         ({"ADAPTATION_WHISPER": "sometimes"}, "ADAPTATION_WHISPER='sometimes' must be 'off', 'supervised' or 'all'"),
