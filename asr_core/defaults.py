@@ -30,10 +30,10 @@ PARTIAL_BACKBONE = "whisper-tiny"    # live partials (re-decoded with local agre
 # The live partials' Whisper encoder (their decoder is int8): "int8" (dynamic quantization),
 # "bfloat16" (autocast), "float32", or "auto": bfloat16 where the CPU has AMX tiles (Intel Xeon 4th
 # generation and later), int8 elsewhere. On a 2-core Xeon with AMX, 10 concurrent streams of the
-# real-speech development prompts: last-partial WER clean 7.64 % (int8) -> 3.99 % (bfloat16), hard
-# line 35.22 % -> 33.22 %, AMR line 31.73 % -> 27.91 %, the encoder's time 23.5 s -> 22.1 s of the
-# run (bench/partials_real_speech.py --encoder; docs/recognizer.md). Without bfloat16 hardware it
-# is emulated (slower than float32); float32 costs about 1.5x int8's encoder time.
+# real-speech development prompts (bench/partials_real_speech.py --batch 10 --encoder; docs/recognizer.md):
+# last-partial WER int8 -> bfloat16: clean 4.82 % -> 3.82 %, hard line 34.05 % -> 31.06 %, AMR line
+# 31.89 % -> 30.23 %, at 117 / 112 / 128 and 118 / 103 / 125 ms per partial. Without bfloat16
+# hardware it is emulated (slower than float32); a float32 encoder costs 1.5x int8's time (the same Xeon).
 PARTIAL_ENCODERS = ("auto", "int8", "bfloat16", "float32")
 PARTIAL_ENCODER = "auto"
 INT8_MODES = ("off", "decoder", "all")   # int8 linear layers: none, the decoder's, all

@@ -71,6 +71,8 @@ class WhisperRecognizer:
         if encoder_bf16 and self.int8 == "all":
             raise ValueError("encoder_bf16 needs a float encoder: int8 'off' or 'decoder', not 'all'")
         self.encoder_bf16 = bool(encoder_bf16)
+        # the served encoder's linear weights in bfloat16, once (autocast would cast them at each call)
+        self._bf16_encoder = _bf16_linears(self.model.encoder) if self.encoder_bf16 else None
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
         self._padding: OrderedDict[tuple, PaddingContext] = OrderedDict()
         self._padding_lock = threading.Lock()     # a worker warms it up in a thread beside its first task
@@ -151,18 +153,23 @@ class WhisperRecognizer:
                padding: PaddingContext | None = None, record: list | None = None, pool: int = 1) -> Tensor:
         """mels (batch, n_mels, 3000) -> (batch, 1500, d), with a caller's params if given (padding,
         record, pool: as `AudioEncoder.forward`)."""
-        bf16 = self.encoder_bf16 and model is None
-        m = model or self.infer
+        encoder, bf16 = self._encoder(model)
         kwargs = {"padding": padding, "record": record, "pool": pool}
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if params:
                 enc = {k.removeprefix("encoder."): v for k, v in params.items()}
-                out = torch.func.functional_call(m.encoder, enc, (mels,), kwargs, strict=False)
+                out = torch.func.functional_call(encoder, enc, (mels,), kwargs, strict=False)
             else:
-                out = m.encoder(mels, **kwargs)
+                out = encoder(mels, **kwargs)
         if bf16 and record is not None:      # a padding context is kept in float32, as the float encoder's
             record[:] = [tuple(t.float() for t in r) if isinstance(r, tuple) else r.float() for r in record]
         return out.float()
+
+    def _encoder(self, model: nn.Module | None) -> tuple[nn.Module, bool]:
+        """The encoder `encode` runs for `model` (None: the served one), and whether in bfloat16."""
+        if model is None and self._bf16_encoder is not None:
+            return self._bf16_encoder, True
+        return (model or self.infer).encoder, False
 
     @property
     def uses_live_margin(self) -> bool:
@@ -181,10 +188,8 @@ class WhisperRecognizer:
         """The encoding of a window of padding only (with a caller's params, if given); made once,
         then reused. The final layer norm applies after it, so params of that layer alone (the
         product's caller profiles) share the context of no params."""
-        m = model or self.infer
         inner = {k: v for k, v in (params or {}).items() if not k.startswith("encoder.ln_post.")}
-        # an int8 decoder shares the float encoder; the served bfloat16 encoder has its own context
-        key = (id(m.encoder), self.encoder_bf16 and model is None, _fingerprint(inner))
+        key = (id(self._encoder(model)[0]), _fingerprint(inner))      # an int8 decoder shares the float encoder
         with self._padding_lock:
             ctx = self._padding.get(key)
             if ctx is not None:
@@ -390,6 +395,17 @@ def check_tail_pool(block: object) -> int:
         raise ValueError(f"tail_pool must be a divisor of {N_FRAMES // 2} from 1 to 50 "
                          f"({', '.join(map(str, TAIL_POOLS))}), got {block!r}")
     return block
+
+
+def _bf16_linears(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose nn.Linear weights are bfloat16 (biases and norms stay float32):
+    under bfloat16 autocast it computes what `module` does, without casting the weights each call."""
+    import copy
+    out = copy.deepcopy(module)
+    for m in out.modules():
+        if type(m) is nn.Linear:
+            m.weight = nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
+    return out.eval()
 
 
 def amx_tiles() -> bool:

@@ -580,6 +580,8 @@ def test_a_bfloat16_encoder_keeps_a_real_prompts_words(tiny_path, real_dev):
     assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.05 * a.abs().mean()
     # the float model's own passes (adaptation's) stay float32: the same as the float recognizer's
     torch.testing.assert_close(bf16.encode(mel[None, :, :800], model=bf16.model), a)
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert bf16._bf16_encoder.blocks[0].mlp[0].weight.dtype == torch.bfloat16   # cast once, not per call
     ctx = bf16.padding_context()
     assert ctx is not fp32.padding_context() and ctx.hidden.dtype == torch.float32
     assert all(k.dtype == v.dtype == torch.float32 for k, v in ctx.kv)
