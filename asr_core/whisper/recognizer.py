@@ -206,9 +206,10 @@ class WhisperRecognizer:
         return ctx
 
     def encode_segment(self, mel: Tensor, frames: int, params: dict[str, Tensor] | None = None,
-                       trim_seconds: float | None = None) -> tuple[Tensor, list]:
+                       trim_seconds: float | None = None, width_step: int = 2) -> tuple[Tensor, list]:
         """One segment's mel (n_mels, 3000) with `frames` of content -> the encoder output (1, S, d)
-        under this recognizer's window settings (`trim_seconds` overrides its own) and the decoder's
+        under this recognizer's window settings (`trim_seconds` overrides its own; a trimmed
+        window's width rounded up to a multiple of `width_step` frames) and the decoder's
         cross-attention keys/values of it (projected once for the search, its retry and the word
         timings)."""
         if trim_seconds is None and self.uses_live_margin:
@@ -218,7 +219,7 @@ class WhisperRecognizer:
             with torch.no_grad():
                 return audio, self.window_kv(audio, live)
         else:
-            audio = self.encode(mel[None, :, :self._width(frames, trim_seconds)], params)
+            audio = self.encode(mel[None, :, :self._width(frames, trim_seconds, width_step)], params)
         with torch.no_grad():
             return audio, self.infer.decoder.cross_kv(audio)
 
@@ -298,13 +299,15 @@ class WhisperRecognizer:
             out[i] = self._result(audio, hyp, feats[j][1], word_timestamps, 0.0, cross)
         return out
 
-    def _width(self, frames: int, trim_seconds: float | None = None) -> int:
+    def _width(self, frames: int, trim_seconds: float | None = None, step: int = 2) -> int:
         """Mel frames the encoder sees: 3000, or (trimmed: this recognizer's `trim_seconds`, or the
-        one given) the content plus padding, even."""
+        one given) the content plus padding, rounded up to a multiple of `step` (even)."""
         trim = self.trim_seconds if trim_seconds is None else trim_seconds
         if trim is None:
             return N_FRAMES
-        return min(N_FRAMES, 2 * ((frames + int(trim * 100) + 1) // 2))
+        if step < 2 or step % 2:
+            raise ValueError(f"the width step must be an even number of frames, got {step}")
+        return min(N_FRAMES, step * ((frames + int(trim * 100) + step - 1) // step))
 
     def _transcribe_window(self, x: Tensor, params, beam_size: int | None, word_timestamps: bool,
                            offset: float, prompt: str | None = None) -> Transcript:
@@ -468,6 +471,11 @@ class WhisperStream:
     # Padding after the segment: with 1 s, the end of the window made Whisper say a prompt twice
     # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
     PARTIAL_TRIM_S = 2.0
+    # The window (segment + PARTIAL_TRIM_S) rounded up to whole half seconds: a live call's audio
+    # grows 20 ms at a time, and the CPU's matrix kernels are made for each new width (bfloat16 on
+    # AMX: about 5 ms more per encoder pass of a new width, and memory for each); with this a call
+    # reuses at most 60 widths.
+    PARTIAL_WIDTH_STEP = 50   # mel frames (10 ms each)
     PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
     PARTIAL_RETRY = True      # a looping partial is decoded again with beam search (else only cut)
     FORCE_COMMITTED = True    # the next decode starts with the committed words' tokens, then verifies the
@@ -522,7 +530,8 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
     feats = [rec.features(a) for a in audios]
     rows, crosses = [], []          # each segment's encoder output and its keys/values per decoder block
     for mel, frames in feats:
-        enc, cross = rec.encode_segment(mel, frames, params, trim_seconds=WhisperStream.PARTIAL_TRIM_S)
+        enc, cross = rec.encode_segment(mel, frames, params, trim_seconds=WhisperStream.PARTIAL_TRIM_S,
+                                        width_step=WhisperStream.PARTIAL_WIDTH_STEP)
         rows.append(enc)
         crosses.append(cross)
     cross = [MaskedKV.stack([c[layer] for c in crosses]) for layer in range(len(crosses[0]))]

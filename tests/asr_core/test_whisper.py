@@ -597,6 +597,27 @@ def test_a_bfloat16_encoder_keeps_a_real_prompts_words(tiny_path, real_dev):
         partial_encoder("fp16")
 
 
+@needs_wheel
+def test_a_partials_window_is_rounded_up_to_whole_half_seconds(rec, real_dev, monkeypatch):
+    """A live call's segment grows 20 ms at a time; the partials' window (segment + 2 s) is rounded
+    up to whole half seconds so the CPU's kernels are made for few widths."""
+    from asr_core.audio import load_audio
+    from asr_core.manifest import read_manifest
+    from asr_core.whisper.recognizer import WhisperRecognizer, WhisperStream
+    assert rec._width(123, 2.0, 50) == 350 and rec._width(123, 2.0) == 324 and rec._width(2950, 2.0, 50) == 3000
+    with pytest.raises(ValueError, match="even number of frames"):
+        rec._width(123, 2.0, 25)
+    widths = []
+    encode = WhisperRecognizer.encode
+    monkeypatch.setattr(WhisperRecognizer, "encode", lambda self, mels, *a, **k: (widths.append(mels.shape[-1]),
+                                                                                   encode(self, mels, *a, **k))[1])
+    x = load_audio(read_manifest(str(real_dev), ("test",))[2].audio, 8000)
+    stream = rec.stream(sample_rate=8000)
+    for start in range(0, x.numel(), 4321):       # chunks that are not whole half seconds
+        stream.accept(x[start:start + 4321])
+    assert widths and all(w % WhisperStream.PARTIAL_WIDTH_STEP == 0 for w in widths), widths
+
+
 def test_beams_sharing_one_audio_attend_to_it_as_if_each_had_its_own_copy():
     """Beam search keeps one row of cross-attention keys/values for all its beams (no copy per
     step); each beam's step attends exactly as with its own copy."""
