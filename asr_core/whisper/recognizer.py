@@ -472,9 +472,9 @@ class WhisperStream:
     # (last-partial WER 8.3 % on 30 real prompts; 2 s: 4.7 %; bench/partials_real_speech.py).
     PARTIAL_TRIM_S = 2.0
     # The window (segment + PARTIAL_TRIM_S) rounded up to whole half seconds: a live call's audio
-    # grows 20 ms at a time, and the CPU's matrix kernels are made for each new width (bfloat16 on
-    # AMX: about 5 ms more per encoder pass of a new width, and memory for each); with this a call
-    # reuses at most 60 widths.
+    # grows 20 ms at a time, and the CPU's matrix kernels keep memory for each width they see
+    # (bfloat16 on AMX: 366 MB for 100 widths, int8 82 MB; docs/recognizer.md); with this the
+    # partials use at most 60 widths.
     PARTIAL_WIDTH_STEP = 50   # mel frames (10 ms each)
     PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
     PARTIAL_RETRY = True      # a looping partial is decoded again with beam search (else only cut)
