@@ -41,7 +41,7 @@ from asr_core.small.recognizer import Recognizer
 from asr_core.text import normalize
 from asr_core.whisper.adapt import LABEL_FREE_MIN_CONFIDENCE as WHISPER_LABEL_FREE_MIN_CONFIDENCE
 from asr_core.whisper.adapt import adapt_whisper_caller, initial_whisper_params
-from asr_core.whisper.recognizer import WhisperRecognizer, partial_encoder
+from asr_core.whisper.recognizer import WhisperRecognizer, partial_load_args
 
 logger = logging.getLogger(__name__)
 
@@ -289,13 +289,10 @@ def load_engine(backbone: str, *, path: str | None = None, settings: EngineSetti
         raise BackboneError(f"unknown backbone {backbone!r}: one of {', '.join(BACKBONES)}")
     if backbone == "small":
         return SmallEngine.load(path, decoder="greedy" if settings.partials else settings.decoder)
-    encoder = partial_encoder(settings.partial_encoder) if settings.partials else None
-    rec = WhisperEngine.load(path or backbone,
-                             quantize=("all" if encoder == "int8" else "decoder") if settings.partials else settings.int8,
-                             beam_size=1 if settings.partials else settings.beam_size,
+    precision = partial_load_args(settings.partial_encoder) if settings.partials else {"quantize": settings.int8}
+    rec = WhisperEngine.load(path or backbone, beam_size=1 if settings.partials else settings.beam_size,
                              trim_seconds=settings.trim_seconds, live_margin_s=settings.live_margin_s,
-                             adaptation=settings.adaptation, tail_pool=settings.tail_pool,
-                             encoder_bf16=encoder == "bfloat16")
+                             adaptation=settings.adaptation, tail_pool=settings.tail_pool, **precision)
     rec.backbone = backbone
     return rec
 

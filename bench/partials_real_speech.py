@@ -28,7 +28,7 @@ from asr_core import defaults  # noqa: E402
 from asr_core.audio import load_audio  # noqa: E402
 from asr_core.manifest import read_manifest  # noqa: E402
 from asr_core.metrics import word_errors  # noqa: E402
-from asr_core.whisper.recognizer import WhisperRecognizer, WhisperStream, partial_encoder  # noqa: E402
+from asr_core.whisper.recognizer import WhisperRecognizer, WhisperStream, partial_encoder, partial_load_args  # noqa: E402
 
 
 def main() -> int:
@@ -62,8 +62,8 @@ def main() -> int:
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
     WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6
     encoder = partial_encoder(a.encoder)
-    rec = WhisperRecognizer.load(a.backbone, quantize="all" if encoder == "int8" else "decoder",  # as the web process
-                                 live_margin_s=a.live_margin_seconds, encoder_bf16=encoder == "bfloat16")
+    rec = WhisperRecognizer.load(a.backbone, live_margin_s=a.live_margin_seconds,   # as the web process
+                                 **partial_load_args(a.encoder))
     step = 8000 * a.chunk_ms // 1000
     errors = words = partials = 0
     cost, worst = 0.0, 0.0

@@ -68,7 +68,7 @@ from asr_core.metrics import word_errors
 from asr_core.text import normalize
 from asr_core.whisper import cached
 from asr_core.whisper.cached import GROUP, CallerCache
-from asr_core.whisper.recognizer import WhisperRecognizer
+from asr_core.whisper.recognizer import WhisperRecognizer, amx_tiles
 
 # What the decoder sees of each utterance while the profile is fitted and judged: "served" (with a
 # recognizer that uses its live margin, the default) the 30 s window as the product recognizes it,
@@ -82,9 +82,10 @@ def _bf16_dot_products() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); elsewhere it is emulated
     and slower than float32."""
     try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        avx512_bf16 = bool(torch.cpu._is_avx512_bf16_supported())
     except (AttributeError, RuntimeError):
-        return False
+        avx512_bf16 = False
+    return avx512_bf16 or amx_tiles()
 
 
 # The fits' teacher-forced passes run in bfloat16 where the CPU has bf16 dot products (autocast;

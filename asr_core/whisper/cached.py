@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from asr_core.whisper.decoding import Hypothesis, _masked_logprobs, cut_repetition, greedy
 from asr_core.whisper.model import N_FRAMES, FoldedKV, MaskedKV, SharedTailKV, pool_tail, pooled_from, splice_tail
-from asr_core.whisper.recognizer import WhisperRecognizer
+from asr_core.whisper.recognizer import WhisperRecognizer, bf16_linears
 
 GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
 # Teacher-forced passes (`teacher_forced_loss`) fold the group into the cross-attention instead of
@@ -360,13 +360,7 @@ def bf16_decoder(decoder: nn.Module) -> nn.Module:
     the embeddings are the decoder's own, shared). Under bfloat16 autocast it computes exactly what
     the decoder does (autocast casts every linear weight to bfloat16 at each call; here that is
     done once)."""
-    import copy
-    memo = {id(p): p for n, p in decoder.named_parameters() if "embedding" in n}
-    out = copy.deepcopy(decoder, memo)
-    for m in out.modules():
-        if type(m) is nn.Linear and m is not out.proj:
-            m.weight = nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
-    return out
+    return bf16_linears(decoder, share=lambda name: "embedding" in name)
 
 
 @contextmanager

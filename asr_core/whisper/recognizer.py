@@ -25,6 +25,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -72,7 +73,7 @@ class WhisperRecognizer:
             raise ValueError("encoder_bf16 needs a float encoder: int8 'off' or 'decoder', not 'all'")
         self.encoder_bf16 = bool(encoder_bf16)
         # the served encoder's linear weights in bfloat16, once (autocast would cast them at each call)
-        self._bf16_encoder = _bf16_linears(self.model.encoder) if self.encoder_bf16 else None
+        self._bf16_encoder = bf16_linears(self.model.encoder) if self.encoder_bf16 else None
         self.infer = quantize_linear(self.model, self.int8) if self.int8 != "off" else self.model
         self._padding: OrderedDict[tuple, PaddingContext] = OrderedDict()
         self._padding_lock = threading.Lock()     # a worker warms it up in a thread beside its first task
@@ -400,15 +401,18 @@ def check_tail_pool(block: object) -> int:
     return block
 
 
-def _bf16_linears(module: nn.Module) -> nn.Module:
+def bf16_linears(module: nn.Module, share: Callable[[str], bool] = lambda name: False) -> nn.Module:
     """A copy of `module` whose nn.Linear weights are bfloat16 (biases and norms stay float32):
-    under bfloat16 autocast it computes what `module` does, without casting the weights each call."""
+    under bfloat16 autocast it computes what `module` does, without casting the weights each call.
+    Parameters whose names `share` picks are the module's own, not copied (nor cast, where a Linear
+    uses one: a tied output projection)."""
     import copy
-    out = copy.deepcopy(module)
+    memo = {id(p): p for n, p in module.named_parameters() if share(n)}
+    out = copy.deepcopy(module, memo)
     for m in out.modules():
-        if type(m) is nn.Linear:
+        if type(m) is nn.Linear and id(m.weight) not in memo:
             m.weight = nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
-    return out.eval()
+    return out
 
 
 def amx_tiles() -> bool:
@@ -428,6 +432,13 @@ def partial_encoder(choice: str) -> str:
     if choice == "auto":
         return "bfloat16" if amx_tiles() else "int8"
     return choice
+
+
+def partial_load_args(choice: str) -> dict:
+    """PARTIAL_ENCODERS' choice -> `WhisperRecognizer.load`'s quantize and encoder_bf16 for the
+    partials: the decoder int8, the encoder as chosen (`partial_encoder`)."""
+    encoder = partial_encoder(choice)
+    return {"quantize": "all" if encoder == "int8" else "decoder", "encoder_bf16": encoder == "bfloat16"}
 
 
 def int8_mode(quantize: bool | str | None) -> str:

@@ -151,14 +151,14 @@ def test_the_partials_encoder_follows_its_setting(real_dev):
     """The partials' Whisper recognizer: greedy, int8 decoder, its encoder int8, bfloat16 or float32
     as set ("auto": bfloat16 where the CPU has AMX tiles); the finals' settings are untouched."""
     from asr_core.whisper.recognizer import amx_tiles
+    text, audio = min(((u.text, u.audio) for u in read_manifest(str(real_dev), ("test",))), key=lambda p: len(p[0]))
+    x = load_audio(audio, 8000)
     for choice, (int8, bf16) in {"int8": ("all", False), "bfloat16": ("decoder", True),
                                  "float32": ("decoder", False),
                                  "auto": ("decoder", True) if amx_tiles() else ("all", False)}.items():
         rec = load_engine("whisper-tiny", settings=EngineSettings(partials=True, partial_encoder=choice))
         assert (rec.int8, rec.encoder_bf16, rec.options.beam_size) == (int8, bf16, 1), choice
-        text, audio = min(((u.text, u.audio) for u in read_manifest(str(real_dev), ("test",))), key=lambda p: len(p[0]))
         stream = rec.stream(8000)
-        x = load_audio(audio, 8000)
         last = [stream.accept(x[i:i + 4000]).text for i in range(0, x.numel(), 4000)][-1]
         assert wer([(text, last)]) <= 0.5, (choice, text, last)
     final = load_engine("whisper-tiny", settings=EngineSettings(partial_encoder="bfloat16"))
