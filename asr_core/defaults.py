@@ -33,8 +33,9 @@ PARTIAL_BACKBONE = "whisper-tiny"    # live partials (re-decoded with local agre
 # real-speech development prompts (bench/partials_real_speech.py --batch 10 --encoder; docs/recognizer.md):
 # last-partial WER int8 -> bfloat16: clean 4.82 % -> 3.82 %, hard line 34.05 % -> 31.06 %, AMR line
 # 31.89 % -> 30.23 %, at 107 / 96 / 121 and 92 / 86 / 111 ms per partial (before the half-second
-# windows, `WhisperStream.PARTIAL_WIDTH_STEP`, which cost bfloat16 4 words: clean 4.49 %, hard 31.73 %). Without bfloat16
-# hardware it is emulated (slower than float32); a float32 encoder costs 1.5x int8's time (the same Xeon).
+# windows, `WhisperStream.PARTIAL_WIDTH_STEP`, which cost bfloat16 4 words: clean 4.49 %, hard
+# 31.73 %). Without bfloat16 hardware it is emulated (slower than float32); a float32 encoder
+# costs 1.5x int8's time (the same Xeon).
 PARTIAL_ENCODERS = ("auto", "int8", "bfloat16", "float32")
 PARTIAL_ENCODER = "auto"
 INT8_MODES = ("off", "decoder", "all")   # int8 linear layers: none, the decoder's, all
