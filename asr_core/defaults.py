@@ -35,7 +35,9 @@ PARTIAL_BACKBONE = "whisper-tiny"    # live partials (re-decoded with local agre
 # 31.89 % -> 30.23 %, at 107 / 96 / 121 and 92 / 86 / 111 ms per partial (before the half-second
 # windows, `WhisperStream.PARTIAL_WIDTH_STEP`, which cost bfloat16 4 words: clean 4.49 %, hard
 # 31.73 %). Without bfloat16 hardware it is emulated (slower than float32); a float32 encoder
-# costs 1.5x int8's time (the same Xeon).
+# costs 1.5x int8's time (the same Xeon). With AVX-512 bfloat16 but no AMX (AMD EPYC) bfloat16 was
+# 0-25 % slower per partial than int8 (hard line 35.71 % -> 32.89 %, clean 4.65 % -> 4.82 %), so
+# auto keeps int8 there.
 PARTIAL_ENCODERS = ("auto", "int8", "bfloat16", "float32")
 PARTIAL_ENCODER = "auto"
 INT8_MODES = ("off", "decoder", "all")   # int8 linear layers: none, the decoder's, all
