@@ -407,40 +407,6 @@ def decode_cached(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
 
 
 @torch.no_grad()
-def decoding_scores(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
-                    texts: dict[int, str]) -> dict[int, float]:
-    """{cached utterance: a transcript of it} -> the model's confidence in each with `params`: the
-    mean log-prob of its text tokens and end-of-text as decoding computes them (suppressed tokens
-    masked), i.e. the `Hypothesis.avg_logprob` of a decode that chose exactly those tokens, by one
-    teacher-forced pass of the float decoder instead of a search (-10.0 for an empty transcript, as
-    a decode without tokens). Float, because the int8 decoder's rounding depends on the batch: the
-    same tokens scored by a search and by a teacher-forced int8 pass differ by 0.01-0.05, the size
-    of what adaptation changes."""
-    dec, tok = rec.model.decoder, rec.tokenizer
-    sup = torch.tensor(list(tok.suppress), dtype=torch.long)
-    sup0 = torch.tensor(list(rec.model.cfg.suppress_ids_begin), dtype=torch.long)
-    n = len(tok.prompt)
-    seqs = {i: s for i, s in zip(texts, token_targets(rec, list(texts.values()))) if texts[i].strip()}
-    out = {i: -10.0 for i in texts if i not in seqs}
-    padding_kv = cache.padding_cross_kv(rec, dec, params)
-    for idx, h in cache.parts(list(seqs)):
-        longest = max(len(seqs[i]) for i in idx)
-        tokens = torch.full((len(idx), longest), tok.eot, dtype=torch.long)
-        for k, i in enumerate(idx):
-            tokens[k, :len(seqs[i])] = torch.tensor(seqs[i])
-        x = _decoder_states(rec, *cache.cross_kv(rec, dec, params, idx, h, padding_kv, fold=FOLD), tokens[:, :-1])
-        counts = [len(seqs[i]) - n for i in idx]                         # text tokens and end-of-text
-        sel = torch.arange(longest - 1)[None, :] - (n - 1) < torch.tensor(counts)[:, None]
-        sel[:, :n - 1] = False
-        firsts = torch.tensor([0] + counts[:-1]).cumsum(0)
-        logp = _masked_logprobs(dec.logits(x[sel]), sup, sup0, firsts)   # (the part's targets, vocab): one product
-        picked = logp.gather(1, tokens[:, 1:][sel][:, None])[:, 0].double()
-        for i, row in zip(idx, picked.split(counts)):
-            out[i] = float(row.mean())
-    return out
-
-
-@torch.no_grad()
 def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
                   subset: list[int], caps: dict[int, int] | None = None) -> dict[int, Hypothesis]:
     """Greedy decoding of cached utterances as the recognizer's greedy pass, but each row stops at

@@ -319,9 +319,8 @@ def test_a_label_free_profile_less_confident_than_the_callers_current_params_is_
     chunks = [list(range(0, len(audios), 2)), list(range(1, len(audios), 2))]
     every = sorted(i for c in chunks for i in c)
 
-    def confidence(params):     # as the guard measures it: its beam output, scored by the float model
-        texts = {i: t for i, (t, _) in A._decoded(rec, cache, params, every, beam=True).items()}
-        d = A._scored(rec, cache, params, texts)
+    def confidence(params):
+        d = A._decoded(rec, cache, params, every, beam=True)
         return sum(d[i][1] for i in every) / len(every), {i: d[i][0] for i in every if d[i][0]}
 
     c_plain, own = confidence(plain)
