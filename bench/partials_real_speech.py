@@ -5,7 +5,7 @@ Not a test.
 
     .venv/bin/python bench/partials_real_speech.py --manifest data/real-dev/manifest.tsv [--limit 30]
         [--trim-seconds 2|none] [--live-margin-seconds 1|none] [--backbone whisper-tiny]
-        [--batch 10] [--encoder auto|int8|bfloat16|float32] [--no-retry | --retry-from-start] [--no-force]
+        [--batch 10] [--encoder auto|int8|bfloat16|float32] [--no-retry] [--no-force]
 
 --batch N feeds the prompts as N concurrent calls (call k says prompts k, k + N, ... one after
 another): each step advances every call still speaking by its next chunk with one `accept_batch`
@@ -47,8 +47,6 @@ def main() -> int:
     ap.add_argument("--encoder", default=defaults.PARTIAL_ENCODER, choices=defaults.PARTIAL_ENCODERS,
                     help="the encoder's precision, the decoder int8 (as the web process: ASR_PARTIAL_ENCODER)")
     ap.add_argument("--no-retry", action="store_true", help="a looping partial is only cut, not decoded again")
-    ap.add_argument("--retry-from-start", action="store_true",
-                    help="that beam search decodes the whole segment again (not on from the committed words)")
     ap.add_argument("--no-force", action="store_true",
                     help="each partial decodes the committed words again (not given as its start)")
     ap.add_argument("--min-doubled", type=int, default=WhisperStream.PARTIAL_MIN_DOUBLED,
@@ -60,7 +58,6 @@ def main() -> int:
         ap.error("--batch must be >= 1")
     WhisperStream.PARTIAL_RETRY = not a.no_retry
     WhisperStream.FORCE_COMMITTED = not a.no_force
-    WhisperStream.RETRY_AFTER_COMMITTED = not a.retry_from_start
     torch.set_num_threads(1)
     WhisperStream.PARTIAL_TRIM_S = a.trim_seconds
     WhisperStream.PARTIAL_MIN_DOUBLED = a.min_doubled or 10**6

@@ -322,9 +322,8 @@ class WhisperRecognizer:
     def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int],
                 prompt: str | None = None, cross: list | None = None,
                 forced: list[list[int]] | None = None, drafts: list[list[int]] | None = None) -> list[Hypothesis]:
-        """forced: each row's first text tokens; drafts (greedy only): the tokens each row is expected
-        to choose next (`decoding.greedy`). Beam search takes forced tokens for one row: it searches
-        on from them (the hypothesis starts with them; its log-prob is of the tokens after them)."""
+        """forced, drafts (greedy only): each row's first text tokens, and the tokens it is expected
+        to choose next (`decoding.greedy`)."""
         tok, dec = self.tokenizer, self.infer.decoder
         # With a prompt: <|startofprev|> + its last tokens (half the text context, as openai/whisper) + SOT.
         start = tok.prompt_with_previous(prompt, self.model.cfg.n_text_ctx // 2 - 1) if prompt else tok.prompt
@@ -333,32 +332,22 @@ class WhisperRecognizer:
         if beam_size == 1:
             return greedy(dec, audio, *args, self.options, budget, sot_index=sot_index, cross=cross, forced=forced,
                           drafts=drafts)
-        if drafts and any(drafts):
-            raise ValueError("draft text tokens are for greedy decoding only")
-        after: list[int] = []
-        if forced and any(forced):
-            if len(forced) != 1 or audio.shape[0] != 1:
-                raise ValueError("beam search takes forced text tokens for one row only")
-            after = forced[0]
-            args = (start + after, *args[1:])
-            budget = max(1, budget - len(after)) if isinstance(budget, int) else [max(1, b - len(after)) for b in budget]
-        hyps = beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget, sot_index=sot_index,
+        if (forced and any(forced)) or (drafts and any(drafts)):
+            raise ValueError("forced and draft text tokens are for greedy decoding only")
+        return beam_search(dec, audio, *args, replace(self.options, beam_size=beam_size), budget, sot_index=sot_index,
                            cross=cross)
-        return [Hypothesis(after + h.tokens, h.sum_logprob, h.no_speech_prob) for h in hyps] if after else hyps
 
     def _guard(self, audio: Tensor, hyp: Hypothesis, budget: int, prompt: str | None = None,
-               cross: list | None = None, forced: list[int] | None = None) -> Hypothesis:
+               cross: list | None = None) -> Hypothesis:
         """A repetition loop (text compresses too well, or the token budget ran out): retry with beam
-        search (on from `forced`, the text tokens the hypothesis was made to start with: a live
-        partial's committed words); if that loops too, cut the loop."""
+        search; if that loops too, cut the loop."""
         limit = self.options.compression_ratio_threshold
         if limit is None:
             return hyp
         looping = lambda h: compression_ratio(self.tokenizer.decode(h.tokens)) > limit or len(h.tokens) >= budget  # noqa: E731
         if not looping(hyp):
             return hyp
-        retry = self._decode(audio, max(5, self.options.beam_size), budget, prompt, cross,
-                             forced=[forced] if forced else None)[0]
+        retry = self._decode(audio, max(5, self.options.beam_size), budget, prompt, cross)[0]
         best = retry if not looping(retry) else hyp
         return Hypothesis(cut_repetition(best.tokens), best.sum_logprob, best.no_speech_prob)
 
@@ -500,7 +489,6 @@ class WhisperStream:
     PARTIAL_WIDTH_STEP = 50   # mel frames (10 ms each)
     PARTIAL_MIN_DOUBLED = 4   # tokens: a doubled phrase this long is cut to one copy
     PARTIAL_RETRY = True      # a looping partial is decoded again with beam search (else only cut)
-    RETRY_AFTER_COMMITTED = True   # that search goes on from the committed words' tokens (else from the start)
     FORCE_COMMITTED = True    # the next decode starts with the committed words' tokens, then verifies the
                               # latest's after them in the same pass (else decodes every token again)
 
@@ -565,9 +553,7 @@ def _partial_texts(rec: WhisperRecognizer, audios: list[Tensor], params: dict[st
     texts = []
     for j, hyp in enumerate(hyps):
         if WhisperStream.PARTIAL_RETRY:
-            start = forced[j] if forced and WhisperStream.RETRY_AFTER_COMMITTED else []
-            hyp = rec._guard(rows[j], hyp, budgets[j], cross=[kv.row(j) for kv in cross],
-                             forced=start if start and hyp.tokens[:len(start)] == start else None)
+            hyp = rec._guard(rows[j], hyp, budgets[j], cross=[kv.row(j) for kv in cross])
         # On a window trimmed to the segment, greedy decoding may say a phrase twice ("is now in the
         # conference is now in the conference."); a partial keeps one copy of a doubled phrase of
         # PARTIAL_MIN_DOUBLED tokens or more (the final pass decodes the segment on its own).
