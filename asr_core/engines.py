@@ -66,6 +66,12 @@ class SpeechRecognizer(Protocol):
     def model_version(self) -> str: ...
 
     @property
+    def scoring_key(self) -> str | None:
+        """What a transcript's `avg_logprob` is comparable under (weights and decoding settings), or
+        None where the backbone gives no such score (the small model)."""
+        ...
+
+    @property
     def batch_shares_work(self) -> bool:
         """True when `transcribe_batch` computes its segments together (they finish together);
         False when it recognizes them one by one (a caller can then have each result sooner by
@@ -99,7 +105,8 @@ class SpeechRecognizer(Protocol):
 
     def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
               start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-              hypotheses: list[str] | None = None) -> AdaptationResult: ...
+              hypotheses: list[str] | None = None,
+              hypothesis_scores: list[float | None] | None = None) -> AdaptationResult: ...
 
     def adaptation_config(self, mode: str, segments: int) -> AdaptationConfig: ...
 
@@ -167,6 +174,7 @@ class SmallEngine(_Common, Recognizer):
     backbone = "small"
     label_free_min_confidence = AdaptationConfig.min_confidence
     pretrained_on_real_speech = False
+    scoring_key = None       # its transcripts carry no search score
 
     def transcribe(self, audio: Tensor, sample_rate: int | None = None, *, params: Params | None = None,
                    hotwords: list[str] | None = None) -> Transcript:
@@ -194,9 +202,10 @@ class SmallEngine(_Common, Recognizer):
 
     def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
               start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-              hypotheses: list[str] | None = None) -> AdaptationResult:
-        """hypotheses (the segments' stored texts) are not used: label-free, the small model's
-        pseudo-labels are its own confident hypotheses."""
+              hypotheses: list[str] | None = None,
+              hypothesis_scores: list[float | None] | None = None) -> AdaptationResult:
+        """hypotheses (the segments' stored texts) and their scores are not used: label-free, the
+        small model's pseudo-labels are its own confident hypotheses."""
         xs = [self.prepare(a, sample_rate) for a in audios]
         return adapt_caller(self, xs, texts, start=start, cfg=cfg)
 
@@ -261,12 +270,17 @@ class WhisperEngine(_Common, WhisperRecognizer):
 
     def adapt(self, audios: list[Tensor], texts: list[str] | None, sample_rate: int, *,
               start: Params | None = None, cfg: AdaptationConfig = AdaptationConfig(),
-              hypotheses: list[str] | None = None) -> AdaptationResult:
+              hypotheses: list[str] | None = None,
+              hypothesis_scores: list[float | None] | None = None) -> AdaptationResult:
         """hypotheses: the segments' stored texts; label-free pseudo-labels start from them, each
         used only where Whisper's own greedy pass of the segment agrees (so a text another
-        recognizer made cannot teach it)."""
+        recognizer made cannot teach it). hypothesis_scores: their stored `Transcript.avg_logprob`
+        where it was made under this `scoring_key` with `start` (else None): the guard takes them
+        instead of searching those segments again."""
+        label_free = cfg.mode == "label-free"
         return adapt_whisper_caller(self, audios, texts, sample_rate, start=start, cfg=cfg,
-                                    hypotheses=hypotheses if cfg.mode == "label-free" else None)
+                                    hypotheses=hypotheses if label_free else None,
+                                    hypothesis_scores=hypothesis_scores if label_free and hypotheses else None)
 
     def adaptation_config(self, mode: str, segments: int) -> AdaptationConfig:
         """asr_core.whisper.adapt's guard (2 folds of half the segments); label-free pseudo-labels

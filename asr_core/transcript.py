@@ -22,6 +22,11 @@ class Word:
 class Transcript:
     text: str
     words: list[Word] = field(default_factory=list)
+    # Whisper: the mean token log-prob of the text as the search that chose it scored it (its
+    # `Hypothesis.avg_logprob`), where the segment was decoded in one window without a prompt;
+    # comparable with another search only under the same `WhisperRecognizer.scoring_key`. None
+    # elsewhere. Not part of a transcript's identity (equality) or of `as_dict`.
+    avg_logprob: float | None = field(default=None, compare=False)
 
     @property
     def confidence(self) -> float:

@@ -281,7 +281,7 @@ def caller_params(rec, customer_id: int | None) -> tuple[int | None, dict[str, t
 
 # -- recognition ----------------------------------------------------------------------------------
 def transcribe(rec: engines.SpeechRecognizer, audio: torch.Tensor, *, params: dict[str, torch.Tensor] | None) -> dict:
-    """Recognize one segment (8 kHz float audio) -> ``{"text", "words", "conf"}``."""
+    """Recognize one segment (8 kHz float audio) -> ``{"text", "words", "conf", "avg_logprob", "scored_by"}``."""
     return transcribe_batch(rec, [audio], params=[params])[0]
 
 
@@ -292,13 +292,17 @@ def transcribe_batch(
     params: list[dict[str, torch.Tensor] | None],
     vocabularies: list[list[str] | None] | None = None,
 ) -> list[dict]:
-    """Recognize concurrent segments (8 kHz float audio) together -> one dict per segment.
+    """Recognize concurrent segments (8 kHz float audio) together -> one dict per segment
+    (``{"text", "words", "conf", "avg_logprob", "scored_by"}``: the last two the search's score of
+    the text and the recognizer's scoring key, None where there is none).
     ``vocabularies``: each segment's call vocabulary (Whisper prompt, the small model's hotwords)."""
     fallbacks = rec.decoder_fallbacks
     results = rec.transcribe_batch(audios, STORED_SAMPLE_RATE, params=params, vocabularies=vocabularies)
     if rec.decoder_fallbacks > fallbacks:
         metrics.DECODER_FALLBACKS.inc(rec.decoder_fallbacks - fallbacks)
-    return [t.as_dict() for t in results]
+    key = rec.scoring_key
+    scored = [t.avg_logprob if key else None for t in results]
+    return [dict(t.as_dict(), avg_logprob=a, scored_by=key if a is not None else None) for t, a in zip(results, scored)]
 
 
 # -- audio and files ------------------------------------------------------------------------------

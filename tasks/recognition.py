@@ -209,6 +209,8 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
             words=transcript["words"],
             confidence=transcript["conf"],
             voice_profile_id=profile_id,
+            avg_logprob=transcript.get("avg_logprob"),
+            scored_by=transcript.get("scored_by") or "",
         )
         metrics.RECOGNITIONS.labels("recognized").inc()
         _publish_final(stored, endpoint_at=endpoint_at, started_at=started_at, speculative=speculative)

@@ -318,12 +318,15 @@ CHUNK_SLACK_WORDS = 1
 def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], fitted: list[dict[str, Tensor]],
            current: dict[str, Tensor], references: dict[int, str], supervised: bool,
            unadapted: dict[int, str] | None = None,
-           decoded: dict[int, tuple[str, float]] | None = None) -> tuple[bool, dict]:
+           decoded: dict[int, tuple[str, float]] | None = None,
+           searched: dict[int, tuple[str, float]] | None = None) -> tuple[bool, dict]:
     """Cross-validated decision (module docstring). chunks[j]: the utterances fitted[j] did not see;
     references: what held-out transcripts are compared with (verified texts, or the unadapted
     model's beam output); unadapted: the beam output the label-free sanity bounds compare with.
     The held-out "before" figures (errors, confidence, words) are always the current params': a
-    profile must beat what the caller has now, wherever fitting started."""
+    profile must beat what the caller has now, wherever fitting started. decoded: the current
+    params' greedy pass where already made; searched: their beam search's (text, mean token
+    log-prob) where already known (the product's stored finals); each for the decodes of its kind."""
     beam = not supervised and LABEL_FREE_GUARD_BEAM
     judged = [[i for i in c if i in references][:GUARD_PER_FOLD] for c in chunks]
     every = [i for c in judged for i in c]
@@ -332,7 +335,8 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
         m["reason"] = "nothing left to hold out for the guard"
         return False, m
     caps = {i: _token_cap(references[i]) for i in every}
-    before = {} if beam else dict(decoded or {})   # the current params' greedy pass
+    before = {i: x for i, x in ((searched or {}) if beam else (decoded or {})).items() if i in every}
+    m["before_known"] = len(before)      # of the held-out "before" figures, how many were not decoded again
     missing = [i for i in every if i not in before]
     if missing:
         before.update(_decoded(rec, cache, current, missing, caps, beam))
@@ -411,7 +415,8 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
                          start: dict[str, Tensor] | None = None, cfg: AdaptationConfig = AdaptationConfig(),
                          first_pass: Callable[[Tensor], Transcript] | None = None,
                          hypotheses: list[str] | None = None, objective: str | None = None,
-                         lr: float | None = None, rule: str | None = None, restart: bool = False) -> AdaptationResult:
+                         lr: float | None = None, rule: str | None = None, restart: bool = False,
+                         hypothesis_scores: list[float | None] | None = None) -> AdaptationResult:
     """Adapt the group to one caller (module docstring). start: the caller's current profile (the
     guard compares with it, a rejection returns it); texts: references (supervised) or None.
     restart: fit from where a caller without a profile starts (the meta-learned init; label-free
@@ -420,10 +425,16 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     params, as the product stored them (beam search, full window); None: decoded here (beam
     search on the cache). first_pass(audio at `sample_rate`): a second recognizer whose
     transcripts must agree with them for a pseudo-label to be used (default: the greedy pass).
+    hypothesis_scores: each hypothesis's score as the product's search gave it with the current
+    params (`Transcript.avg_logprob` under this recognizer's `scoring_key`), or None where not
+    known: with the served window the label-free guard takes them for its "before" figures
+    instead of searching those utterances again (the same tokens and score, to the bit).
     The profile is the mean of the fold fits (each on the utterances its fold did not hold out)."""
     t0, c0 = time.perf_counter(), time.process_time()
     supervised = cfg.mode == "supervised"
     rule = _checked_rule(rec, audios, texts, supervised, hypotheses=hypotheses, objective=objective, rule=rule)
+    if hypothesis_scores is not None and (hypotheses is None or len(hypothesis_scores) != len(hypotheses)):
+        raise ValueError("hypothesis_scores need one score (or None) per hypothesis")
     own = plain_whisper_params(rec)
     if start is not None and (set(start) != set(own) or any(start[k].shape != own[k].shape for k in own)):
         raise ValueError(f"start params are not a profile of this group ({sorted(own)})")
@@ -467,7 +478,12 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     accepted = True
     if cfg.guard:
         references = {i: refs[i] for i in range(len(refs)) if _words(refs[i])} if supervised else unadapted
-        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted, decoded)
+        searched = None
+        if not supervised and served and hypothesis_scores is not None:   # what the caller got, as scored then
+            searched = {i: (refs[i], float(s)) for i, s in enumerate(hypothesis_scores)
+                        if s is not None and math.isfinite(s) and i in unadapted}
+        accepted, gm = _guard(rec, cache, chunks, fitted, current, references, supervised, unadapted, decoded,
+                              searched)
         metrics.update(gm)
     params = {k: torch.stack([p[k] for p in fitted]).mean(0) for k in current} if accepted else current
     metrics["accepted"] = accepted

@@ -257,6 +257,8 @@ class WhisperRecognizer:
                 continue
             t = self._transcribe_window(piece, params, beam_size, word_timestamps, offset + start / SAMPLE_RATE,
                                         prompt)
+            if x.numel() <= MAX_SAMPLES:       # one window: its search's score is the transcript's
+                return t
             if t.text:
                 texts.append(t.text)
                 words.extend(t.words)
@@ -297,7 +299,7 @@ class WhisperRecognizer:
         for j, i in enumerate(ok):
             audio, cross = rows[j]
             hyp = self._guard(audio, hyps[j], budgets[j], prompt, cross)
-            out[i] = self._result(audio, hyp, feats[j][1], word_timestamps, 0.0, cross)
+            out[i] = self._result(audio, hyp, feats[j][1], word_timestamps, 0.0, cross, scored=prompt is None)
         return out
 
     def _width(self, frames: int, trim_seconds: float | None = None, step: int = 2) -> int:
@@ -317,7 +319,8 @@ class WhisperRecognizer:
         budget = self.options.token_budget(x.numel() / SAMPLE_RATE)
         hyp = self._decode(audio, beam_size or self.options.beam_size, budget, prompt, cross)[0]
         hyp = self._guard(audio, hyp, budget, prompt, cross)
-        return self._result(audio, hyp, frames, word_timestamps, offset, cross)
+        return self._result(audio, hyp, frames, word_timestamps, offset, cross,
+                            scored=prompt is None and (beam_size or self.options.beam_size) == self.options.beam_size)
 
     def _decode(self, audio: Tensor, beam_size: int, budget: int | list[int],
                 prompt: str | None = None, cross: list | None = None,
@@ -352,15 +355,28 @@ class WhisperRecognizer:
         return Hypothesis(cut_repetition(best.tokens), best.sum_logprob, best.no_speech_prob)
 
     def _result(self, audio: Tensor, hyp: Hypothesis, frames: int, word_timestamps: bool, offset: float,
-                cross: list | None = None) -> Transcript:
+                cross: list | None = None, scored: bool = False) -> Transcript:
+        """scored: the transcript keeps its search's score (`Transcript.avg_logprob`): a decode with
+        this recognizer's own settings and no prompt, which the adaptation guard's searches repeat."""
         if hyp.is_silence(self.options) or not hyp.tokens:
             return Transcript("")
         text = self.tokenizer.decode(hyp.tokens).strip()
         if not text:
             return Transcript("")
+        score = hyp.avg_logprob if scored else None
         if not word_timestamps:
-            return Transcript(text)
-        return Transcript(text, self._words(audio, hyp.tokens, frames, offset, cross))
+            return Transcript(text, avg_logprob=score)
+        return Transcript(text, self._words(audio, hyp.tokens, frames, offset, cross), avg_logprob=score)
+
+    @property
+    def scoring_key(self) -> str:
+        """What a transcript's `avg_logprob` depends on besides its audio and the caller's params:
+        these weights and this recognizer's decoding settings. A stored score stands for a new
+        search's only under the same key (on the real development prompts the served search and
+        the adaptation's search of its cached window give the same tokens and score, to the bit)."""
+        parts = (self.meta.get("sha256"), self.meta.get("adaptation"), self.int8, self.options, self.trim_seconds,
+                 self.live_margin_s, self.tail_pool, self.encoder_bf16)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
     def _words(self, audio: Tensor, tokens: list[int], frames: int, offset: float,
                cross: list | None = None) -> list[Word]:

@@ -65,8 +65,16 @@ def test_silence_gives_no_words(engine):
 
 def test_a_batch_gives_what_each_segment_gives_alone(engine, prompts):
     audios = [prompts[0][1], torch.zeros(8000), prompts[1][1], prompts[2][1]]
-    alone = [engine.transcribe(a, 8000).text for a in audios]
-    assert [t.text for t in engine.transcribe_batch(audios, 8000)] == alone
+    alone = [engine.transcribe(a, 8000) for a in audios]
+    batch = engine.transcribe_batch(audios, 8000)
+    assert [t.text for t in batch] == [t.text for t in alone]
+    # a search's score of each text, comparable under the recognizer's scoring key (Whisper), or none
+    if engine.scoring_key is None:
+        assert all(t.avg_logprob is None for t in batch + alone)
+    else:
+        assert re.fullmatch(r"[0-9a-f]{32}", engine.scoring_key)
+        assert [t.avg_logprob for t in batch] == [t.avg_logprob for t in alone]
+        assert all((t.avg_logprob is not None and t.avg_logprob <= 0) == bool(t.text) for t in batch)
     assert isinstance(engine.batch_shares_work, bool)
     assert engine.warm_up() is None
     with pytest.raises(ValueError):

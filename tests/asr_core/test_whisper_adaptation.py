@@ -485,3 +485,48 @@ def test_a_fit_step_sees_at_most_fit_batch_utterances_and_every_one_in_turn():
     assert all(len(b) == 8 and set(b) <= set(fold) and b == sorted(b) for b in batches)
     assert set().union(*batches[:2]) == set(fold)      # two steps see them all
     assert A._step_batch(fold[:8], 3) == fold[:8] and A._step_batch(None, 0) is None
+
+
+def test_the_label_free_guard_takes_the_finals_stored_scores_and_decides_the_same(rec, hard, monkeypatch):
+    """Issue 18 (cost): the label-free guard's "before" figures are the current params' beam
+    search of its held-out prompts, which the product already ran for their finals. A final's
+    score (`Transcript.avg_logprob`) is the adaptation's search of its cached window to the bit,
+    so the guard takes the stored scores: the same profile, verdict and figures, without searching
+    those prompts again. A prompt without a score is searched as before."""
+    (audios, _), _ = hard
+    finals = [rec.transcribe(a, 8000, word_timestamps=False) for a in audios]
+    stored, scores = [t.text for t in finals], [t.avg_logprob for t in finals]
+    cache = cached.encode_frozen(rec, audios, 8000, None, as_served=True)
+    beam = cached.decode_cached(rec, cache, None, beam_size=rec.options.beam_size)
+    said = [i for i in range(len(audios)) if stored[i]]
+    assert len(said) > len(audios) // 2
+    assert [(rec.tokenizer.decode(beam[i].tokens).strip(), beam[i].avg_logprob) for i in said] \
+        == [(stored[i], scores[i]) for i in said]
+    searched: list[int] = []
+    search = cached.decode_cached
+
+    def counted(rec_, cache_, params, subset=None, **kw):
+        searched.append(len(subset) if subset is not None else len(cache_))
+        return search(rec_, cache_, params, subset, **kw)
+
+    monkeypatch.setattr(cached, "decode_cached", counted)
+    cfg = AdaptationConfig("label-free", min_confidence=A.LABEL_FREE_MIN_CONFIDENCE)
+    runs = {}
+    for name, given in (("searched", None), ("stored", scores), ("half", [s if i % 4 else None for i, s in
+                                                                           enumerate(scores)])):
+        searched.clear()
+        A.forget_encoded()
+        r = A.adapt_whisper_caller(rec, audios, None, 8000, cfg=cfg, hypotheses=stored, hypothesis_scores=given)
+        runs[name] = (r, sum(searched))
+    (a, n_a), (b, n_b), (c, n_c) = runs["searched"], runs["stored"], runs["half"]
+    assert "divergence_before" in a.metrics, a.metrics         # the guard ran
+    held_out = a.metrics["held_out"]
+    assert a.metrics["before_known"] == 0 and b.metrics["before_known"] == held_out
+    assert 0 < c.metrics["before_known"] < held_out
+    assert n_a - n_b == held_out and n_a - n_c == c.metrics["before_known"]
+    for r in (b, c):
+        assert r.accepted == a.accepted and all(torch.equal(r.params[k], a.params[k]) for k in a.params)
+        assert {k: v for k, v in r.metrics.items() if k not in ("seconds", "cpu_seconds", "before_known")} == \
+            {k: v for k, v in a.metrics.items() if k not in ("seconds", "cpu_seconds", "before_known")}
+    with pytest.raises(ValueError, match="one score"):
+        A.adapt_whisper_caller(rec, audios, None, 8000, cfg=cfg, hypotheses=stored, hypothesis_scores=scores[:-1])

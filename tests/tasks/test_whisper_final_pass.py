@@ -111,6 +111,9 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         assert [s.status for s in segments] == ["recognized"] * len(call_audio.sentences), worker.log()[-3000:]
         assert wer(list(zip(call_audio.sentences, [s.text for s in segments], strict=True))) <= MAX_WER
         assert all(s.words and all(w["end"] >= w["start"] for w in s.words) for s in segments)
+        # each final keeps its search's score and the recognizer's key, for the adaptation guard
+        keys = {s.scored_by for s in segments}
+        assert all(s.avg_logprob is not None and s.avg_logprob <= 0 for s in segments) and len(keys) == 1, keys
         assert "converting the installed Whisper tiny weights" in worker.log()
         assert (models / "whisper-tiny.pt").is_file()
         whisper = ModelVersion.objects.get(backbone="whisper-tiny")
@@ -132,6 +135,9 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         m1b = run1b.metrics
         assert m1b["pseudo_labels"] == "own transcripts" and m1b["agreement"] == "greedy", m1b
         assert ("divergence_before" in m1b and m1b["folds"] == 2) or m1b["reason"] == "too few usable utterances", m1b
+        # its guard took the finals' stored scores for what the caller has now, searching none of
+        # the held-out segments again (the adaptation's recognizer has the finals' scoring key)
+        assert "divergence_before" not in m1b or m1b["before_known"] == m1b["held_out"] > 0, m1b
 
         # A supervisor verifies call 1; call 2's adaptation is supervised, on Whisper.
         for segment, text in zip(segments, call_audio.sentences, strict=True):

@@ -149,6 +149,14 @@ class Segment(models.Model):
         default=list, blank=True, help_text='[{"w": word, "start": s, "end": s, "conf": 0..1}, ...]'
     )
     confidence = models.FloatField(null=True, blank=True)
+    avg_logprob = models.FloatField(
+        null=True, blank=True,
+        help_text="Whisper: the mean token log-prob of the text as the recognizer's search scored it (none: not known).",
+    )  # fmt: skip
+    scored_by = models.CharField(
+        max_length=32, blank=True,
+        help_text="The recognizer's weights and decoding settings the score is comparable under (its scoring key).",
+    )  # fmt: skip
     status = models.CharField(max_length=10, choices=SegmentStatus.choices, default=SegmentStatus.PENDING)
     failure_reason = models.TextField(blank=True)
     verified_text = models.TextField(blank=True)

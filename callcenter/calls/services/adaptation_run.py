@@ -48,7 +48,7 @@ def adaptation_run_execute(*, run_id: int) -> dict[str, object]:
         done = selectors.adaptation_run_get(run_id=run_id)
         return {"run": run_id, "status": done.status, "already_done": True}
     version, rec = backbone_model(backbone=run.backbone, decoder=settings.ASR_DECODER)
-    mode, audios, texts, stored = _inputs(run, rec)
+    mode, audios, texts, stored, scored = _inputs(run, rec)
     current = selectors.voice_profile_latest(customer_id=run.customer_id, model_version_id=version.pk)
     refusal = _refusal(rec, mode, len(audios))
     if refusal:
@@ -57,8 +57,10 @@ def adaptation_run_execute(*, run_id: int) -> dict[str, object]:
     cfg = rec.adaptation_config(mode, len(audios))
     refs = texts if mode == "supervised" else None
     start = _current_params(rec, current, run_id)
+    scores = _usable_scores(rec, scored, current.pk if start is not None else None) if mode == "label-free" else None
     tried = {"init" if start is None else "current":
-             rec.adapt(audios, refs, rec.sample_rate, start=start, cfg=cfg, hypotheses=stored)}
+             rec.adapt(audios, refs, rec.sample_rate, start=start, cfg=cfg, hypotheses=stored,
+                       hypothesis_scores=scores)}
     started_from, result = choose(tried)
     figures = {
         **result.metrics,
@@ -79,18 +81,30 @@ def adaptation_run_execute(*, run_id: int) -> dict[str, object]:
     return _finish(run, version, mode, figures=figures, state=state, current=current, reason=reason)
 
 
-def _inputs(run: AdaptationRun, rec) -> tuple[str, list, list[str], list[str]]:
-    """(mode, audios, reference texts, stored texts) of the run's caller."""
+def _usable_scores(rec, scored: list[tuple], profile_id: int | None) -> list[float | None] | None:
+    """Each stored text's search score where the adaptation can stand it for a new search of the
+    segment with the caller's current params: made under this recognizer's scoring key (weights
+    and decoding settings) with the profile the run starts from (``profile_id``; None: the base
+    model). Else None for that segment (the guard searches it again)."""
+    key = rec.scoring_key
+    if not key:
+        return None
+    return [a if a is not None and by == key and pid == profile_id else None for a, by, pid in scored]
+
+
+def _inputs(run: AdaptationRun, rec) -> tuple[str, list, list[str], list[str], list[tuple]]:
+    """(mode, audios, reference texts, stored texts, the stored texts' (score, scoring key,
+    profile id)) of the run's caller."""
     segments = selectors.customer_adaptation_segments(customer_id=run.customer_id, limit=settings.ADAPTATION_MAX_SEGMENTS)
     if not segments:
         raise AdaptationFailed(f"customer #{run.customer_id} has no stored audio: there is nothing to adapt on")
     verified = [s for s in segments if s.is_verified and s.verified_text and not privacy.is_redacted(s.verified_text)]
     mode = "supervised" if verified else "label-free"
     chosen = verified or segments
-    audios, texts, stored = _load(chosen, rec)
+    audios, texts, stored, scored = _load(chosen, rec)
     if not audios:
         raise AdaptationFailed(f"none of customer #{run.customer_id}'s {len(chosen)} audio files could be read")
-    return mode, audios, texts, stored
+    return mode, audios, texts, stored, scored
 
 
 def _refusal(rec, mode: str, segments: int) -> str:
@@ -167,10 +181,11 @@ def choose(tried: dict) -> tuple[str, object]:
     return name, result
 
 
-def _load(segments: list[Segment], rec) -> tuple[list, list[str], list[str]]:
-    """Audio at the model's rate, reference texts (as the backbone is taught them) and stored
-    texts of the segments whose audio is readable (an unreadable one is logged and skipped)."""
-    audios, texts, stored = [], [], []
+def _load(segments: list[Segment], rec) -> tuple[list, list[str], list[str], list[tuple]]:
+    """Audio at the model's rate, reference texts (as the backbone is taught them), stored texts
+    and their (score, scoring key, profile id) of the segments whose audio is readable (an
+    unreadable one is logged and skipped)."""
+    audios, texts, stored, scored = [], [], [], []
     for segment in segments:
         try:
             with segment.audio.open("rb") as f:
@@ -184,4 +199,5 @@ def _load(segments: list[Segment], rec) -> tuple[list, list[str], list[str]]:
         audios.append(audio)
         texts.append(text)
         stored.append(segment.text or "")
-    return audios, texts, stored
+        scored.append((segment.avg_logprob, segment.scored_by, segment.voice_profile_id))
+    return audios, texts, stored, scored

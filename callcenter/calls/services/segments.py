@@ -3,6 +3,7 @@ their recognition), the recognizer's result, and supervisors' review."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -160,13 +161,27 @@ def segment_store_result(
     words: Sequence[Mapping[str, object]],
     confidence: float | None,
     voice_profile_id: int | None = None,
+    avg_logprob: float | None = None,
+    scored_by: str = "",
 ) -> Segment:
     """Store the recognizer's result (and the caller's profile it used, if
     any); status becomes ``recognized``. Storing again overwrites (a task
     that runs twice stores one result). Card numbers are redacted when
-    ``PRIVACY_REDACT_CARD_NUMBERS`` is on."""
+    ``PRIVACY_REDACT_CARD_NUMBERS`` is on. ``avg_logprob`` and ``scored_by``:
+    the search's score of the text and the recognizer's scoring key (the
+    adaptation guard takes the score instead of searching the segment again);
+    not kept for a redacted text, which is no longer what was scored."""
     if confidence is not None and not 0 <= confidence <= 1:
         raise InvalidInput(f"confidence must be within 0..1, got {confidence}", confidence=confidence)
+    if avg_logprob is not None and not (isinstance(avg_logprob, (int, float)) and math.isfinite(avg_logprob)
+                                        and avg_logprob <= 0):
+        raise InvalidInput(f"avg_logprob must be a finite log-probability (<= 0), got {avg_logprob!r}",
+                           avg_logprob=avg_logprob)
+    scored_by = scored_by or ""
+    if len(scored_by) > Segment._meta.get_field("scored_by").max_length:
+        raise InvalidInput(f"scored_by is too long: {scored_by!r}", scored_by=scored_by)
+    if avg_logprob is None or not scored_by:
+        avg_logprob, scored_by = None, ""
     cleaned = _words_clean(words)
     text = text.strip()
     if settings.PRIVACY_REDACT_CARD_NUMBERS:
@@ -174,11 +189,13 @@ def segment_store_result(
         if redacted != text:
             metrics.REDACTIONS.labels("transcript").inc()
             text, cleaned = redacted, privacy.redact_words(cleaned)
+            avg_logprob, scored_by = None, ""
     with transaction.atomic():
         segment = _segment_locked(segment_id)
         segment.text = text
         segment.words = cleaned
         segment.confidence = confidence
+        segment.avg_logprob, segment.scored_by = avg_logprob, scored_by
         segment.status = Segment.Status.RECOGNIZED
         segment.failure_reason = ""
         segment.voice_profile_id = (
@@ -187,7 +204,8 @@ def segment_store_result(
             else None
         )
         segment.save(
-            update_fields=["text", "words", "confidence", "status", "failure_reason", "voice_profile", "updated"]
+            update_fields=["text", "words", "confidence", "avg_logprob", "scored_by", "status", "failure_reason",
+                           "voice_profile", "updated"]
         )
         # Category rules match on each final (``analytics.final``: live alerts).
         transaction.on_commit(partial(analytics_final_enqueue, segment_id=segment.pk))

@@ -440,18 +440,22 @@ def test_card_numbers_are_redacted_from_stored_transcripts_unless_turned_off(med
         ["my", "card", "is", *CARD_SPOKEN.split(), "thanks"])]  # fmt: skip
 
     stored = services.segment_store_result(
-        segment_id=segment.pk, text=f"my card is {CARD_SPOKEN} thanks", words=words, confidence=0.9
+        segment_id=segment.pk, text=f"my card is {CARD_SPOKEN} thanks", words=words, confidence=0.9,
+        avg_logprob=-0.3, scored_by="key",
     )
 
     assert stored.text == "my card is [card-number] thanks"
+    # the search scored the spoken number, not the redacted text: the score is not kept
+    assert (stored.avg_logprob, stored.scored_by) == (None, "")
     assert [w["w"] for w in stored.words] == ["my", "card", "is", "[card-number]", "thanks"]
     assert stored.words[3]["start"] == words[3]["start"] and stored.words[3]["end"] == words[-2]["end"]
 
     settings.PRIVACY_REDACT_CARD_NUMBERS = False
     kept = services.segment_store_result(
-        segment_id=segment.pk, text=f"my card is {CARD_SPOKEN}", words=[], confidence=0.9
+        segment_id=segment.pk, text=f"my card is {CARD_SPOKEN}", words=[], confidence=0.9,
+        avg_logprob=-0.3, scored_by="key",
     )
-    assert kept.text == f"my card is {CARD_SPOKEN}"
+    assert kept.text == f"my card is {CARD_SPOKEN}" and (kept.avg_logprob, kept.scored_by) == (-0.3, "key")
 
 
 @pytest.mark.django_db

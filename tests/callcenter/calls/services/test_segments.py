@@ -53,6 +53,25 @@ def test_segment_result_failure_and_verification(live_call, django_user_model):
     with pytest.raises(InvalidInput, match="word 0 needs w, start, end and conf"):
         services.segment_store_result(segment_id=segment.pk, text="x", words=[{"w": "x"}], confidence=None)
 
+    # the search's score of the text and the key it is comparable under; a bad score is refused
+    # and the stored result stays as it was
+    scored = services.segment_store_result(segment_id=segment.pk, text="hello", words=words, confidence=0.9,
+                                           avg_logprob=-0.25, scored_by="k" * 32)
+    assert (scored.avg_logprob, scored.scored_by) == (-0.25, "k" * 32)
+    for bad in (0.5, float("nan"), float("-inf"), "-0.2"):
+        with pytest.raises(InvalidInput, match="avg_logprob must be a finite log-probability"):
+            services.segment_store_result(segment_id=segment.pk, text="other", words=[], confidence=0.1,
+                                          avg_logprob=bad, scored_by="k")
+    with pytest.raises(InvalidInput, match="scored_by is too long"):
+        services.segment_store_result(segment_id=segment.pk, text="other", words=[], confidence=0.1,
+                                      avg_logprob=-0.1, scored_by="k" * 33)
+    kept = Segment.objects.get(pk=segment.pk)
+    assert (kept.text, kept.avg_logprob, kept.scored_by) == ("hello", -0.25, "k" * 32)
+    # a score without its key is no score; storing without one clears the old
+    unkeyed = services.segment_store_result(segment_id=segment.pk, text="hello", words=words, confidence=0.9,
+                                            avg_logprob=-0.25)
+    assert (unkeyed.avg_logprob, unkeyed.scored_by) == (None, "")
+
     reviewer = django_user_model.objects.create_user("qa")
     reviewer.user_permissions.add(Permission.objects.get(codename="verify_segment"))
     verified = services.segment_verify(segment_id=segment.pk, text="hello there", user=reviewer)
