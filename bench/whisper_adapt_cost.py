@@ -3,8 +3,9 @@ the served window), one thread, with the fits in bfloat16 and in float32 side by
 bf16 again: the machine's speed drifts; on a CPU without bfloat16 dot products, where the product
 fits in float32 and bfloat16 would be emulated, float32 twice), supervised and label-free, then a returning
 caller's run (from the profile, with the fits as this CPU runs them). Label-free starts, as the
-product does, from the call's stored transcripts (the recognizer's own, made before the clock
-starts). Prints figures; it is not a test.
+product does, from the call's stored transcripts and their search scores (the recognizer's own,
+made before the clock starts; the returning caller's with their profile). Prints figures; it is
+not a test.
 
     .venv/bin/python bench/whisper_adapt_cost.py --manifest data/real-dev-hard/manifest.tsv
 """
@@ -50,7 +51,9 @@ def main() -> int:
     precisions = (True, False, True) if A._bf16_dot_products() else (False, False)
     print(f"this CPU {'has' if precisions[0] else 'lacks'} bfloat16 dot products: the product fits in "
           f"{'bfloat16' if A.FIT_BF16 else 'float32'}")
-    stored = [rec.transcribe(x, 8000, word_timestamps=False).text for x in audios] if "label-free" in modes else None
+    finals = [rec.transcribe(x, 8000, word_timestamps=False) for x in audios] if "label-free" in modes else None
+    stored = [t.text for t in finals] if finals else None
+    scores = [t.avg_logprob for t in finals] if finals else None    # each final's search score, as stored
     for mode in modes:
         cfg = rec.adaptation_config(mode, len(audios))      # as the adaptation worker asks for it
         refs = texts if mode == "supervised" else None
@@ -58,7 +61,7 @@ def main() -> int:
         for bf16 in precisions:
             A.FIT_BF16 = bf16
             A.forget_encoded()          # a first adaptation: the caller's audio is encoded
-            r = rec.adapt(audios, refs, 8000, cfg=cfg, hypotheses=stored)
+            r = rec.adapt(audios, refs, 8000, cfg=cfg, hypotheses=stored, hypothesis_scores=scores)
             m = r.metrics
             print(f"{mode:<10}  fits in {'bfloat16' if bf16 else 'float32 '}  {m['seconds']:.1f} s  "
                   f"(CPU {m['cpu_seconds']:.1f} s)  rule {m['rule']}  window {m['window']}  accepted {r.accepted}  "
@@ -66,9 +69,14 @@ def main() -> int:
         # a returning caller with a profile: the worker adapts once, from the profile (here the one
         # just made, or plain Whisper if it was rejected); their audio is new to it, so encoded again
         A.FIT_BF16 = A._bf16_dot_products()
-        first = rec.adapt(audios, refs, 8000, cfg=cfg, hypotheses=stored)
+        first = rec.adapt(audios, refs, 8000, cfg=cfg, hypotheses=stored, hypothesis_scores=scores)
+        # their new call's finals, recognized with the profile (as the product stores them)
+        again = [rec.transcribe(x, 8000, params=first.params, word_timestamps=False) for x in audios] \
+            if finals else None
         A.forget_encoded()
-        second = rec.adapt(audios, refs, 8000, cfg=cfg, hypotheses=stored, start=first.params)
+        second = rec.adapt(audios, refs, 8000, cfg=cfg, start=first.params,
+                           hypotheses=[t.text for t in again] if again else None,
+                           hypothesis_scores=[t.avg_logprob for t in again] if again else None)
         print(f"{mode:<10}  returning caller, one try from the profile: {second.metrics['seconds']:.1f} s")
     return 0
 

@@ -42,15 +42,15 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
         te = [u for u in rows if u.speaker == spk and u.split == "test"]
         ad_audio = [load_audio(u.audio, 8000) for u in ad]
         test_cache = cached.encode_frozen(rec, [load_audio(u.audio, 8000) for u in te], 8000, None, as_served=True)
-        stored, label_s = None, 0.0
+        stored, scores, label_s = None, None, 0.0
         if ad_audio and any(kw["mode"] == "label-free" for kw in todo.values()):
-            stored, label_s = _stored_transcripts(rec, ad_audio)
+            stored, scores, label_s = _stored_transcripts(rec, ad_audio)
         for name in res:
             t0 = time.perf_counter()
             params, info = None, {}
             if name != "none":
                 params, info = _adapted(rec, todo[name], ad, ad_audio, guard=guard, first_pass=first_pass,
-                                        stored=stored, label_s=label_s)
+                                        stored=stored, scores=scores, label_s=label_s)
             sec = time.perf_counter() - t0 if name != "none" else 0.0
             hyps = cached.decode_cached(rec, test_cache, params, beam_size=rec.options.beam_size)
             counts = [word_errors(u.text, rec.tokenizer.decode(hyps[i].tokens).strip()) for i, u in enumerate(te)]
@@ -67,19 +67,21 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
                 "speakers": r["speakers"]} for m, r in res.items()}
 
 
-def _stored_transcripts(rec: WhisperRecognizer, ad_audio: list[Tensor]) -> tuple[list[str], float]:
+def _stored_transcripts(rec: WhisperRecognizer, ad_audio: list[Tensor]) -> tuple[list[str], list[float | None], float]:
     """What the product stored for these utterances: the recognizer's transcripts (full window, its
-    beam size), and the seconds they took; label-free adaptation starts from them (their cost is the
-    call's, not its)."""
+    beam size), their search scores (`Transcript.avg_logprob`; None without text), and the seconds
+    they took; label-free adaptation starts from them (their cost is the call's, not its)."""
     t0 = time.perf_counter()
     frozen = cached.encode_frozen(rec, ad_audio, 8000, None, as_served=True)
     hyps = cached.decode_cached(rec, frozen, None, beam_size=rec.options.beam_size)
-    return [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))], time.perf_counter() - t0
+    texts = [rec.tokenizer.decode(hyps[i].tokens).strip() for i in range(len(ad_audio))]
+    scores = [hyps[i].avg_logprob if texts[i] else None for i in range(len(ad_audio))]
+    return texts, scores, time.perf_counter() - t0
 
 
 def _adapted(rec: WhisperRecognizer, method: dict, ad: list, ad_audio: list[Tensor], *, guard: bool,
              first_pass: Callable[[Tensor], Transcript] | None, stored: list[str] | None,
-             label_s: float) -> tuple[dict[str, Tensor] | None, dict]:
+             scores: list[float | None] | None, label_s: float) -> tuple[dict[str, Tensor] | None, dict]:
     """One method (`mode` + adapt_whisper_caller keyword arguments) on one speaker's `adapt`
     utterances -> (the params, what the row reports); (None, {}) without such utterances."""
     kw = dict(method)
@@ -89,7 +91,8 @@ def _adapted(rec: WhisperRecognizer, method: dict, ad: list, ad_audio: list[Tens
     if not ad_audio:
         return None, {}
     if m == "label-free":
-        kw.setdefault("hypotheses", stored)
+        if "hypotheses" not in kw:       # the product's stored transcripts, and their scores
+            kw.update(hypotheses=stored, hypothesis_scores=scores)
         kw.setdefault("first_pass", first_pass)
     forget_encoded()        # each method's seconds include encoding the caller's audio, as a first adaptation's do
     r = adapt_whisper_caller(rec, ad_audio, [u.text for u in ad] if m == "supervised" else None, 8000, cfg=cfg, **kw)
