@@ -373,9 +373,11 @@ class WhisperRecognizer:
         """What a transcript's `avg_logprob` depends on besides its audio and the caller's params:
         these weights and this recognizer's decoding settings. A stored score stands for a new
         search's only under the same key (on the real development prompts the served search and
-        the adaptation's search of its cached window give the same tokens and score, to the bit)."""
-        parts = (self.meta.get("sha256"), self.meta.get("adaptation"), self.int8, self.options, self.trim_seconds,
-                 self.live_margin_s, self.tail_pool, self.encoder_bf16)
+        the adaptation's search of its cached window give the same tokens and score, to the bit). The
+        torch build, the CPU's kernels and the threads are part of it: elsewhere the sums round otherwise."""
+        parts = (self.meta.get("sha256"), self.int8, self.options, self.trim_seconds, self.live_margin_s,
+                 self.tail_pool, self.encoder_bf16, torch.__version__, torch.backends.cpu.get_cpu_capability(),
+                 torch.get_num_threads())
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
     def _words(self, audio: Tensor, tokens: list[int], frames: int, offset: float,
