@@ -135,9 +135,9 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         m1b = run1b.metrics
         assert m1b["pseudo_labels"] == "own transcripts" and m1b["agreement"] == "greedy", m1b
         assert ("divergence_before" in m1b and m1b["folds"] == 2) or m1b["reason"] == "too few usable utterances", m1b
-        # its guard took the finals' stored scores for what the caller has now, searching none of
-        # the held-out segments again (the adaptation's recognizer has the finals' scoring key)
-        assert "divergence_before" not in m1b or m1b["before_known"] == m1b["held_out"] > 0, m1b
+        # these finals were recognized in a trimmed window, which the guard's cached windows do not
+        # reproduce: their stored scores are not taken (the served window's are: test_returning_services)
+        assert m1b["window"] == "trimmed 1 s" and m1b.get("before_known", 0) == 0, m1b
 
         # A supervisor verifies call 1; call 2's adaptation is supervised, on Whisper.
         for segment, text in zip(segments, call_audio.sentences, strict=True):

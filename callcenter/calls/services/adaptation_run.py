@@ -89,7 +89,12 @@ def _usable_scores(rec, scored: list[tuple], profile_id: int | None) -> list[flo
     key = rec.scoring_key
     if not key:
         return None
-    return [a if a is not None and by == key and pid == profile_id else None for a, by, pid in scored]
+    usable = [a if a is not None and by == key and pid == profile_id else None for a, by, pid in scored]
+    if any(a is None for a in usable):
+        logger.info("%d of %d stored scores usable (scoring key %s, profile %s; the segments': %s)",
+                    sum(a is not None for a in usable), len(usable), key, profile_id,
+                    sorted({(by, pid) for _, by, pid in scored}, key=str))
+    return usable
 
 
 def _inputs(run: AdaptationRun, rec) -> tuple[str, list, list[str], list[str], list[tuple]]:

@@ -479,3 +479,66 @@ def test_a_whisper_final_pass_gets_one_never_active_version_that_promotion_and_r
     with pytest.raises(InvalidState, match="no earlier version"):
         services.model_version_rollback()
     assert selectors.model_version_active().pk == v1.pk
+
+
+@pytest.mark.django_db
+def test_a_label_free_run_takes_the_finals_stored_scores_where_their_key_and_profile_match(
+    media, settings, real_dev
+):
+    """Issue 18 (cost): with the product's default Whisper (the served window), each final keeps
+    its search's score and the recognizer's scoring key, and a label-free run's guard takes the
+    held-out segments' stored scores instead of searching them again; a segment scored under
+    another key (other weights, settings or machine), with another profile, or without a score is
+    searched as before. The verdict is the same either way."""
+    from asr_core.manifest import read_manifest
+    from callcenter import asr
+    from callcenter.calls.services.adaptation_run import adaptation_run_execute
+
+    settings.ASR_FINAL_BACKBONE = "whisper-tiny"
+    settings.ADAPTATION_WHISPER = "all"
+    _, rec = services.final_model()
+    assert rec.uses_live_margin and rec.scoring_key
+    customer = services.customer_create(phone="+15557790077")
+    call = services.call_start(protocol="twilio", external_id="MZscores", customer_id=customer.pk)
+    for index, u in enumerate(read_manifest(str(real_dev), ("adapt",))[:8]):
+        with open(u.audio, "rb") as f:
+            wav = f.read()
+        segment = services.segment_create(
+            call_id=call.pk, index=index, start_ms=index * 9000, end_ms=index * 9000 + 8000, sample_rate=8000,
+            audio=wav,
+        )  # fmt: skip
+        (t,) = asr.transcribe_batch(rec, [asr.decode_audio(wav)], params=[None])
+        assert t["scored_by"] == rec.scoring_key and t["avg_logprob"] <= 0, t
+        services.segment_store_result(segment_id=segment.pk, text=t["text"], words=t["words"], confidence=t["conf"],
+                                      avg_logprob=t["avg_logprob"], scored_by=t["scored_by"])
+    services.call_end(call_id=call.pk)
+
+    def run() -> dict:
+        r = AdaptationRun.objects.create(customer_id=customer.pk, trigger="manual", backbone="whisper-tiny")
+        adaptation_run_execute(run_id=r.pk)
+        r.refresh_from_db()
+        assert r.mode == "label-free" and r.status in ("accepted", "rejected"), (r.status, r.reason)
+        return r.metrics
+
+    all_stored = run()
+    assert "divergence_before" in all_stored, all_stored      # the guard ran
+    held_out = all_stored["held_out"]
+    assert all_stored["before_known"] == held_out > 2
+    # three segments are no longer comparable: scored elsewhere, with another profile than the one
+    # the run starts from (none), never scored
+    from asr_core.profile import Profile
+    from asr_core.whisper.adapt import plain_whisper_params
+    version, _ = services.final_model()
+    other = services.customer_create(phone="+15557790078")
+    profile = services.voice_profile_create(
+        customer_id=other.pk, model_version_id=version.pk,
+        state=Profile(model_version=version.sha256, params=plain_whisper_params(rec), version=1).to_bytes(),
+    )  # fmt: skip
+    first = Segment.objects.filter(call=call).order_by("index")
+    Segment.objects.filter(pk=first[0].pk).update(scored_by="0" * 32)
+    Segment.objects.filter(pk=first[1].pk).update(voice_profile=profile)
+    Segment.objects.filter(pk=first[2].pk).update(avg_logprob=None, scored_by="")
+    some = run()
+    assert some["before_known"] == held_out - 3, some
+    same = ("accepted", "more_confident", "less_confident", "logprob_before", "logprob_after", "divergence_after")
+    assert {k: some[k] for k in same} == {k: all_stored[k] for k in same}
