@@ -31,7 +31,7 @@ from django.contrib.auth.models import Permission
 
 from asr_core.metrics import wer
 from callcenter.calls import services
-from callcenter.calls.models import AdaptationRun, Call, ModelVersion, Segment
+from callcenter.calls.models import AdaptationRun, Call, ModelVersion
 from callcenter.tools.client import stream_twilio
 from callcenter.tools.demo import synthetic_call
 from tests.fixtures.calls import wait_recognized
