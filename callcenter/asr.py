@@ -45,6 +45,7 @@ Synthetic callers (the demo and the benches): ``Speaker``, ``FESTIVAL_VOICES``, 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -303,6 +304,16 @@ def transcribe_batch(
     key = rec.scoring_key
     scored = [t.avg_logprob if key else None for t in results]
     return [dict(t.as_dict(), avg_logprob=a, scored_by=key if a is not None else None) for t, a in zip(results, scored)]
+
+
+def score_key(scoring_key: str | None, profile_id: int | None) -> str:
+    """What a stored final's search score is comparable under: the recognizer's scoring key and
+    the caller's profile the search used (None: the base model), as one 32-character key ("" when
+    there is no score). The profile is part of the key, not read from the segment's profile
+    link: a profile deleted later empties that link but leaves the score made with it."""
+    if not scoring_key:
+        return ""
+    return hashlib.sha256(f"{scoring_key}:{profile_id}".encode()).hexdigest()[:32]
 
 
 # -- audio and files ------------------------------------------------------------------------------

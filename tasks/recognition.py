@@ -210,7 +210,7 @@ def _recognize_batch(batch: list[tuple[Segment, float | None]], *, started_at: f
             confidence=transcript["conf"],
             voice_profile_id=profile_id,
             avg_logprob=transcript.get("avg_logprob"),
-            scored_by=transcript.get("scored_by") or "",
+            scored_by=asr.score_key(transcript.get("scored_by"), profile_id),
         )
         metrics.RECOGNITIONS.labels("recognized").inc()
         _publish_final(stored, endpoint_at=endpoint_at, started_at=started_at, speculative=speculative)

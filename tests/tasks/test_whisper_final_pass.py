@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,9 +112,11 @@ def test_whisper_gives_the_finals_adapts_the_caller_and_serves_the_profile_from_
         assert [s.status for s in segments] == ["recognized"] * len(call_audio.sentences), worker.log()[-3000:]
         assert wer(list(zip(call_audio.sentences, [s.text for s in segments], strict=True))) <= MAX_WER
         assert all(s.words and all(w["end"] >= w["start"] for w in s.words) for s in segments)
-        # each final keeps its search's score and the recognizer's key, for the adaptation guard
+        # each final keeps its search's score and the recognizer's key (with no profile), for the
+        # adaptation guard
         keys = {s.scored_by for s in segments}
         assert all(s.avg_logprob is not None and s.avg_logprob <= 0 for s in segments) and len(keys) == 1, keys
+        assert re.fullmatch(r"[0-9a-f]{32}", keys.pop())
         assert "converting the installed Whisper tiny weights" in worker.log()
         assert (models / "whisper-tiny.pt").is_file()
         whisper = ModelVersion.objects.get(backbone="whisper-tiny")

@@ -85,13 +85,14 @@ def _usable_scores(rec, scored: list[tuple], profile_id: int | None) -> list[flo
     """Each stored text's search score where the adaptation can stand it for a new search of the
     segment with the caller's current params: made under this recognizer's scoring key (weights
     and decoding settings) with the profile the run starts from (``profile_id``; None: the base
-    model). Else None for that segment (the guard searches it again)."""
-    key = rec.scoring_key
+    model), both in the segment's ``scored_by`` (``asr.score_key``). Else None for that segment
+    (the guard searches it again)."""
+    key = asr.score_key(rec.scoring_key, profile_id)
     if not key:
         return None
-    usable = [a if a is not None and by == key and pid == profile_id else None for a, by, pid in scored]
+    usable = [a if a is not None and by == key else None for a, by, _ in scored]
     if any(a is None for a in usable):
-        logger.info("%d of %d stored scores usable (scoring key %s, profile %s; the segments': %s)",
+        logger.info("%d of %d stored scores usable (key %s: profile %s; the segments' keys and profiles: %s)",
                     sum(a is not None for a in usable), len(usable), key, profile_id,
                     sorted({(by, pid) for _, by, pid in scored}, key=str))
     return usable

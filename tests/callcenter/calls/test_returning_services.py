@@ -510,7 +510,7 @@ def test_a_label_free_run_takes_the_finals_stored_scores_where_their_key_and_pro
         (t,) = asr.transcribe_batch(rec, [asr.decode_audio(wav)], params=[None])
         assert t["scored_by"] == rec.scoring_key and t["avg_logprob"] <= 0, t
         services.segment_store_result(segment_id=segment.pk, text=t["text"], words=t["words"], confidence=t["conf"],
-                                      avg_logprob=t["avg_logprob"], scored_by=t["scored_by"])
+                                      avg_logprob=t["avg_logprob"], scored_by=asr.score_key(t["scored_by"], None))
     services.call_end(call_id=call.pk)
 
     def run() -> dict:
@@ -524,19 +524,22 @@ def test_a_label_free_run_takes_the_finals_stored_scores_where_their_key_and_pro
     assert "divergence_before" in all_stored, all_stored      # the guard ran
     held_out = all_stored["held_out"]
     assert all_stored["before_known"] == held_out > 2
-    # three segments are no longer comparable: scored elsewhere, with another profile than the one
-    # the run starts from (none), never scored
+    # three segments are no longer comparable: scored by another recognizer; scored with a profile
+    # (deleted since, so the segment's profile link is empty) where the run starts from none;
+    # never scored
     from asr_core.profile import Profile
     from asr_core.whisper.adapt import plain_whisper_params
     version, _ = services.final_model()
-    other = services.customer_create(phone="+15557790078")
     profile = services.voice_profile_create(
-        customer_id=other.pk, model_version_id=version.pk,
+        customer_id=customer.pk, model_version_id=version.pk,
         state=Profile(model_version=version.sha256, params=plain_whisper_params(rec), version=1).to_bytes(),
     )  # fmt: skip
     first = Segment.objects.filter(call=call).order_by("index")
-    Segment.objects.filter(pk=first[0].pk).update(scored_by="0" * 32)
-    Segment.objects.filter(pk=first[1].pk).update(voice_profile=profile)
+    Segment.objects.filter(pk=first[0].pk).update(scored_by=asr.score_key("0" * 32, None))
+    Segment.objects.filter(pk=first[1].pk).update(voice_profile=profile,
+                                                  scored_by=asr.score_key(rec.scoring_key, profile.pk))
+    profile.delete()
+    assert Segment.objects.get(pk=first[1].pk).voice_profile_id is None
     Segment.objects.filter(pk=first[2].pk).update(avg_logprob=None, scored_by="")
     some = run()
     assert some["before_known"] == held_out - 3, some
