@@ -301,9 +301,9 @@ def transcribe_batch(
     results = rec.transcribe_batch(audios, STORED_SAMPLE_RATE, params=params, vocabularies=vocabularies)
     if rec.decoder_fallbacks > fallbacks:
         metrics.DECODER_FALLBACKS.inc(rec.decoder_fallbacks - fallbacks)
-    key = rec.scoring_key
-    scored = [t.avg_logprob if key else None for t in results]
-    return [dict(t.as_dict(), avg_logprob=a, scored_by=key if a is not None else None) for t, a in zip(results, scored)]
+    key = rec.scoring_key      # None where the backbone's transcripts carry no score
+    return [dict(t.as_dict(), avg_logprob=t.avg_logprob, scored_by=key if t.avg_logprob is not None else None)
+            for t in results]
 
 
 def score_key(scoring_key: str | None, profile_id: int | None) -> str:

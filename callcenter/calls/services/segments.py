@@ -173,8 +173,8 @@ def segment_store_result(
     not kept for a redacted text, which is no longer what was scored."""
     if confidence is not None and not 0 <= confidence <= 1:
         raise InvalidInput(f"confidence must be within 0..1, got {confidence}", confidence=confidence)
-    if avg_logprob is not None and not (isinstance(avg_logprob, (int, float)) and math.isfinite(avg_logprob)
-                                        and avg_logprob <= 0):
+    if avg_logprob is not None and not (isinstance(avg_logprob, (int, float)) and not isinstance(avg_logprob, bool)
+                                        and math.isfinite(avg_logprob) and avg_logprob <= 0):
         raise InvalidInput(f"avg_logprob must be a finite log-probability (<= 0), got {avg_logprob!r}",
                            avg_logprob=avg_logprob)
     scored_by = scored_by or ""

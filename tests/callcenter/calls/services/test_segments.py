@@ -58,7 +58,7 @@ def test_segment_result_failure_and_verification(live_call, django_user_model):
     scored = services.segment_store_result(segment_id=segment.pk, text="hello", words=words, confidence=0.9,
                                            avg_logprob=-0.25, scored_by="k" * 32)
     assert (scored.avg_logprob, scored.scored_by) == (-0.25, "k" * 32)
-    for bad in (0.5, float("nan"), float("-inf"), "-0.2"):
+    for bad in (0.5, float("nan"), float("-inf"), "-0.2", False):
         with pytest.raises(InvalidInput, match="avg_logprob must be a finite log-probability"):
             services.segment_store_result(segment_id=segment.pk, text="other", words=[], confidence=0.1,
                                           avg_logprob=bad, scored_by="k")
