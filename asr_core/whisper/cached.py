@@ -30,6 +30,9 @@ GROUP = ("encoder.ln_post.weight", "encoder.ln_post.bias")
 # Teacher-forced passes (`teacher_forced_loss`) fold the group into the cross-attention instead of
 # projecting every own position's keys and values (`FoldedKV`): the same loss up to rounding, cheaper.
 FOLD = True
+# Teacher-forced passes group a bucket's rows so that none is padded to more than this many times
+# its own width (`CallerCache.parts(tight=True)`); None: a bucket's rows go together.
+TIGHT_RATIO: float | None = 1.5
 
 
 def group_params(rec: WhisperRecognizer) -> dict[str, Tensor]:
@@ -68,13 +71,30 @@ class CallerCache:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def parts(self, subset: list[int] | None = None):
-        """(utterance indices, (n, S, d) hidden) per bucket, restricted to `subset`."""
+    def parts(self, subset: list[int] | None = None, tight: bool = False):
+        """(utterance indices, (n, S, d) hidden) per bucket, restricted to `subset`. tight (as served,
+        pooled): a bucket's rows are split further where a long row would pad the others to its width
+        (`TIGHT_RATIO`): the teacher-forced passes' folded cross-attention costs in proportion to the
+        padded width, and a bucket of 16 holds 3 s prompts beside a 15.7 s one."""
         keep = None if subset is None else set(subset)
         for h, r in zip(self.hidden, self.rows):
             pos = [k for k, i in enumerate(r) if keep is None or i in keep]
-            if pos:
-                yield [r[k] for k in pos], h[pos] if len(pos) < len(r) else h
+            if not pos:
+                continue
+            for group in (self._tight(r, pos) if tight and self.pooled else [pos]):
+                yield [r[k] for k in group], h[group] if len(group) < len(r) else h
+
+    def _tight(self, r: list[int], pos: list[int]) -> list[list[int]]:
+        """Bucket rows `pos` (of rows `r`) -> groups of them, longest first, each row in the group of
+        the longest whose own width is at most TIGHT_RATIO times its own."""
+        width = {k: pooled_from(self.live[r[k]], self.pool) for k in pos}
+        groups: list[list[int]] = []
+        for k in sorted(pos, key=lambda k: (-width[k], k)):
+            if groups and width[groups[-1][0]] <= TIGHT_RATIO * width[k]:
+                groups[-1].append(k)
+            else:
+                groups.append([k])
+        return [sorted(g) for g in groups]
 
     def window(self, rec: WhisperRecognizer, params: dict[str, Tensor] | None, idx: list[int],
                hidden: Tensor) -> Tensor:
@@ -337,7 +357,7 @@ def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache
     emb = dec.token_embedding.weight[targets.vocab]                                     # (|vocab|, d)
     total, weight = None, 0.0
     padding_kv = cache.padding_cross_kv(rec, dec, params)   # once per step, every bucket's
-    for idx, h in cache.parts(subset):
+    for idx, h in cache.parts(subset, tight=TIGHT_RATIO is not None):
         t = _width(targets.mask[idx])     # the part's longest target: the decoder is causal, padding after it is unused
         x = _decoder_states(rec, *cache.cross_kv(rec, dec, params, idx, h, padding_kv, fold=FOLD), targets.tokens[idx, :t], dec)
         sel = targets.mask[idx, :t].bool()

@@ -126,6 +126,34 @@ def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_g
             assert got[i].tokens == cached.cut_repetition(want.tokens)
 
 
+def test_the_fits_group_a_buckets_prompts_by_width_and_compute_the_same_loss(rec, hard, monkeypatch):
+    """A fit step's teacher-forced pass groups a bucket's prompts so that no prompt is padded to more
+    than `TIGHT_RATIO` times its own width (the folded cross-attention costs in proportion to it):
+    every prompt in exactly one group, and the same loss and gradient as the bucket taken whole."""
+    (audios, texts), _ = hard
+    served = cached.encode_frozen(rec, audios, 8000, None, as_served=True, bucket=16)
+    own = {i: cached.pooled_from(served.live[i], served.pool) for i in range(len(audios))}
+    assert max(own.values()) > 2 * min(own.values())       # the prompts' lengths vary enough to split
+    subset = list(range(0, len(audios), 2)) + [len(audios) - 1]
+    for keep in (None, subset):
+        whole = [idx for idx, _ in served.parts(keep)]
+        groups = [idx for idx, _ in served.parts(keep, tight=True)]
+        assert len(groups) > len(whole)
+        assert sorted(i for g in groups for i in g) == sorted(i for g in whole for i in g)
+        assert all(max(own[i] for i in g) <= cached.TIGHT_RATIO * min(own[i] for i in g) for g in groups)
+    targets = cached.make_targets(rec, served, cached.token_targets(rec, texts), None)
+    plain = A.plain_whisper_params(rec)
+    g = torch.Generator().manual_seed(2)
+    p = {k: (v + 0.05 * torch.randn(v.shape, generator=g)).requires_grad_() for k, v in plain.items()}
+    losses = []
+    for ratio in (None, cached.TIGHT_RATIO):
+        monkeypatch.setattr(cached, "TIGHT_RATIO", ratio)
+        losses.append(cached.teacher_forced_loss(rec, p, served, targets, subset))
+    assert abs(float(losses[0]) - float(losses[1])) < 1e-5 * float(losses[0])
+    grads = [torch.autograd.grad(v, list(p.values())) for v in losses]
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*grads))
+
+
 def test_the_teacher_forced_pass_tells_where_greedy_decoding_would_choose_the_pseudo_label(rec, hard):
     """Label-free asks whether a greedy pass agrees with each pseudo-label. Where greedy picks the
     pseudo-label's every token in the teacher-forced pass that scores it (`make_targets(greedy_caps=)`),
