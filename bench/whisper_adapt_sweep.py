@@ -52,6 +52,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=None, help="adaptation steps for every method (default: the product's)")
     p.add_argument("--speakers", default="")
     p.add_argument("--json")
+    p.add_argument("--jitter", type=int, default=0,
+                   help="also each method's test WER with this many copies of its params moved by float "
+                        "rounding's size (how far a figure moves for reasons that are not the method)")
     p.add_argument("--float32-fits", action="store_true",
                    help="fit in float32 even where this CPU has bfloat16 dot products (as a CPU without them does)")
     a = p.parse_args()
@@ -69,7 +72,10 @@ def main() -> int:
     rec = WhisperRecognizer.load(defaults.FINAL_BACKBONE, quantize=defaults.WHISPER_INT8,
                                  beam_size=defaults.WHISPER_BEAM_SIZE, trim_seconds=defaults.WHISPER_TRIM_S,
                                  live_margin_s=defaults.WHISPER_LIVE_MARGIN_S, tail_pool=defaults.WHISPER_TAIL_POOL)
-    res = evaluate_whisper_adaptation(rec, a.manifest, "none", guard=True, methods=todo, speakers=a.speakers)
+    if a.jitter < 0:
+        p.error(f"--jitter must be 0 or more, got {a.jitter}")
+    res = evaluate_whisper_adaptation(rec, a.manifest, "none", guard=True, methods=todo, speakers=a.speakers,
+                                      jitter=a.jitter)
     base = res["none"]["wer"]
     for name, r in res.items():
         worst = max((v["wer"] - res["none"]["speakers"][s]["wer"] for s, v in r["speakers"].items()), default=0.0)
@@ -77,6 +83,10 @@ def main() -> int:
         print(f"{name:30s} WER {r['wer']:.2%}  ({(r['wer'] - base) / max(base, 1e-9):+.1%} relative)  "
               f"worst speaker {worst * 100:+.2f} points  {r['seconds_per_speaker']:.1f} s/speaker"
               + (f"  accepted {sum(bool(x) for x in acc)}/{len(acc)}" if acc else ""))
+        if "jitter" in r:
+            j, j0 = r["jitter"], res["none"]["jitter"]
+            print(f"{'':30s} jittered x{len(j['wer'])}: mean {j['mean']:.2%} ({(j['mean'] - j0['mean']) / max(j0['mean'], 1e-9):+.1%} "
+                  f"relative to none's mean), {j['min']:.2%} to {j['max']:.2%}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -558,3 +558,32 @@ def test_the_label_free_guard_takes_the_finals_stored_scores_and_decides_the_sam
             {k: v for k, v in a.metrics.items() if k not in ("seconds", "cpu_seconds", "before_known")}
     with pytest.raises(ValueError, match="one score"):
         A.adapt_whisper_caller(rec, audios, None, 8000, cfg=cfg, hypotheses=stored, hypothesis_scores=scores[:-1])
+
+
+def test_the_sweeps_jitter_reports_how_far_a_wer_moves_for_reasons_that_are_not_the_method(rec, real_dev, tmp_path):
+    """`evaluate_whisper_adaptation(jitter=K)` decodes the test prompts again with K copies of each
+    method's params moved by float rounding's size: reproducible copies, their WERs and summary in
+    the result (nothing added without it), a real move where the params move more, bad counts refused."""
+    import csv
+
+    from asr_core.whisper.adapt_eval import evaluate_whisper_adaptation
+    rows = [u for u in read_manifest(str(real_dev), ("test",))][:4]
+    manifest = tmp_path / "m.tsv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["speaker", "split", "audio", "text"])
+        w.writerows([u.speaker, u.split, u.audio, u.text] for u in rows)
+    quiet = open(tmp_path / "progress", "w")
+    plain = evaluate_whisper_adaptation(rec, str(manifest), "none", progress=quiet)
+    assert "jitter" not in plain["none"] and "wer_jitter" not in plain["none"]["speakers"]["allison"]
+    got = [evaluate_whisper_adaptation(rec, str(manifest), "none", progress=quiet, jitter=2) for _ in range(2)]
+    j = got[0]["none"]["jitter"]
+    assert got[0]["none"]["wer"] == plain["none"]["wer"] and got[1]["none"]["jitter"] == j
+    assert len(j["wer"]) == 2 and j["min"] <= j["mean"] <= j["max"] and all(0 <= x <= 2 for x in j["wer"])
+    assert got[0]["none"]["speakers"]["allison"]["wer_jitter"] == j["wer"]
+    # moved by far more than rounding, the transcripts change: the copies are really decoded
+    far = evaluate_whisper_adaptation(rec, str(manifest), "none", progress=quiet, jitter=1, jitter_scale=0.5)
+    assert far["none"]["jitter"]["wer"][0] > plain["none"]["wer"]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="jitter must be a whole number"):
+            evaluate_whisper_adaptation(rec, str(manifest), "none", progress=quiet, jitter=bad)
