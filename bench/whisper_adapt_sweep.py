@@ -12,6 +12,10 @@ recognizer's own transcripts of the adapt utterances (what the product stored fo
 their cost is reported apart as pseudo_label_seconds). Methods (name -> adapt_whisper_caller
 arguments) are in METHODS: plain fine-tuning (Adam on the final norm's gain and bias), LHUC (the
 gain alone), self-training on confident pseudo-labels, and SUTA-style entropy minimization.
+
+--jitter K: each method's test WER also with K copies of its params moved by float rounding's size
+(the served int8 decoder turns such a move into other words: up to 2.7 points on the hard line's
+67 prompts); the copies' mean and range say which differences are the method's.
 """
 from __future__ import annotations
 
