@@ -3,6 +3,7 @@ speaker (adapt on its `adapt` utterances, WER on its `test` utterances, before a
 `asr_core.whisper.adapt.adapt_whisper_caller` as the product adapts."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,8 @@ def evaluate_whisper_adaptation(rec: WhisperRecognizer, manifest: str, mode: str
     if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
         raise ValueError(f"jitter must be a whole number of copies (0 or more), got {jitter!r}")
     scale = JITTER_SCALE if jitter_scale is None else float(jitter_scale)
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"jitter_scale must be a finite size of 0 or more, got {jitter_scale!r}")
     res = {m: {"errors": 0, "words": 0, "seconds": 0.0, "cpu": 0.0, "speakers": {}, "jittered": [0] * jitter}
            for m in ["none", *todo]}
     for si, spk in enumerate(speakers):

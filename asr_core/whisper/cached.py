@@ -71,26 +71,29 @@ class CallerCache:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def parts(self, subset: list[int] | None = None, tight: bool = False):
+    def parts(self, subset: list[int] | None = None, tight: float | None = None):
         """(utterance indices, (n, S, d) hidden) per bucket, restricted to `subset`. tight (as served,
-        pooled): a bucket's rows are split further where a long row would pad the others to its width
-        (`TIGHT_RATIO`): the teacher-forced passes' folded cross-attention costs in proportion to the
-        padded width, and a bucket of 16 holds 3 s prompts beside a 15.7 s one."""
+        pooled; `TIGHT_RATIO` for the fits): a bucket's rows are split further so that none is padded
+        to more than `tight` times its own width: the teacher-forced passes' folded cross-attention
+        costs in proportion to the padded width, and a bucket of 16 holds 3 s prompts beside a 15.7 s
+        one. None: a bucket's rows together."""
         keep = None if subset is None else set(subset)
         for h, r in zip(self.hidden, self.rows):
             pos = [k for k, i in enumerate(r) if keep is None or i in keep]
             if not pos:
                 continue
-            for group in (self._tight(r, pos) if tight and self.pooled else [pos]):
+            for group in (self._tight(r, pos, tight) if tight is not None and self.pooled else [pos]):
                 yield [r[k] for k in group], h[group] if len(group) < len(r) else h
 
-    def _tight(self, r: list[int], pos: list[int]) -> list[list[int]]:
+    def _tight(self, r: list[int], pos: list[int], ratio: float) -> list[list[int]]:
         """Bucket rows `pos` (of rows `r`) -> groups of them, longest first, each row in the group of
-        the longest whose own width is at most TIGHT_RATIO times its own."""
+        the longest whose own width is at most `ratio` times its own."""
+        if not ratio >= 1.0:
+            raise ValueError(f"a grouping ratio is at least 1 (a row's own width), got {ratio!r}")
         width = {k: pooled_from(self.live[r[k]], self.pool) for k in pos}
         groups: list[list[int]] = []
         for k in sorted(pos, key=lambda k: (-width[k], k)):
-            if groups and width[groups[-1][0]] <= TIGHT_RATIO * width[k]:
+            if groups and width[groups[-1][0]] <= ratio * width[k]:
                 groups[-1].append(k)
             else:
                 groups.append([k])
@@ -357,7 +360,7 @@ def teacher_forced_loss(rec: WhisperRecognizer, params: dict[str, Tensor], cache
     emb = dec.token_embedding.weight[targets.vocab]                                     # (|vocab|, d)
     total, weight = None, 0.0
     padding_kv = cache.padding_cross_kv(rec, dec, params)   # once per step, every bucket's
-    for idx, h in cache.parts(subset, tight=TIGHT_RATIO is not None):
+    for idx, h in cache.parts(subset, tight=TIGHT_RATIO):
         t = _width(targets.mask[idx])     # the part's longest target: the decoder is causal, padding after it is unused
         x = _decoder_states(rec, *cache.cross_kv(rec, dec, params, idx, h, padding_kv, fold=FOLD), targets.tokens[idx, :t], dec)
         sel = targets.mask[idx, :t].bool()

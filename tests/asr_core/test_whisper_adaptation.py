@@ -137,10 +137,13 @@ def test_the_fits_group_a_buckets_prompts_by_width_and_compute_the_same_loss(rec
     subset = list(range(0, len(audios), 2)) + [len(audios) - 1]
     for keep in (None, subset):
         whole = [idx for idx, _ in served.parts(keep)]
-        groups = [idx for idx, _ in served.parts(keep, tight=True)]
+        groups = [idx for idx, _ in served.parts(keep, tight=cached.TIGHT_RATIO)]
         assert len(groups) > len(whole)
         assert sorted(i for g in groups for i in g) == sorted(i for g in whole for i in g)
         assert all(max(own[i] for i in g) <= cached.TIGHT_RATIO * min(own[i] for i in g) for g in groups)
+    assert [idx for idx, _ in served.parts(subset, tight=1e9)] == [idx for idx, _ in served.parts(subset)]
+    with pytest.raises(ValueError, match="at least 1"):
+        list(served.parts(subset, tight=0.5))
     targets = cached.make_targets(rec, served, cached.token_targets(rec, texts), None)
     plain = A.plain_whisper_params(rec)
     g = torch.Generator().manual_seed(2)
@@ -587,3 +590,5 @@ def test_the_sweeps_jitter_reports_how_far_a_wer_moves_for_reasons_that_are_not_
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="jitter must be a whole number"):
             evaluate_whisper_adaptation(rec, str(manifest), "none", progress=quiet, jitter=bad)
+    with pytest.raises(ValueError, match="jitter_scale must be"):
+        evaluate_whisper_adaptation(rec, str(manifest), "none", progress=quiet, jitter=1, jitter_scale=float("nan"))
