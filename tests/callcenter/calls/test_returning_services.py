@@ -524,6 +524,9 @@ def test_a_label_free_run_takes_the_finals_stored_scores_where_their_key_and_pro
     assert "divergence_before" in all_stored, all_stored      # the guard ran
     held_out = all_stored["held_out"]
     assert all_stored["before_known"] == held_out > 2
+    # the second run must start where the first did, from no profile: an accepted first run stored one
+    # (whether it is accepted depends on the CPU's kernels: on an AVX2 EPYC it was, 2026-12-07)
+    VoiceProfile.objects.filter(customer_id=customer.pk).delete()
     # three segments are no longer comparable: scored by another recognizer; scored with a profile
     # (deleted since, so the segment's profile link is empty) where the run starts from none;
     # never scored
