@@ -90,7 +90,8 @@ def _bf16_dot_products() -> bool:
 
 # The fits' teacher-forced passes run in bfloat16 where the CPU has bf16 dot products (autocast;
 # 1.4-1.5x faster, the same decision and held-out WER in bench/whisper_adapt_cost.py); the update
-# and the guard's decodes stay float32, as served.
+# stays float32, and the guard decodes with the recognizer's served decoder (`SUPERVISED_GUARD_SERVED`,
+# `LABEL_FREE_GUARD_BEAM`).
 FIT_BF16 = _bf16_dot_products()
 # Plain fine-tuning (Adam) of the group; chosen on the real-speech development prompts through the
 # hard phone line (bench/whisper_adapt_sweep.py, figures in WHISPER.md).
@@ -143,6 +144,11 @@ MAX_DIVERGENCE = 0.25
 # words where the served beam output does not (hard line: an adapted profile that gained 20 % as
 # served was rejected for greedy transcripts 17 % shorter).
 LABEL_FREE_GUARD_BEAM = True
+# Supervised, the guard's greedy decodes (before and after, of the held-out utterances) run on the
+# decoder the recognizer serves: its int8 copy by default (`defaults.WHISPER_INT8`), about half the
+# time of the float32 decoder's (16 held-out prompts of the hard line: 0.7-1.0 s against 1.6-1.9 s,
+# one thread), and what the profile's transcripts will be decoded with. False: float32.
+SUPERVISED_GUARD_SERVED = True
 # Label-free: how rarely chance may give the held-out confidence's rises (one-sided sign test over
 # the utterances that moved, each up or down as by a fair coin). `confidence_verdict` has why.
 MAX_SIGN_P = 0.05
@@ -285,15 +291,17 @@ def _held_out_figures(texts: dict[int, str], refs: dict[int, str]) -> tuple[int,
 
 
 def _decoded(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
-             subset: list[int], caps: dict[int, int] | None = None, beam: bool = False) -> dict[int, tuple[str, float]]:
+             subset: list[int], caps: dict[int, int] | None = None, beam: bool = False,
+             served: bool = False) -> dict[int, tuple[str, float]]:
     """The guard's cheap decodes: greedy on the cache, each utterance capped at `caps` tokens (a
     transcript 1.5x longer than its reference is wrong anyway), a loop cut at once
     -> (text, mean log-prob). beam: the recognizer's beam search instead, as served (the
-    label-free guard, `LABEL_FREE_GUARD_BEAM`)."""
+    label-free guard, `LABEL_FREE_GUARD_BEAM`). served (greedy): with the recognizer's served
+    decoder (`cached.greedy_capped(served=)`; the supervised guard, `SUPERVISED_GUARD_SERVED`)."""
     if beam:
         hyps = cached.decode_cached(rec, cache, params, subset, beam_size=rec.options.beam_size)
     else:
-        hyps = cached.greedy_capped(rec, cache, params, subset, caps)
+        hyps = cached.greedy_capped(rec, cache, params, subset, caps, served=served)
     return _texts(rec, hyps)
 
 
@@ -334,9 +342,11 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     params' greedy pass where already made; searched: their beam search's (text, mean token
     log-prob) where already known (the product's stored finals); each for the decodes of its kind."""
     beam = not supervised and LABEL_FREE_GUARD_BEAM
+    served = supervised and SUPERVISED_GUARD_SERVED      # (both sides of the comparison decoded alike)
     judged = [[i for i in c if i in references][:GUARD_PER_FOLD] for c in chunks]
     every = [i for c in judged for i in c]
-    m: dict = {"held_out": len(every), "folds": len(chunks), "before": "current"}
+    m: dict = {"held_out": len(every), "folds": len(chunks), "before": "current",
+               "guard_decoder": "int8" if (served or beam) and rec.int8 != "off" else "float32"}
     if not every:
         m["reason"] = "nothing left to hold out for the guard"
         return False, m
@@ -345,12 +355,12 @@ def _guard(rec: WhisperRecognizer, cache: CallerCache, chunks: list[list[int]], 
     m["before_known"] = len(before)      # of the held-out "before" figures, how many were not decoded again
     missing = [i for i in every if i not in before]
     if missing:
-        before.update(_decoded(rec, cache, current, missing, caps, beam))
+        before.update(_decoded(rec, cache, current, missing, caps, beam, served))
     after: dict[int, tuple[str, float]] = {}
     per_chunk, conf_chunks = [], []
     for c, p in zip(judged, fitted):
         if c:
-            after.update(_decoded(rec, cache, p, c, caps, beam))
+            after.update(_decoded(rec, cache, p, c, caps, beam, served))
             refs_c = {i: references[i] for i in c}
             per_chunk.append((_held_out_figures({i: before[i][0] for i in c}, refs_c)[0],
                               _held_out_figures({i: after[i][0] for i in c}, refs_c)[0]))

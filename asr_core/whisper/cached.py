@@ -431,11 +431,13 @@ def decode_cached(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, 
 
 @torch.no_grad()
 def greedy_capped(rec: WhisperRecognizer, cache: CallerCache, params: dict[str, Tensor] | None,
-                  subset: list[int], caps: dict[int, int] | None = None) -> dict[int, Hypothesis]:
+                  subset: list[int], caps: dict[int, int] | None = None, served: bool = False) -> dict[int, Hypothesis]:
     """Greedy decoding of cached utterances as the recognizer's greedy pass, but each row stops at
     its own token cap (`caps`, else the recognizer's budget) and leaves the batch when it ends: a
-    row that loops costs only itself. A loop is cut (`cut_repetition`), never retried."""
-    dec, tok = rec.model.decoder, rec.tokenizer
+    row that loops costs only itself. A loop is cut (`cut_repetition`), never retried. served: with
+    the decoder the recognizer serves (its int8 copy where it quantizes the decoder: about half the
+    time), else the model's float32 decoder (what `make_targets(greedy_caps=)` proves decodes of)."""
+    dec, tok = (rec.infer if served else rec.model).decoder, rec.tokenizer
     out: dict[int, Hypothesis] = {}
     padding_kv = cache.padding_cross_kv(rec, dec, params)
     for idx, h in cache.parts(subset):

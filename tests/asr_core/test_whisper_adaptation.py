@@ -126,6 +126,31 @@ def test_the_padding_keys_shared_by_every_prompt_give_what_each_prompts_window_g
             assert got[i].tokens == cached.cut_repetition(want.tokens)
 
 
+def test_the_supervised_guard_decodes_with_the_served_int8_decoder(rec, hard):
+    """The supervised guard's greedy decodes (before and after, `SUPERVISED_GUARD_SERVED`) run on the
+    decoder the recognizer serves, its int8 copy: the same tokens as the float decoder's path given
+    that copy, not the float decoder's own (which the pseudo-labels' greedy proof is about)."""
+    (audios, texts), _ = hard
+    assert rec.int8 == "decoder" and A.SUPERVISED_GUARD_SERVED
+    served = cached.encode_frozen(rec, audios, 8000, None, as_served=True, bucket=16)
+    plain, every = A.plain_whisper_params(rec), list(range(len(audios)))
+    int8 = cached.greedy_capped(rec, served, plain, every, served=True)
+    fp32 = cached.greedy_capped(rec, served, plain, every)
+    own = rec.model.decoder
+    rec.model.decoder = rec.infer.decoder
+    try:
+        want = cached.greedy_capped(rec, served, plain, every)
+    finally:
+        rec.model.decoder = own
+    assert all(int8[i].tokens == want[i].tokens for i in every)
+    assert any(int8[i].tokens != fp32[i].tokens for i in every)
+    chunks = [every[::2], every[1::2]]
+    refs = {i: t for i, t in enumerate(texts)}
+    ok, m = A._guard(rec, served, chunks, [plain, plain], plain, refs, True)
+    assert m["guard_decoder"] == "int8" and not ok     # the same params before and after: no fewer errors
+    assert m["wer_before"] == m["wer_after"]
+
+
 def test_the_fits_group_a_buckets_prompts_by_width_and_compute_the_same_loss(rec, hard, monkeypatch):
     """A fit step's teacher-forced pass groups a bucket's prompts so that no prompt is padded to more
     than `TIGHT_RATIO` times its own width (the folded cross-attention costs in proportion to it):
