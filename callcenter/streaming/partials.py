@@ -20,7 +20,9 @@ partial at most every ``interval`` seconds; the request is dropped when that
 call's previous partial is still being computed, when ``max_in_flight``
 requests of all calls are already waiting or running, or when the thread was
 busy more than ``max_busy`` of the last two seconds (partials never take more
-than that share of a core from the finals and the event loop). The audio is
+than that share of a core). The thread runs at a lower CPU priority (``nice``,
+that thread alone: ``STREAM_PARTIAL_NICE``), so the event loop and the
+workers' finals get the cores first and the partials the rest. The audio is
 not lost: the next partial of that call feeds it. Finals do not depend on
 partials at all (they are recognized from the stored segment by the Celery
 worker).
@@ -37,6 +39,7 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -77,12 +80,18 @@ class PartialEngine:
         loader: Callable[[], SpeechRecognizer],
         max_batch: int = 16,
         max_in_flight: int = 64,
-        max_busy: float = 0.5,
+        max_busy: float = 1.0,
+        nice: int = 0,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1 or not 0 < max_busy <= 1:
             raise ValueError("max_batch and max_in_flight must be >= 1, max_busy in (0, 1]")
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0-19, got {nice}")
         self._loader = loader
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="partials")
+        self.nice = nice
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="partials", initializer=self._lower_priority
+        )
         self._lock = threading.Lock()
         self._pending: list[PartialRequest] = []
         self._in_flight = 0
@@ -95,6 +104,16 @@ class PartialEngine:
         # Load the model now, on the partials thread, not at the first partial (Whisper takes
         # seconds to load: the first segment of the first call would get none).
         self._executor.submit(self._warm)
+
+    def _lower_priority(self) -> None:
+        """Partials thread, at its start: lower this thread's CPU priority alone (Linux
+        threads have their own nice value), so that the finals and the event loop win the
+        cores whenever they want them."""
+        if self.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError as exc:  # a failed initializer would break the executor: run at the process's priority
+                logger.warning("partials: could not lower the thread's CPU priority to nice %d: %s", self.nice, exc)
 
     def _warm(self) -> None:
         try:
@@ -197,6 +216,7 @@ def engine() -> PartialEngine:
                 loader=partial_recognizer,
                 max_batch=settings.STREAM_PARTIAL_BATCH_MAX,
                 max_busy=settings.STREAM_PARTIAL_MAX_BUSY_PERCENT / 100,
+                nice=settings.STREAM_PARTIAL_NICE,
             )
         return _engine
 

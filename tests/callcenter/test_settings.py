@@ -136,6 +136,8 @@ def test_operations_endpoints_default_to_loopback_and_take_a_token_and_networks(
         ({"STREAM_MAX_SPEED": "0"}, "STREAM_MAX_SPEED='0' must be at least 1"),
         ({"STREAM_PARTIAL_MAX_BUSY_PERCENT": "0"}, "STREAM_PARTIAL_MAX_BUSY_PERCENT='0' must be at least 1"),
         ({"STREAM_PARTIAL_MAX_BUSY_PERCENT": "150"}, "STREAM_PARTIAL_MAX_BUSY_PERCENT=150 must be 1-100"),
+        ({"STREAM_PARTIAL_NICE": "20"}, "STREAM_PARTIAL_NICE=20 must be 0-19"),
+        ({"STREAM_PARTIAL_NICE": "-5"}, "STREAM_PARTIAL_NICE='-5' must be at least 0"),
         ({"STREAM_SPECULATIVE_FINALS": "perhaps"}, "STREAM_SPECULATIVE_FINALS='perhaps' is not a boolean"),
         ({"STREAM_PARTIAL_BATCH_MAX": "many"}, "STREAM_PARTIAL_BATCH_MAX='many' is not an integer"),
         ({"LOGIN_RATE_LIMIT_PER_ADDRESS": "5"}, "LOGIN_RATE_LIMIT_PER_ADDRESS=5 must be at least LOGIN_RATE_LIMIT=10"),

@@ -5,6 +5,7 @@ call's partial is what its stream gives alone, and a failure costs only that par
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import numpy as np
@@ -169,3 +170,23 @@ def test_a_thread_busy_beyond_its_share_drops_requests(prompts):
 
     assert asyncio.run(run()) is None
     assert engine.in_flight == 0
+
+
+def test_the_partials_thread_alone_runs_at_the_lower_priority(prompts):
+    """With `nice`, the partials thread (and no other thread of the process) yields the CPU to the
+    finals and the event loop; its partials are the same."""
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = priority()
+    engine = PartialEngine(loader=whisper_partials, max_busy=1.0, nice=19)
+    plain = PartialEngine(loader=whisper_partials, max_busy=1.0)
+    assert engine._executor.submit(priority).result(timeout=120) == max(mine, 19)
+    assert plain._executor.submit(priority).result(timeout=120) == mine
+    assert priority() == mine
+    texts = [asyncio.run(_speak(e, prompts[:2], threading.Event())) for e in (engine, plain)]
+    assert texts[0] == texts[1] and all(texts[0])
+    for bad in (-1, 20):
+        with pytest.raises(ValueError, match="nice must be 0-19"):
+            PartialEngine(loader=whisper_partials, nice=bad)
