@@ -37,6 +37,9 @@ listening on the agents' feed. Per N it reports:
   and the mean batch they were computed in, and the gap between consecutive
   partials of a segment seen by the agent (audio time between them; a
   partial whose text did not change is not sent), p50/p95;
+- the partials thread: the share of the run it spent computing batches (wall)
+  and its own CPU time in them (wall beyond CPU is waiting: for a core, at its
+  low priority, or for the GIL);
 - CPU of the web server, the worker processes and this script's simulated
   callers (% of one core) and of the whole machine (other jobs included),
   peak RSS of the web server and the worker, and the web server's extra
@@ -394,6 +397,7 @@ def main() -> int:
             sent0 = _metric(http_url, "callcenter_partials_total", 'outcome="sent"')
             computed0 = _metric(http_url, "callcenter_partial_batch_size_sum", "")
             batches0 = _metric(http_url, "callcenter_partial_batch_size_count", "")
+            thread0 = {c: _metric(http_url, "callcenter_partial_thread_seconds_total", f'clock="{c}"') for c in ("wall", "cpu")}
             cpu0 = {k: _cpu_seconds(_tree(p)) for k, p in roots.items()}
             busy0, total0 = _machine_busy()
             usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -420,6 +424,8 @@ def main() -> int:
             sent = _metric(http_url, "callcenter_partials_total", 'outcome="sent"') - sent0
             computed = _metric(http_url, "callcenter_partial_batch_size_sum", "") - computed0
             batches = _metric(http_url, "callcenter_partial_batch_size_count", "") - batches0
+            thread = {c: _metric(http_url, "callcenter_partial_thread_seconds_total", f'clock="{c}"') - thread0[c]
+                      for c in ("wall", "cpu")}
             # Speech between consecutive partials of a segment that the agent saw (a partial whose
             # text did not change is computed but not sent).
             gaps = [1000 * (b - a) for times in rnd.partial_audio_at.values() for a, b in zip(times, times[1:])]
@@ -434,6 +440,8 @@ def main() -> int:
                 "partials sent/dropped": f"{sent:.0f}/{dropped:.0f}",
                 "partials computed/mean batch": f"{computed:.0f}/{computed / max(1, batches):.1f}",
                 "partial gap p50/p95 ms": f"{pct(gaps, 50)}/{pct(gaps, 95)}",
+                # the partials thread: share of the run spent in batches (wall), and its own CPU in them
+                "partials thread wall/cpu %": f"{100 * thread['wall'] / wall:.0f}/{100 * thread['cpu'] / wall:.0f}",
                 "cpu web/worker/clients/machine %":
                     f"{cpu['web']:.0f}/{cpu['worker']:.0f}/{client:.0f}/{machine:.0f}",
                 "rss web/worker MB": f"{sampler.peak['web']:.0f}/{sampler.peak['worker']:.0f}",

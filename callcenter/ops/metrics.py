@@ -52,6 +52,11 @@ PARTIAL_BATCH_SIZE = Histogram(
     "Calls' partials computed together in one batch (web process)",
     buckets=(1, 2, 4, 8, 16, 32),
 )
+PARTIAL_THREAD_SECONDS = Counter(
+    "callcenter_partial_thread_seconds_total",
+    "The partials thread's batches: wall seconds computing them, and that thread's own CPU seconds in them",
+    ["clock"],  # wall | cpu
+)
 PROFILE_ERRORS = Counter("callcenter_profile_errors_total", "Voice profiles that could not be used")
 RECOGNITIONS = Counter("callcenter_recognitions_total", "Recognition task outcomes", ["outcome"])
 # offered | withdrawn (web); computed | skipped | failed | used | missed (worker)

@@ -158,7 +158,7 @@ class PartialEngine:
         except Exception as exc:  # noqa: BLE001 - each request reports it
             self._finish(batch, [exc] * len(batch), 0.0)
             return
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.thread_time()
         results: list[object] = []
         streams: list[PartialStream] = []
         ready: list[int] = []
@@ -185,6 +185,9 @@ class PartialEngine:
             self._runs.append((started, ended))
         self.batches.append(len(batch))
         metrics.PARTIAL_BATCH_SIZE.observe(len(batch))
+        # wall time beyond the thread's CPU time: waiting for a core (its low priority) or the GIL
+        metrics.PARTIAL_THREAD_SECONDS.labels("wall").inc(ended - started)
+        metrics.PARTIAL_THREAD_SECONDS.labels("cpu").inc(time.thread_time() - cpu_started)
         self._finish(batch, results, ended - started)
 
     def _finish(self, batch: list[PartialRequest], results: list[object], seconds: float) -> None:

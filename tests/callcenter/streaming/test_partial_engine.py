@@ -190,3 +190,19 @@ def test_the_partials_thread_alone_runs_at_the_lower_priority(prompts):
     for bad in (-1, 20):
         with pytest.raises(ValueError, match="nice must be 0-19"):
             PartialEngine(loader=whisper_partials, nice=bad)
+
+
+def test_the_partials_thread_counts_its_wall_and_cpu_seconds(prompts):
+    """/metrics: the time the thread spent in batches and its own CPU time in them (the difference
+    is waiting for a core or the GIL; bench/live_calls.py prints both)."""
+    from callcenter.ops import metrics
+
+    def read() -> dict[str, float]:
+        return {c: metrics.PARTIAL_THREAD_SECONDS.labels(c)._value.get() for c in ("wall", "cpu")}
+
+    before = read()
+    engine = PartialEngine(loader=whisper_partials, max_busy=1.0)
+    assert all(asyncio.run(_speak(engine, prompts[:2], threading.Event())))
+    after = read()
+    wall, cpu = after["wall"] - before["wall"], after["cpu"] - before["cpu"]
+    assert 0 < cpu <= wall + 0.01
