@@ -40,6 +40,7 @@ import concurrent.futures
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -108,8 +109,11 @@ class PartialEngine:
     def _lower_priority(self) -> None:
         """Partials thread, at its start: lower this thread's CPU priority alone (Linux
         threads have their own nice value), so that the finals and the event loop win the
-        cores whenever they want them."""
-        if self.nice:
+        cores whenever they want them. Elsewhere a thread has no nice value of its own: the
+        thread runs at the process's priority."""
+        if self.nice and not sys.platform.startswith("linux"):
+            logger.warning("partials: nice %d not applied: only Linux gives a thread its own priority", self.nice)
+        elif self.nice:
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except OSError as exc:  # a failed initializer would break the executor: run at the process's priority

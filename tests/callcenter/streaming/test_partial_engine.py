@@ -206,3 +206,19 @@ def test_the_partials_thread_counts_its_wall_and_cpu_seconds(prompts):
     after = read()
     wall, cpu = after["wall"] - before["wall"], after["cpu"] - before["cpu"]
     assert 0 < cpu <= wall + 0.01
+
+
+def test_where_a_thread_has_no_nice_value_of_its_own_the_partials_still_run(prompts, monkeypatch, caplog):
+    """Only Linux gives a thread its own priority: elsewhere the setting is reported and not applied
+    (never to the whole process), and the partials thread works as at nice 0."""
+    from callcenter.streaming import partials as module
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = priority()
+    monkeypatch.setattr(module.sys, "platform", "darwin")
+    engine = PartialEngine(loader=whisper_partials, max_busy=1.0, nice=19)
+    assert engine._executor.submit(priority).result(timeout=120) == mine
+    assert "nice 19 not applied" in caplog.text
+    assert all(asyncio.run(_speak(engine, prompts[:1], threading.Event())))
