@@ -172,12 +172,14 @@ def test_a_thread_busy_beyond_its_share_drops_requests(prompts):
     assert engine.in_flight == 0
 
 
+def priority() -> int:
+    """The calling thread's own nice value."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 def test_the_partials_thread_alone_runs_at_the_lower_priority(prompts):
     """With `nice`, the partials thread (and no other thread of the process) yields the CPU to the
     finals and the event loop; its partials are the same."""
-
-    def priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     mine = priority()
     engine = PartialEngine(loader=whisper_partials, max_busy=1.0, nice=19)
@@ -212,9 +214,6 @@ def test_where_a_thread_has_no_nice_value_of_its_own_the_partials_still_run(prom
     """Only Linux gives a thread its own priority: elsewhere the setting is reported and not applied
     (never to the whole process), and the partials thread works as at nice 0."""
     from callcenter.streaming import partials as module
-
-    def priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     mine = priority()
     monkeypatch.setattr(module.sys, "platform", "darwin")
