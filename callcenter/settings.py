@@ -183,7 +183,7 @@ if ASR_DECODER not in {"beam", "greedy"}:
     raise ImproperlyConfigured(f"ASR_DECODER={ASR_DECODER!r} must be 'beam' or 'greedy'")
 # Torch threads per process that runs the model (worker processes, the web
 # process's partials); 1 keeps processes from fighting over few cores.
-ASR_THREADS = _env_int("ASR_THREADS", 1, minimum=1)
+ASR_THREADS = _env_int("ASR_THREADS", 1, minimum=1, maximum=256)
 # The recognizers (asr_core/defaults.py holds the defaults, chosen on real
 # speech; `python -m asr_core evaluate` without --backbone measures them):
 # - ASR_FINAL_BACKBONE gives each segment's stored text;

@@ -21,11 +21,12 @@ version that caller profiles are made for.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
-from asr_core.checkpoint import state_sha256
+from asr_core.checkpoint import all_finite, checked_meta, is_weights, state_sha256
 from asr_core.errors import CheckpointError
 from asr_core.small.model import ModelConfig, StreamingCTC
 from asr_core.text import VOCAB
@@ -86,20 +87,37 @@ def load_checkpoint(path: str | None = None) -> tuple[StreamingCTC, dict]:
     if list(payload.get("vocab", [])) != list(VOCAB):
         raise CheckpointError(f"{path}: vocabulary does not match this version of asr_core")
     state, adapt = payload.get("state_dict"), payload.get("adapt")
-    if not isinstance(state, dict) or (adapt is not None and not isinstance(adapt, dict)):
+    if not is_weights(state) or (adapt is not None and not isinstance(adapt, dict)):
         raise CheckpointError(f"{path}: not an asr_core checkpoint (no weights)")
-    if state_sha256(_hashed(state, adapt)) != payload.get("sha256"):
+    try:
+        hashed = _hashed(state, adapt)
+    except (KeyError, AttributeError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: malformed adaptation settings") from None
+    if not is_weights(hashed):
+        raise CheckpointError(f"{path}: malformed adaptation settings (values that are not tensors)")
+    if state_sha256(hashed) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
+    if not all_finite(state):
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values")
     try:
         cfg = ModelConfig.from_dict(payload["config"])
         model = StreamingCTC(cfg)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: checkpoint does not match the model code: {str(e).splitlines()[0]}") from None
-    meta = dict(payload.get("meta", {}), sha256=payload["sha256"])
+    meta = dict(_checked_decoder_meta(checked_meta(payload.get("meta"), path), path), sha256=payload["sha256"])
     if adapt is not None:
         meta["adapt"] = _checked_adapt(path, model, adapt)
     return model.eval(), meta
+
+
+def _checked_decoder_meta(meta: dict, path: str) -> dict:
+    """The decoder settings a checkpoint's meta may hold (`tune-decoder --write`): finite numbers."""
+    for key in ("lm_weight", "word_score"):
+        v = meta.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise CheckpointError(f"{path}: malformed checkpoint: meta {key} must be a finite number, got {v!r}")
+    return meta
 
 
 def _checked_adapt(path: str, model: StreamingCTC, adapt: dict, what: str = "adaptation") -> dict:

@@ -25,7 +25,7 @@ import struct
 import numpy as np
 import torch
 
-from asr_core.checkpoint import state_sha256
+from asr_core.checkpoint import all_finite, checked_meta, is_weights, state_sha256
 from asr_core.errors import CheckpointError
 from asr_core.whisper.model import Whisper, WhisperConfig
 
@@ -211,11 +211,21 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
     if adaptation is not None and adapt is not None:
         raise CheckpointError(f"{path} already holds meta-learned adaptation settings; use it alone")
     # The stored sha256 covers the weights and any meta-learned LoRA init + step sizes in the file.
-    hashed = dict(state) if isinstance(state, dict) else {}
+    if not is_weights(state):
+        raise CheckpointError(f"{path}: not an asr_core Whisper checkpoint (its weights are not a mapping of tensors)")
+    hashed = dict(state)
     if isinstance(adapt, dict):
         hashed.update(_adapt_tensors(adapt, path))
-    if not isinstance(state, dict) or state_sha256(hashed) != payload.get("sha256"):
+    if state_sha256(hashed) != payload.get("sha256"):
         raise CheckpointError(f"{path}: sha256 mismatch, the weights are corrupt")
+    if not all_finite(state):
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values")
+    # config, tokenizer and meta are outside the sha256: checked here, not trusted
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path}: malformed Whisper checkpoint: no model config")
+    if not isinstance(payload.get("tokenizer"), str) or not payload["tokenizer"].strip():
+        raise CheckpointError(f"{path}: malformed Whisper checkpoint: no tokenizer")
+    own_meta = checked_meta(payload.get("meta"), path)
     digest = payload["sha256"]
     if adaptation is not None:
         # settings made for exactly these weights; the model version covers both, as in a full copy
@@ -233,17 +243,26 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
         raise CheckpointError(f"{path}: checkpoint does not match the model code: {str(e).splitlines()[0]}") from None
     if [k for k in missing if ".lora_" not in k and k != "decoder.proj.weight"] or unexpected:
         raise CheckpointError(f"{path}: checkpoint does not match the model code")
-    meta = dict(payload.get("meta", {}), sha256=digest, path=path)
+    meta = dict(own_meta, sha256=digest, path=path)
     if isinstance(adapt, dict):
         names = set(model.adaptive_parameter_names())
+        where = adaptation or path
         if set(adapt["init"]) != names or set(adapt["step_sizes"]) != names:
-            raise CheckpointError(f"{path}: adaptation settings do not match the model's LoRA group "
+            raise CheckpointError(f"{where}: adaptation settings do not match the model's LoRA group "
                                   "(made for another lora_rank / lora_layers)")
+        own = dict(model.named_parameters())
+        if any(tuple(adapt[part][k].shape) != tuple(own[k].shape) for part in ("init", "step_sizes") for k in names):
+            raise CheckpointError(f"{where}: adaptation settings do not match the model's LoRA group (other shapes)")
+        steps = adapt.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_ADAPT_STEPS:
+            raise CheckpointError(f"{where}: adaptation steps must be a whole number in 0..{MAX_ADAPT_STEPS}, "
+                                  f"got {steps!r}")
         meta["adapt"] = adapt
     return model.eval(), payload["tokenizer"], meta
 
 
 ADAPTATION_FORMAT = "asr_core.whisper-adapt/1"
+MAX_ADAPT_STEPS = 1000      # inner steps of meta-learned settings (2-10 in practice)
 
 
 def adapt_payload_tensors(adapt_info: dict) -> dict[str, torch.Tensor]:
@@ -256,9 +275,12 @@ def adapt_payload_tensors(adapt_info: dict) -> dict[str, torch.Tensor]:
 
 def _adapt_tensors(adapt: dict, where: str) -> dict:
     try:
-        return adapt_payload_tensors(adapt)
+        tensors = adapt_payload_tensors(adapt)
     except (KeyError, AttributeError, TypeError):
         raise CheckpointError(f"{where}: malformed adaptation settings") from None
+    if not is_weights(tensors):
+        raise CheckpointError(f"{where}: malformed adaptation settings (values that are not tensors)")
+    return tensors
 
 
 def shipped_adaptation(backbone: str) -> str | None:
@@ -285,6 +307,8 @@ def read_adaptation(path: str, backbone_sha256: str) -> dict:
     adapt = payload.get("adapt")
     if not isinstance(adapt, dict) or not all(isinstance(adapt.get(k), dict) for k in ("init", "step_sizes")):
         raise CheckpointError(f"{path}: malformed adaptation settings")
+    if not all(is_weights(adapt[part]) for part in ("init", "step_sizes")):
+        raise CheckpointError(f"{path}: malformed adaptation settings (values that are not tensors)")
     if not all(torch.isfinite(t).all() for part in ("init", "step_sizes") for t in adapt[part].values()):
         raise CheckpointError(f"{path}: adaptation settings hold NaN or infinite values")
     return adapt

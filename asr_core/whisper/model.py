@@ -32,6 +32,9 @@ SAMPLE_RATE = 16000
 HOP_LENGTH = 160
 
 
+MAX_LORA_RANK = 256      # a rank past this is not a low-rank group (and would take gigabytes)
+
+
 @dataclass(frozen=True)
 class WhisperConfig:
     n_mels: int = 80
@@ -61,8 +64,8 @@ class WhisperConfig:
             raise ValueError("model width must be divisible by the number of heads")
         if self.n_audio_state != self.n_text_state:
             raise ValueError(f"encoder and decoder widths differ ({self.n_audio_state} vs {self.n_text_state})")
-        if self.lora_rank < 0 or not 0 <= self.lora_layers <= self.n_audio_layer:
-            raise ValueError(f"lora_rank must be >= 0 and lora_layers in 0..{self.n_audio_layer}, "
+        if not 0 <= self.lora_rank <= MAX_LORA_RANK or not 0 <= self.lora_layers <= self.n_audio_layer:
+            raise ValueError(f"lora_rank must be in 0..{MAX_LORA_RANK} and lora_layers in 0..{self.n_audio_layer}, "
                              f"got {self.lora_rank}, {self.lora_layers}")
         for layer, head in self.alignment_heads:
             if not (0 <= layer < self.n_text_layer and 0 <= head < self.n_text_head):

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from asr_core.audio import AudioError, load_audio, resample
 from asr_core.defaults import INT8_MODES, PARTIAL_ENCODERS, TAIL_POOLS
+from asr_core.errors import CheckpointError
 from asr_core.transcript import Transcript, Word
 from asr_core.whisper import convert
 from asr_core.whisper.decoding import (DecodeOptions, Hypothesis, beam_search, compression_ratio, cut_repetition,
@@ -88,7 +89,14 @@ class WhisperRecognizer:
         adaptation: a meta-learned adaptation file for these weights (`convert.read_adaptation`)."""
         path = BACKBONES.get(path or "whisper-tiny", path)
         model, tok_json, meta = convert.load(path, lora_rank, lora_layers, adaptation=adaptation)
-        return cls(model, WhisperTokenizer(tok_json, model.cfg.multilingual), meta, quantize,
+        try:
+            tokenizer = WhisperTokenizer(tok_json, model.cfg.multilingual)
+        except ImportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the tokenizers package raises plain Exception for bad JSON
+            raise CheckpointError(f"{meta['path']}: malformed Whisper checkpoint: its tokenizer cannot be read "
+                                  f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        return cls(model, tokenizer, meta, quantize,
                    options or DecodeOptions(beam_size=beam_size), trim_seconds, live_margin_s, tail_pool,
                    encoder_bf16)
 

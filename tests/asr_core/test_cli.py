@@ -63,6 +63,11 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     (["evaluate", "--manifest", "m.tsv", "--live-margin-seconds", "-1"], "expected seconds in [0, 30] or 'none'"),
     (["evaluate", "--manifest", "m.tsv", "--live-margin-seconds", "nan"], "expected seconds in [0, 30] or 'none'"),
     (["phone-line", "--manifest", "m.tsv", "--line", "dialup", "--out", "o"], "invalid choice"),
+    (["phone-line", "--manifest", "m.tsv", "--line", "hard", "--out", ""], "got an empty one"),
+    (["evaluate", "--manifest", "m.tsv", "--json", " "], "got an empty one"),
+    (["evaluate", "--manifest", "m.tsv", "--checkpoint", ""], "got an empty one"),
+    (["evaluate", "--manifest", "m.tsv", "--threads", "1000000"], "expected a number from 1 to 256"),
+    (["train", "--manifest", "m.tsv", "--out", "o", "--threads", "999"], "expected a number from 0 to 256"),
 ])
 def test_bad_flags(args, pattern):
     rc, _, err = run(*args)
@@ -115,3 +120,22 @@ def test_evaluate_rejects_a_bad_finetune_rate(tmp_path):
     assert_clean_error(rc, err, "expected a number > 0, got 0")
     rc, _, err = run("meta-train", "--manifest", "m.tsv", "--out", str(tmp_path), "--adapter-lr", "nan")
     assert_clean_error(rc, err, "expected a number > 0, got nan")
+
+
+def test_no_samples_at_any_rate_give_an_empty_transcript(tmp_path):
+    """A file with a header and no samples, at a rate the recognizer resamples from."""
+    empty16 = tmp_path / "empty16.wav"
+    sf.write(empty16, np.zeros(0, dtype=np.float32), 16000)
+    rc, out, err = run("transcribe", str(empty16), "--decoder", "greedy")
+    assert rc == 0 and "Traceback" not in err, err
+    assert out == "\n"
+
+
+def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(8000, dtype=np.float32), 8000)
+    (tmp_path / "m.tsv").write_text(f"speaker\tsplit\taudio\ttext\ns\ttest\t{wav}\thello\n")
+    (tmp_path / "afile").write_text("not a folder")
+    rc, _, err = run("phone-line", "--manifest", str(tmp_path / "m.tsv"), "--line", "ulaw", "--out", str(tmp_path / "afile"))
+    assert_clean_error(rc, err, "error:")
+    assert (tmp_path / "afile").read_text() == "not a folder"

@@ -768,3 +768,58 @@ def test_the_vocabulary_projection_of_a_few_rows_gives_the_linears_logits(rec):
         assert got.shape == want.shape == (rows, 1, dec.token_embedding.num_embeddings)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
         assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+@needs_wheel
+def test_malformed_whisper_checkpoints_and_adaptation_files_fail_clearly(tiny_path, tmp_path):
+    """Sections outside the weights' sha256 (config, tokenizer, meta, an adaptation file's steps and
+    shapes) and weights that hash right but are not finite: one CheckpointError naming the file."""
+    from asr_core.checkpoint import state_sha256
+    from asr_core.whisper.convert import load, shipped_adaptation, write_adaptation
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    good = torch.load(tiny_path, weights_only=True)
+
+    def variant(name, edit):
+        payload = {**good, "state_dict": dict(good["state_dict"]), "meta": dict(good.get("meta") or {})}
+        edit(payload)
+        if all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+            payload["sha256"] = state_sha256(payload["state_dict"])
+        path = str(tmp_path / f"{name}.pt")
+        torch.save(payload, path)
+        return path
+
+    cases = [
+        ("no_config", lambda p: p.pop("config"), "no model config"),
+        ("config_text", lambda p: p.update(config="text"), "no model config"),
+        ("no_tokenizer", lambda p: p.pop("tokenizer"), "no tokenizer"),
+        ("meta_int", lambda p: p.update(meta=5), "meta section is not a mapping"),
+        ("state_text", lambda p: p["state_dict"].update(x="a string"), "weights are not a mapping of tensors"),
+        ("nan", lambda p: p["state_dict"].update({"decoder.ln.bias": torch.full_like(
+            p["state_dict"]["decoder.ln.bias"], float("nan"))}), "NaN or infinite"),
+    ]
+    for name, edit, message in cases:
+        path = variant(name, edit)
+        with pytest.raises(CheckpointError, match=message) as err:
+            load(path)
+        assert path in str(err.value), name
+    bad_tokenizer = variant("bad_tokenizer", lambda p: p.update(tokenizer="{not json"))
+    with pytest.raises(CheckpointError, match="its tokenizer cannot be read"):
+        WhisperRecognizer.load(bad_tokenizer)
+
+    shipped = torch.load(shipped_adaptation("whisper-tiny"), weights_only=True)["adapt"]
+    sha = load(tiny_path)[2]["sha256"]
+    for name, adapt, message in [
+        ("steps_negative", {**shipped, "steps": -5}, "steps must be a whole number"),
+        ("steps_text", {**shipped, "steps": "many"}, "steps must be a whole number"),
+        ("init_shape", {**shipped, "init": {k: torch.zeros(2) for k in shipped["init"]}}, "other shapes"),
+        ("init_text", {**shipped, "init": {k: "x" for k in shipped["init"]}}, "values that are not tensors"),
+    ]:
+        path = str(tmp_path / f"adapt_{name}.pt")
+        write_adaptation(adapt, sha, path)
+        with pytest.raises(CheckpointError, match=message) as err:
+            load(tiny_path, adaptation=path)
+        assert path in str(err.value), name
+    huge = str(tmp_path / "adapt_rank.pt")
+    write_adaptation({**shipped, "lora_rank": 10**6}, sha, huge)
+    with pytest.raises(CheckpointError, match="lora_rank must be in 0..256"):
+        load(tiny_path, adaptation=huge)

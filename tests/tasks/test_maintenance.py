@@ -91,7 +91,10 @@ def test_requeue_segments_dry_run_changes_nothing(speech_wav, capsys):
     ("args", "message"),
     [
         (["--call", "987654"], "call #987654 does not exist"),
-        (["--older-than", "-1"], "--older-than must be >= 0"),
+        (["--older-than", "-1"], "--older-than must be seconds from 0 to 315360000"),
+        (["--older-than", "nan"], "--older-than must be seconds from 0 to 315360000"),
+        (["--older-than", "inf"], "--older-than must be seconds from 0 to 315360000"),
+        (["--older-than", "1e11"], "--older-than must be seconds from 0 to 315360000"),
         (["--status", "recognized"], "invalid choice"),
         (["--call", "abc"], "invalid int value"),
     ],

@@ -51,6 +51,7 @@ from .agents import (
     agent_by_username,
 )
 from .maintenance import (
+    MAX_REQUEUE_AGE_S,
     calls_live_started_before,
     calls_closed_with_segments_without_audio,
     segments_to_requeue,
@@ -86,4 +87,5 @@ __all__ = [
     "calls_live_started_before",
     "calls_closed_with_segments_without_audio",
     "segments_to_requeue",
+    "MAX_REQUEUE_AGE_S",
 ]

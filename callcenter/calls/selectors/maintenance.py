@@ -30,6 +30,10 @@ def calls_closed_with_segments_without_audio(*, seconds_ago: float) -> list[int]
     )
 
 
+# Segments unchanged longer than this (10 years) are not asked for: a larger age is a typo.
+MAX_REQUEUE_AGE_S = 10 * 365 * 24 * 3600
+
+
 def segments_to_requeue(
     *, statuses: Sequence[str], older_than_s: float = 0, call_id: int | None = None
 ) -> list[int]:
@@ -38,6 +42,10 @@ def segments_to_requeue(
     unknown = set(statuses) - {Segment.Status.PENDING, Segment.Status.FAILED}
     if unknown or not statuses:
         raise InvalidInput(f"statuses must be among pending, failed; got {sorted(statuses)}", statuses=list(statuses))
+    if not 0 <= older_than_s <= MAX_REQUEUE_AGE_S:  # also NaN; a date before year 1 cannot be asked for
+        raise InvalidInput(
+            f"older_than_s must be seconds from 0 to {MAX_REQUEUE_AGE_S}, got {older_than_s!r}", older_than_s=older_than_s
+        )
     segments = Segment.objects.filter(
         status__in=list(statuses), updated__lte=timezone.now() - dt.timedelta(seconds=older_than_s)
     ).exclude(audio="")

@@ -133,3 +133,36 @@ def test_label_free_section_is_checked_and_covered_by_the_hash(saved, tmp_path):
     save_checkpoint(m, str(path), adapt=nan)
     with pytest.raises(CheckpointError, match="label-free adaptation step sizes do not match"):
         load_checkpoint(str(path))
+
+
+def _rehashed(path, edit):
+    """The checkpoint at `path` edited by `edit(payload)`, its sha256 recomputed where the weights
+    still hash (so that only the edit, not the hash, can make it fail)."""
+    from asr_core.checkpoint import state_sha256
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    try:
+        payload["sha256"] = state_sha256(payload["state_dict"])
+    except (AttributeError, TypeError):
+        pass
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.update(meta=5), "meta section is not a mapping"),
+    (lambda p: p.update(meta="text"), "meta section is not a mapping"),
+    (lambda p: p["meta"].update(lm_weight="abc"), "lm_weight must be a finite number"),
+    (lambda p: p["meta"].update(lm_weight=float("nan")), "lm_weight must be a finite number"),
+    (lambda p: p["state_dict"].update(x="a string"), "no weights"),
+    (lambda p: p["state_dict"].update({7: torch.zeros(1)}), "no weights"),
+    (lambda p: p["state_dict"]["head.bias"].fill_(float("nan")), "NaN or infinite"),
+    (lambda p: p["state_dict"]["head.bias"].fill_(float("inf")), "NaN or infinite"),
+])
+def test_malformed_sections_outside_the_hash_fail_clearly(saved, edit, message):
+    """Sections the sha256 does not cover (meta), weights that are not tensors, and weights that
+    hash right but are not numbers: a CheckpointError naming the file, never a traceback."""
+    _, path = saved
+    _rehashed(path, edit)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(str(path))
+    assert str(path) in str(err.value)

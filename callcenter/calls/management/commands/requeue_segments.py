@@ -28,8 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="list them, queue nothing")
 
     def handle(self, *args, status: str, older_than: float, call: int | None, dry_run: bool, **options) -> None:
-        if older_than < 0:
-            raise CommandError(f"--older-than must be >= 0, got {older_than:g}")
+        if not 0 <= older_than <= selectors.MAX_REQUEUE_AGE_S:  # also NaN
+            raise CommandError(
+                f"--older-than must be seconds from 0 to {selectors.MAX_REQUEUE_AGE_S} (10 years), got {older_than:g}"
+            )
         statuses = ["pending", "failed"] if status == "all" else [status]
         try:
             if call is not None:
