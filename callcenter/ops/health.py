@@ -286,7 +286,9 @@ class HealthConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong", "worker": answer["worker"]})
 
     # --- incoming frames: none expected ---
-    async def receive_json(self, content, **kwargs) -> None:
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # Any frame, JSON or not, text or binary, gets the same answer (the JSON consumer's own
+        # decoding would raise on the others and close the socket with an internal error).
         await self.send_json({"type": "error", "code": "unexpected_message"})
 
     # --- channel-layer handlers ---

@@ -50,6 +50,10 @@ from callcenter.streaming.partials import CallPartials, PartialEngine
 
 logger = logging.getLogger(__name__)
 
+# Calls being closed (`CallSession.hangup`): held here so that a closing whose caller was
+# cancelled is not collected before it ends.
+_CLOSING: set[asyncio.Task] = set()
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -107,20 +111,27 @@ def _call_open(
     """(call id, customer id, the caller's number in E.164 where it is one,
     the username of the agent the call is assigned to). An agent username
     that names no agent leaves the call in the unassigned queue."""
+    from django.db import transaction
+
     from callcenter.calls import selectors, services
 
-    customer = services.customer_for_caller(caller=caller, customer_external_id=customer_external_id)
-    assigned = selectors.agent_by_username(username=agent) if agent else None
-    if agent and assigned is None:
-        logger.warning("the stream names agent %r, who does not exist: the call goes to the unassigned queue", agent)
-    call = services.call_start(
-        protocol=protocol,
-        external_id=external_id,
-        line_id=line_id,
-        customer_id=customer.pk if customer else None,
-        agent_id=assigned.pk if assigned else None,
-        vocabulary=vocabulary,
-    )
+    # One transaction: a stream refused as a duplicate (DuplicateCall from call_start) leaves the
+    # customers as they were (the caller's lookup may create one or give one its external id).
+    with transaction.atomic():
+        customer = services.customer_for_caller(caller=caller, customer_external_id=customer_external_id)
+        assigned = selectors.agent_by_username(username=agent) if agent else None
+        if agent and assigned is None:
+            logger.warning(
+                "the stream names agent %r, who does not exist: the call goes to the unassigned queue", agent
+            )
+        call = services.call_start(
+            protocol=protocol,
+            external_id=external_id,
+            line_id=line_id,
+            customer_id=customer.pk if customer else None,
+            agent_id=assigned.pk if assigned else None,
+            vocabulary=vocabulary,
+        )
     return call.pk, call.customer_id, customer.phone if customer else caller, agent if assigned else None
 
 
@@ -272,6 +283,17 @@ class CallSession:
         self.ended = True
         for task in self._tasks:
             task.cancel()
+        # The closing runs to its end even when the task that asked for it is cancelled meanwhile:
+        # a socket's timer (idle, maximum duration) closes the socket and then hangs up, and the
+        # disconnect that the close brings cancels the socket's timers. Cut in the middle, the call
+        # stayed live for the agents, the gauge and the liveness key, its last segment unstored.
+        closing = asyncio.ensure_future(self._close(status, reason))
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
+        await asyncio.shield(closing)
+
+    async def _close(self, status: str, reason: str) -> None:
+        """hangup's work: the segments in progress stored, then the call closed."""
         try:
             for track in self.tracks.values():
                 await self._handle(track, track.endpointer.flush())

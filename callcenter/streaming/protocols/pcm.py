@@ -57,12 +57,16 @@ def pcm_parse_text(text: str | None, *, max_bytes: int = 65536) -> PcmConfig | P
     if not known & set(config):
         raise ProtocolError("unknown_message", 'expected a config ({"config": {"sample_rate": 8000}}) or {"eof": 1}')
     rate = config.get("sample_rate", 8000)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+    # (an int of hundreds of digits is valid JSON: it is no float, and math.isfinite cannot take it)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or (
+        isinstance(rate, float) and not math.isfinite(rate)
+    ):
         raise ProtocolError("invalid_message", "config.sample_rate must be a number")
     if rate not in PCM_SAMPLE_RATES:
+        shown = str(rate) if len(str(rate)) <= 20 else str(rate)[:17] + "..."
         raise ProtocolError(
             "unsupported_media_format",
-            f"sample_rate must be 8000 or 16000, got {rate}",
+            f"sample_rate must be 8000 or 16000, got {shown}",
             close_code=CLOSE_UNSUPPORTED_MEDIA,
         )
     words = config.get("words", True)

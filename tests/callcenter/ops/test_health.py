@@ -84,6 +84,32 @@ def test_health_websocket_gets_a_pong_from_the_worker(celery_worker):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_health_socket_answers_any_frame_it_did_not_expect_and_still_gets_its_pong(celery_worker):
+    """Text that is not JSON and binary frames get the answer JSON gets, and the socket goes on to
+    its pong (they closed it with an internal error, and another socket sharing its ping waited 30 s)."""
+
+    async def scenario() -> list[dict]:
+        communicator = WebsocketCommunicator(_from("127.0.0.1"), "/ws/health/")
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        try:
+            got = [await communicator.receive_json_from(timeout=10)]
+            for frame in ({"text_data": "{not json"}, {"bytes_data": b"\x00"}, {"text_data": "{}"}):
+                await communicator.send_to(**frame)
+            while len(got) < 5:
+                got.append(await communicator.receive_json_from(timeout=30))
+            return got
+        finally:
+            await communicator.disconnect()
+
+    got = async_to_sync(scenario)()
+
+    assert got[0] == {"type": "hello"}
+    assert sorted(m["type"] for m in got[1:]) == ["error", "error", "error", "pong"]
+    assert all(m["code"] == "unexpected_message" for m in got[1:] if m["type"] == "error")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_readyz_is_ready_once_a_worker_has_loaded_the_model(client, celery_worker):
 
     deadline = time.monotonic() + 60

@@ -228,6 +228,24 @@ def test_a_stream_sid_seen_before_is_refused_with_4409(token):
     assert Call.objects.count() == 1
 
 
+def test_a_stream_refused_as_a_duplicate_changes_no_customer(token):
+    """The caller's lookup (which may create a customer or give one its external id) and the call
+    are one transaction: a refused start leaves the customers as they were."""
+    from callcenter.calls.models import Customer
+
+    known = services.customer_get_or_create(phone="+15551230001")[0]
+    services.call_start(protocol="twilio", external_id=STREAM_SID, customer_id=known.pk)
+
+    result = exchange(f"/ws/media/twilio/{token}", [start_frame(caller="+15551230001", customer_id="HIJACK-1")])
+    assert (result["sent"][0]["code"], result["close"]) == ("duplicate_stream", 4409)
+    result = exchange(f"/ws/media/twilio/{token}", [start_frame(caller="+15551230055")])
+    assert (result["sent"][0]["code"], result["close"]) == ("duplicate_stream", 4409)
+
+    known.refresh_from_db()
+    assert known.external_id is None and list(Customer.objects.values_list("phone", flat=True)) == ["+15551230001"]
+    assert Call.objects.count() == 1
+
+
 @pytest.mark.parametrize("protocol", ["twilio", "pcm"])
 @pytest.mark.parametrize(
     ("path_token", "code", "close_code"),
@@ -360,3 +378,14 @@ def test_lines_are_found_only_by_the_hash_of_their_token(token):
     assert token not in line.token_hash and len(line.token_hash) == 64
     assert services.line_authenticate(token=token) == line
     assert asyncio.iscoroutinefunction(_exchange)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/ws/media/pcmx/abc", "/ws/media/pcm/sometoken/extra", "/ws/"])
+def test_a_websocket_to_a_path_that_is_no_route_is_refused_not_an_internal_error(path):
+    async def scenario() -> bool:
+        communicator = WebsocketCommunicator(application, path)
+        connected, _ = await communicator.connect(timeout=10)
+        await communicator.disconnect()
+        return connected
+
+    assert async_to_sync(scenario)() is False

@@ -239,6 +239,49 @@ def test_an_idle_stream_is_closed_and_its_call_ended(settings, token):
     assert Segment.objects.filter(call=call).exclude(audio="").count() == 1
 
 
+def test_an_idle_stream_whose_close_is_cut_by_the_disconnect_still_closes_its_call(settings, token, monkeypatch):
+    """The idle timer closes the socket and then hangs up; the disconnect that the close brings
+    cancels the socket's timers. Here the call's closing is made slow so that the disconnect comes in
+    the middle of it: the call must still leave the live calls and the gauge, as on every close."""
+    from callcenter.ops import metrics
+    from callcenter.streaming import session as session_module
+    from callcenter.streaming.liveness import LIVE_CALLS
+
+    settings.STREAM_IDLE_TIMEOUT_S = 1
+    audio = np.concatenate([quiet(300), speech(800), quiet(900)])
+    call_end = session_module._call_end
+
+    def slow_call_end(**kwargs):
+        time.sleep(1.0)
+        return call_end(**kwargs)
+
+    monkeypatch.setattr(session_module, "_call_end", slow_call_end)
+    live_before = metrics.CALLS_LIVE._value.get()
+
+    async def scenario() -> tuple[list[dict], int, bool]:
+        communicator = await _open(token)
+        await communicator.send_to(text_data=start_frame("MZidlecut"))
+        for frame in media_frames("MZidlecut", audio):
+            await communicator.send_to(text_data=frame)
+        try:
+            sent, code = await _until_closed(communicator, timeout=5)
+        finally:
+            await communicator.disconnect()  # while the call's closing sleeps in slow_call_end
+        for _ in range(100):
+            if not session_module._CLOSING:
+                break
+            await asyncio.sleep(0.05)
+        return sent, code, not session_module._CLOSING
+
+    sent, code, closed = async_to_sync(scenario)()
+
+    assert code == 4408 and sent[0]["code"] == "idle_timeout" and closed
+    call = Call.objects.get()
+    assert call.status == "ended" and call.failure_reason.startswith("idle_timeout")
+    assert call.pk not in LIVE_CALLS.call_ids and metrics.CALLS_LIVE._value.get() == live_before
+    assert Segment.objects.filter(call=call).exclude(audio="").count() == 1
+
+
 def test_a_call_longer_than_the_maximum_is_closed_keeping_its_segments(settings, token):
     settings.STREAM_MAX_CALL_S = 1
     settings.STREAM_IDLE_TIMEOUT_S = 30

@@ -127,6 +127,8 @@ def test_pcm_config_in_vosk_shape_and_flat():
     ("frame", "code", "close_code"),
     [
         ('{"config": {"sample_rate": 44100}}', "unsupported_media_format", 4415),
+        ('{"config": {"sample_rate": 1' + "0" * 400 + '}}', "unsupported_media_format", 4415),
+        ('{"config": {"sample_rate": 1e400}}', "invalid_message", 4400),
         ('{"config": {"sample_rate": "fast"}}', "invalid_message", 4400),
         ('{"config": {"sample_rate": 8000, "words": "yes"}}', "invalid_message", 4400),
         ('{"config": 5}', "invalid_message", 4400),
