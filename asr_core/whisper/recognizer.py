@@ -307,6 +307,7 @@ class WhisperRecognizer:
         for j, i in enumerate(ok):
             audio, cross = rows[j]
             hyp = self._guard(audio, hyps[j], budgets[j], prompt, cross)
+            hyp = self._prompt_checked(audio, hyp, self.options.beam_size, budgets[j], prompt, cross)
             out[i] = self._result(audio, hyp, feats[j][1], word_timestamps, 0.0, cross, scored=prompt is None)
         return out
 
@@ -327,6 +328,7 @@ class WhisperRecognizer:
         budget = self.options.token_budget(x.numel() / SAMPLE_RATE)
         hyp = self._decode(audio, beam_size or self.options.beam_size, budget, prompt, cross)[0]
         hyp = self._guard(audio, hyp, budget, prompt, cross)
+        hyp = self._prompt_checked(audio, hyp, beam_size or self.options.beam_size, budget, prompt, cross)
         return self._result(audio, hyp, frames, word_timestamps, offset, cross,
                             scored=prompt is None and (beam_size or self.options.beam_size) == self.options.beam_size)
 
@@ -361,6 +363,20 @@ class WhisperRecognizer:
         retry = self._decode(audio, max(5, self.options.beam_size), budget, prompt, cross)[0]
         best = retry if not looping(retry) else hyp
         return Hypothesis(cut_repetition(best.tokens), best.sum_logprob, best.no_speech_prob)
+
+    def _prompt_checked(self, audio: Tensor, hyp: Hypothesis, beam_size: int, budget: int, prompt: str | None,
+                        cross: list | None) -> Hypothesis:
+        """A prompt (a line's or a stream's vocabulary, given by the client) can mislead the decoder
+        into copying it: "ßßß" for a clear sentence, with a mean token log-prob far below what a
+        real transcript gets. Where a prompted decode scores under `log_prob_threshold` (openai/
+        whisper's own test of a failed decode), the segment is decoded again without the prompt and
+        the better scored of the two is kept (as openai/whisper drops the previous text when its
+        fallbacks fail). Costs a decode only then."""
+        limit = self.options.log_prob_threshold
+        if not prompt or limit is None or not hyp.tokens or hyp.avg_logprob >= limit:
+            return hyp
+        plain = self._guard(audio, self._decode(audio, beam_size, budget, None, cross)[0], budget, None, cross)
+        return plain if plain.avg_logprob > hyp.avg_logprob else hyp
 
     def _result(self, audio: Tensor, hyp: Hypothesis, frames: int, word_timestamps: bool, offset: float,
                 cross: list | None = None, scored: bool = False) -> Transcript:

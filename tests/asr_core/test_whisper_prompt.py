@@ -80,3 +80,31 @@ def test_the_engines_take_each_segment_s_vocabulary(rec, tiny_path, product_sent
     assert len(small.transcribe_batch(product_sentences, 8000, vocabularies=[words, None])) == 2
     with pytest.raises(ValueError, match="vocabularies"):
         engine.transcribe_batch(product_sentences, 8000, vocabularies=[words])
+
+
+def test_a_vocabulary_that_misleads_the_decoder_does_not_replace_the_transcript(tiny_path, real_dev):
+    """A client's vocabulary is the decoder's previous text: nonsense there made Whisper copy it
+    ("üüüü" for "they have been carried away by monkeys", the real-speech development prompts). A
+    prompted decode that scores as a failed one (mean token log-prob under -1) is decoded again
+    without the prompt, and the better scored is kept."""
+    from asr_core.audio import load_audio
+    from asr_core.engines import load_engine
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+
+    rec = load_engine("whisper-tiny", path=tiny_path)      # the product's final-pass settings
+    nonsense = "ü" * 100 + ", " + "ß" * 100
+    rows = read_manifest(str(real_dev), ("test",))[:12]
+    errors = words = 0
+    for u in rows:
+        audio = load_audio(u.audio, 8000)
+        text = rec.transcribe(audio, 8000, prompt=nonsense).text
+        assert not set("üß") & set(text), (u.text, text)
+        e, n = word_errors(u.text, text)
+        errors, words = errors + e, words + n
+    assert errors / words < 0.15, errors / words
+    # the batched path (the recognizer's own, under the engine's vocabularies) checks the same
+    from asr_core.whisper.recognizer import WhisperRecognizer
+    batched = WhisperRecognizer.transcribe_batch(rec, [load_audio(u.audio, 8000) for u in rows[:2]], 8000,
+                                                 prompt=nonsense)
+    assert not any(set("üß") & set(t.text) for t in batched)
