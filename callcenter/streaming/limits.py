@@ -42,6 +42,9 @@ BURST_S = 2.0
 # Seconds of pacing a client may have queued before it is cut (4429): at 4x
 # real time, a minute of audio sent ahead of its pace.
 MAX_AHEAD_S = 15.0
+# What the speed limit charges a frame of fewer bytes (10 ms of 8 kHz PCM): a client's frames are
+# 20 ms or more of audio, and each frame, even an empty one, costs an answer.
+MIN_FRAME_CHARGE = 160
 QUEUE_DEPTH_CACHE_S = 1.0
 # Bytes per second of real-time audio on the wire. PCM16: 2 bytes a sample.
 # Twilio: 8 kHz mu-law in 20 ms JSON frames of about 400 bytes (base64

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from callcenter.errors import CallCenterError
 
 from .. import services
+from ..services.segments import VERIFIED_TEXT_MAX_CHARS
 from ..models import Segment
 from .common import ReviewActions, short
 
@@ -76,11 +77,16 @@ class SegmentReviewForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        if "verified_text" in self.errors:
+            return cleaned  # the field's own error (a NUL character) says what is wrong; nothing more
         text = self.verified_transcript()
         if text is not None and not text.strip():
             raise forms.ValidationError(
                 "A verified transcript cannot be empty: type what the caller said (or leave the segment unverified)."
             )
+        if text is not None and len(text) > VERIFIED_TEXT_MAX_CHARS:
+            # here, not at save: a refusal at save came with Django's "changed successfully"
+            raise forms.ValidationError(f"A verified transcript is at most {VERIFIED_TEXT_MAX_CHARS} characters.")
         return cleaned
 
 

@@ -222,6 +222,9 @@ def segment_mark_failed(*, segment_id: int, reason: str) -> Segment:
         return segment
 
 
+VERIFIED_TEXT_MAX_CHARS = 10_000
+
+
 def segment_verify(*, segment_id: int, text: str, user: AbstractBaseUser) -> Segment:
     """A reviewer's transcript of the segment (may equal the recognized
     text); records who verified it and when. Empty text is refused (a
@@ -233,8 +236,10 @@ def segment_verify(*, segment_id: int, text: str, user: AbstractBaseUser) -> Seg
         raise InvalidInput(
             "a verified transcript cannot be empty: type what the caller said", segment_id=segment_id
         )
-    if len(text) > 10_000:
-        raise InvalidInput("a verified transcript is at most 10000 characters", segment_id=segment_id)
+    if len(text) > VERIFIED_TEXT_MAX_CHARS:
+        raise InvalidInput(
+            f"a verified transcript is at most {VERIFIED_TEXT_MAX_CHARS} characters", segment_id=segment_id
+        )
     if settings.PRIVACY_REDACT_CARD_NUMBERS:
         text = privacy.redact_text(text)
     with transaction.atomic():

@@ -220,7 +220,9 @@ class MediaConsumer(AsyncWebsocketConsumer):
             return
         now = self._last_frame_at = time.monotonic()
         try:
-            await self._pace(len(text_data if text_data is not None else bytes_data or b""), now=now)
+            size = len(text_data if text_data is not None else bytes_data or b"")
+            # every frame costs at least MIN_FRAME_CHARGE: empty frames, each answered, were never limited
+            await self._pace(max(size, limits.MIN_FRAME_CHARGE), now=now)
             if self.closing:
                 metrics.FRAMES_IGNORED.labels("closing").inc()
                 return

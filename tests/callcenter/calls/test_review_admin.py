@@ -124,6 +124,29 @@ def test_verifying_with_empty_text_is_refused_with_a_clear_message_and_nothing_c
     assert first.verified_text == "i want a refund"
 
 
+@pytest.mark.parametrize(
+    ("text", "shown", "not_shown"),
+    [
+        ("x" * 10_001, "A verified transcript is at most 10000 characters", "was changed successfully"),
+        ("i want\x00 a refund", "Null characters are not allowed", "cannot be empty"),
+    ],
+)
+def test_a_transcript_too_long_or_with_a_nul_gets_one_clear_error_and_nothing_changes(
+    supervisor_client, call, text, shown, not_shown
+):
+    first = Segment.objects.get(call=call, index=0)
+    services.segment_verify(segment_id=first.pk, text="i want a refund", user=_supervisor_user())
+
+    response = supervisor_client.post(
+        reverse("admin:calls_segment_change", args=[first.pk]), {"verified_text": text}, follow=True
+    )
+
+    body = response.content.decode()
+    assert response.status_code == 200 and shown in body and not_shown not in body
+    first.refresh_from_db()
+    assert first.verified_text == "i want a refund"
+
+
 def _supervisor_user():
     from django.contrib.auth import get_user_model
 

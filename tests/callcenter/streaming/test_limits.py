@@ -184,6 +184,33 @@ def test_a_stream_flooding_far_past_four_times_real_time_is_closed_and_keeps_its
     assert limits.SLOTS.active == 0
 
 
+def test_a_flood_of_empty_pcm_frames_is_cut_like_any_flood(token):
+    """An empty binary frame is answered like any other: 20,000 of them at once were all processed
+    and answered, never limited. Each frame is charged at least MIN_FRAME_CHARGE bytes."""
+
+    async def scenario() -> tuple[int, int]:
+        communicator = WebsocketCommunicator(application, f"/ws/media/pcm/{token}")
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        await communicator.send_to(text_data=json.dumps({"config": {"sample_rate": SR}}))
+        for _ in range(20_000):
+            await communicator.send_input({"type": "websocket.receive", "bytes": b""})
+        answers = 0
+        try:
+            while True:
+                output = await communicator.receive_output(timeout=30)
+                if output["type"] == "websocket.close":
+                    return answers, output.get("code", 1000)
+                answers += 1
+        finally:
+            await communicator.disconnect()
+
+    answers, code = async_to_sync(scenario)()
+
+    assert code == limits.CLOSE_RATE_LIMITED and answers < 20_000
+    assert Call.objects.get().failure_reason.startswith("rate_limited")
+
+
 def test_a_client_waiting_for_each_answer_is_paced_to_the_speed_limit_not_cut(settings, token):
     # vosk-server's own client sends its next frame when the last one is
     # answered, as fast as that goes: it is held to the speed limit instead.
