@@ -99,7 +99,11 @@ def cmd_corpus(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
     from asr_core.small.train import TrainConfig, train
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is usable here (no device, or no driver); use --device cpu")
     cfg = TrainConfig(manifest=a.manifest, out=a.out, epochs=a.epochs, lr=a.lr, batch_frames=a.batch_frames,
                       threads=a.threads, device=a.device, d_model=a.d_model, n_blocks=a.n_blocks,
                       max_train_utts=a.max_train_utts, init=a.init or "", seed=a.seed)

@@ -40,8 +40,16 @@ def read_manifest(path: str, splits: tuple[str, ...] | None = None, speakers: st
     if not os.path.isfile(path):
         raise ManifestError(f"manifest not found: {path}")
     root = os.path.dirname(os.path.abspath(path))
+    try:
+        return _read_rows(path, root, splits, wanted)
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+def _read_rows(path: str, root: str, splits: tuple[str, ...] | None, wanted) -> list[Utterance]:
     out: list[Utterance] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (as some editors save) is not part of the header
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != HEADER:
@@ -56,6 +64,8 @@ def read_manifest(path: str, splits: tuple[str, ...] | None = None, speakers: st
                 raise ManifestError(f"{path}:{lineno}: split must be one of {SPLITS}, got {split!r}")
             if not speaker or not audio:
                 raise ManifestError(f"{path}:{lineno}: empty speaker or audio path")
+            if not text:
+                raise ManifestError(f"{path}:{lineno}: empty text (the words the audio says)")
             if (splits is None or split in splits) and (wanted is None or wanted.search(speaker)):
                 out.append(Utterance(speaker, split, os.path.join(root, audio), text))
     return out

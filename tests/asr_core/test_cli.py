@@ -68,6 +68,8 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     (["evaluate", "--manifest", "m.tsv", "--checkpoint", ""], "got an empty one"),
     (["evaluate", "--manifest", "m.tsv", "--threads", "1000000"], "expected a number from 1 to 256"),
     (["train", "--manifest", "m.tsv", "--out", "o", "--threads", "999"], "expected a number from 0 to 256"),
+    pytest.param(["train", "--manifest", "m.tsv", "--out", "o", "--device", "cuda"], "no CUDA GPU is usable here",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_bad_flags(args, pattern):
     rc, _, err = run(*args)

@@ -39,3 +39,19 @@ def test_malformed_manifests(tmp_path, content, message):
 def test_fields_with_tabs_are_refused(tmp_path):
     with pytest.raises(ManifestError, match="tab or newline"):
         write_manifest(str(tmp_path / "m.tsv"), [("s", "train", "a.wav", "bad\ttext")])
+
+
+def test_empty_text_non_utf8_and_a_byte_order_mark(tmp_path):
+    from asr_core.manifest import ManifestError, read_manifest
+    (tmp_path / "a.wav").write_bytes(b"")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("speaker\tsplit\taudio\ttext\ns1\ttest\ta.wav\t \n")
+    with pytest.raises(ManifestError, match=r"empty.tsv:2: empty text"):
+        read_manifest(str(empty))
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("speaker\tsplit\taudio\ttext\ns1\ttest\ta.wav\tcaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"latin.tsv: not UTF-8 text"):
+        read_manifest(str(latin))
+    bom = tmp_path / "bom.tsv"
+    bom.write_bytes("\ufeffspeaker\tsplit\taudio\ttext\ns1\ttest\ta.wav\thello\n".encode("utf-8"))
+    assert [u.text for u in read_manifest(str(bom))] == ["hello"]
