@@ -131,10 +131,28 @@ def cmd_meta_train(a: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(a: argparse.Namespace) -> int:
-    from asr_core.small.recognizer import Recognizer
-    rec = Recognizer.load(a.checkpoint, decoder=a.decoder)
+    """The product's final-pass recognizer (`--backbone`, default asr_core.defaults.FINAL_BACKBONE,
+    with its settings, as `evaluate` without --backbone); --hotword words are its vocabulary."""
+    backbone = a.backbone or defaults.FINAL_BACKBONE
+    if backbone == "small":
+        from asr_core.small.recognizer import Recognizer
+        rec = Recognizer.load(a.checkpoint, decoder=a.decoder or "beam")
+
+        def transcribe(path: str):
+            return rec.transcribe(path, hotwords=a.hotword)
+    else:
+        if a.decoder is not None:
+            raise ValueError(f"--decoder is the small model's (--backbone small); "
+                             f"{backbone} decodes as the product does")
+        from asr_core.audio import load_audio
+        from asr_core.engines import load_engine
+        whisper = load_engine(backbone, path=a.checkpoint)
+        prompt = ", ".join(a.hotword) if a.hotword else None
+
+        def transcribe(path: str):
+            return whisper.transcribe(load_audio(path, whisper.sample_rate), whisper.sample_rate, prompt=prompt)
     for path in a.files:
-        t = rec.transcribe(path, hotwords=a.hotword)
+        t = transcribe(path)
         if a.json:
             print(json.dumps(dict(t.as_dict(), file=path)))
         else:
@@ -320,9 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("transcribe", help="transcribe audio files (WAV/FLAC, any rate, mono or stereo)")
     r.add_argument("files", type=_path, nargs="+")
-    r.add_argument("--checkpoint", type=_path)
-    r.add_argument("--decoder", choices=["beam", "greedy"], default="beam")
-    r.add_argument("--hotword", action="append", help="boost this word/phrase (repeatable)")
+    r.add_argument("--backbone", choices=list(defaults.BACKBONES), default=None,
+                   help=f"default: the product's final pass ({defaults.FINAL_BACKBONE}, with its settings)")
+    r.add_argument("--checkpoint", type=_path, help="that backbone's file (default: the installed or shipped one)")
+    r.add_argument("--decoder", choices=["beam", "greedy"], default=None, help="--backbone small only (default beam)")
+    r.add_argument("--hotword", action="append", help="favour this word/phrase (repeatable; Whisper: its prompt)")
     r.add_argument("--json", action="store_true", help="one JSON object per file with words and timings")
     r.set_defaults(func=cmd_transcribe)
 

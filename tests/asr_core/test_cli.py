@@ -19,14 +19,14 @@ def assert_clean_error(rc, err, pattern):
 
 
 def test_transcribe_missing_file():
-    rc, _, err = run("transcribe", "/no/such.wav", "--decoder", "greedy")
+    rc, _, err = run("transcribe", "/no/such.wav")
     assert_clean_error(rc, err, "error: audio file not found: /no/such.wav")
 
 
 def test_transcribe_corrupt_and_truncated_audio(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEfmt garbage")
-    rc, _, err = run("transcribe", str(bad), "--decoder", "greedy")
+    rc, _, err = run("transcribe", str(bad))
     assert_clean_error(rc, err, "cannot decode audio")
 
 
@@ -46,7 +46,7 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     sf.write(stereo, np.zeros((16000, 2), dtype=np.float32), 16000)
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), 8000)
-    rc, out, err = run("transcribe", str(silence), str(stereo), str(empty), "--decoder", "greedy")
+    rc, out, err = run("transcribe", str(silence), str(stereo), str(empty))
     assert rc == 0, err
     lines = out.strip("\n").split("\n")
     assert len(lines) == 3 and all(line.split("\t")[1] == "" for line in lines)
@@ -128,7 +128,7 @@ def test_no_samples_at_any_rate_give_an_empty_transcript(tmp_path):
     """A file with a header and no samples, at a rate the recognizer resamples from."""
     empty16 = tmp_path / "empty16.wav"
     sf.write(empty16, np.zeros(0, dtype=np.float32), 16000)
-    rc, out, err = run("transcribe", str(empty16), "--decoder", "greedy")
+    rc, out, err = run("transcribe", str(empty16))
     assert rc == 0 and "Traceback" not in err, err
     assert out == "\n"
 
@@ -141,3 +141,20 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
     rc, _, err = run("phone-line", "--manifest", str(tmp_path / "m.tsv"), "--line", "ulaw", "--out", str(tmp_path / "afile"))
     assert_clean_error(rc, err, "error:")
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_transcribe_uses_the_products_recognizer_unless_told_otherwise(real_dev):
+    """Without --backbone, the product's final pass (Whisper tiny with its settings, as `evaluate`
+    without --backbone), not the small synthetic-voice model (92 % WER on real speech)."""
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    rows = read_manifest(str(real_dev), ("test",))[:3]
+    rc, out, err = run("transcribe", *[u.audio for u in rows])
+    assert rc == 0, err
+    texts = [line.split("\t")[1] for line in out.strip("\n").split("\n")]
+    errors = sum(word_errors(u.text, t)[0] for u, t in zip(rows, texts))
+    assert errors <= 2, list(zip([u.text for u in rows], texts))
+    rc, _, err = run("transcribe", rows[0].audio, "--decoder", "greedy")
+    assert_clean_error(rc, err, "--decoder is the small model's (--backbone small)")
+    rc, out, err = run("transcribe", rows[0].audio, "--backbone", "small", "--decoder", "greedy")
+    assert rc == 0, err
