@@ -53,8 +53,12 @@ def _load_json(text: str | bytes | None, *, max_bytes: int) -> dict:
         )
     try:
         value = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("invalid_json", "frame is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "frame is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        # the parser's reason: where the syntax breaks, or a number too long to read
+        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)[:200]
+        raise ProtocolError("invalid_json", f"frame is not valid JSON: {reason}") from None
     if not isinstance(value, dict):
         raise ProtocolError("invalid_message", f"expected a JSON object, got {type(value).__name__}")
     return value

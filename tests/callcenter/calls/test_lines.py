@@ -26,11 +26,20 @@ def test_a_line_token_is_returned_once_and_only_its_sha256_is_stored():
     assert services.line_authenticate(token=token) == line
 
 
-@pytest.mark.parametrize("token", [None, "", "x" * 500, "not-a-token"])
-def test_a_missing_or_unknown_token_is_refused(token):
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (None, "a valid line token is required"),
+        ("", "a valid line token is required"),
+        ("x" * 500, "this line token is not valid (longer than 200 characters)"),
+        ("not-a-token", "this line token is not valid"),
+    ],
+)
+def test_a_missing_or_unknown_token_is_refused(token, message):
     services.line_create(name="a")
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as refused:
         services.line_authenticate(token=token)
+    assert refused.value.message.startswith(message)
 
 
 def test_a_disabled_line_is_refused_and_a_rotated_token_replaces_the_old_one():

@@ -144,6 +144,22 @@ def test_pcm_bad_text_frames_raise_a_protocol_error(frame, code, close_code):
     assert (raised.value.code, raised.value.close_code) == (code, close_code)
 
 
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ('{"config": {"sample_rate": ' + "9" * 5000 + "}}", "a number has too many digits"),
+        ('{"config": ', "Expecting value"),
+        ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ],
+)
+def test_a_frame_that_is_not_json_says_why(frame, reason):
+    with pytest.raises(ProtocolError) as raised:
+        p.pcm_parse_text(frame, max_bytes=400000)
+
+    assert raised.value.code == "invalid_json" and raised.value.close_code == 4400
+    assert raised.value.message.startswith("frame is not valid JSON: ") and reason in raised.value.message
+
+
 def test_pcm_audio_frames_must_be_whole_samples_and_not_too_large():
     assert p.pcm_check_audio(b"\x00\x01" * 10) == b"\x00\x01" * 10
     with pytest.raises(ProtocolError, match="odd number of bytes"):
