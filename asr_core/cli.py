@@ -61,7 +61,26 @@ def _seconds_or_none(s: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {s!r}") from None
     if not 0.0 <= v <= 30.0:
         raise argparse.ArgumentTypeError(f"expected seconds in [0, 30] or 'none', got {s}")
+    return v + 0.0      # -0 is 0
+
+
+def _seconds(s: str) -> float:
+    """argparse type: seconds of padding in [0, 30]."""
+    v = _seconds_or_none(s)
+    if v is None:
+        raise argparse.ArgumentTypeError("expected seconds in [0, 30], got 'none'")
     return v
+
+
+def _fraction(s: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s}")
+    return v + 0.0
 
 
 def _tail_pool(s: str) -> int:
@@ -247,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--manifest", type=_path, required=True)
     t.add_argument("--out", type=_path, required=True, help="folder for best.pt, last.pt, train_state.pt")
     t.add_argument("--epochs", type=_positive_int, default=12)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=_positive_float, default=2e-3)
     t.add_argument("--batch-frames", type=_positive_int, default=12000)
     t.add_argument("--threads", type=_threads_or_auto, default=0)
     t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -314,13 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=_path, required=True)
     m.add_argument("--algo", choices=["maml", "fomaml", "reptile", "metasgd"], default="metasgd")
     m.add_argument("--inner-steps", type=_positive_int, default=3)
-    m.add_argument("--inner-lr", type=float, default=1.0, help="inner step size (feature transform)")
-    m.add_argument("--lhuc-lr", type=float, default=50.0, help="inner step size of the LHUC scales")
+    m.add_argument("--inner-lr", type=_positive_float, default=1.0, help="inner step size (feature transform)")
+    m.add_argument("--lhuc-lr", type=_positive_float, default=50.0, help="inner step size of the LHUC scales")
     m.add_argument("--support", type=_positive_int, default=5)
     m.add_argument("--query", type=_positive_int, default=5)
     m.add_argument("--meta-batch", type=_positive_int, default=4)
     m.add_argument("--outer-steps", type=_positive_int, default=300)
-    m.add_argument("--outer-lr", type=float, default=3e-3)
+    m.add_argument("--outer-lr", type=_positive_float, default=3e-3)
     m.add_argument("--learn-base", action="store_true", help="also meta-learn the base weights (outer loop)")
     m.add_argument("--base-lr", type=_positive_float, default=1e-5, help="outer learning rate of the base weights")
     m.add_argument("--adapter-rank", type=_non_negative_int, default=0,
@@ -330,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--label-free", action="store_true",
                    help="meta-learn adaptation on the model's own confident transcripts (callers nobody verified); "
                         "writes the checkpoint with an adapt.label_free section")
-    m.add_argument("--min-confidence", type=float, default=0.75, help="label-free: pseudo-labels kept from this confidence")
+    m.add_argument("--min-confidence", type=_fraction, default=0.75, help="label-free: pseudo-labels kept from this confidence")
     m.add_argument("--threads", type=_threads_or_auto, default=0)
     m.add_argument("--max-speakers", type=_non_negative_int, default=0)
     m.add_argument("--seed", type=int, default=0)
@@ -366,13 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     mw.add_argument("--out", type=_path, required=True, help="checkpoint to write (the backbone + meta-learned adaptation)")
     mw.add_argument("--backbone", default="whisper-tiny", help="backbone name or converted checkpoint path")
     mw.add_argument("--inner-steps", type=_positive_int, default=2)
-    mw.add_argument("--inner-lr", type=float, default=0.2)
+    mw.add_argument("--inner-lr", type=_positive_float, default=0.2)
     mw.add_argument("--support", type=_positive_int, default=5)
     mw.add_argument("--query", type=_positive_int, default=5)
     mw.add_argument("--meta-batch", type=_positive_int, default=2)
     mw.add_argument("--outer-steps", type=_positive_int, default=20)
-    mw.add_argument("--outer-lr", type=float, default=3e-3)
-    mw.add_argument("--trim-seconds", type=float, default=1.0)
+    mw.add_argument("--outer-lr", type=_positive_float, default=3e-3)
+    mw.add_argument("--trim-seconds", type=_seconds, default=1.0)
     mw.add_argument("--max-speakers", type=_non_negative_int, default=0)
     mw.add_argument("--seed", type=int, default=0)
     mw.add_argument("--lora-layers", type=_positive_int, default=None,

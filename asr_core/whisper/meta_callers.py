@@ -241,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         v = getattr(a, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not a.outer_lr > 0:
-        p.error("--outer-lr must be positive")
+    if a.steps is not None and a.steps > 50:
+        p.error("--steps is at most 50 (what a settings file may hold)")
+    if not 0 < a.outer_lr < float("inf"):
+        p.error("--outer-lr must be a positive number")
     try:
         out = meta_train(a.manifest, a.out, steps=a.steps, support=a.support, query=a.query,
                          outer_steps=a.outer_steps, meta_batch=a.meta_batch, outer_lr=a.outer_lr, seed=a.seed,

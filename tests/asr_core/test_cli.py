@@ -68,6 +68,11 @@ def test_transcribe_silence_and_stereo_16k_give_text_not_errors(tmp_path):
     (["evaluate", "--manifest", "m.tsv", "--checkpoint", ""], "got an empty one"),
     (["evaluate", "--manifest", "m.tsv", "--threads", "1000000"], "expected a number from 1 to 256"),
     (["train", "--manifest", "m.tsv", "--out", "o", "--threads", "999"], "expected a number from 0 to 256"),
+    (["train", "--manifest", "m.tsv", "--out", "o", "--lr", "nan"], "expected a number > 0, got nan"),
+    (["meta-train", "--manifest", "m.tsv", "--out", "o", "--outer-lr", "-1"], "expected a number > 0, got -1"),
+    (["meta-train", "--manifest", "m.tsv", "--out", "o", "--min-confidence", "7"], "expected a number in [0, 1], got 7"),
+    (["meta-train-whisper", "--manifest", "m.tsv", "--out", "o", "--inner-lr", "inf"], "expected a number > 0, got inf"),
+    (["meta-train-whisper", "--manifest", "m.tsv", "--out", "o", "--trim-seconds", "none"], "expected seconds in [0, 30], got 'none'"),
     pytest.param(["train", "--manifest", "m.tsv", "--out", "o", "--device", "cuda"], "no CUDA GPU is usable here",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")),
 ])

@@ -57,9 +57,13 @@ def test_meta_training_refuses_bad_flags_and_files_with_a_clear_error(corpus, tm
     with pytest.raises(SystemExit) as e:
         M.main(["--manifest", corpus, "--out", str(tmp_path / "x.pt"), "--outer-steps", "0"])
     assert e.value.code == 2 and "--outer-steps must be at least 1" in capsys.readouterr().err
+    for lr in ("-1", "inf", "nan"):
+        with pytest.raises(SystemExit) as e:
+            M.main(["--manifest", corpus, "--out", str(tmp_path / "x.pt"), "--outer-lr", lr])
+        assert e.value.code == 2 and "--outer-lr must be a positive number" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        M.main(["--manifest", corpus, "--out", str(tmp_path / "x.pt"), "--outer-lr", "-1"])
-    assert e.value.code == 2 and "--outer-lr must be positive" in capsys.readouterr().err
+        M.main(["--manifest", corpus, "--out", str(tmp_path / "x.pt"), "--steps", "51"])
+    assert e.value.code == 2 and "--steps is at most 50" in capsys.readouterr().err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a settings file")
     assert M.main(["--manifest", corpus, "--out", str(tmp_path / "x.pt"), "--outer-steps", "1", "--support", "4",
