@@ -119,6 +119,14 @@ LABEL_FREE_ORIGIN = "current"
 # the 6 synthetic test callers no worse (bench/whisper_adapt_sweep.py --steps); the settings shipped
 # since 2026-12-06 are meta-trained for these 10 (`meta_callers.py` runs this fit).
 META_STEPS = 10
+# Supervised, the meta-learned rule stops after 8 of them: on a CPU without bfloat16 dot products
+# (AMD EPYC, AVX2 only; the fits in float32) 10 steps cost 9.1-11.1 s per caller, over the 10 s
+# target, and 8 cost 8.0-8.6 s; on the real-speech development prompts 8 keep most of the gain
+# (hard line -27.7 % against -31.4 %, AMR line -16.7 % against -13.0 %, clean rejected either way)
+# and the 6 synthetic test callers' worst moves from +8.00 to +2.00 points (asr_core/WHISPER.md,
+# "Eight supervised steps"). Label-free keeps META_STEPS: with 8 a synthetic caller's label-free
+# profile was accepted that made its speech worse (+3.06 points on its test prompts, +2.4 on 40 more).
+SUPERVISED_META_STEPS = 8
 DEFAULT_STEPS = SUPERVISED_STEPS
 # Utterances one fit step sees at most, taken in turn: the meta-learned settings were trained on
 # inner steps over 8 utterances (`meta_callers.meta_train(support=8)`), and a step costs in
@@ -484,7 +492,7 @@ def adapt_whisper_caller(rec: WhisperRecognizer, audios: list[Tensor], texts: li
     if rule == "meta":
         from_current = not supervised and LABEL_FREE_ORIGIN == "current"
         sizes, origin, steps = _meta_settings(rec, origin, None if fresh else start, cfg, steps,
-                                              from_current=from_current)
+                                              from_current=from_current, supervised=supervised)
         metrics["steps"] = steps
         if fresh and not from_current:
             fit_from = "meta-learned init"
@@ -605,13 +613,16 @@ def _pseudo_labels(rec: WhisperRecognizer, cache: CallerCache, current: dict[str
 
 
 def _meta_settings(rec: WhisperRecognizer, current: dict[str, Tensor], start: dict[str, Tensor] | None,
-                   cfg: AdaptationConfig, steps: int,
-                   from_current: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor], int]:
-    """Rule "meta": (the shipped step sizes, where fitting starts, the number of steps). Fitting
-    starts from the caller's profile where there is one, else from the meta-learned init (from
-    `current`, plain Whisper, where from_current)."""
+                   cfg: AdaptationConfig, steps: int, from_current: bool = False,
+                   supervised: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor], int]:
+    """Rule "meta": (the shipped step sizes, where fitting starts, the number of steps: `cfg.steps`,
+    else SUPERVISED_META_STEPS supervised and META_STEPS label-free). Fitting starts from the
+    caller's profile where there is one, else from the meta-learned init (from `current`, plain
+    Whisper, where from_current)."""
     settings = caller_settings(rec)
     if settings is None:
         raise ValueError("rule 'meta' needs the meta-learned caller settings shipped for these weights")
     origin = current if start is not None or from_current else detached(settings["init"])
-    return settings["step_sizes"], origin, META_STEPS if cfg.steps is None else steps
+    if cfg.steps is not None:
+        return settings["step_sizes"], origin, steps
+    return settings["step_sizes"], origin, SUPERVISED_META_STEPS if supervised else META_STEPS
