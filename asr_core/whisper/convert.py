@@ -233,7 +233,13 @@ def load(path: str, lora_rank: int | None = None, lora_layers: int | None = None
         digest = state_sha256({**hashed, **_adapt_tensors(adapt, adaptation)})
     cfg_d = dict(payload["config"])
     if isinstance(adapt, dict):  # the LoRA group the settings were meta-learned for, unless told otherwise
-        cfg_d.update({k: int(adapt[k]) for k in ("lora_rank", "lora_layers") if isinstance(adapt.get(k), int)})
+        group = {k: int(adapt[k]) for k in ("lora_rank", "lora_layers") if isinstance(adapt.get(k), int)}
+        try:
+            WhisperConfig.from_dict({**cfg_d, **group})
+        except (TypeError, ValueError) as e:      # the settings' fault, not the weights'
+            raise CheckpointError(f"{adaptation or path}: malformed adaptation settings: "
+                                  f"{str(e).splitlines()[0]}") from None
+        cfg_d.update(group)
     cfg_d.update({k: v for k, v in (("lora_rank", lora_rank), ("lora_layers", lora_layers)) if v is not None})
     try:
         model = Whisper(WhisperConfig.from_dict(cfg_d))

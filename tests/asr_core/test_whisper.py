@@ -819,7 +819,10 @@ def test_malformed_whisper_checkpoints_and_adaptation_files_fail_clearly(tiny_pa
         with pytest.raises(CheckpointError, match=message) as err:
             load(tiny_path, adaptation=path)
         assert path in str(err.value), name
-    huge = str(tmp_path / "adapt_rank.pt")
-    write_adaptation({**shipped, "lora_rank": 10**6}, sha, huge)
-    with pytest.raises(CheckpointError, match="lora_rank must be in 0..256"):
-        load(tiny_path, adaptation=huge)
+    # a LoRA group the model cannot have: the adaptation file is named, not the weights'
+    for name, group in (("rank", {"lora_rank": 10**6}), ("layers", {"lora_layers": 9}), ("zero", {"lora_rank": 0})):
+        path = str(tmp_path / f"adapt_{name}.pt")
+        write_adaptation({**shipped, **group}, sha, path)
+        with pytest.raises(CheckpointError, match="lora_rank must be in 0..256|made for another lora_rank") as err:
+            load(tiny_path, adaptation=path)
+        assert str(err.value).startswith(path + ":") and tiny_path not in str(err.value), name
