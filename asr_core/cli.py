@@ -51,17 +51,23 @@ def _speaker_pattern(s: str) -> str:
     return s
 
 
+def _number(s: str, low: float, high: float, kind: str, what: str) -> float:
+    """`s` as a number in [low, high] (-0 is 0), else the argparse error 'expected {kind}' (not
+    a number) or 'expected {what}' (out of range)."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {s!r}") from None
+    if not low <= v <= high:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {s}")
+    return v + 0.0
+
+
 def _seconds_or_none(s: str) -> float | None:
     """argparse type: seconds of padding in [0, 30], or 'none'."""
     if s.strip().lower() == "none":
         return None
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {s!r}") from None
-    if not 0.0 <= v <= 30.0:
-        raise argparse.ArgumentTypeError(f"expected seconds in [0, 30] or 'none', got {s}")
-    return v + 0.0      # -0 is 0
+    return _number(s, 0.0, 30.0, "seconds or 'none'", "seconds in [0, 30] or 'none'")
 
 
 def _seconds(s: str) -> float:
@@ -74,13 +80,7 @@ def _seconds(s: str) -> float:
 
 def _fraction(s: str) -> float:
     """argparse type: a number in [0, 1]."""
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s}")
-    return v + 0.0
+    return _number(s, 0.0, 1.0, "a number", "a number in [0, 1]")
 
 
 def _tail_pool(s: str) -> int:
