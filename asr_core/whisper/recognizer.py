@@ -46,6 +46,16 @@ from asr_core.whisper.tokenizer import WhisperTokenizer
 BACKBONES = {"whisper-tiny": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-tiny.pt"),
              "whisper-base": os.path.join(convert.DEFAULT_MODEL_DIR, "whisper-base.pt")}
 MAX_SAMPLES = N_FRAMES * HOP_LENGTH     # 30 s at 16 kHz
+# A window whose every sample is within this of zero (-63 dBFS) is digital silence: a muted or idle
+# line (zeros, 16-bit dither, G.711 mu-law's idle steps of +-8 levels, which peak at about 15 once
+# resampled to 16 kHz). Whisper transcribes such a window as "you" (each 30 s of a long silent
+# file), so it gets no text and costs no model pass. Speech, even faint, peaks far above it.
+SILENCE_PEAK = 24 / 32768
+
+
+def is_digital_silence(x: Tensor) -> bool:
+    """Whether every sample of `x` (float audio in [-1, 1]) is within `SILENCE_PEAK` of zero."""
+    return bool(x.numel()) and float(x.abs().max()) <= SILENCE_PEAK
 
 
 class WhisperRecognizer:
@@ -255,13 +265,14 @@ class WhisperRecognizer:
     def transcribe(self, audio: Tensor | str | bytes, sample_rate: int | None = None,
                    params: dict[str, Tensor] | None = None, beam_size: int | None = None,
                    word_timestamps: bool = True, offset: float = 0.0, prompt: str | None = None) -> Transcript:
-        """One segment -> Transcript. Empty or too-short audio -> empty text. prompt: words and
+        """One segment -> Transcript. Empty, too-short or digitally silent audio (`SILENCE_PEAK`; of
+        longer audio, each such 30 s window) -> empty text. prompt: words and
         names to favour (a line's vocabulary), given to the decoder as previous text."""
         x = self.prepare(audio, sample_rate)
         texts, words = [], []
         for start in range(0, max(x.numel(), 1), MAX_SAMPLES):
             piece = x[start:start + MAX_SAMPLES]
-            if piece.numel() < 2 * HOP_LENGTH:
+            if piece.numel() < 2 * HOP_LENGTH or is_digital_silence(piece):
                 continue
             t = self._transcribe_window(piece, params, beam_size, word_timestamps, offset + start / SAMPLE_RATE,
                                         prompt)
@@ -282,7 +293,7 @@ class WhisperRecognizer:
         xs = [self.prepare(a, sample_rate) for a in audios]
         if any(x.numel() > MAX_SAMPLES for x in xs):
             raise AudioError("transcribe_batch takes segments of at most 30 s; use transcribe() for longer audio")
-        ok = [i for i, x in enumerate(xs) if x.numel() >= 2 * HOP_LENGTH]
+        ok = [i for i, x in enumerate(xs) if x.numel() >= 2 * HOP_LENGTH and not is_digital_silence(x)]
         out = [Transcript("") for _ in xs]
         if not ok:
             return out

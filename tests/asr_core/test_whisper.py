@@ -259,6 +259,33 @@ def test_silence_and_tiny_inputs_give_empty_text(rec):
 
 
 @needs_wheel
+def test_digitally_silent_windows_get_no_text_and_the_speech_between_them_keeps_its_words(rec, real_dev):
+    """A recording of a muted line: Whisper wrote "you" for each 30 s window of zeros or of a G.711
+    line's idle steps (+-8 levels). Such windows get no text (and no model pass); a real prompt
+    between them keeps its words and its place in time."""
+    from asr_core.audio import load_audio, mulaw_decode
+    from asr_core.manifest import read_manifest
+    from asr_core.metrics import word_errors
+    from asr_core.whisper.recognizer import is_digital_silence
+
+    idle_codes = np.random.default_rng(5).choice(np.array([0xFF, 0xFE, 0x7E, 0x7F], dtype=np.uint8), 8000 * 40)
+    idle = mulaw_decode(idle_codes.tobytes())
+    assert rec.transcribe(torch.zeros(8000 * 60), 8000).text == ""
+    assert rec.transcribe(idle, 8000).text == ""
+    prompt = read_manifest(str(real_dev), ("test",))[0]
+    speech = load_audio(prompt.audio, 8000)
+    assert not is_digital_silence(speech) and is_digital_silence(idle)
+    t = rec.transcribe(torch.cat([torch.zeros(8000 * 35), speech, idle]), 8000)
+    errors, words = word_errors(prompt.text, t.text)
+    assert errors <= 2 and words >= 3, t.text
+    # every word in the second window, where the prompt starts 5 s in (the first and last words'
+    # timings may take in some of the silence around it), none in the third
+    assert 30.0 <= t.words[0].start and 35.0 <= t.words[0].end and t.words[-1].end <= 37.0 + speech.numel() / 8000
+    batch = rec.transcribe_batch([idle[: 8000 * 20], speech], 8000)
+    assert batch[0].text == "" and batch[1].text == rec.transcribe(speech, 8000).text
+
+
+@needs_wheel
 def test_batched_segments_give_the_same_text_as_one_by_one(rec, phone_utterances):
     audios = [a for _, a in phone_utterances[:2]]
     batch = rec.transcribe_batch(audios, 16000, word_timestamps=False)
