@@ -52,8 +52,8 @@ def supervisor_headers(django_user_model, web_server) -> dict[str, str]:
 def test_a_silent_call_and_a_quiet_agent_feed_stay_open_for_half_a_minute(web_server, token, supervisor_headers):
     """Hold music and silence are normal: a PCM call streaming only line hiss
     in real time, and an agent feed with nothing to say, for 32 s. (The supervisor's feed also
-    carries whatever other calls of the test server still send, such as an earlier test's late
-    final: only this call's messages are counted.)"""
+    carries whatever other calls of the test server still send, such as an earlier test's call
+    recognized late: only this call's messages are counted.)"""
     caller = "+15550104242"
 
     async def this_calls(feed, call_id: int | None = None) -> dict:
