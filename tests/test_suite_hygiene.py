@@ -23,8 +23,8 @@ def test_each_xdist_worker_has_a_redis_database_of_its_own():
     assert worker_redis_url("redis://:pw@h:6379/1", "gw1") == "redis://:pw@h:6379/2"  # never database 0
     assert worker_redis_url("redis://h:6379", "gw2") == "redis://h:6379/2"
     assert worker_redis_url("unix:///run/redis.sock", "gw1") == "unix:///run/redis.sock"
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker:  # this run's own worker: the settings read its database
-        from tests.fixtures import xdist_redis
+    from tests.fixtures import xdist_redis
 
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and xdist_redis.BASE_REDIS_URL:  # this run's own worker: the settings read its database
         assert settings.REDIS_URL == worker_redis_url(xdist_redis.BASE_REDIS_URL, worker)
