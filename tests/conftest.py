@@ -9,20 +9,23 @@ from tests.fixtures.daphne import web_server  # noqa: F401
 from tests.fixtures.worker import celery_worker, shared_var_dir  # noqa: F401
 
 
+def pytest_configure(config):
+    """Several test processes (pytest-xdist's ``-n``) need a Redis database each, which
+    ``tests/fixtures/xdist_redis.py`` gives them: refused without it, before any worker starts."""
+    import sys
+
+    if getattr(config.option, "numprocesses", None) and "tests.fixtures.xdist_redis" not in sys.modules:
+        raise pytest.UsageError(
+            "pytest-xdist workers need a Redis database each: run `make test`, or add "
+            "`-p tests.fixtures.xdist_redis` to `python -m pytest -n N`"
+        )
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup):  # noqa: F811 - wraps pytest-django's fixture
     """pytest-django's test database, refused unless it is PostgreSQL."""
-    import os
-    import sys
-
     from django.db import connection
 
-    if os.environ.get("PYTEST_XDIST_WORKER") and "tests.fixtures.xdist_redis" not in sys.modules:
-        pytest.exit(
-            "pytest-xdist workers need a Redis database each: run `make test`, or add "
-            "`-p tests.fixtures.xdist_redis` to `python -m pytest -n N`",
-            returncode=2,
-        )
     if connection.vendor != "postgresql":
         pytest.exit(
             "the backend tests need the real PostgreSQL and Redis: run `make test`, "
