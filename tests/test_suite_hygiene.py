@@ -16,15 +16,14 @@ def test_every_test_stores_media_and_models_outside_the_projects_var_folder():
 def test_each_xdist_worker_has_a_redis_database_of_its_own():
     import os
 
-    from tests.fixtures.xdist_redis import worker_redis_url
-
-    assert worker_redis_url("redis://127.0.0.1:6379/15", "gw0") == "redis://127.0.0.1:6379/15"
-    assert worker_redis_url("redis://127.0.0.1:6379/15", "gw1") == "redis://127.0.0.1:6379/14"
-    assert worker_redis_url("redis://:pw@h:6379/1", "gw1") == "redis://:pw@h:6379/2"  # never database 0
-    assert worker_redis_url("redis://h:6379", "gw2") == "redis://h:6379/2"
-    assert worker_redis_url("unix:///run/redis.sock", "gw1") == "unix:///run/redis.sock"
     from tests.fixtures import xdist_redis
 
+    url = xdist_redis.worker_redis_url
+    assert url("redis://127.0.0.1:6379/15", "gw0") == "redis://127.0.0.1:6379/15"
+    assert url("redis://127.0.0.1:6379/15", "gw1") == "redis://127.0.0.1:6379/14"
+    assert url("redis://:pw@h:6379/1", "gw1") == "redis://:pw@h:6379/2"  # never database 0
+    assert url("redis://h:6379", "gw2") == "redis://h:6379/2"
+    assert url("unix:///run/redis.sock", "gw1") == "unix:///run/redis.sock"
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker and xdist_redis.BASE_REDIS_URL:  # this run's own worker: the settings read its database
-        assert settings.REDIS_URL == worker_redis_url(xdist_redis.BASE_REDIS_URL, worker)
+        assert settings.REDIS_URL == url(xdist_redis.BASE_REDIS_URL, worker)

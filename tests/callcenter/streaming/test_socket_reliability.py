@@ -58,9 +58,11 @@ def test_a_silent_call_and_a_quiet_agent_feed_stay_open_for_half_a_minute(web_se
     caller = "+15550104242"
 
     async def this_calls(feed, call_id: int | None = None) -> dict:
+        """The feed's next message about this call: by its id once known, else by its caller."""
         while True:
             message = json.loads(await asyncio.wait_for(feed.recv(), 10))
-            if message.get("call") == call_id if call_id is not None else message.get("caller") == caller:
+            ours = message.get("caller") == caller if call_id is None else message.get("call") == call_id
+            if ours:
                 return message
 
     async def until_ended(feed, call_id: int) -> list[dict]:
