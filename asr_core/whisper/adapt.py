@@ -119,14 +119,26 @@ LABEL_FREE_ORIGIN = "current"
 # the 6 synthetic test callers no worse (bench/whisper_adapt_sweep.py --steps); the settings shipped
 # since 2026-12-06 are meta-trained for these 10 (`meta_callers.py` runs this fit).
 META_STEPS = 10
-# Supervised, the meta-learned rule stops after 8 of them: on a CPU without bfloat16 dot products
-# (AMD EPYC, AVX2 only; the fits in float32) 10 steps cost 9.1-11.1 s per caller, over the 10 s
-# target, and 8 cost 8.0-8.6 s; on the real-speech development prompts 8 keep most of the gain
-# (hard line -27.7 % against -31.4 %, AMR line -16.7 % against -13.0 %, clean rejected either way)
-# and the 6 synthetic test callers' worst moves from +8.00 to +2.00 points (asr_core/WHISPER.md,
-# "Eight supervised steps"). Label-free keeps META_STEPS: with 8 a synthetic caller's label-free
-# profile was accepted that made its speech worse (+3.06 points on its test prompts, +2.4 on 40 more).
-SUPERVISED_META_STEPS = 8
+# Supervised, the meta-learned rule runs META_STEPS where the fits run in bfloat16, as the settings
+# were meta-trained, and stops after 8 where they run in float32 (`supervised_meta_steps`). On a CPU
+# without bfloat16 dot products (AMD EPYC, AVX2 only) 10 float32 steps cost 9.1-11.1 s per caller,
+# over the 10 s target, and 8 cost 8.0-8.6 s; there 8 keep most of the real-speech gain (hard line
+# -27.7 % against -31.4 %, AMR -16.7 % against -13.0 %, clean rejected either way) and move the 6
+# synthetic test callers' worst from +8.00 to +2.00 points. Where the fits run in bfloat16 (Intel
+# Xeon with AMX, 2026-12-07) 8 steps did worse on every line than 10: hard -25.6 % against -29.5 %,
+# AMR -16.4 % against -21.5 %, the synthetic callers' worst +3.00 against +0.00 points, at 5.3-6.1 s
+# against 6.3-6.7 s per caller (asr_core/WHISPER.md, "Ten bfloat16 steps, eight float32 ones").
+# Label-free keeps META_STEPS everywhere: with 8 a synthetic caller's label-free profile was
+# accepted that made its speech worse (+3.06 points on its test prompts, +2.4 on 40 more; AVX2).
+SUPERVISED_META_STEPS_FLOAT32 = 8
+
+
+def supervised_meta_steps() -> int:
+    """Steps of a supervised fit by the meta-learned rule: META_STEPS where the fits run in bfloat16
+    (FIT_BF16, as meta-trained), SUPERVISED_META_STEPS_FLOAT32 where they run in float32."""
+    return META_STEPS if FIT_BF16 else SUPERVISED_META_STEPS_FLOAT32
+
+
 DEFAULT_STEPS = SUPERVISED_STEPS
 # Utterances one fit step sees at most, taken in turn: the meta-learned settings were trained on
 # inner steps over 8 utterances (`meta_callers.meta_train(support=8)`), and a step costs in
@@ -621,7 +633,7 @@ def _meta_settings(rec: WhisperRecognizer, current: dict[str, Tensor], start: di
                    cfg: AdaptationConfig, steps: int, from_current: bool = False,
                    supervised: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor], int]:
     """Rule "meta": (the shipped step sizes, where fitting starts, the number of steps: `cfg.steps`,
-    else SUPERVISED_META_STEPS supervised and META_STEPS label-free). Fitting starts from the
+    else `supervised_meta_steps()` supervised and META_STEPS label-free). Fitting starts from the
     caller's profile where there is one, else from the meta-learned init (from `current`, plain
     Whisper, where from_current)."""
     settings = caller_settings(rec)
@@ -630,4 +642,4 @@ def _meta_settings(rec: WhisperRecognizer, current: dict[str, Tensor], start: di
     origin = current if start is not None or from_current else detached(settings["init"])
     if cfg.steps is not None:
         return settings["step_sizes"], origin, steps
-    return settings["step_sizes"], origin, SUPERVISED_META_STEPS if supervised else META_STEPS
+    return settings["step_sizes"], origin, supervised_meta_steps() if supervised else META_STEPS

@@ -507,24 +507,30 @@ def test_the_meta_learned_caller_settings_ship_small_for_exactly_these_weights(r
         read_settings(str(tmp_path / "none.pt"), settings["backbone_sha256"])
 
 
-def test_supervised_fits_stop_the_meta_learned_rule_after_eight_steps_label_free_after_ten(rec, hard, monkeypatch):
-    """Supervised: SUPERVISED_META_STEPS (8) steps of the meta-learned rule per fold (10 cost over
-    10 s per caller on a CPU that fits in float32); label-free keeps META_STEPS (10); a step count
-    asked for is used in both modes."""
-    assert (A.SUPERVISED_META_STEPS, A.META_STEPS) == (8, 10)
+def test_supervised_fits_run_ten_meta_learned_steps_in_bfloat16_eight_in_float32_label_free_ten(rec, hard,
+                                                                                              monkeypatch):
+    """Supervised: META_STEPS (10) steps of the meta-learned rule per fold where the fits run in
+    bfloat16, as the settings were meta-trained; 8 where they run in float32 (10 cost over 10 s per
+    caller on a CPU without bfloat16 dot products). Label-free keeps META_STEPS (10) in both; a step
+    count asked for is used in every case."""
+    assert (A.META_STEPS, A.SUPERVISED_META_STEPS_FLOAT32) == (10, 8)
     (audios, texts), _ = hard
     passes = []
     real = cached.teacher_forced_loss
     monkeypatch.setattr(cached, "teacher_forced_loss", lambda *a, **k: passes.append(1) or real(*a, **k))
-    r = A.adapt_whisper_caller(rec, audios[:6], texts[:6], 8000, cfg=AdaptationConfig("supervised"))
-    assert r.metrics["rule"] == "meta" and r.metrics["steps"] == 8
-    assert len(passes) == 8 * r.metrics["folds"]          # one teacher-forced pass a step, per fold
     own = A.plain_whisper_params(rec)
-    steps = {mode: A._meta_settings(rec, own, None, AdaptationConfig(mode), 6, from_current=mode == "label-free",
-                                    supervised=mode == "supervised")[2] for mode in ("supervised", "label-free")}
-    assert steps == {"supervised": 8, "label-free": 10}
-    asked = A._meta_settings(rec, own, None, AdaptationConfig("supervised", steps=3), 3, supervised=True)[2]
-    assert asked == 3
+    for bf16, supervised_steps in ((False, 8), (True, 10)):
+        monkeypatch.setattr(A, "FIT_BF16", bf16)
+        assert A.supervised_meta_steps() == supervised_steps
+        passes.clear()
+        r = A.adapt_whisper_caller(rec, audios[:6], texts[:6], 8000, cfg=AdaptationConfig("supervised"))
+        assert r.metrics["rule"] == "meta" and r.metrics["steps"] == supervised_steps
+        assert len(passes) == supervised_steps * r.metrics["folds"]     # one teacher-forced pass a step, per fold
+        steps = {mode: A._meta_settings(rec, own, None, AdaptationConfig(mode), 6, from_current=mode == "label-free",
+                                        supervised=mode == "supervised")[2] for mode in ("supervised", "label-free")}
+        assert steps == {"supervised": supervised_steps, "label-free": 10}
+        asked = A._meta_settings(rec, own, None, AdaptationConfig("supervised", steps=3), 3, supervised=True)[2]
+        assert asked == 3
 
 
 def test_evaluate_adapt_keeps_its_json_format_for_the_default_backbone(rec, hard, tmp_path):
