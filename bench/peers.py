@@ -1,4 +1,5 @@
-"""Our model vs pocketsphinx vs Whisper tiny (faster-whisper, int8) on the same test split, one run.
+"""Our recognizer (the product's default, or --checkpoint) vs pocketsphinx vs Whisper tiny
+(faster-whisper, int8) on the same test split, one run.
 
     bash bench/setup_peers.sh                       # once: peers in var/bench-venv
     .venv/bin/python bench/peers.py --manifest data/corpus/manifest.tsv [--limit 120]
@@ -35,7 +36,7 @@ def main() -> int:
                "--limit", str(a.limit), "--json", ours] + (["--checkpoint", a.checkpoint] if a.checkpoint else [])
         subprocess.run(cmd, check=True, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
         r = json.load(open(ours))
-        rows.append(("ours (streaming CTC + LM)", r["wer"], r["cer"], r["rtf"], r["utterances"], r["words"]))
+        rows.append((f"ours ({r.get('backbone', 'default')})", r["wer"], r["cer"], r["rtf"], r["utterances"], r["words"]))
         for system in ("pocketsphinx", "whisper-tiny"):
             out = os.path.join(tmp, f"{system}.json")
             subprocess.run([PEER_PY, os.path.join(ROOT, "bench", "peer_decode.py"), "--system", system,
