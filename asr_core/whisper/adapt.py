@@ -126,8 +126,9 @@ META_STEPS = 10
 # -27.7 % against -31.4 %, AMR -16.7 % against -13.0 %, clean rejected either way) and move the 6
 # synthetic test callers' worst from +8.00 to +2.00 points. Where the fits run in bfloat16 (Intel
 # Xeon with AMX, 2026-12-07) 8 steps did worse on every line than 10: hard -25.6 % against -29.5 %,
-# AMR -16.4 % against -21.5 %, the synthetic callers' worst +3.00 against +0.00 points, at 5.3-6.1 s
-# against 6.3-6.7 s per caller (asr_core/WHISPER.md, "Ten bfloat16 steps, eight float32 ones").
+# AMR -16.4 % against -21.5 %, the synthetic callers' worst +3.00 against +0.00 points, at 6.0-6.7 s
+# per caller either way in the same sweeps (asr_core/WHISPER.md, "Ten bfloat16 steps, eight float32
+# ones").
 # Label-free keeps META_STEPS everywhere: with 8 a synthetic caller's label-free profile was
 # accepted that made its speech worse (+3.06 points on its test prompts, +2.4 on 40 more; AVX2).
 SUPERVISED_META_STEPS_FLOAT32 = 8
