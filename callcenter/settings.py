@@ -157,7 +157,7 @@ CELERY_WORKER_CONCURRENCY = _env_int("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "callcenter.live.layer.RedisChannelLayer",  # channels-redis, honouring cancellation
         # An agent's feed gets every call's partials: room for a few seconds of
         # them at 20 calls if its web process falls behind (over it, messages drop).
         #
