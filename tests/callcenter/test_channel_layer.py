@@ -63,7 +63,7 @@ def test_a_receive_whose_cancellation_was_dropped_still_ends_and_a_message_sent_
 
 def test_agent_feeds_refused_and_abandoned_a_thousand_times_each_close_their_event_loop(people):  # noqa: F811
     """A client gone without a close frame: the loop's end cancels the
-    consumer, whose receive must end (it hung about once in 250 before)."""
+    consumer, whose receive must end (before, one in a few hundred hung)."""
     headers = cookie(people["alice"].user)
     loops: list[asyncio.AbstractEventLoop] = []
 
