@@ -13,7 +13,10 @@ ever, popping from Redis every few seconds. ``_brpop_with_clean`` below
 checks, after its cleanup command and after an empty pop, whether its task
 was asked to stop, and raises ``CancelledError`` where the cancellation was
 lost (so a receive ends within one pop, 5 s at most). What it does is
-otherwise channels-redis 4.3.0's (pinned).
+otherwise channels-redis 4.3.0's (pinned). Its steps are written out here,
+not called through ``super()``: a cancellation dropped in the cleanup
+command would otherwise keep the consumer for a whole 5 s pop (measured:
+1000 abandoned feeds 18-24 s against about 10 s).
 """
 
 from __future__ import annotations

@@ -13,12 +13,10 @@ import threading
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
 from django.db import connections
 
-from callcenter.asgi import application
 from callcenter.live.layer import RedisChannelLayer
-from tests.callcenter.dashboard.test_consumers import cookie, people  # noqa: F401 - the fixture
+from tests.callcenter.dashboard.test_consumers import _close_code, _connect, cookie, people  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,11 +67,9 @@ def test_agent_feeds_refused_and_abandoned_a_thousand_times_each_close_their_eve
 
     async def scenario():
         loops[:] = [asyncio.get_running_loop()]
-        feed = WebsocketCommunicator(application, "/ws/agent/?call=abc", headers=headers)
-        connected, _ = await feed.connect(timeout=10)
-        assert connected
-        assert (await feed.receive_json_from(timeout=10))["code"] == "invalid"
-        assert (await feed.receive_output(timeout=10))["type"] == "websocket.close"
+        feed, first = await _connect(headers, "/ws/agent/?call=abc")
+        assert first["code"] == "invalid"
+        assert await _close_code(feed) == 4400
 
     def run_all(outcome: list) -> None:
         try:
